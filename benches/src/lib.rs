@@ -1,0 +1,1 @@
+//! basalt-benches: shared code for the benchmark harness.

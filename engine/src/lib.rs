@@ -1,0 +1,1 @@
+//! basalt-engine: durable storage for basalt (WAL, B+tree, MVCC, leases).

@@ -1,0 +1,1 @@
+//! basalt-raft: Raft consensus as a pure, deterministic state machine.

@@ -1,0 +1,1 @@
+//! basalt-tuning: host checker and tuning profiles.
