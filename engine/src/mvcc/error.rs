@@ -1,0 +1,36 @@
+//! The one error type of `engine::mvcc`.
+
+/// Errors of the MVCC store. `Compacted`, `FutureRevision`, `LeaseNotFound`,
+/// `LeaseExists` and `KeyNotFound` are client errors that `net` maps to etcd's
+/// gRPC codes; an op that fails with them changed nothing. The others mean the
+/// store's files or I/O are broken.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    /// etcd: "mvcc: required revision has been compacted".
+    #[error("required revision {requested} has been compacted (compacted at {compacted})")]
+    Compacted { requested: i64, compacted: i64 },
+    /// etcd: "mvcc: required revision is a future revision".
+    #[error("required revision is a future revision")]
+    FutureRevision,
+    /// etcd: "lease not found".
+    #[error("lease {0:#x} not found")]
+    LeaseNotFound(i64),
+    /// etcd: "lease already exists".
+    #[error("lease {0:#x} already exists")]
+    LeaseExists(i64),
+    /// etcd: "key not found" (a put with ignore_value/ignore_lease on a missing key).
+    #[error("key not found")]
+    KeyNotFound,
+    /// A request no etcd would accept and `net` did not catch (e.g. lease id 0).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Stored or streamed data failed a check; says what and where.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
