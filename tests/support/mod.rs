@@ -1,0 +1,340 @@
+//! Test support: start a real etcd and a basalt server on free loopback
+//! ports, each with a fresh data dir, and run the same scenario against both.
+//!
+//! A scenario writes what it sees into a [`Transcript`]: one line per
+//! response, with the fields that legitimately differ between two servers
+//! (cluster and member ids, raft term) blanked. Two transcripts must match
+//! line for line.
+
+#![allow(dead_code)]
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+
+/// Path of the etcd binary used as the reference implementation.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// Path of etcdctl (3.4), the reference command-line client.
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests,
+/// which retry the server start if another process grabs it meanwhile).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Which implementation a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+    Basalt,
+}
+
+/// A server process started by a test; killed (by its own PID) on drop.
+pub struct Server {
+    pub kind: Kind,
+    pub endpoint: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a fresh single-member server and waits until it answers.
+    pub async fn start(kind: Kind) -> Server {
+        Self::start_with(kind, &[]).await
+    }
+
+    /// Like [`Server::start`] with extra command-line flags.
+    pub async fn start_with(kind: Kind, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        Self::start_in(kind, dir, data_dir, extra).await
+    }
+
+    async fn start_in(
+        kind: Kind,
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        extra: &[&str],
+    ) -> Server {
+        let client_port = free_port();
+        let peer_port = free_port();
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let self_check = std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some();
+        let bin = match if self_check { Kind::Etcd } else { kind } {
+            Kind::Etcd => PathBuf::from(ETCD_BIN),
+            Kind::Basalt => PathBuf::from(
+                option_env!("CARGO_BIN_EXE_basalt")
+                    .expect("the basalt binary is built by cargo for integration tests"),
+            ),
+        };
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen-client-urls")
+            .arg(&endpoint)
+            .arg("--advertise-client-urls")
+            .arg(&endpoint)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("default={peer}"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        if kind == Kind::Basalt && !self_check {
+            cmd.arg("--cores").arg("1");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut server = Server {
+            kind,
+            endpoint,
+            child,
+            _dir: dir,
+            data_dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{:?} exited early with {status}; log:\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            if let Ok(mut c) = Client::connect([&self.endpoint], None).await {
+                if c.get("basalt-test-probe", None).await.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} did not answer within 20 s; log:\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new client connected to this server.
+    pub async fn client(&self) -> Client {
+        Client::connect([&self.endpoint], None)
+            .await
+            .expect("connect")
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !sent {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    /// Kills (or has already stopped) this server and starts the same kind
+    /// again on the same data dir; returns the new server.
+    pub async fn restart(mut self, extra: &[&str]) -> Server {
+        self.kill();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        let data_dir = self.data_dir.clone();
+        let kind = self.kind;
+        drop(self);
+        Self::start_in(kind, dir, data_dir, extra).await
+    }
+
+    /// Runs etcdctl (API v3) against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ETCDCTL_BIN)
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&self.endpoint)
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a scenario saw, one normalised line per response.
+#[derive(Default, Debug)]
+pub struct Transcript {
+    pub lines: Vec<String>,
+}
+
+impl Transcript {
+    /// Records a response or an error under a label.
+    pub fn record<T: Debug>(
+        &mut self,
+        label: &str,
+        result: Result<T, etcd_client::Error>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.lines
+                    .push(format!("{label}: {}", normalise(&format!("{v:?}"))));
+                Some(v)
+            }
+            Err(e) => {
+                self.lines
+                    .push(format!("{label}: ERR {}", describe_error(&e)));
+                None
+            }
+        }
+    }
+
+    /// Records a free-form line (already normalised by the caller).
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.lines.push(line.into());
+    }
+}
+
+/// The gRPC code and message of an error, the parts a client acts on.
+pub fn describe_error(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            format!("code={:?} message={:?}", s.code(), s.message())
+        }
+        other => format!("client error: {other}"),
+    }
+}
+
+/// Blanks the response-header fields that differ between any two servers.
+pub fn normalise(debug: &str) -> String {
+    ["cluster_id: ", "member_id: ", "raft_term: "]
+        .iter()
+        .fold(debug.to_string(), |text, field| {
+            blank_number_after(&text, field)
+        })
+}
+
+fn blank_number_after(text: &str, field: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(field) {
+        out.push_str(&rest[..pos + field.len()]);
+        out.push('_');
+        rest = &rest[pos + field.len()..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs `scenario` against a fresh etcd and a fresh basalt and asserts the
+/// transcripts are identical.
+pub async fn differential<F, Fut>(name: &str, scenario: F)
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = Transcript>,
+{
+    let etcd = Server::start(Kind::Etcd).await;
+    let expected = scenario(etcd.client().await).await;
+    drop(etcd);
+    if std::env::var_os("BASALT_DIFF_PRINT").is_some() {
+        eprintln!("== {name}: etcd transcript\n{}", expected.lines.join("\n"));
+    }
+    // BASALT_DIFF_SELF_CHECK=1 runs the scenario against a second etcd
+    // instead: the transcripts must then match too, which proves a scenario
+    // records nothing that differs between two runs of the same server.
+    let other = if std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some() {
+        Kind::Etcd
+    } else {
+        Kind::Basalt
+    };
+    let basalt = Server::start(other).await;
+    let got = scenario(basalt.client().await).await;
+    assert_transcripts_match(name, &expected, &got, &basalt);
+}
+
+/// Asserts two transcripts match, printing the first difference in full.
+pub fn assert_transcripts_match(
+    name: &str,
+    etcd: &Transcript,
+    basalt: &Transcript,
+    server: &Server,
+) {
+    for (i, (e, b)) in etcd.lines.iter().zip(&basalt.lines).enumerate() {
+        if e != b {
+            panic!(
+                "scenario {name}: line {i} differs\n  etcd:   {e}\n  basalt: {b}\n\nfull etcd transcript:\n{}\n\nbasalt log:\n{}",
+                etcd.lines.join("\n"),
+                server.log()
+            );
+        }
+    }
+    assert_eq!(
+        etcd.lines.len(),
+        basalt.lines.len(),
+        "scenario {name}: transcripts differ in length\netcd:\n{}\nbasalt:\n{}",
+        etcd.lines.join("\n"),
+        basalt.lines.join("\n")
+    );
+}
