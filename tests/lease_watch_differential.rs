@@ -40,30 +40,34 @@ fn watch_lines(resp: &WatchResponse) -> Vec<String> {
     lines
 }
 
-/// Reads from `stream` until `n` lines were seen (or 10 s pass).
+/// Reads from `stream` until `n` lines were seen (or 10 s pass). Each
+/// watcher's lines keep their order; how two watchers of one stream
+/// interleave is up to the server, so the lines are grouped by watch id.
 async fn read_watch(stream: &mut WatchStream, t: &mut Transcript, n: usize) {
-    let mut seen = 0;
-    while seen < n {
+    let mut lines = Vec::new();
+    while lines.len() < n {
         match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
-            Ok(Ok(Some(resp))) => {
-                for line in watch_lines(&resp) {
-                    t.note(line);
-                    seen += 1;
-                }
-            }
+            Ok(Ok(Some(resp))) => lines.extend(watch_lines(&resp)),
             Ok(Ok(None)) => {
-                t.note("watch stream ended");
-                return;
+                lines.push("watch stream ended".to_string());
+                break;
             }
             Ok(Err(e)) => {
-                t.note(format!("watch error {}", support::describe_error(&e)));
-                return;
+                lines.push(format!("watch error {}", support::describe_error(&e)));
+                break;
             }
             Err(_) => {
-                t.note(format!("watch timed out after {seen} of {n} lines"));
-                return;
+                lines.push(format!(
+                    "watch timed out after {} of {n} lines",
+                    lines.len()
+                ));
+                break;
             }
         }
+    }
+    lines.sort_by_key(|l| l.split(' ').next().unwrap_or("").to_string());
+    for line in lines {
+        t.note(line);
     }
 }
 
@@ -127,13 +131,17 @@ async fn leases() {
                 .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
                 .await
             {
-                Ok(r) => t.note(format!(
-                    "ttl {id}: id={} granted={} remaining_plausible={} keys={:?}",
-                    r.id(),
-                    r.granted_ttl(),
-                    r.ttl() == -1 || (r.ttl() > 0 && r.ttl() <= r.granted_ttl()),
-                    r.keys()
-                )),
+                Ok(r) => {
+                    // etcd lists a lease's keys in no particular order.
+                    let mut keys = r.keys().to_vec();
+                    keys.sort();
+                    t.note(format!(
+                        "ttl {id}: id={} granted={} remaining_plausible={} keys={keys:?}",
+                        r.id(),
+                        r.granted_ttl(),
+                        r.ttl() == -1 || (r.ttl() > 0 && r.ttl() <= r.granted_ttl()),
+                    ))
+                }
                 Err(e) => t.note(format!("ttl {id}: ERR {}", support::describe_error(&e))),
             }
         }
