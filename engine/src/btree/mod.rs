@@ -1,0 +1,461 @@
+//! An append-only copy-on-write B+tree in one file: ordered byte keys to byte
+//! values, with snapshots that never block the writer.
+//!
+//! ```
+//! use std::ops::Bound;
+//! use basalt_engine::btree::{Tree, TreeOptions};
+//!
+//! # fn main() -> Result<(), basalt_engine::btree::BtreeError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut tree = Tree::open(&dir.path().join("shard0.tree"), TreeOptions::default())?;
+//! let mut batch = tree.write();
+//! batch.insert(b"a", b"1")?;
+//! batch.insert(b"b", b"2")?;
+//! batch.commit(7)?; // durable here; 7 is e.g. the applied Raft index
+//!
+//! let snap = tree.read(); // pins this commit
+//! let mut batch = tree.write();
+//! batch.remove(b"a")?;
+//! batch.commit(8)?;
+//!
+//! assert_eq!(snap.get(b"a")?, Some(b"1".to_vec())); // the snapshot is unchanged
+//! assert_eq!(tree.read().get(b"a")?, None);
+//! assert_eq!(tree.read().count(Bound::Unbounded, Bound::Unbounded)?, 1);
+//! assert_eq!(tree.user_meta(), 8);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout and invariants
+//! - Pages 0 and 1 are meta slots ([`meta`](self) docs in `meta.rs`); nodes
+//!   follow. A node is one page, or several contiguous pages when a single
+//!   entry is larger than a page. Every node carries a CRC32 checked on each
+//!   read, its own page number and the id of the commit that wrote it.
+//! - Committed pages are never rewritten: a commit copies the changed
+//!   root-to-leaf paths to the end of the file, then writes the meta slot
+//!   `commit_id % 2`, then issues one fdatasync. On open, the newest meta
+//!   slot whose checksum and every node of its commit verify wins, so a crash
+//!   at any point leaves the previous commit.
+//! - Branches store, per child, the number of keys below it, so
+//!   [`Snapshot::count`] reads two root-to-leaf paths, not the range.
+//! - Pages not reachable from the newest root are garbage: counted in
+//!   [`Tree::file_bytes`] but not [`Tree::live_bytes`], and dropped by
+//!   [`Tree::compact_file`] (blocking in this version).
+//! - A [`Snapshot`] holds an `Arc` of the memory map it was taken from, so it
+//!   stays valid across later commits, file growth and compaction.
+
+mod commit;
+mod dirty;
+mod error;
+mod meta;
+mod page;
+mod pagefile;
+mod snapshot;
+mod write_batch;
+
+use std::ffi::OsString;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+pub use error::BtreeError;
+pub use snapshot::{EntryRef, RangeIter, Snapshot};
+pub use write_batch::WriteBatch;
+
+use commit::{build_root, write_leaves, NodeSink};
+use meta::{Meta, FIRST_NODE_PAGE, META_LEN};
+use page::{leaf_entry_len, ChildRef, Header, HEADER_LEN};
+use pagefile::{sync_parent_dir, PageFile};
+use snapshot::read_node;
+
+/// Largest key accepted: above etcd's 1.5 MiB request limit plus the MVCC
+/// revision suffix, so any key a client may send fits.
+pub const MAX_KEY_BYTES: usize = 4 << 20;
+/// Largest value accepted (etcd's request limit is 1.5 MiB by default and
+/// configurable; this leaves room while keeping node offsets in 32 bits).
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// How a tree file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeOptions {
+    /// Bytes per page, a power of two in 1 KiB..=64 KiB. Fixed when the file
+    /// is created; opening it with another size is an error.
+    pub page_size: u32,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        TreeOptions { page_size: 4096 }
+    }
+}
+
+/// The tree file and its single writer. Readers take [`Snapshot`]s.
+pub struct Tree {
+    file: PageFile,
+    meta: Meta,
+    /// Set when an fdatasync failed: the kernel may have dropped the dirty
+    /// pages, so nothing written afterwards can be trusted to be durable.
+    poisoned: bool,
+}
+
+impl Tree {
+    /// Opens the tree at `path`, creating an empty one if the file is missing.
+    pub fn open(path: &Path, opts: TreeOptions) -> Result<Tree, BtreeError> {
+        let ps = opts.page_size;
+        if !ps.is_power_of_two() || !(1024..=65536).contains(&ps) {
+            return Err(BtreeError::InvalidOptions(format!(
+                "page_size {ps} is not a power of two in 1024..=65536"
+            )));
+        }
+        let (mut file, _) = PageFile::open(path)?;
+        // A file shorter than the two meta slots has never completed its
+        // first sync (creation writes and syncs slot 0 before anything else),
+        // so it holds nothing committed: start it afresh.
+        let meta = if file.len() < 2 * u64::from(ps) {
+            let meta = Meta::empty(ps);
+            file.write_at(&meta.encode(), meta.slot_offset())?;
+            file.sync()?;
+            file.ensure_len(2 * u64::from(ps), u64::from(ps))?;
+            meta
+        } else {
+            recover_meta(&file, ps)?
+        };
+        Ok(Tree {
+            file,
+            meta,
+            poisoned: false,
+        })
+    }
+
+    /// A consistent view of the last commit. Cheap (an `Arc` clone); never
+    /// blocks or is blocked by the writer.
+    pub fn read(&self) -> Snapshot {
+        Snapshot {
+            map: self.file.map().clone(),
+            path: self.file.path.clone(),
+            page_size: self.meta.page_size as usize,
+            meta: self.meta,
+        }
+    }
+
+    /// Starts a batch of changes (there is one writer: the batch borrows the
+    /// tree mutably).
+    pub fn write(&mut self) -> WriteBatch<'_> {
+        WriteBatch::new(self)
+    }
+
+    /// The `user_meta` of the last commit (0 for a new file).
+    pub fn user_meta(&self) -> u64 {
+        self.meta.user_meta
+    }
+
+    /// Id of the last commit; increases by one per commit.
+    pub fn commit_id(&self) -> u64 {
+        self.meta.txn
+    }
+
+    /// Keys in the tree as of the last commit.
+    pub fn len(&self) -> u64 {
+        self.meta.key_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.key_count == 0
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Size of the file on disk (it grows in chunks, so this includes
+    /// preallocated space past the last commit).
+    pub fn file_bytes(&self) -> u64 {
+        self.file.len()
+    }
+
+    /// Bytes of the pages reachable from the last commit's root, plus the
+    /// two meta slots: what [`Tree::compact_file`] would keep.
+    pub fn live_bytes(&self) -> u64 {
+        (self.meta.live_pages + FIRST_NODE_PAGE) * u64::from(self.meta.page_size)
+    }
+
+    /// Bytes up to the end of the last commit's pages: where the next commit
+    /// starts appending.
+    pub fn committed_bytes(&self) -> u64 {
+        self.meta.page_count * self.page_size()
+    }
+
+    fn page_size(&self) -> u64 {
+        u64::from(self.meta.page_size)
+    }
+
+    /// Appends a commit's nodes and meta, then syncs once.
+    fn write_commit(&mut self, meta: &Meta, nodes: &[u8]) -> Result<(), BtreeError> {
+        if self.poisoned {
+            return Err(BtreeError::Poisoned {
+                path: self.file.path.to_path_buf(),
+            });
+        }
+        let ps = self.page_size();
+        self.file.ensure_len(meta.page_count * ps, ps)?;
+        self.file.write_at(nodes, meta.commit_start * ps)?;
+        self.file.write_at(&meta.encode(), meta.slot_offset())?;
+        if let Err(e) = self.file.sync() {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.meta = *meta;
+        Ok(())
+    }
+
+    /// Rewrites the live tree, densely packed, into a new file and atomically
+    /// replaces this one with it (rename, then directory fsync). Blocks the
+    /// writer for the whole copy; snapshots taken before stay valid (they keep
+    /// the old file's map). The commit id advances by one; `user_meta` is kept.
+    pub fn compact_file(&mut self) -> Result<(), BtreeError> {
+        if self.poisoned {
+            return Err(BtreeError::Poisoned {
+                path: self.file.path.to_path_buf(),
+            });
+        }
+        let snap = self.read();
+        let path: PathBuf = self.file.path.to_path_buf();
+        let mut tmp_name = OsString::from(path.as_os_str());
+        tmp_name.push(".compact");
+        let tmp = PathBuf::from(tmp_name);
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)
+                .map_err(pagefile::io_err(&tmp, "remove stale compaction file"))?;
+        }
+        let (mut out, _) = PageFile::open(&tmp)?;
+        let meta = match copy_live(&snap, &out, self.meta.txn + 1) {
+            Ok(m) => m,
+            Err(e) => {
+                drop(out);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let ps = self.page_size();
+        out.ensure_len(meta.page_count * ps, ps)?;
+        // Both slots hold the compacted commit, so the file is valid whichever
+        // slot the next commit overwrites.
+        for slot in 0..2 {
+            out.write_at(&meta.encode(), slot * ps)?;
+        }
+        out.sync()?;
+        drop(out);
+        std::fs::rename(&tmp, &path).map_err(pagefile::io_err(&path, "rename compacted file"))?;
+        sync_parent_dir(&path)?;
+        self.file.reopen()?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// Walks the whole tree checking every node's checksum, key order,
+    /// separator bounds, per-child counts, equal leaf depth and the meta's
+    /// key and live-page counts. Costs a full read; for tests and tooling.
+    pub fn check_integrity(&self) -> Result<(), BtreeError> {
+        let snap = self.read();
+        let mut walk = IntegrityWalk {
+            snap: &snap,
+            leaf_depth: None,
+            pages: 0,
+        };
+        let keys = if snap.meta.root == 0 {
+            0
+        } else {
+            walk.node(snap.meta.root, 0, None, None)?
+        };
+        let corrupt = |reason: String| BtreeError::CorruptPage {
+            path: self.file.path.to_path_buf(),
+            page: snap.meta.root,
+            reason,
+        };
+        if keys != snap.meta.key_count {
+            return Err(corrupt(format!(
+                "tree holds {keys} keys, meta says {}",
+                snap.meta.key_count
+            )));
+        }
+        if walk.pages != snap.meta.live_pages {
+            return Err(corrupt(format!(
+                "tree spans {} pages, meta says {} live",
+                walk.pages, snap.meta.live_pages
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bulk-builds `snap`'s entries into `out` as commit `txn`: full leaves, then
+/// branch levels. Returns the meta describing the result.
+fn copy_live(snap: &Snapshot, out: &PageFile, txn: u64) -> Result<Meta, BtreeError> {
+    let ps = snap.page_size;
+    let cap = ps - HEADER_LEN;
+    let mut sink = NodeSink::new(FIRST_NODE_PAGE, txn, ps);
+    let mut level: Vec<ChildRef> = Vec::new();
+    let mut leaf: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut leaf_len = 0;
+    let mut iter = snap.range(Bound::Unbounded, Bound::Unbounded);
+    while let Some(entry) = iter.next_ref() {
+        let (k, v) = entry?;
+        let len = leaf_entry_len(k, v);
+        if !leaf.is_empty() && leaf_len + len > cap {
+            level.append(&mut write_leaves(&leaf, &mut sink));
+            leaf.clear();
+            leaf_len = 0;
+            sink.drain(out, false)?;
+        }
+        leaf.push((k.to_vec(), v.to_vec()));
+        leaf_len += len;
+    }
+    level.append(&mut write_leaves(&leaf, &mut sink));
+    let root = build_root(level, &mut sink);
+    sink.drain(out, true)?;
+    let pages = sink.pages();
+    Ok(Meta {
+        page_size: snap.meta.page_size,
+        txn,
+        root: root.as_ref().map_or(0, |r| r.page),
+        key_count: root.as_ref().map_or(0, |r| r.count),
+        page_count: FIRST_NODE_PAGE + pages,
+        commit_start: FIRST_NODE_PAGE,
+        live_pages: pages,
+        user_meta: snap.meta.user_meta,
+        commit_digest: sink.digest(),
+    })
+}
+
+/// Picks the newest meta slot that decodes and whose commit's nodes verify.
+fn recover_meta(file: &PageFile, page_size: u32) -> Result<Meta, BtreeError> {
+    let map: &[u8] = file.map();
+    let ps = page_size as usize;
+    let mut candidates = Vec::new();
+    let mut reasons = [String::new(), String::new()];
+    for (slot, reason) in reasons.iter_mut().enumerate() {
+        let at = slot * ps;
+        match Meta::decode(&map[at..(at + META_LEN).min(map.len())]) {
+            Ok(m) => candidates.push(m),
+            Err(r) => *reason = r,
+        }
+    }
+    candidates.sort_by_key(|m| std::cmp::Reverse(m.txn));
+    for m in candidates {
+        let slot = (m.txn % 2) as usize;
+        if m.page_size != page_size {
+            return Err(BtreeError::PageSizeMismatch {
+                path: file.path.to_path_buf(),
+                expected: page_size,
+                found: m.page_size,
+            });
+        }
+        match verify_commit(map, &file.path, &m) {
+            Ok(()) => return Ok(m),
+            Err(e) => reasons[slot] = format!("commit {} does not verify: {e}", m.txn),
+        }
+    }
+    let [slot0, slot1] = reasons;
+    Err(BtreeError::NoValidMeta {
+        path: file.path.to_path_buf(),
+        slot0,
+        slot1,
+    })
+}
+
+/// Checks that every node of `m`'s commit is on disk intact: each parses, was
+/// written by this commit, and together they match the meta's digest.
+fn verify_commit(map: &[u8], path: &Path, m: &Meta) -> Result<(), BtreeError> {
+    let ps = m.page_size as usize;
+    let mut digest = crc32fast::Hasher::new();
+    let mut page = m.commit_start;
+    while page < m.page_count {
+        let node = read_node(map, path, ps, m.page_count, page)?;
+        let h = Header::read(&map[page as usize * ps..]);
+        if h.txn != m.txn {
+            return Err(BtreeError::CorruptPage {
+                path: path.to_path_buf(),
+                page,
+                reason: format!("written by commit {}, expected {}", h.txn, m.txn),
+            });
+        }
+        digest.update(&h.crc.to_le_bytes());
+        page += node.span_bytes().div_ceil(ps) as u64;
+    }
+    if digest.finalize() != m.commit_digest {
+        return Err(BtreeError::CorruptPage {
+            path: path.to_path_buf(),
+            page: m.commit_start,
+            reason: "the commit's nodes do not match the meta's digest".to_string(),
+        });
+    }
+    if m.root != 0 {
+        read_node(map, path, ps, m.page_count, m.root)?;
+    }
+    Ok(())
+}
+
+struct IntegrityWalk<'a> {
+    snap: &'a Snapshot,
+    leaf_depth: Option<usize>,
+    pages: u64,
+}
+
+impl IntegrityWalk<'_> {
+    /// Checks the subtree at `page` whose keys must lie in `[low, high)`;
+    /// returns its key count.
+    fn node(
+        &mut self,
+        page: u64,
+        depth: usize,
+        low: Option<&[u8]>,
+        high: Option<&[u8]>,
+    ) -> Result<u64, BtreeError> {
+        let node = self.snap.node(page)?;
+        self.pages += node.span_bytes().div_ceil(self.snap.page_size) as u64;
+        let corrupt = |reason: String| BtreeError::CorruptPage {
+            path: self.snap.path.to_path_buf(),
+            page,
+            reason,
+        };
+        let in_bounds = |k: &[u8]| low.is_none_or(|l| k >= l) && high.is_none_or(|h| k < h);
+        if node.is_leaf() {
+            if *self.leaf_depth.get_or_insert(depth) != depth {
+                return Err(corrupt(format!(
+                    "leaf at depth {depth}, others at {:?}",
+                    self.leaf_depth
+                )));
+            }
+            for i in 0..node.len() {
+                let k = node.leaf_key(i);
+                if !in_bounds(k) || (i > 0 && node.leaf_key(i - 1) >= k) {
+                    return Err(corrupt(format!(
+                        "key {i} is out of order or outside its parent's range"
+                    )));
+                }
+            }
+            return Ok(node.len() as u64);
+        }
+        let mut total = 0;
+        for i in 0..node.len() {
+            let lo = if i == 0 { low } else { Some(node.separator(i)) };
+            let hi = if i + 1 < node.len() {
+                Some(node.separator(i + 1))
+            } else {
+                high
+            };
+            if let Some(l) = lo.filter(|_| i > 0) {
+                if !in_bounds(l) || hi.is_some_and(|h| l >= h) {
+                    return Err(corrupt(format!("separator {i} is out of order")));
+                }
+            }
+            let n = self.node(node.child_page(i), depth + 1, lo, hi)?;
+            if n != node.child_count(i) {
+                return Err(corrupt(format!(
+                    "child {i} holds {n} keys, branch says {}",
+                    node.child_count(i)
+                )));
+            }
+            total += n;
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,125 @@
+//! The single writer's batch: changes gathered in memory, made durable
+//! together by one commit (one append, one meta write, one fdatasync).
+
+use super::commit::{build_root, flush, NodeSink};
+use super::dirty::{self, Base, Dirty, Link};
+use super::error::BtreeError;
+use super::meta::Meta;
+use super::snapshot::Snapshot;
+use super::{Tree, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// Changes to a [`Tree`] that become durable and visible together on
+/// [`WriteBatch::commit`]. Dropping a batch discards it.
+pub struct WriteBatch<'t> {
+    tree: &'t mut Tree,
+    base: Snapshot,
+    root: Option<Link>,
+    freed_pages: u64,
+}
+
+fn check_key(key: &[u8]) -> Result<(), BtreeError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(BtreeError::KeySize {
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl<'t> WriteBatch<'t> {
+    pub(crate) fn new(tree: &'t mut Tree) -> WriteBatch<'t> {
+        let base = tree.read();
+        let root = (base.meta.root != 0).then(|| Link::clean(base.meta.root, base.meta.key_count));
+        WriteBatch {
+            tree,
+            base,
+            root,
+            freed_pages: 0,
+        }
+    }
+
+    /// Sets `key` to `value`; returns whether the key existed (in the tree or
+    /// earlier in this batch).
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<bool, BtreeError> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(BtreeError::ValueTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_BYTES,
+            });
+        }
+        match self.root.as_mut() {
+            None => {
+                self.root = Some(Link::new_leaf(key.to_vec(), value.to_vec()));
+                Ok(false)
+            }
+            Some(root) => {
+                let mut base = Base {
+                    snap: &self.base,
+                    freed_pages: &mut self.freed_pages,
+                };
+                dirty::insert(root, key, value, &mut base)
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool, BtreeError> {
+        let Some(root) = self.root.as_mut() else {
+            return Ok(false);
+        };
+        let mut base = Base {
+            snap: &self.base,
+            freed_pages: &mut self.freed_pages,
+        };
+        dirty::remove(root, key, &mut base)
+    }
+
+    /// Reads `key` as this batch would commit it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BtreeError> {
+        match &self.root {
+            None => Ok(None),
+            Some(root) => dirty::get(root, key, &self.base),
+        }
+    }
+
+    /// Writes the changed nodes after the committed pages, then the meta slot
+    /// carrying `user_meta`, then fdatasyncs once. Durable and visible to new
+    /// [`Tree::read`] snapshots when it returns; on error the tree still shows
+    /// the previous commit.
+    pub fn commit(self, user_meta: u64) -> Result<(), BtreeError> {
+        let WriteBatch {
+            tree,
+            base,
+            mut root,
+            mut freed_pages,
+        } = self;
+        if let Some(Dirty::Branch(b)) = root.as_mut().and_then(|l| l.dirty.as_deref_mut()) {
+            let mut base = Base {
+                snap: &base,
+                freed_pages: &mut freed_pages,
+            };
+            dirty::rebalance(b, &mut base)?;
+        }
+        let root = dirty::collapse_root(root);
+        let prev = base.meta;
+        let txn = prev.txn + 1;
+        let mut sink = NodeSink::new(prev.page_count, txn, base.page_size);
+        let top = root.map(|r| flush(r, &mut sink)).unwrap_or_default();
+        let top = build_root(top, &mut sink);
+        let written = sink.pages();
+        let meta = Meta {
+            page_size: prev.page_size,
+            txn,
+            root: top.as_ref().map_or(0, |r| r.page),
+            key_count: top.as_ref().map_or(0, |r| r.count),
+            page_count: prev.page_count + written,
+            commit_start: prev.page_count,
+            live_pages: (prev.live_pages + written).saturating_sub(freed_pages),
+            user_meta,
+            commit_digest: sink.digest(),
+        };
+        tree.write_commit(&meta, sink.buffered())
+    }
+}
