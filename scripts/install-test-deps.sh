@@ -2,16 +2,30 @@
 # Installs what the test suite needs on a fresh Debian machine:
 # real etcd 3.4 and etcdctl (differential tests) and protoc (prost-build).
 set -euo pipefail
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ ${#need[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
 fi
 # Debian's etcd-server package starts a system etcd on 127.0.0.1:2379; the
 # tests start their own etcd on free ports and never use that one.
 etcd --version | head -n 1
+
+# The Python etcd3 client (tests/python_client.rs) in a virtualenv of its own.
+venv="$(dirname "$0")/../target/py-etcd3"
+# etcd3 0.12 ships old generated code that only the pure-Python protobuf
+# runtime accepts, hence the environment variable.
+export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import etcd3' 2>/dev/null; then
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-venv
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q 'etcd3==0.12.0' 'grpcio==1.85.1' 'protobuf==7.36.2'
+fi
