@@ -168,21 +168,18 @@ fn affinity(cpu: &CpuFacts, plan: Plan) -> Finding {
     };
     let value = format!("{} CPUs ({})", mask.len(), list(mask));
     match plan.cores {
-        Some(cores) if cores > mask.len() => Finding::new(
-            "cpu.affinity",
-            Area::Cpu,
-            Verdict::Fail,
-            value,
-        )
-        .detail(format!(
+        Some(cores) if cores > mask.len() => {
+            Finding::new("cpu.affinity", Area::Cpu, Verdict::Fail, value)
+                .detail(format!(
             "--cores {cores} asks for more executors than the {} CPUs this process may run on; \
                  two executors would share a CPU and stall each other",
             mask.len()
         ))
-        .fix(format!(
+                .fix(format!(
             "use --cores {} or widen the affinity (CPUAffinity=, taskset, the container's cpuset)",
             mask.len()
-        )),
+        ))
+        }
         Some(cores) => Finding::new("cpu.affinity", Area::Cpu, Verdict::Ok, value).detail(format!(
             "--cores {cores} fits; executors pin to {}",
             list(&mask[..cores.min(mask.len())])
