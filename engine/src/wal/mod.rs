@@ -1,0 +1,517 @@
+//! The write-ahead log, which is the Raft log plus the Raft hard state.
+//!
+//! ```no_run
+//! use basalt_engine::wal::{Entry, EntryKind, HardState, Wal, WalOptions};
+//! use std::rc::Rc;
+//!
+//! glommio::LocalExecutorBuilder::default().make().unwrap().run(async {
+//!     let (wal, recovered) = Wal::open("/var/lib/basalt/wal".as_ref(), WalOptions::default())
+//!         .await
+//!         .unwrap();
+//!     let wal = Rc::new(wal);
+//!     let next = wal.last_index() + 1;
+//!     // Resolves once the entry is on disk; concurrent appends share one fdatasync.
+//!     wal.append(&[Entry { term: 1, index: next, kind: EntryKind::Normal, data: b"req".to_vec() }])
+//!         .await
+//!         .unwrap();
+//!     wal.save_hard_state(HardState { term: 1, vote: 1, commit: next }).await.unwrap();
+//!     # drop(recovered);
+//! });
+//! ```
+//!
+//! # Layout
+//! A directory of fixed-size segment files, each fully written with zeros
+//! before first use (`segment.rs`), so appends only ever overwrite blocks in
+//! place with O_DIRECT. Records carry a length, a CRC32 and a kind
+//! (`record.rs`); each write+fdatasync writes one batch of records padded to
+//! 4 KiB (`group_commit.rs`, `writer.rs`). Each segment begins with a
+//! preamble holding the log bounds and the hard state, so whole old
+//! segments can be deleted without losing either.
+//!
+//! # Invariants
+//! - An operation's future resolves `Ok` only after the batch holding its
+//!   records was written and fdatasync'ed; batches are written strictly one
+//!   after another.
+//! - Entries are contiguous: `append` must continue at `last_index() + 1`;
+//!   `truncate_from` drops a suffix; `release_below` drops a prefix.
+//! - After a failed write or sync the WAL refuses all further work
+//!   (`WalError::Poisoned`); restart and recover.
+//! - Recovery cuts a torn tail (reported in `Recovered::torn_tail_cut`) and
+//!   refuses to start on damage anywhere else (`WalError::Corrupt` with file
+//!   and offset).
+//!
+//! The WAL lives on one glommio executor (`!Send`); share it between tasks
+//! with `Rc<Wal>`.
+
+mod bounds;
+mod entry;
+mod error;
+mod group_commit;
+mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bounds::Bounds;
+use group_commit::{Durable, Limits, Queue};
+use record::Record;
+use recovery::SegmentMeta;
+use segment::BLOCK;
+
+pub use entry::{Entry, EntryKind, HardState};
+pub use error::WalError;
+
+/// Tuning of the WAL. `Default` gives the production values.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of each segment file (a multiple of 4 KiB). Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Records per write+fdatasync are capped at this many bytes (an append
+    /// larger than this goes alone). Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// Entries per write+fdatasync. Default 8192.
+    pub max_batch_entries: usize,
+    /// Batches waiting behind the one being written; further operations
+    /// wait for room (backpressure). Default 64.
+    pub max_queued_batches: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_batch_bytes: 1 << 20,
+            max_batch_entries: 8192,
+            max_queued_batches: 64,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Largest encoded size of one operation: it must fit in one segment
+    /// together with the batch start and preamble.
+    fn max_op_bytes(&self) -> u64 {
+        self.segment_bytes - BLOCK - (record::BATCH_START_BYTES + writer::PREAMBLE_BYTES) as u64
+    }
+
+    fn validate(&self) -> Result<(), WalError> {
+        if self.segment_bytes % BLOCK != 0 || self.segment_bytes < 4 * BLOCK {
+            return Err(WalError::InvalidOptions(format!(
+                "segment_bytes {} must be a multiple of {BLOCK} and at least {}",
+                self.segment_bytes,
+                4 * BLOCK
+            )));
+        }
+        if self.segment_bytes > u32::MAX as u64 {
+            return Err(WalError::InvalidOptions(
+                "segment_bytes must be below 4 GiB".into(),
+            ));
+        }
+        if self.max_batch_bytes as u64 > self.max_op_bytes() {
+            return Err(WalError::InvalidOptions(format!(
+                "max_batch_bytes {} does not fit in a segment of {} bytes",
+                self.max_batch_bytes, self.segment_bytes
+            )));
+        }
+        if self.max_batch_bytes == 0 || self.max_batch_entries == 0 || self.max_queued_batches == 0
+        {
+            return Err(WalError::InvalidOptions(
+                "batch and queue limits must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `Wal::open` found on disk.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The last saved hard state (all zeros for a new log).
+    pub hard_state: HardState,
+    /// Every retained entry, ascending and contiguous from `first_index()`.
+    pub entries: Vec<Entry>,
+    /// A torn or garbage tail of the last written segment was cut off.
+    pub torn_tail_cut: bool,
+}
+
+/// Counters of the I/O the WAL did since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Completed write+fdatasync pairs (one per batch).
+    pub syncs: u64,
+    /// Entries those syncs made durable.
+    pub entries: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    syncs: Cell<u64>,
+    entries: Cell<u64>,
+}
+
+impl Counters {
+    pub(crate) fn note_sync(&self, entries: usize) {
+        self.syncs.set(self.syncs.get() + 1);
+        self.entries.set(self.entries.get() + entries as u64);
+    }
+}
+
+/// State shared by the `Wal` handle and its writer task.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: WalOptions,
+    pub(crate) st: RefCell<State>,
+}
+
+pub(crate) struct State {
+    /// The log as accepted so far (including operations not yet durable).
+    pub(crate) bounds: Bounds,
+    pub(crate) queue: Queue,
+    pub(crate) writer_waker: Option<Waker>,
+    /// Callers waiting for room in the queue.
+    pub(crate) room: Vec<Waker>,
+    pub(crate) failed: Option<WalError>,
+    pub(crate) closing: bool,
+    /// Retained segments, ascending; the last is being written.
+    pub(crate) segments: Vec<SegmentMeta>,
+    pub(crate) counters: Counters,
+}
+
+/// One WAL operation as queued.
+enum Op<'a> {
+    Append(&'a [Entry]),
+    HardState(HardState),
+    Truncate(u64),
+    Release(u64),
+}
+
+/// The WAL handle. See the module documentation.
+pub struct Wal {
+    shared: Rc<Shared>,
+    writer: Option<glommio::task::JoinHandle<()>>,
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `dir`, recovering what is there.
+    /// Must run inside a glommio executor.
+    pub async fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| WalError::io("creating directory", dir, e))?;
+        let mut log = recovery::recover(dir).await?;
+        let shared = Rc::new(Shared {
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            st: RefCell::new(State {
+                bounds: log.bounds,
+                queue: Queue::new(Limits {
+                    max_batch_bytes: opts.max_batch_bytes,
+                    max_batch_entries: opts.max_batch_entries,
+                    max_queued_batches: opts.max_queued_batches,
+                }),
+                writer_waker: None,
+                room: Vec::new(),
+                failed: None,
+                closing: false,
+                segments: Vec::new(),
+                counters: Counters::default(),
+            }),
+        });
+
+        if log.segments.is_empty() {
+            // A new log: its first segment is prepared before open returns.
+            let file = segment::prepare(dir, 1, opts.segment_bytes).await?;
+            file.close()
+                .await
+                .map_err(|e| WalError::glommio("closing segment", dir, e))?;
+            log.segments.push(SegmentMeta {
+                id: 1,
+                path: segment::segment_path(dir, 1),
+                capacity: opts.segment_bytes,
+                max_entry_index: None,
+            });
+            log.write_pos = BLOCK;
+            log.active_has_batches = false;
+        }
+        let active = log.segments.last().expect("at least one segment").clone();
+        let file = segment::open_rw(&active.path).await?;
+        let spare = match log.spare {
+            Some(meta) => writer::spawn_open(meta),
+            None => writer::spawn_prepare(&shared, active.id + 1),
+        };
+        shared.st.borrow_mut().segments = log.segments;
+
+        let w = writer::Writer {
+            shared: Rc::clone(&shared),
+            file,
+            path: active.path,
+            id: active.id,
+            capacity: active.capacity,
+            pos: log.write_pos,
+            has_preamble: log.active_has_batches,
+            next_seq: log.next_batch_seq,
+            written: log.bounds,
+            spare: Some(spare),
+        };
+        let writer = glommio::spawn_local(w.run()).detach();
+        let recovered = Recovered {
+            hard_state: log.bounds.hard_state,
+            entries: log.entries,
+            torn_tail_cut: log.torn_tail_cut,
+        };
+        Ok((
+            Wal {
+                shared,
+                writer: Some(writer),
+            },
+            recovered,
+        ))
+    }
+
+    /// Appends entries; resolves when they are durable. The first entry
+    /// must have index `last_index() + 1` and the rest must follow it.
+    /// Concurrent callers share one write+fdatasync (group commit).
+    ///
+    /// Dropping the future after its first poll does not withdraw the
+    /// entries.
+    pub async fn append(&self, entries: &[Entry]) -> Result<(), WalError> {
+        self.submit(Op::Append(entries)).await
+    }
+
+    /// Saves the hard state; resolves when durable.
+    pub async fn save_hard_state(&self, hs: HardState) -> Result<(), WalError> {
+        self.submit(Op::HardState(hs)).await
+    }
+
+    /// Drops every entry with index `>= index` (a conflicting suffix);
+    /// resolves when durable. Dropping nothing is not an error.
+    pub async fn truncate_from(&self, index: u64) -> Result<(), WalError> {
+        self.submit(Op::Truncate(index)).await
+    }
+
+    /// Declares entries below `index` unneeded and deletes every segment
+    /// holding only such entries. Releasing past the last entry (after
+    /// installing a snapshot) empties the log so that the next append
+    /// starts at `index`.
+    pub async fn release_below(&self, index: u64) -> Result<(), WalError> {
+        self.submit(Op::Release(index)).await?;
+        self.delete_released_segments().await
+    }
+
+    /// First retained index (`last_index() + 1` when the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.shared.st.borrow().bounds.first
+    }
+
+    /// Last accepted index (0 for a new log). Counts appends that were
+    /// accepted but are not yet durable.
+    pub fn last_index(&self) -> u64 {
+        self.shared.st.borrow().bounds.next - 1
+    }
+
+    /// I/O counters since open.
+    pub fn stats(&self) -> WalStats {
+        let st = self.shared.st.borrow();
+        WalStats {
+            syncs: st.counters.syncs.get(),
+            entries: st.counters.entries.get(),
+        }
+    }
+
+    /// The segment files currently retained, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        let st = self.shared.st.borrow();
+        st.segments.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// Writes everything accepted so far, then stops the writer and closes
+    /// the files.
+    pub async fn close(mut self) -> Result<(), WalError> {
+        self.begin_close();
+        if let Some(w) = self.writer.take() {
+            w.await;
+        }
+        let st = self.shared.st.borrow();
+        match &st.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn begin_close(&self) {
+        let mut st = self.shared.st.borrow_mut();
+        st.closing = true;
+        if let Some(w) = st.writer_waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn submit(&self, op: Op<'_>) -> Result<(), WalError> {
+        let (bytes, entries) = op_size(&op);
+        if bytes as u64 > self.shared.opts.max_op_bytes() {
+            return Err(WalError::TooLarge {
+                bytes: bytes as u64,
+                limit: self.shared.opts.max_op_bytes(),
+            });
+        }
+        self.wait_for_room(bytes, entries).await?;
+        let durable = self.enqueue(op, bytes, entries)?;
+        match durable {
+            Some(d) => d.await,
+            None => Ok(()),
+        }
+    }
+
+    async fn wait_for_room(&self, bytes: usize, entries: usize) -> Result<(), WalError> {
+        poll_fn(|cx| {
+            let mut st = self.shared.st.borrow_mut();
+            if let Some(e) = &st.failed {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if st.closing {
+                return Poll::Ready(Err(WalError::Closed));
+            }
+            if st.queue.has_room(bytes, entries) {
+                return Poll::Ready(Ok(()));
+            }
+            st.room.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Validates `op` against the accepted log state, encodes it into the
+    /// open batch and wakes the writer. `None` means nothing to wait for.
+    fn enqueue(
+        &self,
+        op: Op<'_>,
+        bytes: usize,
+        entries: usize,
+    ) -> Result<Option<Durable>, WalError> {
+        let mut guard = self.shared.st.borrow_mut();
+        let st = &mut *guard;
+        let b = st.bounds;
+        let record = match op {
+            Op::Append(es) => {
+                check_contiguous(es, b.next)?;
+                if es.is_empty() {
+                    return Ok(st.queue.last_completion().map(|c| c.wait()));
+                }
+                None
+            }
+            Op::HardState(hs) => Some(Record::HardState(hs)),
+            Op::Truncate(from) => {
+                if from < b.first {
+                    return Err(WalError::Released {
+                        index: from,
+                        first_index: b.first,
+                    });
+                }
+                if from >= b.next {
+                    return Ok(st.queue.last_completion().map(|c| c.wait()));
+                }
+                Some(Record::Truncate { from })
+            }
+            Op::Release(below) => {
+                if below <= b.first {
+                    return Ok(st.queue.last_completion().map(|c| c.wait()));
+                }
+                Some(Record::Release { below })
+            }
+        };
+
+        let batch = st.queue.batch_for(bytes, entries, b);
+        let mut after = b;
+        match (&op, record) {
+            (Op::Append(es), _) => {
+                for e in es.iter() {
+                    record::encode_entry(e, &mut batch.bytes);
+                }
+                let n = es.len() as u64;
+                after.next += n;
+                batch.records += n as u32;
+                batch.entries += es.len();
+                batch.max_entry_index = Some(after.next - 1);
+            }
+            (_, Some(r)) => {
+                match r {
+                    Record::HardState(hs) => after.hard_state = hs,
+                    Record::Truncate { from } => after.truncate(from),
+                    Record::Release { below } => after.release(below),
+                    Record::Entry(_) | Record::LogBounds { .. } => {
+                        unreachable!("only control records are built above")
+                    }
+                }
+                record::encode(&r, &mut batch.bytes);
+                batch.records += 1;
+            }
+            (_, None) => unreachable!("non-append operations always produce a record"),
+        }
+        batch.after = after;
+        let durable = batch.done.wait();
+        st.bounds = after;
+        if let Some(w) = st.writer_waker.take() {
+            w.wake();
+        }
+        Ok(Some(durable))
+    }
+
+    /// Deletes the oldest segments whose entries all lie below the first
+    /// retained index. The segment being written is never deleted, and it
+    /// starts with a preamble, so the hard state and bounds survive.
+    async fn delete_released_segments(&self) -> Result<(), WalError> {
+        let doomed: Vec<PathBuf> = {
+            let mut st = self.shared.st.borrow_mut();
+            let first = st.bounds.first;
+            let keep_last = st.segments.len().saturating_sub(1);
+            let n = st.segments[..keep_last]
+                .iter()
+                .take_while(|s| s.max_entry_index.is_none_or(|m| m < first))
+                .count();
+            st.segments.drain(..n).map(|s| s.path).collect()
+        };
+        if !doomed.is_empty() {
+            tracing::debug!(count = doomed.len(), "wal deleting released segments");
+        }
+        segment::remove(&self.shared.dir, &doomed).await
+    }
+}
+
+impl Drop for Wal {
+    /// Without `close`, the writer still finishes what was accepted and
+    /// then stops (as long as the executor keeps running).
+    fn drop(&mut self) {
+        self.begin_close();
+    }
+}
+
+fn op_size(op: &Op<'_>) -> (usize, usize) {
+    match op {
+        Op::Append(es) => (
+            es.iter()
+                .map(|e| record::entry_record_bytes(e.data.len()))
+                .sum(),
+            es.len(),
+        ),
+        Op::HardState(hs) => (record::record_bytes(&Record::HardState(*hs)), 0),
+        Op::Truncate(from) => (record::record_bytes(&Record::Truncate { from: *from }), 0),
+        Op::Release(below) => (record::record_bytes(&Record::Release { below: *below }), 0),
+    }
+}
+
+fn check_contiguous(entries: &[Entry], next: u64) -> Result<(), WalError> {
+    for (expected, e) in (next..).zip(entries) {
+        if e.index != expected {
+            return Err(WalError::NotContiguous {
+                expected,
+                found: e.index,
+            });
+        }
+    }
+    Ok(())
+}
