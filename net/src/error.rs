@@ -1,0 +1,165 @@
+//! The one error type of basalt-net, and the one place where every error a
+//! client can see is mapped to the gRPC code and message etcd returns for
+//! it (etcd's `api/v3rpc/rpctypes`), so clients react exactly as with etcd.
+
+use basalt_engine::mvcc::MvccError;
+
+use crate::grpc::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- client errors: etcd's texts, verbatim ----
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    /// Not an etcd error: etcd does not check the enums of a Compare.
+    #[error("basalt: unknown compare result or target")]
+    InvalidCompare,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+
+    // ---- server-side failures ----
+    #[error("storage: {0}")]
+    Storage(MvccError),
+    #[error("wal: {0}")]
+    Wal(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code etcd answers this error with.
+    pub fn code(&self) -> Code {
+        use Error::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | InvalidSortOption | InvalidCompare | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExists | AuthNotEnabled => Code::FailedPrecondition,
+            Stopped | NotCapable => Code::Unavailable,
+            Corrupt => Code::DataLoss,
+            Storage(_) | Wal(_) | Io { .. } | Config(_) => Code::Internal,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        e.status()
+    }
+}
+
+impl From<MvccError> for Error {
+    fn from(e: MvccError) -> Error {
+        match e {
+            MvccError::Compacted { .. } => Error::Compacted,
+            MvccError::FutureRevision => Error::FutureRevision,
+            MvccError::LeaseNotFound(_) => Error::LeaseNotFound,
+            MvccError::LeaseExists(_) => Error::LeaseExists,
+            MvccError::KeyNotFound => Error::KeyNotFound,
+            other => Error::Storage(other),
+        }
+    }
+}
+
+impl From<MvccError> for Status {
+    fn from(e: MvccError) -> Status {
+        Error::from(e).status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_client_errors_map_to_etcd_statuses() {
+        let s: Status = MvccError::Compacted {
+            requested: 1,
+            compacted: 5,
+        }
+        .into();
+        assert_eq!(s.code, Code::OutOfRange);
+        assert_eq!(
+            s.message,
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let s: Status = MvccError::LeaseNotFound(7).into();
+        assert_eq!(
+            (s.code, s.message.as_str()),
+            (Code::NotFound, "etcdserver: requested lease not found")
+        );
+        let s: Status = MvccError::KeyNotFound.into();
+        assert_eq!(
+            (s.code, s.message.as_str()),
+            (Code::InvalidArgument, "etcdserver: key not found")
+        );
+    }
+
+    #[test]
+    fn validation_errors_are_invalid_argument() {
+        for e in [
+            Error::EmptyKey,
+            Error::TooManyOps,
+            Error::DuplicateKey,
+            Error::RequestTooLarge,
+        ] {
+            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        }
+        assert_eq!(Error::NoSpace.code(), Code::ResourceExhausted);
+    }
+}

@@ -1,0 +1,223 @@
+//! One RPC as a handler sees it: request metadata, the stream of request
+//! messages and the sink for response messages.
+//!
+//! Unary, server-streaming and bidirectional methods all use the same
+//! shape; a unary handler simply reads one message and sends one. The two
+//! halves are separate owned values so a bidirectional handler (Watch,
+//! LeaseKeepAlive) can move them into separate tasks.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, Response};
+
+use super::codec::{encode_message, Deframer};
+use super::status::{Code, Status};
+
+/// Request headers of one call, e.g. `hasleader` for require-leader watches.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// The full method path, `/etcdserverpb.KV/Range`.
+    pub path: String,
+    pub headers: HeaderMap,
+    /// From `grpc-timeout`, when the client set one.
+    pub deadline: Option<Instant>,
+}
+
+impl Metadata {
+    /// A request header as text, if present and valid UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// etcd clients set `hasleader: true` to ask that a stream fail rather
+    /// than hang when the member has no leader.
+    pub fn requires_leader(&self) -> bool {
+        self.get("hasleader") == Some("true")
+    }
+}
+
+/// The client's messages, decoded lazily as they arrive.
+pub struct RequestStream {
+    body: RecvStream,
+    deframer: Deframer,
+    ended: bool,
+}
+
+impl RequestStream {
+    pub(crate) fn new(body: RecvStream, max_message_len: usize) -> RequestStream {
+        RequestStream {
+            body,
+            deframer: Deframer::new(max_message_len),
+            ended: false,
+        }
+    }
+
+    /// The next message's bytes; `None` once the client half-closed.
+    pub async fn next_bytes(&mut self) -> Result<Option<Bytes>, Status> {
+        loop {
+            if let Some(m) = self.deframer.next_message()? {
+                return Ok(Some(m));
+            }
+            if self.ended {
+                if self.deframer.pending() > 0 {
+                    return Err(Status::new(
+                        Code::Internal,
+                        "grpc: stream ended inside a message",
+                    ));
+                }
+                return Ok(None);
+            }
+            match self.body.data().await {
+                Some(Ok(chunk)) => {
+                    self.deframer.push(&chunk);
+                    // Hand the window back at once: the deframer enforces
+                    // the message size limit, so buffering stays bounded.
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(e)) => return Err(stream_error(&e)),
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next message decoded as `M`; `None` once the client half-closed.
+    pub async fn next<M: prost::Message + Default>(&mut self) -> Result<Option<M>, Status> {
+        match self.next_bytes().await? {
+            None => Ok(None),
+            Some(b) => M::decode(b).map(Some).map_err(|e| {
+                Status::new(
+                    Code::Internal,
+                    format!("grpc: error unmarshalling request: {e}"),
+                )
+            }),
+        }
+    }
+}
+
+/// Where a handler sends response messages. Response headers go out with
+/// the first message; the status trailers are written by the connection
+/// once the handler returns.
+pub struct ResponseSink {
+    core: Rc<RefCell<SinkCore>>,
+}
+
+pub(crate) struct SinkCore {
+    respond: SendResponse<Bytes>,
+    stream: Option<SendStream<Bytes>>,
+    finished: bool,
+}
+
+impl ResponseSink {
+    pub(crate) fn new(respond: SendResponse<Bytes>) -> (ResponseSink, Rc<RefCell<SinkCore>>) {
+        let core = Rc::new(RefCell::new(SinkCore {
+            respond,
+            stream: None,
+            finished: false,
+        }));
+        (ResponseSink { core: core.clone() }, core)
+    }
+
+    /// Sends one message, waiting for HTTP/2 flow-control window as needed:
+    /// a large message goes out in pieces as the client grants capacity, and
+    /// never more than h2's send buffer is held beyond the message itself.
+    pub async fn send<M: prost::Message>(&mut self, msg: &M) -> Result<(), Status> {
+        self.send_framed(encode_message(msg)).await
+    }
+
+    /// Sends an already framed message (see [`super::codec::encode_message`]).
+    pub async fn send_framed(&mut self, mut data: Bytes) -> Result<(), Status> {
+        self.core.borrow_mut().start()?;
+        while !data.is_empty() {
+            let granted = poll_fn(|cx| {
+                let mut core = self.core.borrow_mut();
+                let stream = core.stream.as_mut().expect("started above");
+                if stream.capacity() > 0 {
+                    return std::task::Poll::Ready(Ok(stream.capacity()));
+                }
+                stream.reserve_capacity(data.len());
+                match stream.poll_capacity(cx) {
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    std::task::Poll::Ready(Some(Ok(n))) => std::task::Poll::Ready(Ok(n)),
+                    std::task::Poll::Ready(Some(Err(e))) => {
+                        std::task::Poll::Ready(Err(stream_error(&e)))
+                    }
+                    std::task::Poll::Ready(None) => std::task::Poll::Ready(Err(Status::new(
+                        Code::Cancelled,
+                        "stream closed by client",
+                    ))),
+                }
+            })
+            .await?;
+            if granted == 0 {
+                continue;
+            }
+            let chunk = data.split_to(granted.min(data.len()));
+            let mut core = self.core.borrow_mut();
+            let stream = core.stream.as_mut().expect("started above");
+            stream
+                .send_data(chunk, false)
+                .map_err(|e| stream_error(&e))?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkCore {
+    fn start(&mut self) -> Result<(), Status> {
+        if self.finished {
+            return Err(Status::new(Code::Internal, "response already finished"));
+        }
+        if self.stream.is_none() {
+            let stream = self
+                .respond
+                .send_response(grpc_response(), false)
+                .map_err(|e| stream_error(&e))?;
+            self.stream = Some(stream);
+        }
+        Ok(())
+    }
+
+    /// Ends the call with `status`: trailers after messages, or a
+    /// trailers-only response when nothing was sent.
+    pub(crate) fn finish(&mut self, status: &Status) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut trailers = HeaderMap::new();
+        status.write_to(&mut trailers);
+        match self.stream.as_mut() {
+            Some(stream) => {
+                let _ = stream.send_trailers(trailers);
+            }
+            None => {
+                let mut resp = grpc_response();
+                resp.headers_mut().extend(trailers);
+                let _ = self.respond.send_response(resp, true);
+            }
+        }
+    }
+}
+
+fn grpc_response() -> Response<()> {
+    let mut resp = Response::new(());
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
+fn stream_error(e: &h2::Error) -> Status {
+    if e.is_reset() || e.is_go_away() || e.is_io() {
+        Status::new(Code::Cancelled, format!("stream closed: {e}"))
+    } else {
+        Status::new(Code::Internal, format!("http2: {e}"))
+    }
+}

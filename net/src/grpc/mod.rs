@@ -1,0 +1,43 @@
+//! gRPC server directly on `h2` over glommio sockets.
+//!
+//! A call is routed by its `:path` to a [`Handler`], which gets the request
+//! [`Metadata`], a [`RequestStream`] and a [`ResponseSink`] and returns the
+//! final [`Status`] (written as `grpc-status`/`grpc-message` trailers).
+//! [`unary`] and [`server_streaming`] adapt plain async functions; a
+//! bidirectional method (Watch, LeaseKeepAlive) implements [`Handler`]
+//! directly and may move the two halves into separate tasks:
+//!
+//! ```no_run
+//! use std::rc::Rc;
+//! use basalt_net::grpc::{HandlerFuture, Metadata, RequestStream, ResponseSink, Router};
+//! use basalt_net::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+//!
+//! let mut router = Router::new();
+//! router.add(
+//!     "/etcdserverpb.Lease/LeaseKeepAlive",
+//!     Rc::new(|_meta: Metadata, mut reqs: RequestStream, mut resps: ResponseSink| {
+//!         Box::pin(async move {
+//!             while let Some(r) = reqs.next::<LeaseKeepAliveRequest>().await? {
+//!                 resps.send(&LeaseKeepAliveResponse { id: r.id, ttl: 60, ..Default::default() }).await?;
+//!             }
+//!             Ok(())
+//!         }) as HandlerFuture
+//!     }),
+//! );
+//! ```
+
+mod call;
+mod codec;
+mod connection;
+mod deadline;
+mod router;
+mod shutdown;
+mod status;
+
+pub use call::{Metadata, RequestStream, ResponseSink};
+pub use codec::{encode_message, Deframer, PREFIX_LEN};
+pub use connection::{serve_connection, Limits};
+pub use deadline::parse_grpc_timeout;
+pub use router::{server_streaming, unary, Handler, HandlerFuture, Router};
+pub use shutdown::Shutdown;
+pub use status::{Code, Status};

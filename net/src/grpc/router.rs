@@ -1,0 +1,158 @@
+//! Maps `:path` (`/package.Service/Method`) to the handler of that method.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use super::call::{Metadata, RequestStream, ResponseSink};
+use super::status::{Code, Status};
+
+/// What a handler returns: the call's final status (trailers).
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), Status>>>>;
+
+/// One gRPC method. Lives on one executor (`!Send`), shared by its calls.
+pub trait Handler {
+    fn call(
+        &self,
+        meta: Metadata,
+        requests: RequestStream,
+        responses: ResponseSink,
+    ) -> HandlerFuture;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(Metadata, RequestStream, ResponseSink) -> HandlerFuture,
+{
+    fn call(
+        &self,
+        meta: Metadata,
+        requests: RequestStream,
+        responses: ResponseSink,
+    ) -> HandlerFuture {
+        self(meta, requests, responses)
+    }
+}
+
+/// Wraps a request → response function as a unary method handler.
+pub fn unary<Req, Resp, F, Fut>(f: F) -> Rc<dyn Handler>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Req, Metadata) -> Fut + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + 'static,
+{
+    let f = Rc::new(f);
+    Rc::new(
+        move |meta: Metadata, mut requests: RequestStream, mut responses: ResponseSink| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req = requests.next().await?.ok_or_else(|| {
+                    Status::new(Code::Internal, "grpc: unary call ended without a request")
+                })?;
+                let resp = f(req, meta).await?;
+                responses.send(&resp).await
+            }) as HandlerFuture
+        },
+    )
+}
+
+/// Wraps a request → stream-of-responses function as a server-streaming
+/// handler (Maintenance.Snapshot).
+pub fn server_streaming<Req, F, Fut>(f: F) -> Rc<dyn Handler>
+where
+    Req: prost::Message + Default + 'static,
+    F: Fn(Req, Metadata, ResponseSink) -> Fut + 'static,
+    Fut: Future<Output = Result<(), Status>> + 'static,
+{
+    let f = Rc::new(f);
+    Rc::new(
+        move |meta: Metadata, mut requests: RequestStream, responses: ResponseSink| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req = requests.next().await?.ok_or_else(|| {
+                    Status::new(
+                        Code::Internal,
+                        "grpc: streaming call ended without a request",
+                    )
+                })?;
+                f(req, meta, responses).await
+            }) as HandlerFuture
+        },
+    )
+}
+
+/// The method table of one server.
+#[derive(Default, Clone)]
+pub struct Router {
+    methods: HashMap<String, Rc<dyn Handler>>,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Registers `handler` for `path` (`/etcdserverpb.KV/Range`), replacing
+    /// any earlier one.
+    pub fn add(&mut self, path: &str, handler: Rc<dyn Handler>) -> &mut Router {
+        self.methods.insert(path.to_owned(), handler);
+        self
+    }
+
+    /// The handler for `path`, or grpc-go's UNIMPLEMENTED status for it.
+    pub fn route(&self, path: &str) -> Result<Rc<dyn Handler>, Status> {
+        if let Some(h) = self.methods.get(path) {
+            return Ok(h.clone());
+        }
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/'))
+        else {
+            return Err(Status::new(
+                Code::Unimplemented,
+                format!("malformed method name: {path:?}"),
+            ));
+        };
+        let prefix = format!("/{service}/");
+        if self.methods.keys().any(|k| k.starts_with(&prefix)) {
+            Err(Status::new(
+                Code::Unimplemented,
+                format!("unknown method {method} for service {service}"),
+            ))
+        } else {
+            Err(Status::new(
+                Code::Unimplemented,
+                format!("unknown service {service}"),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        let mut r = Router::new();
+        r.add(
+            "/etcdserverpb.KV/Range",
+            Rc::new(|_: Metadata, _: RequestStream, _: ResponseSink| {
+                Box::pin(async { Ok(()) }) as HandlerFuture
+            }),
+        );
+        r
+    }
+
+    #[test]
+    fn unknown_paths_get_grpc_go_messages() {
+        let r = router();
+        assert!(r.route("/etcdserverpb.KV/Range").is_ok());
+        let e = r.route("/etcdserverpb.KV/Nope").err().unwrap();
+        assert_eq!(e.code, Code::Unimplemented);
+        assert_eq!(e.message, "unknown method Nope for service etcdserverpb.KV");
+        let e = r.route("/x.Y/Z").err().unwrap();
+        assert_eq!(e.message, "unknown service x.Y");
+        let e = r.route("nonsense").err().unwrap();
+        assert_eq!(e.message, "malformed method name: \"nonsense\"");
+    }
+}

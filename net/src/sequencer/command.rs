@@ -1,0 +1,64 @@
+//! Requests to the sequencer and its answers. Both are `Send`: a request
+//! from a connection on another executor crosses a channel mesh.
+
+use basalt_engine::mvcc as m;
+
+use crate::proto::etcdserverpb as pb;
+
+use super::log_entry::LogEntry;
+
+pub enum Command {
+    /// A read at the sequencer (this first slice serves all reads there).
+    Range(m::RangeRequest),
+    /// A write: appended to the WAL, then applied in log order.
+    Propose(LogEntry),
+    Status,
+    Hash,
+    HashKv {
+        revision: i64,
+    },
+    Defragment,
+    /// The whole store as one snapshot blob.
+    Snapshot,
+    Alarm(pb::AlarmRequest),
+    Leases,
+    Lease {
+        id: i64,
+    },
+}
+
+/// A successful answer; each variant carries the header of the response.
+pub enum Reply {
+    Range(m::RangeResponse, pb::ResponseHeader),
+    Applied(m::OpResponse, pb::ResponseHeader),
+    Status(StatusInfo),
+    Hash {
+        hash: u32,
+        header: pb::ResponseHeader,
+    },
+    HashKv {
+        hash: u32,
+        compact_revision: i64,
+        hash_revision: i64,
+        header: pb::ResponseHeader,
+    },
+    Done(pb::ResponseHeader),
+    Snapshot {
+        blob: Vec<u8>,
+        header: pb::ResponseHeader,
+    },
+    Alarms(Vec<pb::AlarmMember>, pb::ResponseHeader),
+    Leases(Vec<m::Lease>, pb::ResponseHeader),
+    Lease(Option<m::Lease>, pb::ResponseHeader),
+}
+
+/// What Maintenance.Status reports.
+pub struct StatusInfo {
+    pub header: pb::ResponseHeader,
+    pub db_size: u64,
+    pub db_size_in_use: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub raft_term: u64,
+    pub errors: Vec<String>,
+}

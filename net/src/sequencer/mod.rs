@@ -1,0 +1,545 @@
+//! The sequencer: the one place where writes are ordered.
+//!
+//! It owns the engine's [`Store`] and [`Wal`] on one executor. A write is
+//! validated and encoded by the connection that received it, then queued
+//! here; the writer task takes everything queued as one batch, appends it
+//! to the WAL with one fdatasync (group commit), applies it to the store in
+//! log order and answers each request with its header revision. Everything
+//! applied is checkpointed into the store's B+tree every `snapshot_count`
+//! entries or `checkpoint_interval`, and WAL segments below the checkpoint
+//! are released. Reads are served here too in this first slice.
+//!
+//! Invariants: log index `i` is applied only after `i - 1`; an entry is
+//! answered only after it is durable in the WAL and applied; an entry that
+//! fails in `apply` (compacted revision, missing lease, …) changed nothing
+//! and fails again identically on replay.
+
+mod client;
+mod command;
+mod log_entry;
+
+pub use client::{serve_mesh, Envelope, SequencerClient, SequencerMesh, MESH_CHANNEL_CAPACITY};
+pub use command::{Command, Reply, StatusInfo};
+pub use log_entry::{LogEntry, Request as LogRequest};
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use basalt_engine::mvcc::{self as m, Event, Store, StoreOptions};
+use basalt_engine::wal::{Entry, EntryKind, HardState, Wal, WalOptions};
+use futures_channel::oneshot;
+use prost::Message;
+
+use crate::error::Error;
+use crate::grpc::{Shutdown, Status};
+use crate::proto::etcdserverpb as pb;
+
+/// Most proposals waiting for the writer before new ones are refused with
+/// etcd's "too many requests" (etcd refuses when apply lags commit by 5000).
+const MAX_QUEUED_PROPOSALS: usize = 16_384;
+/// Most entries appended with one fdatasync.
+const MAX_BATCH_ENTRIES: usize = 4096;
+/// Most payload bytes appended with one fdatasync.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Where things live under `--data-dir` (etcd keeps `member/wal` and
+/// `member/snap` there; we keep the WAL and the store's tree).
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("wal")
+}
+
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("store")
+}
+
+#[derive(Debug, Clone)]
+pub struct SequencerConfig {
+    pub data_dir: PathBuf,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// `--quota-backend-bytes`; writes fail with NOSPACE past it.
+    pub quota_backend_bytes: u64,
+    /// `--snapshot-count`: checkpoint after this many applied entries.
+    pub snapshot_count: u64,
+    /// Checkpoint at least this often while there is something to save.
+    pub checkpoint_interval: Duration,
+    /// `--max-request-bytes`: largest encoded write request.
+    pub max_request_bytes: usize,
+    pub wal: WalOptions,
+}
+
+/// Called with every applied revision's events, in revision order (the
+/// hook the watch service subscribes to).
+pub type EventListener = Box<dyn FnMut(i64, &[Event])>;
+
+struct Proposal {
+    entry: Vec<u8>,
+    op: m::Op,
+    reply: oneshot::Sender<Result<Reply, Status>>,
+}
+
+pub struct Sequencer {
+    cfg: SequencerConfig,
+    store: RefCell<Store>,
+    wal: Rc<Wal>,
+    term: u64,
+    queue: RefCell<VecDeque<Proposal>>,
+    work: Doorbell,
+    stopping: Cell<bool>,
+    /// Set once the WAL failed: nothing more can be made durable.
+    poisoned: RefCell<Option<String>>,
+    alarms: RefCell<BTreeSet<(u64, i32)>>,
+    since_checkpoint: Cell<u64>,
+    listeners: RefCell<Vec<EventListener>>,
+    writer_done: Shutdown,
+}
+
+/// Wakes the one writer task when work arrives; a ring while the writer is
+/// busy is remembered, so no proposal is left waiting.
+#[derive(Default)]
+struct Doorbell {
+    rung: Cell<bool>,
+    waiter: RefCell<Option<std::task::Waker>>,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        self.rung.set(true);
+        if let Some(w) = self.waiter.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.rung.replace(false) {
+                return std::task::Poll::Ready(());
+            }
+            *self.waiter.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Sequencer {
+    /// Opens the store and the WAL, replays every WAL entry the store has
+    /// not yet made durable, and starts a new term (as a restarted etcd
+    /// member starts a new election).
+    pub async fn open(cfg: SequencerConfig) -> Result<Rc<Sequencer>, Error> {
+        let mut store = Store::open(&store_dir(&cfg.data_dir), StoreOptions::default())?;
+        let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), cfg.wal.clone())
+            .await
+            .map_err(|e| Error::Wal(e.to_string()))?;
+        if recovered.torn_tail_cut {
+            tracing::warn!("WAL had a torn tail (an unacknowledged write); it was cut");
+        }
+        let applied = store.applied_index();
+        if let Some(first) = recovered.entries.first() {
+            if first.index > applied + 1 {
+                return Err(Error::Wal(format!(
+                    "WAL starts at index {} but the store has applied only up to {applied}",
+                    first.index
+                )));
+            }
+        }
+        let mut replayed = 0u64;
+        for e in recovered.entries.iter().filter(|e| e.index > applied) {
+            if e.kind != EntryKind::Normal {
+                continue;
+            }
+            let op = LogEntry::decode_from(&e.data)?.op()?;
+            // A client error here was a client error the first time too.
+            match store.apply(e.index, &op) {
+                Ok(_) => {}
+                Err(err) => match Error::from(err) {
+                    Error::Storage(s) => return Err(Error::Storage(s)),
+                    _client_error => {}
+                },
+            }
+            replayed += 1;
+        }
+        if replayed > 0 {
+            store.checkpoint()?;
+        }
+        let term = recovered.hard_state.term + 1;
+        wal.save_hard_state(HardState {
+            term,
+            vote: cfg.member_id,
+            commit: wal.last_index(),
+        })
+        .await
+        .map_err(|e| Error::Wal(e.to_string()))?;
+        tracing::info!(
+            replayed,
+            applied_index = store.applied_index(),
+            revision = store.current_revision(),
+            term,
+            "sequencer recovered"
+        );
+        let seq = Rc::new(Sequencer {
+            cfg,
+            store: RefCell::new(store),
+            wal: Rc::new(wal),
+            term,
+            queue: RefCell::new(VecDeque::new()),
+            work: Doorbell::default(),
+            stopping: Cell::new(false),
+            poisoned: RefCell::new(None),
+            alarms: RefCell::new(BTreeSet::new()),
+            since_checkpoint: Cell::new(0),
+            listeners: RefCell::new(Vec::new()),
+            writer_done: Shutdown::new(),
+        });
+        seq.check_quota_alarm();
+        Ok(seq)
+    }
+
+    /// Spawns the writer and checkpoint tasks on the current executor.
+    pub fn start(self: &Rc<Self>) {
+        glommio::spawn_local(self.clone().run_writer()).detach();
+        glommio::spawn_local(self.clone().run_checkpointer()).detach();
+    }
+
+    /// Registers a listener for applied events (watch).
+    pub fn subscribe(&self, listener: EventListener) {
+        self.listeners.borrow_mut().push(listener);
+    }
+
+    /// The store, for read-only use by services on this executor (watch
+    /// catch-up, lease lookups). Never hold the borrow across an await.
+    pub fn store(&self) -> std::cell::Ref<'_, Store> {
+        self.store.borrow()
+    }
+
+    pub fn header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cfg.cluster_id,
+            member_id: self.cfg.member_id,
+            revision: self.store.borrow().current_revision(),
+            raft_term: self.term,
+        }
+    }
+
+    /// Executes one command. Writes wait for durability and apply.
+    pub async fn execute(&self, cmd: Command) -> Result<Reply, Status> {
+        match cmd {
+            Command::Range(r) => {
+                let store = self.store.borrow();
+                let resp = store.range(&r)?;
+                Ok(Reply::Range(resp, self.header()))
+            }
+            Command::Propose(entry) => self.propose(entry).await,
+            Command::Status => Ok(Reply::Status(self.status())),
+            Command::Hash => {
+                let hash = self.store.borrow().hash()?;
+                Ok(Reply::Hash {
+                    hash,
+                    header: self.header(),
+                })
+            }
+            Command::HashKv { revision } => {
+                let store = self.store.borrow();
+                let (hash, compact_revision) = store.hash_kv(revision)?;
+                let hash_revision = if revision > 0 {
+                    revision
+                } else {
+                    store.current_revision()
+                };
+                Ok(Reply::HashKv {
+                    hash,
+                    compact_revision,
+                    hash_revision,
+                    header: self.header(),
+                })
+            }
+            Command::Defragment => {
+                self.store.borrow_mut().defragment()?;
+                self.check_quota_alarm();
+                Ok(Reply::Done(self.header()))
+            }
+            Command::Snapshot => {
+                let header = self.header();
+                let mut blob = Vec::new();
+                self.store.borrow().write_snapshot(&mut blob)?;
+                Ok(Reply::Snapshot { blob, header })
+            }
+            Command::Alarm(req) => Ok(Reply::Alarms(self.alarm(&req), self.header())),
+            Command::Leases => {
+                let leases = self.store.borrow().leases()?;
+                Ok(Reply::Leases(leases, self.header()))
+            }
+            Command::Lease { id } => {
+                let lease = self.store.borrow().lease(id)?;
+                Ok(Reply::Lease(lease, self.header()))
+            }
+        }
+    }
+
+    async fn propose(&self, entry: LogEntry) -> Result<Reply, Status> {
+        if self.stopping.get() {
+            return Err(Error::Stopped.into());
+        }
+        if let Some(why) = self.poisoned.borrow().as_ref() {
+            return Err(Error::Wal(why.clone()).into());
+        }
+        let cost = entry.quota_cost();
+        if cost > 0 {
+            let over = self.store.borrow().db_size() + cost > self.cfg.quota_backend_bytes;
+            if over {
+                self.raise_nospace();
+            }
+            if self.nospace() {
+                return Err(Error::NoSpace.into());
+            }
+        }
+        let op = entry.op()?;
+        let bytes = entry.encode_to_vec();
+        if bytes.len() > self.cfg.max_request_bytes {
+            return Err(Error::RequestTooLarge.into());
+        }
+        if self.queue.borrow().len() >= MAX_QUEUED_PROPOSALS {
+            return Err(Error::TooManyRequests.into());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue.borrow_mut().push_back(Proposal {
+            entry: bytes,
+            op,
+            reply: tx,
+        });
+        self.work.ring();
+        rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
+    }
+
+    /// Stops taking writes, lets the writer finish what is queued, and
+    /// checkpoints everything applied.
+    pub async fn stop(&self) -> Result<(), Error> {
+        self.stopping.set(true);
+        self.work.ring();
+        self.writer_done.wait().await;
+        self.checkpoint().await
+    }
+
+    async fn run_writer(self: Rc<Self>) {
+        loop {
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                if self.stopping.get() {
+                    break;
+                }
+                self.wait_for_work().await;
+                continue;
+            }
+            self.write_batch(batch).await;
+        }
+        self.writer_done.fire();
+    }
+
+    async fn wait_for_work(&self) {
+        if !self.queue.borrow().is_empty() || self.stopping.get() {
+            return;
+        }
+        self.work.wait().await;
+    }
+
+    fn take_batch(&self) -> Vec<Proposal> {
+        let mut q = self.queue.borrow_mut();
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(p) = q.front() {
+            if !batch.is_empty()
+                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + p.entry.len() > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            bytes += p.entry.len();
+            batch.extend(q.pop_front());
+        }
+        batch
+    }
+
+    async fn write_batch(&self, batch: Vec<Proposal>) {
+        let first = self.wal.last_index() + 1;
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut rest = Vec::with_capacity(batch.len());
+        for (i, p) in batch.into_iter().enumerate() {
+            entries.push(Entry {
+                term: self.term,
+                index: first + i as u64,
+                kind: EntryKind::Normal,
+                data: p.entry,
+            });
+            rest.push((p.op, p.reply));
+        }
+        if let Err(e) = self.wal.append(&entries).await {
+            let why = format!("WAL append failed, refusing writes until restart: {e}");
+            tracing::error!("{why}");
+            *self.poisoned.borrow_mut() = Some(why.clone());
+            for (_, reply) in rest {
+                let _ = reply.send(Err(Error::Wal(why.clone()).into()));
+            }
+            return;
+        }
+        let n = entries.len() as u64;
+        for (entry, (op, reply)) in entries.iter().zip(rest) {
+            let result = self.apply(entry.index, &op);
+            let _ = reply.send(result);
+        }
+        self.check_quota_alarm();
+        let since = self.since_checkpoint.get() + n;
+        self.since_checkpoint.set(since);
+        if since >= self.cfg.snapshot_count {
+            if let Err(e) = self.checkpoint().await {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    fn apply(&self, index: u64, op: &m::Op) -> Result<Reply, Status> {
+        let applied = {
+            let mut store = self.store.borrow_mut();
+            store.apply(index, op)
+        };
+        match applied {
+            Ok(a) => {
+                if !a.events.is_empty() {
+                    for l in self.listeners.borrow_mut().iter_mut() {
+                        l(a.revision, &a.events);
+                    }
+                }
+                let mut header = self.header();
+                header.revision = a.revision;
+                Ok(Reply::Applied(a.response, header))
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                if let Error::Storage(s) = &e {
+                    tracing::error!(index, error = %s, "apply failed in storage");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes everything applied durable in the store, then lets the WAL drop
+    /// whole segments below it.
+    pub async fn checkpoint(&self) -> Result<(), Error> {
+        let applied = {
+            let mut store = self.store.borrow_mut();
+            store.checkpoint()?;
+            store.applied_index()
+        };
+        self.since_checkpoint.set(0);
+        self.wal
+            .release_below(applied + 1)
+            .await
+            .map_err(|e| Error::Wal(e.to_string()))
+    }
+
+    async fn run_checkpointer(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(self.cfg.checkpoint_interval).await;
+            if self.writer_done.is_fired() {
+                return;
+            }
+            if self.since_checkpoint.get() > 0 {
+                if let Err(e) = self.checkpoint().await {
+                    tracing::error!(error = %e, "periodic checkpoint failed");
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> StatusInfo {
+        let store = self.store.borrow();
+        let errors = self
+            .alarms
+            .borrow()
+            .iter()
+            .map(|(member, alarm)| {
+                let name = pb::AlarmType::try_from(*alarm)
+                    .map(|a| a.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                format!("memberID:{member} alarm:{name} ")
+            })
+            .collect();
+        StatusInfo {
+            header: self.header(),
+            db_size: store.db_size(),
+            db_size_in_use: store.db_size_in_use(),
+            raft_index: self.wal.last_index(),
+            raft_applied_index: store.last_applied(),
+            raft_term: self.term,
+            errors,
+        }
+    }
+
+    fn nospace(&self) -> bool {
+        self.alarms
+            .borrow()
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
+    }
+
+    fn raise_nospace(&self) {
+        let inserted = self
+            .alarms
+            .borrow_mut()
+            .insert((self.cfg.member_id, pb::AlarmType::Nospace as i32));
+        if inserted {
+            tracing::warn!(
+                quota = self.cfg.quota_backend_bytes,
+                "database space exceeded: NOSPACE alarm raised"
+            );
+        }
+    }
+
+    fn check_quota_alarm(&self) {
+        if self.store.borrow().db_size() > self.cfg.quota_backend_bytes {
+            self.raise_nospace();
+        }
+    }
+
+    /// etcd's Alarm: GET lists (filtered by type unless NONE), ACTIVATE and
+    /// DEACTIVATE return the alarm they changed.
+    fn alarm(&self, req: &pb::AlarmRequest) -> Vec<pb::AlarmMember> {
+        use pb::alarm_request::AlarmAction;
+        let mut alarms = self.alarms.borrow_mut();
+        let member = if req.member_id == 0 {
+            self.cfg.member_id
+        } else {
+            req.member_id
+        };
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => alarms
+                .iter()
+                .filter(|(_, a)| req.alarm == pb::AlarmType::None as i32 || *a == req.alarm)
+                .map(|&(member_id, alarm)| pb::AlarmMember { member_id, alarm })
+                .collect(),
+            Ok(AlarmAction::Activate) => {
+                if req.alarm == pb::AlarmType::None as i32 {
+                    return Vec::new();
+                }
+                alarms.insert((member, req.alarm));
+                vec![pb::AlarmMember {
+                    member_id: member,
+                    alarm: req.alarm,
+                }]
+            }
+            Ok(AlarmAction::Deactivate) => {
+                if alarms.remove(&(member, req.alarm)) {
+                    vec![pb::AlarmMember {
+                        member_id: member,
+                        alarm: req.alarm,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}

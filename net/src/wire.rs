@@ -1,0 +1,230 @@
+//! Conversions between etcd's wire messages (prost, [`crate::proto`]) and
+//! the engine's plain MVCC types. Requests convert fallibly (an unknown enum
+//! value is a client error); responses convert infallibly.
+
+use basalt_engine::mvcc as m;
+
+use crate::error::Error;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+
+pub fn range_request(r: &pb::RangeRequest) -> Result<m::RangeRequest, Error> {
+    use pb::range_request::{SortOrder, SortTarget};
+    let sort_order =
+        match SortOrder::try_from(r.sort_order).map_err(|_| Error::InvalidSortOption)? {
+            SortOrder::None => m::SortOrder::None,
+            SortOrder::Ascend => m::SortOrder::Ascend,
+            SortOrder::Descend => m::SortOrder::Descend,
+        };
+    let sort_target =
+        match SortTarget::try_from(r.sort_target).map_err(|_| Error::InvalidSortOption)? {
+            SortTarget::Key => m::SortTarget::Key,
+            SortTarget::Version => m::SortTarget::Version,
+            SortTarget::Create => m::SortTarget::Create,
+            SortTarget::Mod => m::SortTarget::Mod,
+            SortTarget::Value => m::SortTarget::Value,
+        };
+    Ok(m::RangeRequest {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        limit: r.limit,
+        revision: r.revision,
+        sort_order,
+        sort_target,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: r.min_mod_revision,
+        max_mod_revision: r.max_mod_revision,
+        min_create_revision: r.min_create_revision,
+        max_create_revision: r.max_create_revision,
+    })
+}
+
+pub fn put_request(r: &pb::PutRequest) -> m::PutRequest {
+    m::PutRequest {
+        key: r.key.clone(),
+        value: r.value.clone(),
+        lease: r.lease,
+        prev_kv: r.prev_kv,
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    }
+}
+
+pub fn delete_request(r: &pb::DeleteRangeRequest) -> m::DeleteRangeRequest {
+    m::DeleteRangeRequest {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        prev_kv: r.prev_kv,
+    }
+}
+
+pub fn txn_request(r: &pb::TxnRequest) -> Result<m::TxnRequest, Error> {
+    Ok(m::TxnRequest {
+        compare: r.compare.iter().map(compare).collect::<Result<_, _>>()?,
+        success: r.success.iter().map(request_op).collect::<Result<_, _>>()?,
+        failure: r.failure.iter().map(request_op).collect::<Result<_, _>>()?,
+    })
+}
+
+fn request_op(op: &pb::RequestOp) -> Result<m::RequestOp, Error> {
+    use pb::request_op::Request;
+    Ok(match &op.request {
+        Some(Request::RequestRange(r)) => m::RequestOp::Range(range_request(r)?),
+        Some(Request::RequestPut(r)) => m::RequestOp::Put(put_request(r)),
+        Some(Request::RequestDeleteRange(r)) => m::RequestOp::DeleteRange(delete_request(r)),
+        Some(Request::RequestTxn(r)) => m::RequestOp::Txn(txn_request(r)?),
+        // etcd treats an empty op as a no-op range of nothing; an empty key
+        // is rejected by validation before we get here.
+        None => m::RequestOp::Range(m::RangeRequest::default()),
+    })
+}
+
+/// etcd reads the union member matching `target` and compares against the
+/// zero value when the client left it unset; so do we.
+fn compare(c: &pb::Compare) -> Result<m::Compare, Error> {
+    use pb::compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let result = match R::try_from(c.result).map_err(|_| Error::InvalidCompare)? {
+        R::Equal => m::CompareResult::Equal,
+        R::Greater => m::CompareResult::Greater,
+        R::Less => m::CompareResult::Less,
+        R::NotEqual => m::CompareResult::NotEqual,
+    };
+    let u = c.target_union.as_ref();
+    let target = match T::try_from(c.target).map_err(|_| Error::InvalidCompare)? {
+        T::Version => m::CompareTarget::Version(match u {
+            Some(U::Version(v)) => *v,
+            _ => 0,
+        }),
+        T::Create => m::CompareTarget::Create(match u {
+            Some(U::CreateRevision(v)) => *v,
+            _ => 0,
+        }),
+        T::Mod => m::CompareTarget::Mod(match u {
+            Some(U::ModRevision(v)) => *v,
+            _ => 0,
+        }),
+        T::Value => m::CompareTarget::Value(match u {
+            Some(U::Value(v)) => v.clone(),
+            _ => Vec::new(),
+        }),
+        T::Lease => m::CompareTarget::Lease(match u {
+            Some(U::Lease(v)) => *v,
+            _ => 0,
+        }),
+    };
+    Ok(m::Compare {
+        result,
+        target,
+        key: c.key.clone(),
+        range_end: c.range_end.clone(),
+    })
+}
+
+pub fn key_value(kv: m::KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
+pub fn event(e: m::Event) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: match e.kind {
+            m::EventKind::Put => mvccpb::event::EventType::Put as i32,
+            m::EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+        },
+        kv: Some(key_value(e.kv)),
+        prev_kv: e.prev_kv.map(key_value),
+    }
+}
+
+/// `header` goes on the top-level response; etcd also fills the headers of
+/// responses nested in a txn, with the same header.
+pub fn range_response(r: m::RangeResponse, header: &pb::ResponseHeader) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header: Some(*header),
+        kvs: r.kvs.into_iter().map(key_value).collect(),
+        more: r.more,
+        count: r.count,
+    }
+}
+
+pub fn put_response(r: m::PutResponse, header: &pb::ResponseHeader) -> pb::PutResponse {
+    pb::PutResponse {
+        header: Some(*header),
+        prev_kv: r.prev_kv.map(key_value),
+    }
+}
+
+pub fn delete_response(
+    r: m::DeleteRangeResponse,
+    header: &pb::ResponseHeader,
+) -> pb::DeleteRangeResponse {
+    pb::DeleteRangeResponse {
+        header: Some(*header),
+        deleted: r.deleted,
+        prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
+    }
+}
+
+pub fn txn_response(r: m::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
+    use pb::response_op::Response;
+    pb::TxnResponse {
+        header: Some(*header),
+        succeeded: r.succeeded,
+        responses: r
+            .responses
+            .into_iter()
+            .map(|op| pb::ResponseOp {
+                response: Some(match op {
+                    m::ResponseOp::Range(r) => Response::ResponseRange(range_response(r, header)),
+                    m::ResponseOp::Put(r) => Response::ResponsePut(put_response(r, header)),
+                    m::ResponseOp::DeleteRange(r) => {
+                        Response::ResponseDeleteRange(delete_response(r, header))
+                    }
+                    m::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, header)),
+                }),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sort_order_is_invalid_sort_option() {
+        let r = pb::RangeRequest {
+            key: b"a".to_vec(),
+            sort_order: 9,
+            ..Default::default()
+        };
+        assert!(matches!(range_request(&r), Err(Error::InvalidSortOption)));
+    }
+
+    #[test]
+    fn compare_reads_union_member_of_its_target() {
+        let c = pb::Compare {
+            result: pb::compare::CompareResult::Greater as i32,
+            target: pb::compare::CompareTarget::Mod as i32,
+            key: b"k".to_vec(),
+            range_end: vec![],
+            target_union: Some(pb::compare::TargetUnion::ModRevision(7)),
+        };
+        let m = compare(&c).unwrap();
+        assert_eq!(m.target, m::CompareTarget::Mod(7));
+        assert_eq!(m.result, m::CompareResult::Greater);
+        // Union for another target: etcd compares against zero.
+        let c = pb::Compare {
+            target: pb::compare::CompareTarget::Version as i32,
+            ..c
+        };
+        assert_eq!(compare(&c).unwrap().target, m::CompareTarget::Version(0));
+    }
+}
