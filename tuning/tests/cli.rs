@@ -16,6 +16,7 @@ const ITEMS: &[&str] = &[
     "cpu.governor",
     "cpu.isolation",
     "cpu.affinity",
+    "cpu.irq",
     "cpu.virtualisation",
     "memory.thp",
     "memory.swap",

@@ -69,6 +69,14 @@ fn smt_server(root: &Path, data_dir: &Path) {
         "Filename\tType\tSize\tUsed\tPriority\n/swap.img\tfile\t2097148\t0\t-2\n",
     );
     write(root, "proc/sys/vm/swappiness", "60\n");
+    write(root, "proc/irq/default_smp_affinity", "f\n");
+    write(
+        root,
+        "proc/interrupts",
+        "           CPU0       CPU1       CPU2       CPU3\n\
+          120:       9000          0        310          0   PCI-MSI   nvme0q1\n\
+          LOC:     100000     100000       5000       5000   Local timer interrupts\n",
+    );
     write(root, "proc/sys/kernel/osrelease", "6.8.0-45-generic\n");
     write(root, "proc/sys/kernel/io_uring_disabled", "2\n");
 
@@ -171,6 +179,11 @@ fn gathers_every_fact_from_the_tree() {
     assert_eq!(facts.cpu.rcu_nocbs, Some(vec![2, 3]));
     assert_eq!(facts.cpu.affinity, vec![2, 3]);
     assert!(!facts.cpu.hypervisor);
+    assert_eq!(facts.cpu.default_irq_affinity, Some(vec![0, 1, 2, 3]));
+    assert_eq!(
+        facts.cpu.device_irqs,
+        vec![(0, 9000), (1, 0), (2, 310), (3, 0)]
+    );
 
     assert_eq!(facts.memory.thp_enabled.as_deref(), Some("always"));
     assert_eq!(facts.memory.thp_defrag.as_deref(), Some("madvise"));
@@ -219,6 +232,7 @@ fn rules_and_recommendation_for_the_recorded_host() {
         ("cpu.governor", Verdict::Warn),
         ("cpu.isolation", Verdict::Ok),
         ("cpu.affinity", Verdict::Ok),
+        ("cpu.irq", Verdict::Warn),
         ("cpu.virtualisation", Verdict::Ok),
         ("memory.thp", Verdict::Warn),
         ("memory.swap", Verdict::Warn),

@@ -40,6 +40,12 @@ pub struct CpuFacts {
     /// polls before halting. 0 means every idle period pays a full
     /// halt and wake-up through the hypervisor.
     pub guest_halt_poll_ns: Option<u64>,
+    /// `/proc/irq/default_smp_affinity`: CPUs a newly registered
+    /// interrupt may be delivered to.
+    pub default_irq_affinity: Option<Vec<u32>>,
+    /// Device interrupts (numbered IRQs in `/proc/interrupts`) handled
+    /// per CPU since boot, as `(cpu, count)`.
+    pub device_irqs: Vec<(u32, u64)>,
 }
 
 impl CpuFacts {
@@ -107,6 +113,14 @@ impl CpuFacts {
             hypervisor,
             cpuidle_driver: host.read("/sys/devices/system/cpu/cpuidle/current_driver"),
             guest_halt_poll_ns: host.read_u64("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+            default_irq_affinity: host
+                .read("/proc/irq/default_smp_affinity")
+                .and_then(|mask| parse_hex_mask(&mask))
+                .map(|set| set.into_iter().collect()),
+            device_irqs: host
+                .read("/proc/interrupts")
+                .map(|text| device_irqs_per_cpu(&text))
+                .unwrap_or_default(),
         }
     }
 
@@ -154,6 +168,53 @@ pub fn boot_param<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// Parses a hex CPU mask as the kernel prints it: 32-bit words, most
+/// significant first, separated by commas (`ffffffff,00000003`).
+pub fn parse_hex_mask(text: &str) -> Option<BTreeSet<u32>> {
+    let mut cpus = BTreeSet::new();
+    let words: Vec<&str> = text.trim().split(',').collect();
+    for (index, word) in words.iter().rev().enumerate() {
+        let bits = u32::from_str_radix(word, 16).ok()?;
+        let base = u32::try_from(index).ok()?.checked_mul(32)?;
+        cpus.extend(
+            (0..32)
+                .filter(|bit| bits & (1 << bit) != 0)
+                .map(|bit| base + bit),
+        );
+    }
+    Some(cpus)
+}
+
+/// Sums the numbered (device) interrupt lines of `/proc/interrupts` per
+/// CPU; the named lines (LOC, RES, …) are the kernel's own and every CPU
+/// gets them.
+pub fn device_irqs_per_cpu(text: &str) -> Vec<(u32, u64)> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let cpus: Vec<u32> = header
+        .split_whitespace()
+        .filter_map(|name| name.strip_prefix("CPU")?.parse().ok())
+        .collect();
+    let mut totals = vec![0u64; cpus.len()];
+    for line in lines {
+        let Some((irq, counts)) = line.split_once(':') else {
+            continue;
+        };
+        if irq.trim().parse::<u32>().is_err() {
+            continue;
+        }
+        for (total, count) in totals.iter_mut().zip(counts.split_whitespace()) {
+            match count.parse::<u64>() {
+                Ok(count) => *total += count,
+                Err(_) => break,
+            }
+        }
+    }
+    cpus.into_iter().zip(totals).collect()
+}
+
 fn count_from_cpuinfo(host: &HostRoot) -> BTreeSet<u32> {
     host.read("/proc/cpuinfo")
         .map(|text| {
@@ -174,6 +235,19 @@ mod tests {
         let cmdline = "quiet isolcpus=1 isolcpus=2-3 nohz_full=2-3 -- --isolcpus=9";
         assert_eq!(boot_param(cmdline, "isolcpus"), Some("2-3"));
         assert_eq!(boot_param(cmdline, "rcu_nocbs"), None);
+    }
+
+    #[test]
+    fn hex_masks_and_interrupt_counts() {
+        let mask = parse_hex_mask("00000001,0000000c").unwrap();
+        assert_eq!(mask.into_iter().collect::<Vec<_>>(), vec![2, 3, 32]);
+        assert!(parse_hex_mask("xyz").is_none());
+        let interrupts = "           CPU0       CPU1\n\
+             24:          1          0  IO-APIC   5-edge      ACPI:Ged\n\
+             36:          0      27418  PCI-MSIX  virtio1-req.0\n\
+            LOC:     500000     400000   Local timer interrupts\n";
+        assert_eq!(device_irqs_per_cpu(interrupts), vec![(0, 1), (1, 27418)]);
+        assert!(device_irqs_per_cpu("").is_empty());
     }
 
     #[test]

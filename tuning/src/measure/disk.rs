@@ -81,7 +81,7 @@ pub struct GroupCommit {
     pub entries_per_sync: usize,
     pub bytes_per_sync: usize,
     pub sync: LatencySummary,
-    /// Syncs per second at the median latency, one after another.
+    /// Syncs per second one after another (1 / mean latency).
     pub syncs_per_second: f64,
     /// Entries per second when every sync carries a full batch.
     pub entries_per_second: f64,
@@ -189,7 +189,7 @@ fn run_phases(scratch: &Path, config: DiskProbeConfig) -> DiskMeasurement {
         let batch = BLOCK_BYTES * GROUP_BATCH_ENTRIES;
         match overwrite_phase(&file, batch, phase, config.max_syncs) {
             Ok(Some(sync)) => {
-                let syncs_per_second = 1e6 / sync.p50_us.max(1.0);
+                let syncs_per_second = 1e6 / sync.mean_us.max(1.0);
                 group_commit = Some(GroupCommit {
                     entries_per_sync: GROUP_BATCH_ENTRIES,
                     bytes_per_sync: batch,

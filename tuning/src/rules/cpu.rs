@@ -18,6 +18,7 @@ pub fn evaluate(cpu: &CpuFacts, plan: Plan) -> Vec<Finding> {
         governor(cpu),
         isolation(cpu, plan),
         affinity(cpu, plan),
+        irq(cpu, plan),
         virtualisation(cpu),
     ]
 }
@@ -188,6 +189,54 @@ fn affinity(cpu: &CpuFacts, plan: Plan) -> Finding {
             "without --cores basalt starts {} executors, one per CPU in the mask",
             mask.len()
         )),
+    }
+}
+
+fn irq(cpu: &CpuFacts, plan: Plan) -> Finding {
+    let planned: BTreeSet<u32> = crate::rules::planned_cpus_of(cpu, plan)
+        .into_iter()
+        .collect();
+    let counts: Vec<String> = cpu
+        .device_irqs
+        .iter()
+        .map(|(n, count)| format!("cpu{n} {count}"))
+        .collect();
+    let mut value = if counts.is_empty() {
+        "device IRQs unknown".to_owned()
+    } else {
+        format!("device IRQs since boot: {}", counts.join(", "))
+    };
+    if let Some(default) = &cpu.default_irq_affinity {
+        value.push_str(&format!("; default affinity {}", list(default)));
+    }
+    let dedicated: BTreeSet<u32> = planned
+        .intersection(&cpu.dedicated_cpus())
+        .copied()
+        .collect();
+    if dedicated.is_empty() {
+        return Finding::new("cpu.irq", Area::Cpu, Verdict::Info, value).detail(
+            "executors share their CPUs with interrupt handling; steering IRQs away pays off only once              the executor CPUs are isolated (see cpu.isolation)",
+        );
+    }
+    let exposed: Vec<u32> = cpu
+        .default_irq_affinity
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|c| dedicated.contains(c))
+        .collect();
+    if exposed.is_empty() {
+        Finding::new("cpu.irq", Area::Cpu, Verdict::Ok, value)
+            .detail("new interrupts are steered away from the isolated executor CPUs")
+    } else {
+        Finding::new("cpu.irq", Area::Cpu, Verdict::Warn, value)
+            .detail(format!(
+                "interrupts may still be delivered to isolated executor CPUs {}: each one preempts                  an executor mid-request",
+                list(&exposed)
+            ))
+            .fix(
+                "boot with irqaffinity=<housekeeping cpus> and isolcpus=managed_irq,…; tell irqbalance to                  stay off them (IRQBALANCE_BANNED_CPULIST=<executor cpus>) or write the housekeeping                  mask to /proc/irq/*/smp_affinity",
+            )
     }
 }
 

@@ -286,9 +286,10 @@ fn group_commit(disk: &DiskMeasurement) -> Finding {
             Area::Disk,
             Verdict::Ok,
             format!(
-                "{} × 4 KiB per sync: p50 {} → ~{:.0} syncs/s, ~{:.0} entries/s",
+                "{} × 4 KiB per sync: p50 {}, mean {} → ~{:.0} syncs/s, ~{:.0} entries/s",
                 group.entries_per_sync,
                 human_us(group.sync.p50_us),
+                human_us(group.sync.mean_us),
                 group.syncs_per_second,
                 group.entries_per_second
             ),
