@@ -21,12 +21,18 @@ pub enum MvccError {
     /// etcd: "key not found" (a put with ignore_value/ignore_lease on a missing key).
     #[error("key not found")]
     KeyNotFound,
+    /// `apply` was given a log index at or below one already applied.
+    #[error("log index {index} already applied (last applied {applied})")]
+    StaleIndex { index: u64, applied: u64 },
     /// A request no etcd would accept and `net` did not catch (e.g. lease id 0).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// Stored or streamed data failed a check; says what and where.
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// The B+tree under the store failed (its message names file and page).
+    #[error(transparent)]
+    Tree(#[from] crate::btree::BtreeError),
     #[error("i/o error on {path}: {source}")]
     Io {
         path: std::path::PathBuf,

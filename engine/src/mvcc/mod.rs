@@ -1,7 +1,43 @@
 //! etcd's MVCC key-value semantics on top of `engine::btree`.
+//!
+//! A [`Store`] is the state machine the sequencer applies committed log
+//! entries to, in order. It keeps etcd's rules exactly: one main revision per
+//! write request or transaction (sub revisions number its effects), per-key
+//! `create_revision` / `mod_revision` / `version` with generations (a delete
+//! ends one; the next put starts a new one at version 1), tombstones, reads at
+//! any revision not yet compacted, leases whose revocation deletes their keys
+//! in one revision. Requests that change nothing do not bump the revision.
+//!
+//! ```
+//! use basalt_engine::mvcc::{Op, PutRequest, RangeRequest, Store, StoreOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+//! let put = |v: &[u8]| Op::Put(PutRequest { key: b"k".to_vec(), value: v.to_vec(), ..Default::default() });
+//! assert_eq!(store.apply(1, &put(b"one")).unwrap().revision, 2);
+//! assert_eq!(store.apply(2, &put(b"two")).unwrap().revision, 3);
+//! store.checkpoint().unwrap(); // durable; applied_index() == 2
+//! let old = store.range(&RangeRequest { key: b"k".to_vec(), revision: 2, ..Default::default() }).unwrap();
+//! assert_eq!(old.kvs[0].value, b"one");
+//! assert_eq!(old.kvs[0].version, 1);
+//! ```
+//!
+//! Invariants: the `l` space holds exactly the keys live at the current
+//! revision, each pointing at an existing put record in `v`; every `v` entry
+//! has its `r` change-log twin; `a` lists exactly the live keys of each lease.
+//! See `keyspace` for the layout.
 
+mod apply;
+mod backend;
 mod error;
+mod keyspace;
+mod layers;
+mod read;
+mod revision;
+mod snapshot;
+mod store;
 mod types;
 
 pub use error::MvccError;
+pub use revision::Revision;
+pub use store::{Store, StoreOptions, TREE_FILE};
 pub use types::*;

@@ -1,0 +1,331 @@
+//! The MVCC store: the state machine the sequencer applies log entries to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::btree::TreeOptions;
+
+use super::apply::{Applier, LeaseChange};
+use super::backend::{Backend, BackendView};
+use super::error::MvccError;
+use super::keyspace::{
+    attached_bounds, decode_i64, parse_attached_key, parse_lease_key, parse_version_key,
+    space_bounds, UserRange, LEASE, META_COMPACT_REVISION, META_CURRENT_REVISION, VERSION,
+};
+use super::layers::{Layered, Overlay};
+use super::read;
+use super::types::{Applied, Event, Lease, Op, RangeRequest, RangeResponse};
+
+/// File name of the store's B+tree inside its directory.
+pub const TREE_FILE: &str = "mvcc.btree";
+
+/// An empty etcd reports revision 1; the first write gets revision 2.
+const INITIAL_REVISION: i64 = 1;
+
+/// Options of [`Store::open`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Layout of the tree file (page size); fixed when the file is created.
+    pub tree: TreeOptions,
+}
+
+/// etcd's MVCC key-value state plus leases, single-threaded.
+///
+/// `apply` makes an entry's effects visible at once; they become durable in
+/// the tree at the next `checkpoint`, which records the entry's index so
+/// recovery replays the WAL from `applied_index() + 1`.
+pub struct Store {
+    dir: PathBuf,
+    backend: Backend,
+    /// Tree writes applied since the last checkpoint.
+    pending: Overlay,
+    /// Tree writes of the entry being applied; empty between entries.
+    scratch: Overlay,
+    current: i64,
+    compacted: i64,
+    /// Index of the last entry passed to `apply`.
+    last_applied: u64,
+    /// Lease id → granted TTL. Attached keys live in the tree.
+    leases: BTreeMap<i64, i64>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError + '_ {
+    move |source| MvccError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, MvccError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let backend = Backend::open(&dir.join(TREE_FILE), opts.tree)?;
+        let view = backend.view();
+        let meta = |name: &[u8], default: i64| -> Result<i64, MvccError> {
+            match view.get(name)? {
+                Some(bytes) => decode_i64(&bytes, &String::from_utf8_lossy(name)),
+                None => Ok(default),
+            }
+        };
+        let current = meta(META_CURRENT_REVISION, INITIAL_REVISION)?;
+        let compacted = meta(META_COMPACT_REVISION, 0)?;
+        if current < INITIAL_REVISION || compacted < 0 || compacted > current {
+            return Err(MvccError::Corrupt(format!(
+                "store meta out of range: current revision {current}, compact revision {compacted}"
+            )));
+        }
+        let mut leases = BTreeMap::new();
+        for item in view.scan(&space_bounds(LEASE)) {
+            let (key, ttl) = item?;
+            leases.insert(parse_lease_key(&key)?, decode_i64(&ttl, "lease ttl")?);
+        }
+        drop(view);
+        let last_applied = backend.user_meta();
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            backend,
+            pending: Overlay::new(),
+            scratch: Overlay::new(),
+            current,
+            compacted,
+            last_applied,
+            leases,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Last WAL index whose effects are durable in the tree.
+    pub fn applied_index(&self) -> u64 {
+        self.backend.user_meta()
+    }
+
+    /// Last WAL index applied (durable or not).
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    fn layered<'a>(&'a self, base: &'a BackendView) -> Layered<'a> {
+        Layered {
+            base,
+            pending: &self.pending,
+            scratch: &self.scratch,
+        }
+    }
+
+    /// etcd's Range; `revision` 0 reads the current revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let base = self.backend.view();
+        read::range(&self.layered(&base), self.current, self.compacted, req)
+    }
+
+    /// Applies one committed log entry. On error nothing changed except that
+    /// the entry counts as applied (it is a client error, answered as such).
+    pub fn apply(&mut self, index: u64, op: &Op) -> Result<Applied, MvccError> {
+        if index <= self.last_applied {
+            return Err(MvccError::StaleIndex {
+                index,
+                applied: self.last_applied,
+            });
+        }
+        debug_assert!(self.scratch.is_empty());
+        let base = self.backend.view();
+        let applier = Applier::new(
+            &base,
+            &self.pending,
+            &mut self.scratch,
+            &self.leases,
+            self.current,
+            self.compacted,
+        );
+        let result = applier.apply(op);
+        self.last_applied = index;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.scratch.clear();
+                return Err(e);
+            }
+        };
+        debug_assert!(outcome.revision >= self.current);
+        self.current = outcome.revision;
+        if let Some(rev) = outcome.compacted {
+            self.compacted = rev;
+        }
+        match outcome.lease {
+            Some(LeaseChange::Granted { id, ttl }) => {
+                self.leases.insert(id, ttl);
+            }
+            Some(LeaseChange::Revoked { id }) => {
+                self.leases.remove(&id);
+            }
+            None => {}
+        }
+        let scratch = std::mem::take(&mut self.scratch);
+        self.pending.extend(scratch);
+        Ok(Applied {
+            revision: outcome.revision,
+            response: outcome.response,
+            events: outcome.events,
+        })
+    }
+
+    /// Makes everything applied durable: one tree commit carrying the last
+    /// applied index. A no-op when nothing changed since the last one.
+    pub fn checkpoint(&mut self) -> Result<(), MvccError> {
+        if self.pending.is_empty() && self.backend.user_meta() == self.last_applied {
+            return Ok(());
+        }
+        self.backend.commit(&self.pending, self.last_applied)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Changes in `[key, range_end)` (etcd range rules) at revisions >=
+    /// `start_revision`, ascending, with prev_kv; at most about `max` (never
+    /// splitting a revision). `Compacted` if history before the start is gone.
+    pub fn events_from(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_revision: i64,
+        max: usize,
+    ) -> Result<Vec<Event>, MvccError> {
+        if start_revision < self.compacted {
+            return Err(MvccError::Compacted {
+                requested: start_revision,
+                compacted: self.compacted,
+            });
+        }
+        let base = self.backend.view();
+        read::events_from(
+            &self.layered(&base),
+            UserRange::new(key, range_end),
+            start_revision,
+            max,
+        )
+    }
+
+    fn lease_keys(&self, view: &Layered<'_>, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
+        view.scan(&attached_bounds(id))
+            .map(|item| item.and_then(|(k, _)| parse_attached_key(&k)))
+            .collect()
+    }
+
+    /// Every lease with its attached keys.
+    pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
+        let base = self.backend.view();
+        let view = self.layered(&base);
+        self.leases
+            .iter()
+            .map(|(&id, &ttl)| {
+                Ok(Lease {
+                    id,
+                    ttl,
+                    keys: self.lease_keys(&view, id)?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn lease(&self, id: i64) -> Result<Option<Lease>, MvccError> {
+        let Some(&ttl) = self.leases.get(&id) else {
+            return Ok(None);
+        };
+        let base = self.backend.view();
+        let keys = self.lease_keys(&self.layered(&base), id)?;
+        Ok(Some(Lease { id, ttl, keys }))
+    }
+
+    /// Lease ids and TTLs only (cheap: no tree read).
+    pub fn lease_ttls(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.leases.iter().map(|(&id, &ttl)| (id, ttl))
+    }
+
+    /// CRC32 of every key version with main revision <= `revision` (0 =
+    /// current), and the compact revision: equal on members that applied
+    /// the same log (the role of etcd's HashKV; values differ from etcd's).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), MvccError> {
+        if revision > 0 && revision <= self.compacted {
+            return Err(MvccError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
+        }
+        if revision > self.current {
+            return Err(MvccError::FutureRevision);
+        }
+        let upto = if revision == 0 {
+            self.current
+        } else {
+            revision
+        };
+        let base = self.backend.view();
+        let view = self.layered(&base);
+        let mut hasher = crc32fast::Hasher::new();
+        for item in view.scan(&space_bounds(VERSION)) {
+            let (k, v) = item?;
+            let (_, rev) = parse_version_key(&k)?;
+            if rev.main <= upto {
+                hasher.update(&k);
+                hasher.update(&v);
+            }
+        }
+        Ok((hasher.finalize(), self.compacted))
+    }
+
+    /// CRC32 of the whole logical state (keys, history, leases, meta).
+    pub fn hash(&self) -> Result<u32, MvccError> {
+        let base = self.backend.view();
+        let view = self.layered(&base);
+        let mut hasher = crc32fast::Hasher::new();
+        for item in view.scan(&(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)) {
+            let (k, v) = item?;
+            hasher.update(&(k.len() as u32).to_le_bytes());
+            hasher.update(&k);
+            hasher.update(&(v.len() as u32).to_le_bytes());
+            hasher.update(&v);
+        }
+        Ok(hasher.finalize())
+    }
+
+    /// Bytes of the tree file.
+    pub fn db_size(&self) -> u64 {
+        self.backend.file_bytes()
+    }
+
+    /// Bytes of the tree file that hold live pages.
+    pub fn db_size_in_use(&self) -> u64 {
+        self.backend.live_bytes()
+    }
+
+    /// Checkpoints, then rewrites the tree file without its dead pages.
+    pub fn defragment(&mut self) -> Result<(), MvccError> {
+        self.checkpoint()?;
+        self.backend.compact_file()
+    }
+
+    /// Every logical entry, ascending, as the snapshot stream writes it.
+    pub(super) fn for_each_entry(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
+        let base = self.backend.view();
+        let view = self.layered(&base);
+        for item in view.scan(&(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)) {
+            let (k, v) = item?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,651 @@
+//! Targeted checks of etcd's MVCC rules on `engine::mvcc::Store`.
+//! Expected values follow etcd 3.4 (checked against /usr/bin/etcd where noted).
+
+use basalt_engine::mvcc::*;
+
+struct T {
+    _dir: tempfile::TempDir,
+    store: Store,
+    index: u64,
+}
+
+impl T {
+    fn new() -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        T {
+            _dir: dir,
+            store,
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<Applied, MvccError> {
+        self.index += 1;
+        self.store.apply(self.index, &op)
+    }
+
+    fn put(&mut self, key: &str, value: &str) -> Applied {
+        self.apply(put_op(key, value, 0)).unwrap()
+    }
+
+    fn del(&mut self, key: &str, end: &str) -> Applied {
+        self.apply(Op::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv: true,
+        }))
+        .unwrap()
+    }
+
+    fn get(&self, key: &str, end: &str, rev: i64) -> Result<RangeResponse, MvccError> {
+        self.store.range(&RangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            revision: rev,
+            ..Default::default()
+        })
+    }
+
+    fn reopen(&mut self) {
+        self.store.checkpoint().unwrap();
+        let dir = self._dir.path().to_path_buf();
+        self.store = Store::open(&dir, StoreOptions::default()).unwrap();
+        assert_eq!(self.store.applied_index(), self.index);
+    }
+}
+
+fn put_op(key: &str, value: &str, lease: i64) -> Op {
+    Op::Put(PutRequest {
+        key: key.into(),
+        value: value.into(),
+        lease,
+        prev_kv: true,
+        ..Default::default()
+    })
+}
+
+fn keys(r: &RangeResponse) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn fresh_store_is_at_revision_1_and_puts_bump_it() {
+    let mut t = T::new();
+    assert_eq!(t.store.current_revision(), 1);
+    let a = t.put("foo", "bar");
+    assert_eq!(a.revision, 2);
+    let kv = &t.get("foo", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
+    let a = t.put("foo", "baz");
+    assert_eq!(a.revision, 3);
+    assert_eq!(
+        a.response,
+        OpResponse::Put(PutResponse {
+            prev_kv: Some(kv.clone())
+        })
+    );
+    let kv = &t.get("foo", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+}
+
+#[test]
+fn delete_ends_a_generation_and_put_starts_a_new_one() {
+    let mut t = T::new();
+    t.put("k", "1"); // 2
+    t.put("k", "2"); // 3
+    let d = t.del("k", "");
+    assert_eq!(d.revision, 4);
+    assert_eq!(d.events.len(), 1);
+    assert_eq!(d.events[0].kind, EventKind::Delete);
+    assert_eq!(d.events[0].kv.mod_revision, 4);
+    assert_eq!(d.events[0].prev_kv.as_ref().unwrap().version, 2);
+    assert_eq!(t.get("k", "", 0).unwrap().count, 0);
+    t.put("k", "3"); // 5
+    let kv = &t.get("k", "", 0).unwrap().kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    // history stays readable
+    assert_eq!(t.get("k", "", 3).unwrap().kvs[0].value, b"2");
+    assert_eq!(t.get("k", "", 4).unwrap().kvs.len(), 0);
+    assert_eq!(t.get("k", "", 1).unwrap().kvs.len(), 0);
+}
+
+#[test]
+fn no_op_writes_do_not_bump_the_revision() {
+    let mut t = T::new();
+    t.put("a", "1");
+    let d = t.del("zzz", "");
+    assert_eq!(d.revision, 2);
+    assert_eq!(
+        d.response,
+        OpResponse::DeleteRange(DeleteRangeResponse::default())
+    );
+    let tx = t
+        .apply(Op::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Range(RangeRequest {
+                key: "a".into(),
+                ..Default::default()
+            })],
+            failure: vec![],
+        }))
+        .unwrap();
+    assert_eq!(tx.revision, 2);
+    assert!(tx.events.is_empty());
+    assert_eq!(t.store.current_revision(), 2);
+}
+
+#[test]
+fn txn_ops_share_one_revision_and_see_their_own_writes() {
+    let mut t = T::new();
+    t.put("a", "0"); // 2
+    let tx = t
+        .apply(Op::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal,
+                target: CompareTarget::Value("0".into()),
+                key: "a".into(),
+                range_end: vec![],
+            }],
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: "b".into(),
+                    value: "1".into(),
+                    ..Default::default()
+                }),
+                RequestOp::Put(PutRequest {
+                    key: "c".into(),
+                    value: "1".into(),
+                    ..Default::default()
+                }),
+                RequestOp::Range(RangeRequest {
+                    key: "a".into(),
+                    range_end: "z".into(),
+                    ..Default::default()
+                }),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: "a".into(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![],
+        }))
+        .unwrap();
+    assert_eq!(tx.revision, 3);
+    assert_eq!(tx.events.len(), 3);
+    assert!(tx.events.iter().all(|e| e.kv.mod_revision == 3));
+    let OpResponse::Txn(resp) = tx.response else {
+        panic!()
+    };
+    assert!(resp.succeeded);
+    let ResponseOp::Range(r) = &resp.responses[2] else {
+        panic!()
+    };
+    assert_eq!(keys(r), ["a", "b", "c"]);
+    assert_eq!(keys(&t.get("a", "z", 0).unwrap()), ["b", "c"]);
+    // the changes are at (3,0), (3,1), (3,2): watch history keeps their order
+    let evs = t.store.events_from(b"a", b"z", 3, 100).unwrap();
+    let order: Vec<_> = evs.iter().map(|e| (e.kind, e.kv.key.clone())).collect();
+    assert_eq!(
+        order,
+        [
+            (EventKind::Put, b"b".to_vec()),
+            (EventKind::Put, b"c".to_vec()),
+            (EventKind::Delete, b"a".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn compare_on_missing_key_sees_zeroes_but_value_compare_fails() {
+    let mut t = T::new();
+    let cmp = |target, result| {
+        Op::Txn(TxnRequest {
+            compare: vec![Compare {
+                result,
+                target,
+                key: "missing".into(),
+                range_end: vec![],
+            }],
+            success: vec![],
+            failure: vec![],
+        })
+    };
+    let ok = |a: Applied| {
+        matches!(
+            a.response,
+            OpResponse::Txn(TxnResponse {
+                succeeded: true,
+                ..
+            })
+        )
+    };
+    assert!(ok(t
+        .apply(cmp(CompareTarget::Version(0), CompareResult::Equal))
+        .unwrap()));
+    assert!(ok(t
+        .apply(cmp(CompareTarget::Create(0), CompareResult::Equal))
+        .unwrap()));
+    assert!(ok(t
+        .apply(cmp(CompareTarget::Mod(0), CompareResult::Equal))
+        .unwrap()));
+    assert!(ok(t
+        .apply(cmp(CompareTarget::Lease(0), CompareResult::Equal))
+        .unwrap()));
+    assert!(!ok(t
+        .apply(cmp(CompareTarget::Value(vec![]), CompareResult::Equal))
+        .unwrap()));
+    assert!(!ok(t
+        .apply(cmp(CompareTarget::Value(vec![]), CompareResult::NotEqual))
+        .unwrap()));
+}
+
+#[test]
+fn compare_over_a_range_needs_every_key() {
+    let mut t = T::new();
+    t.put("a1", "x");
+    t.put("a2", "x");
+    t.put("a2", "y");
+    let txn = |v: i64| {
+        Op::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Less,
+                target: CompareTarget::Version(v),
+                key: "a".into(),
+                range_end: "b".into(),
+            }],
+            success: vec![],
+            failure: vec![],
+        })
+    };
+    let succeeded = |a: Applied| match a.response {
+        OpResponse::Txn(r) => r.succeeded,
+        _ => panic!(),
+    };
+    assert!(!succeeded(t.apply(txn(2)).unwrap()));
+    assert!(succeeded(t.apply(txn(3)).unwrap()));
+}
+
+#[test]
+fn range_limit_count_more_and_sorting() {
+    let mut t = T::new();
+    for (k, v) in [("a", "3"), ("b", "1"), ("c", "2"), ("d", "0")] {
+        t.put(k, v);
+    }
+    t.put("b", "1b"); // b: version 2
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "\0".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&r), r.more, r.count),
+        (vec!["a".into(), "b".into()], true, 4)
+    );
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "\0".into(),
+            limit: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (4, false, 4));
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "\0".into(),
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Value,
+            limit: 3,
+            keys_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(keys(&r), ["a", "c", "b"]);
+    assert!(r.more && r.count == 4 && r.kvs.iter().all(|kv| kv.value.is_empty()));
+    // sort target other than key with order NONE sorts ascending
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "e".into(),
+            sort_target: SortTarget::Version,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(keys(&r), ["a", "c", "d", "b"]);
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "e".into(),
+            count_only: true,
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (0, false, 4));
+}
+
+#[test]
+fn revision_filters_prune_after_counting() {
+    let mut t = T::new();
+    t.put("a", "1"); // 2
+    t.put("b", "1"); // 3
+    t.put("c", "1"); // 4
+    t.put("a", "2"); // 5
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "z".into(),
+            min_mod_revision: 4,
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    // etcd: count is before the filters; more is after them
+    assert_eq!((keys(&r), r.more, r.count), (vec!["a".into()], true, 3));
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: "a".into(),
+            range_end: "z".into(),
+            max_create_revision: 3,
+            min_create_revision: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((keys(&r), r.more, r.count), (vec!["b".into()], false, 3));
+}
+
+#[test]
+fn range_end_forms() {
+    let mut t = T::new();
+    for k in ["", "a", "a\0", "ab", "b"] {
+        if !k.is_empty() {
+            t.put(k, "v");
+        }
+    }
+    assert_eq!(keys(&t.get("a", "", 0).unwrap()), ["a"]);
+    assert_eq!(keys(&t.get("a", "\0", 0).unwrap()), ["a", "a\0", "ab", "b"]);
+    assert_eq!(
+        keys(&t.get("\0", "\0", 0).unwrap()),
+        ["a", "a\0", "ab", "b"]
+    );
+    assert_eq!(keys(&t.get("a\0", "b", 0).unwrap()), ["a\0", "ab"]);
+    assert_eq!(t.get("b", "a", 0).unwrap().count, 0);
+    assert_eq!(t.get("b", "b", 0).unwrap().count, 0);
+}
+
+#[test]
+fn future_and_compacted_revisions() {
+    let mut t = T::new();
+    for i in 0..5 {
+        t.put("k", &i.to_string()); // revs 2..=6
+    }
+    assert!(matches!(t.get("k", "", 7), Err(MvccError::FutureRevision)));
+    assert!(matches!(
+        t.apply(Op::Compact { revision: 7 }),
+        Err(MvccError::FutureRevision)
+    ));
+    let c = t.apply(Op::Compact { revision: 4 }).unwrap();
+    assert_eq!(c.revision, 6);
+    assert_eq!(t.store.compact_revision(), 4);
+    assert!(matches!(
+        t.get("k", "", 3),
+        Err(MvccError::Compacted {
+            requested: 3,
+            compacted: 4
+        })
+    ));
+    // the compact revision itself is still readable (etcd: rev < compactRev fails)
+    assert_eq!(t.get("k", "", 4).unwrap().kvs[0].value, b"2");
+    assert_eq!(t.get("k", "", 5).unwrap().kvs[0].value, b"3");
+    assert!(matches!(
+        t.apply(Op::Compact { revision: 4 }),
+        Err(MvccError::Compacted { .. })
+    ));
+    assert!(matches!(
+        t.apply(Op::Compact { revision: 3 }),
+        Err(MvccError::Compacted { .. })
+    ));
+    assert!(matches!(
+        t.store.events_from(b"k", b"", 3, 10),
+        Err(MvccError::Compacted { .. })
+    ));
+    t.reopen();
+    assert_eq!(t.store.compact_revision(), 4);
+    assert!(matches!(
+        t.get("k", "", 3),
+        Err(MvccError::Compacted { .. })
+    ));
+    assert_eq!(t.get("k", "", 4).unwrap().kvs[0].value, b"2");
+}
+
+#[test]
+fn compaction_drops_deleted_keys_and_keeps_the_latest_live_version() {
+    let mut t = T::new();
+    t.put("gone", "1"); // 2
+    t.del("gone", ""); // 3
+    t.put("kept", "1"); // 4
+    t.put("kept", "2"); // 5
+    t.put("later", "1"); // 6
+    t.apply(Op::Compact { revision: 5 }).unwrap();
+    let evs = t.store.events_from(b"\0", b"\0", 5, 100).unwrap();
+    let revs: Vec<i64> = evs.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(revs, [5, 6]);
+    assert_eq!(t.get("kept", "", 5).unwrap().kvs[0].version, 2);
+    assert_eq!(t.get("\0", "\0", 5).unwrap().count, 1);
+    assert_eq!(t.get("\0", "\0", 0).unwrap().count, 2);
+}
+
+#[test]
+fn put_errors_change_nothing() {
+    let mut t = T::new();
+    t.put("a", "1");
+    let hash = t.store.hash().unwrap();
+    let ignore = Op::Put(PutRequest {
+        key: "missing".into(),
+        ignore_value: true,
+        ..Default::default()
+    });
+    assert!(matches!(t.apply(ignore), Err(MvccError::KeyNotFound)));
+    assert!(matches!(
+        t.apply(put_op("a", "2", 99)),
+        Err(MvccError::LeaseNotFound(99))
+    ));
+    // a txn whose second op fails leaves the first undone
+    let txn = Op::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: "b".into(),
+                value: "1".into(),
+                ..Default::default()
+            }),
+            RequestOp::Put(PutRequest {
+                key: "c".into(),
+                value: "1".into(),
+                lease: 7,
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    });
+    assert!(matches!(t.apply(txn), Err(MvccError::LeaseNotFound(7))));
+    assert_eq!(t.store.current_revision(), 2);
+    assert_eq!(t.store.hash().unwrap(), hash);
+    assert!(matches!(
+        t.store.apply(1, &put_op("x", "y", 0)),
+        Err(MvccError::StaleIndex { .. })
+    ));
+}
+
+#[test]
+fn ignore_value_and_ignore_lease_keep_the_old_ones() {
+    let mut t = T::new();
+    t.apply(Op::LeaseGrant { id: 5, ttl: 10 }).unwrap();
+    t.apply(put_op("k", "v", 5)).unwrap();
+    t.apply(Op::Put(PutRequest {
+        key: "k".into(),
+        ignore_value: true,
+        ignore_lease: true,
+        ..Default::default()
+    }))
+    .unwrap();
+    let kv = &t.get("k", "", 0).unwrap().kvs[0];
+    assert_eq!(
+        (kv.value.as_slice(), kv.lease, kv.version),
+        (&b"v"[..], 5, 2)
+    );
+}
+
+#[test]
+fn leases_attach_move_and_revoke_in_one_revision() {
+    let mut t = T::new();
+    t.apply(Op::LeaseGrant { id: 1, ttl: 30 }).unwrap();
+    t.apply(Op::LeaseGrant { id: 2, ttl: 60 }).unwrap();
+    assert!(matches!(
+        t.apply(Op::LeaseGrant { id: 1, ttl: 5 }),
+        Err(MvccError::LeaseExists(1))
+    ));
+    assert_eq!(t.store.current_revision(), 1);
+    t.apply(put_op("a", "1", 1)).unwrap(); // 2
+    t.apply(put_op("b", "1", 1)).unwrap(); // 3
+    t.apply(put_op("c", "1", 1)).unwrap(); // 4
+    t.apply(put_op("c", "2", 2)).unwrap(); // 5: moves c to lease 2
+    t.apply(put_op("b", "2", 0)).unwrap(); // 6: detaches b
+    assert_eq!(t.store.lease(1).unwrap().unwrap().keys, [b"a".to_vec()]);
+    assert_eq!(t.store.lease(2).unwrap().unwrap().keys, [b"c".to_vec()]);
+    t.reopen();
+    assert_eq!(t.store.leases().unwrap().len(), 2);
+    t.apply(put_op("d", "1", 2)).unwrap(); // 7
+    let r = t.apply(Op::LeaseRevoke { id: 2 }).unwrap();
+    assert_eq!(r.revision, 8);
+    assert_eq!(r.events.len(), 2);
+    assert!(r
+        .events
+        .iter()
+        .all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == 8));
+    assert_eq!(keys(&t.get("a", "z", 0).unwrap()), ["a", "b"]);
+    assert!(t.store.lease(2).unwrap().is_none());
+    assert!(matches!(
+        t.apply(Op::LeaseRevoke { id: 2 }),
+        Err(MvccError::LeaseNotFound(2))
+    ));
+    // a lease with no keys: revoke does not bump the revision
+    t.apply(Op::LeaseGrant { id: 3, ttl: 1 }).unwrap();
+    assert_eq!(t.apply(Op::LeaseRevoke { id: 3 }).unwrap().revision, 8);
+}
+
+#[test]
+fn events_from_fills_prev_kv_and_respects_max_without_splitting_a_revision() {
+    let mut t = T::new();
+    t.put("a", "1"); // 2
+    t.put("a", "2"); // 3
+    t.apply(Op::Txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: "b".into(),
+                value: "1".into(),
+                ..Default::default()
+            }),
+            RequestOp::Put(PutRequest {
+                key: "c".into(),
+                value: "1".into(),
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    }))
+    .unwrap(); // 4
+    t.del("a", ""); // 5
+    let evs = t.store.events_from(b"a", b"\0", 3, 2).unwrap();
+    assert_eq!(evs.len(), 3, "revision 4 is not split");
+    assert_eq!(evs[0].prev_kv.as_ref().unwrap().value, b"1");
+    let evs = t.store.events_from(b"a", b"", 0, 100).unwrap();
+    assert_eq!(evs.len(), 3);
+    assert_eq!(evs[2].kind, EventKind::Delete);
+    assert_eq!(evs[2].prev_kv.as_ref().unwrap().value, b"2");
+}
+
+#[test]
+fn hash_kv_matches_for_same_history_and_rejects_bad_revisions() {
+    let mut a = T::new();
+    let mut b = T::new();
+    for t in [&mut a, &mut b] {
+        t.put("x", "1");
+        t.put("y", "2");
+    }
+    b.reopen();
+    assert_eq!(a.store.hash_kv(0).unwrap(), b.store.hash_kv(0).unwrap());
+    assert_eq!(a.store.hash().unwrap(), b.store.hash().unwrap());
+    a.put("x", "3");
+    assert_ne!(a.store.hash_kv(0).unwrap(), b.store.hash_kv(0).unwrap());
+    assert_eq!(a.store.hash_kv(3).unwrap(), b.store.hash_kv(3).unwrap());
+    assert!(matches!(a.store.hash_kv(9), Err(MvccError::FutureRevision)));
+}
+
+#[test]
+fn snapshot_round_trip_and_corruption_is_detected() {
+    let mut t = T::new();
+    t.apply(Op::LeaseGrant { id: 9, ttl: 10 }).unwrap();
+    t.apply(put_op("a", "1", 9)).unwrap();
+    t.put("b", "2");
+    t.del("b", "");
+    let mut stream = Vec::new();
+    t.store.write_snapshot(&mut stream).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    Store::restore_snapshot(&mut stream.as_slice(), dir.path()).unwrap();
+    let restored = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(restored.applied_index(), t.index);
+    assert_eq!(restored.current_revision(), t.store.current_revision());
+    assert_eq!(restored.hash().unwrap(), t.store.hash().unwrap());
+    assert_eq!(restored.lease(9).unwrap().unwrap().keys, [b"a".to_vec()]);
+
+    for at in [0, 20, stream.len() / 2, stream.len() - 1] {
+        let mut bad = stream.clone();
+        bad[at] ^= 0x40;
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::restore_snapshot(&mut bad.as_slice(), dir.path()).unwrap_err();
+        assert!(matches!(err, MvccError::Corrupt(_)), "flip at {at}: {err}");
+        assert!(!dir.path().join(TREE_FILE).exists());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let short = &stream[..stream.len() - 3];
+    assert!(matches!(
+        Store::restore_snapshot(&mut &short[..], dir.path()),
+        Err(MvccError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn checkpoint_and_reopen_keep_everything() {
+    let mut t = T::new();
+    t.put("a", "1");
+    t.store.checkpoint().unwrap();
+    t.put("a", "2");
+    t.put("b", "1");
+    t.del("b", "");
+    let before = t.store.hash().unwrap();
+    t.reopen();
+    assert_eq!(t.store.hash().unwrap(), before);
+    assert_eq!(t.store.current_revision(), 5);
+    assert_eq!(t.get("a", "", 2).unwrap().kvs[0].value, b"1");
+    t.store.defragment().unwrap();
+    assert_eq!(t.store.hash().unwrap(), before);
+    assert!(t.store.db_size() >= t.store.db_size_in_use());
+}
