@@ -9,6 +9,11 @@ use crate::facts::HostFacts;
 use crate::measure::Measurements;
 use crate::rules::{Finding, Summary, Verdict};
 
+/// The table wraps explanations to fit this many columns.
+const TABLE_WIDTH: usize = 110;
+/// Longer ids (peer URLs) overflow their column instead of widening it.
+const ID_COLUMN_MAX: usize = 24;
+
 /// Bumped when the JSON shape changes incompatibly.
 pub const REPORT_FORMAT: u32 = 1;
 
@@ -62,9 +67,11 @@ impl Report {
             .findings
             .iter()
             .map(|f| f.id.chars().count())
+            .filter(|&len| len <= ID_COLUMN_MAX)
             .max()
-            .unwrap_or(0)
-            .min(40);
+            .unwrap_or(0);
+        let indent = " ".repeat(2 + 5 + 1 + id_width + 2);
+        let text_width = TABLE_WIDTH.saturating_sub(indent.len()).max(40);
         let mut area = None;
         for finding in &self.findings {
             if area != Some(finding.area) {
@@ -79,10 +86,10 @@ impl Report {
                 finding.value
             );
             if !finding.detail.is_empty() {
-                let _ = writeln!(out, "  {:5} {:id_width$}  why: {}", "", "", finding.detail);
+                write_wrapped(&mut out, &indent, "why: ", &finding.detail, text_width);
             }
             if let Some(fix) = &finding.fix {
-                let _ = writeln!(out, "  {:5} {:id_width$}  fix: {}", "", "", fix);
+                write_wrapped(&mut out, &indent, "fix: ", fix, text_width);
             }
         }
         let s = self.summary;
@@ -92,5 +99,56 @@ impl Report {
             s.ok, s.info, s.warn, s.fail
         );
         out
+    }
+}
+
+/// Writes `label` + `text` word-wrapped to `width`, every line indented;
+/// continuation lines align under the text, past the label.
+fn write_wrapped(out: &mut String, indent: &str, label: &str, text: &str, width: usize) {
+    let width = width.saturating_sub(label.len()).max(20);
+    let mut line = String::new();
+    let mut first = true;
+    let mut flush = |line: &mut String, first: &mut bool| {
+        let prefix = if *first {
+            label.to_owned()
+        } else {
+            " ".repeat(label.len())
+        };
+        let _ = writeln!(out, "{indent}{prefix}{line}");
+        line.clear();
+        *first = false;
+    };
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            flush(&mut line, &mut first);
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        flush(&mut line, &mut first);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_under_the_label() {
+        let mut out = String::new();
+        write_wrapped(
+            &mut out,
+            "  ",
+            "why: ",
+            "aaa bbb ccc ddd eee fff ggg hhh iii jjj kkk",
+            25,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "  why: aaa bbb ccc ddd eee");
+        assert_eq!(lines[1], "       fff ggg hhh iii jjj");
+        assert_eq!(lines[2], "       kkk");
     }
 }

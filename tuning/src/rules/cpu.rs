@@ -215,7 +215,7 @@ fn irq(cpu: &CpuFacts, plan: Plan) -> Finding {
         .collect();
     if dedicated.is_empty() {
         return Finding::new("cpu.irq", Area::Cpu, Verdict::Info, value).detail(
-            "executors share their CPUs with interrupt handling; steering IRQs away pays off only once              the executor CPUs are isolated (see cpu.isolation)",
+            "executors share their CPUs with interrupt handling; steering IRQs away pays off only once the executor CPUs are isolated (see cpu.isolation)",
         );
     }
     let exposed: Vec<u32> = cpu
@@ -231,11 +231,11 @@ fn irq(cpu: &CpuFacts, plan: Plan) -> Finding {
     } else {
         Finding::new("cpu.irq", Area::Cpu, Verdict::Warn, value)
             .detail(format!(
-                "interrupts may still be delivered to isolated executor CPUs {}: each one preempts                  an executor mid-request",
+                "interrupts may still be delivered to isolated executor CPUs {}: each one preempts an executor mid-request",
                 list(&exposed)
             ))
             .fix(
-                "boot with irqaffinity=<housekeeping cpus> and isolcpus=managed_irq,…; tell irqbalance to                  stay off them (IRQBALANCE_BANNED_CPULIST=<executor cpus>) or write the housekeeping                  mask to /proc/irq/*/smp_affinity",
+                "boot with irqaffinity=<housekeeping cpus> and isolcpus=managed_irq,…; tell irqbalance to stay off them (IRQBALANCE_BANNED_CPULIST=<executor cpus>) or write the housekeeping mask to /proc/irq/*/smp_affinity",
             )
     }
 }
