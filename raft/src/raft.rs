@@ -1019,6 +1019,7 @@ impl<S: Storage> Raft<S> {
         }
         let first_index = self.log.first_index();
         let pr = self.tracker.progress.get_mut(&from).expect("checked above");
+        let was_paused = pr.is_paused();
         if !pr.maybe_update(m.index) {
             return;
         }
@@ -1031,7 +1032,9 @@ impl<S: Storage> Raft<S> {
         if self.maybe_commit() {
             self.bcast_append();
         } else {
-            self.send_append_stream(from, false);
+            // A follower we had stopped sending to may lack the current
+            // commit index: tell it even without new entries.
+            self.send_append_stream(from, was_paused);
         }
         if from == self.lead_transferee
             && self.tracker.progress[&from].matched == self.log.last_index()
@@ -1170,8 +1173,11 @@ impl<S: Storage> Raft<S> {
                 if self.maybe_commit() {
                     self.bcast_append();
                 } else {
+                    // New members start in probe state: probe them now
+                    // rather than at the next heartbeat.
                     for id in self.peers() {
-                        self.send_append_stream(id, false);
+                        let probe = self.tracker.progress[&id].state == ProgressState::Probe;
+                        self.send_append_stream(id, probe);
                     }
                 }
             }

@@ -70,6 +70,8 @@ pub struct SimOptions {
     pub dup_per_mille: u64,
     /// Messages are delayed by 0..=max_delay ticks (reordering included).
     pub max_delay: u64,
+    /// Serve reads from the leader lease instead of a heartbeat round.
+    pub lease_reads: bool,
 }
 
 impl Default for SimOptions {
@@ -85,6 +87,7 @@ impl Default for SimOptions {
             drop_per_mille: 0,
             dup_per_mille: 0,
             max_delay: 0,
+            lease_reads: false,
         }
     }
 }
@@ -128,7 +131,7 @@ pub struct Cluster {
     /// Every (index, term) seen in any persisted log -> (previous term, data).
     log_records: HashMap<(u64, u64), (u64, EntryType, Vec<u8>)>,
     /// The one history every state machine must follow: index -> entry.
-    pub history: BTreeMap<u64, (u64, Vec<u8>)>,
+    pub history: BTreeMap<u64, (u64, EntryType, Vec<u8>)>,
     /// Highest commit index any node has ever reported.
     pub max_committed: u64,
     /// Outstanding reads: ctx -> (node, commit index when the read began).
@@ -137,6 +140,9 @@ pub struct Cluster {
     pub next_payload: u64,
     pub trace: Vec<String>,
     pub keep_trace: bool,
+    /// When set, a readable line per delivered message and state change
+    /// (what the scenario tests print).
+    pub events: Option<Vec<String>>,
 }
 
 fn node_config(opts: &SimOptions, id: NodeId, seed: u64, applied: u64) -> Config {
@@ -148,7 +154,11 @@ fn node_config(opts: &SimOptions, id: NodeId, seed: u64, applied: u64) -> Config
     c.max_inflight_msgs = opts.max_inflight_msgs;
     c.max_inflight_bytes = opts.max_inflight_bytes;
     c.max_size_per_msg = opts.max_size_per_msg;
-    c.read_only_option = ReadOnlyOption::Safe;
+    c.read_only_option = if opts.lease_reads {
+        ReadOnlyOption::LeaseBased
+    } else {
+        ReadOnlyOption::Safe
+    };
     c.applied = applied;
     c.seed = seed;
     c
@@ -195,6 +205,7 @@ impl Cluster {
             next_payload: 1,
             trace: Vec::new(),
             keep_trace: true,
+            events: None,
         };
         for &id in voters {
             c.add_node(id, MemStorage::new_with_voters(voters));
@@ -340,6 +351,31 @@ impl Cluster {
         }
     }
 
+    /// Removes and returns the in-flight messages matching `keep`, oldest
+    /// first (at most `limit`).
+    pub fn take_in_flight(
+        &mut self,
+        limit: usize,
+        matches: impl Fn(&Message) -> bool,
+    ) -> Vec<Message> {
+        self.net.sort_by_key(|f| (f.deliver_at, f.seq));
+        let mut taken = Vec::new();
+        let mut rest = Vec::new();
+        for f in self.net.drain(..) {
+            if taken.len() < limit && matches(&f.msg) {
+                taken.push(f.msg);
+            } else {
+                rest.push(f);
+            }
+        }
+        self.net = rest;
+        taken
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.net.len()
+    }
+
     /// Delivers every message due by now, in (time, seq) order.
     pub fn deliver_due(&mut self) -> Result<usize, Violation> {
         let mut due: Vec<InFlight> = Vec::new();
@@ -367,6 +403,9 @@ impl Cluster {
         if blocked || !live {
             self.on_dropped(&msg);
             return Ok(());
+        }
+        if let Some(ev) = self.events.as_mut() {
+            ev.push(format_message(&msg));
         }
         let is_snap = msg.msg_type == MessageType::Snapshot;
         self.log(|| {
@@ -434,6 +473,12 @@ impl Cluster {
             let role = raw.role();
             let term = raw.term();
             let committed = raw.committed();
+            if let (Some(ss), Some(ev)) = (rd.soft_state, self.events.as_mut()) {
+                ev.push(format!(
+                    "n{id} is {:?} at term {term}, leader {}",
+                    ss.role, ss.leader_id
+                ));
+            }
             self.check_log_matching(id, records)?;
             if role == StateRole::Leader {
                 self.check_leader(id, term)?;
@@ -457,6 +502,13 @@ impl Cluster {
             }
             // 4. reads
             for rs in rd.read_states {
+                if let Some(ev) = self.events.as_mut() {
+                    ev.push(format!(
+                        "n{id} read {:?} may be served at index {}",
+                        show(&rs.request_ctx),
+                        rs.index
+                    ));
+                }
                 self.check_read(id, rs.index, &rs.request_ctx)?;
             }
             // 5. advance
@@ -476,7 +528,7 @@ impl Cluster {
         }
         n.applied_index = e.index;
         match self.history.get(&e.index) {
-            Some((t, d)) if *t != e.term || *d != e.data => {
+            Some((t, _, d)) if *t != e.term || *d != e.data => {
                 return Err(Violation(format!(
                     "state machine safety: node {id} applied ({}, t{}) but history has t{t} at that index",
                     e.index, e.term
@@ -484,7 +536,8 @@ impl Cluster {
             }
             Some(_) => {}
             None => {
-                self.history.insert(e.index, (e.term, e.data.clone()));
+                self.history
+                    .insert(e.index, (e.term, e.entry_type, e.data.clone()));
             }
         }
         match e.entry_type {
@@ -502,6 +555,13 @@ impl Cluster {
                     n.conf_state = cs;
                 }
                 let cs = n.conf_state.clone();
+                if let Some(ev) = self.events.as_mut() {
+                    ev.push(format!(
+                        "n{id} applied conf change at {}: {}",
+                        e.index,
+                        show_conf(&cs)
+                    ));
+                }
                 self.log(|| format!("node {id} applied conf change at {} -> {cs:?}", e.index));
             }
         }
@@ -551,7 +611,7 @@ impl Cluster {
             .and_then(|n| n.raw.as_ref())
             .expect("live");
         let status = raw.status();
-        for (&index, (t, _)) in &self.history {
+        for (&index, (t, _, _)) in &self.history {
             if index < status.first_index {
                 continue;
             }
@@ -578,16 +638,18 @@ impl Cluster {
         let expected: Vec<&Vec<u8>> = self
             .history
             .range(..=index)
-            .filter(|(_, (_, d))| !d.is_empty())
-            .map(|(_, (_, d))| d)
+            .filter(|(_, (_, ty, d))| *ty == EntryType::Normal && !d.is_empty())
+            .map(|(_, (_, _, d))| d)
             .collect();
-        let covered = self.history.range(..=index).count() as u64;
-        // Only comparable when the history is known up to that index and
-        // holds no conf change payloads (they are not state).
+        if index < 2 {
+            return Ok(());
+        }
+        let covered = self.history.range(2..=index).count() as u64 + 1;
+        // Only comparable when the history is known up to that index (the
+        // bootstrap snapshot's index 1 is never applied, so count from 2).
         if covered == index {
             let got: Vec<&Vec<u8>> = state.iter().collect();
-            let normal: Vec<&Vec<u8>> = expected.into_iter().filter(|d| d.len() == 8).collect();
-            if got != normal {
+            if got != expected {
                 return Err(Violation(format!(
                     "snapshot installed on node {id} at {index} diverges from history"
                 )));
@@ -763,5 +825,116 @@ pub fn joint(changes: &[(ConfChangeType, NodeId)]) -> ConfChange {
             })
             .collect(),
         context: Vec::new(),
+    }
+}
+
+/// Payload bytes as text when printable, else hex.
+pub fn show(data: &[u8]) -> String {
+    if data.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        String::from_utf8_lossy(data).into_owned()
+    } else {
+        data.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn ids(v: &[NodeId]) -> String {
+    let s: Vec<String> = v.iter().map(|i| i.to_string()).collect();
+    format!("({})", s.join(" "))
+}
+
+pub fn show_conf(cs: &ConfState) -> String {
+    let mut s = format!("voters={}", ids(&cs.voters));
+    if !cs.voters_outgoing.is_empty() {
+        s.push_str(&format!("&&{}", ids(&cs.voters_outgoing)));
+    }
+    if !cs.learners.is_empty() {
+        s.push_str(&format!(" learners={}", ids(&cs.learners)));
+    }
+    if !cs.learners_next.is_empty() {
+        s.push_str(&format!(" learners_next={}", ids(&cs.learners_next)));
+    }
+    if cs.auto_leave {
+        s.push_str(" autoleave");
+    }
+    s
+}
+
+fn show_entry(e: &Entry) -> String {
+    match e.entry_type {
+        EntryType::Normal if e.data.is_empty() => format!("{}/{}", e.index, e.term),
+        EntryType::Normal => format!("{}/{} {}", e.index, e.term, show(&e.data)),
+        EntryType::ConfChange => match ConfChange::decode(&e.data) {
+            Ok(cc) if cc.is_leave_joint() => format!("{}/{} conf:leave-joint", e.index, e.term),
+            Ok(cc) => {
+                let parts: Vec<String> = cc
+                    .changes
+                    .iter()
+                    .map(|c| match c.change_type {
+                        ConfChangeType::AddNode => format!("v{}", c.node_id),
+                        ConfChangeType::AddLearner => format!("l{}", c.node_id),
+                        ConfChangeType::RemoveNode => format!("r{}", c.node_id),
+                    })
+                    .collect();
+                format!("{}/{} conf:{}", e.index, e.term, parts.join(","))
+            }
+            Err(_) => format!("{}/{} conf:?", e.index, e.term),
+        },
+    }
+}
+
+/// One line per message, e.g. `1->2 Append t2 prev=3/1 commit=3 [4/2 x]`.
+pub fn format_message(m: &Message) -> String {
+    let head = format!("{}->{} {:?} t{}", m.from, m.to, m.msg_type, m.term);
+    let ctx = if m.context.is_empty() {
+        String::new()
+    } else {
+        format!(" ctx={}", show(&m.context))
+    };
+    match m.msg_type {
+        MessageType::Append => {
+            let ents: Vec<String> = m.entries.iter().map(show_entry).collect();
+            format!(
+                "{head} prev={}/{} commit={} [{}]",
+                m.index,
+                m.log_term,
+                m.commit,
+                ents.join(", ")
+            )
+        }
+        MessageType::AppendResponse if m.reject => {
+            format!(
+                "{head} reject index={} hint={}/{}",
+                m.index, m.reject_hint, m.log_term
+            )
+        }
+        MessageType::AppendResponse => format!("{head} index={}", m.index),
+        MessageType::Vote | MessageType::PreVote => {
+            format!("{head} last={}/{}{ctx}", m.index, m.log_term)
+        }
+        MessageType::VoteResponse | MessageType::PreVoteResponse => {
+            if m.reject {
+                format!("{head} rejected")
+            } else {
+                format!("{head} granted")
+            }
+        }
+        MessageType::Heartbeat => format!("{head} commit={}{ctx}", m.commit),
+        MessageType::HeartbeatResponse => format!("{head}{ctx}"),
+        MessageType::Snapshot => match &m.snapshot {
+            Some(s) => format!(
+                "{head} snapshot={}/{} {}",
+                s.metadata.index,
+                s.metadata.term,
+                show_conf(&s.metadata.conf_state)
+            ),
+            None => format!("{head} snapshot=none"),
+        },
+        MessageType::Propose => {
+            let ents: Vec<String> = m.entries.iter().map(show_entry).collect();
+            format!("{head} [{}]", ents.join(", "))
+        }
+        MessageType::ReadIndex => format!("{head}{ctx}"),
+        MessageType::ReadIndexResponse => format!("{head} index={}{ctx}", m.index),
+        MessageType::TransferLeader | MessageType::TimeoutNow => head,
     }
 }
