@@ -35,6 +35,7 @@ const ITEMS: &[&str] = &[
     "io_uring.kernel",
     "io_uring.sysctl",
     "io_uring.setup",
+    "network.sysctl",
     "network.peers",
 ];
 

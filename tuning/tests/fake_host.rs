@@ -69,6 +69,8 @@ fn smt_server(root: &Path, data_dir: &Path) {
         "Filename\tType\tSize\tUsed\tPriority\n/swap.img\tfile\t2097148\t0\t-2\n",
     );
     write(root, "proc/sys/vm/swappiness", "60\n");
+    write(root, "proc/sys/net/core/somaxconn", "4096\n");
+    write(root, "proc/sys/net/ipv4/tcp_slow_start_after_idle", "1\n");
     write(root, "proc/irq/default_smp_affinity", "f\n");
     write(
         root,
@@ -214,6 +216,9 @@ fn gathers_every_fact_from_the_tree() {
     assert_eq!(facts.kernel.io_uring_disabled, Some(2));
     assert_eq!(facts.kernel.seccomp_mode, Some(2));
     assert_eq!(facts.kernel.version(), Some((6, 8)));
+    assert_eq!(facts.network.somaxconn, Some(4096));
+    assert_eq!(facts.network.tcp_slow_start_after_idle, Some(1));
+    assert_eq!(facts.network.tcp_max_syn_backlog, None);
 }
 
 #[test]
@@ -246,6 +251,7 @@ fn rules_and_recommendation_for_the_recorded_host() {
         ("io_uring.kernel", Verdict::Ok),
         ("io_uring.sysctl", Verdict::Fail),
         ("io_uring.setup", Verdict::Fail),
+        ("network.sysctl", Verdict::Info),
         ("network.peers", Verdict::Info),
     ];
     for (id, verdict) in expect {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use basalt_tuning::facts::{KernelFacts, MemoryFacts};
+use basalt_tuning::facts::{KernelFacts, MemoryFacts, NetworkFacts};
 use basalt_tuning::measure::IoUringProbe;
 use basalt_tuning::rules::{self, Verdict};
 use serde_json::Value;
@@ -71,6 +71,20 @@ fn sysctl_profile_satisfies_the_memory_and_io_uring_rules() {
         findings.iter().all(|f| f.verdict == Verdict::Ok),
         "{findings:?}"
     );
+}
+
+#[test]
+fn sysctl_profile_satisfies_the_network_rule() {
+    let sysctls = sysctls();
+    let number = |key: &str| sysctls.get(key).map(|v| v.parse::<u64>().unwrap());
+    let network = NetworkFacts {
+        somaxconn: number("net.core.somaxconn"),
+        tcp_max_syn_backlog: number("net.ipv4.tcp_max_syn_backlog"),
+        tcp_slow_start_after_idle: number("net.ipv4.tcp_slow_start_after_idle"),
+    };
+    let findings = rules::network::evaluate(&network, &[]);
+    assert_eq!(findings[0].id, "network.sysctl");
+    assert_eq!(findings[0].verdict, Verdict::Ok, "{:?}", findings[0]);
 }
 
 #[test]

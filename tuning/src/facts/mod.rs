@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod disk;
 pub mod kernel;
 pub mod memory;
+pub mod network;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ pub use cpu::CpuFacts;
 pub use disk::{BlockDeviceFacts, DiskFacts, MountFacts};
 pub use kernel::KernelFacts;
 pub use memory::{Limit, MemoryFacts};
+pub use network::NetworkFacts;
 
 /// Everything read (not measured) about the host.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -26,6 +28,7 @@ pub struct HostFacts {
     pub memory: MemoryFacts,
     pub disk: DiskFacts,
     pub kernel: KernelFacts,
+    pub network: NetworkFacts,
 }
 
 impl HostFacts {
@@ -35,6 +38,7 @@ impl HostFacts {
             memory: MemoryFacts::gather(host),
             disk: DiskFacts::gather(host, data_dir),
             kernel: KernelFacts::gather(host),
+            network: NetworkFacts::gather(host),
         }
     }
 }

@@ -137,7 +137,7 @@ pub fn evaluate(facts: &HostFacts, measured: &Measurements, plan: Plan) -> Vec<F
     ));
     findings.extend(disk::evaluate(facts, &measured.disk));
     findings.extend(io_uring::evaluate(&facts.kernel, &measured.io_uring));
-    findings.extend(network::evaluate(&measured.peers));
+    findings.extend(network::evaluate(&facts.network, &measured.peers));
     findings
 }
 

@@ -1,5 +1,6 @@
 //! Network rules: every peer reachable, and how far away the farthest is.
 
+use crate::facts::NetworkFacts;
 use crate::measure::latency::human_us;
 use crate::measure::PeerMeasurement;
 use crate::rules::{Area, Finding, Verdict};
@@ -8,10 +9,39 @@ use crate::rules::{Area, Finding, Verdict};
 /// default 100 ms heartbeat / 1 s election timeout start to flap.
 pub const FAR_PEER_RTT_US: f64 = 10_000.0;
 
-pub fn evaluate(peers: &[PeerMeasurement]) -> Vec<Finding> {
-    let mut findings = vec![summary(peers)];
+/// An accept queue shorter than this overflows when many clients (an
+/// apiserver fleet) reconnect at once.
+pub const SOMAXCONN_MIN: u64 = 1024;
+
+pub fn evaluate(network: &NetworkFacts, peers: &[PeerMeasurement]) -> Vec<Finding> {
+    let mut findings = vec![sysctl(network), summary(peers)];
     findings.extend(peers.iter().map(peer));
     findings
+}
+
+fn sysctl(network: &NetworkFacts) -> Finding {
+    let show = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+    let value = format!(
+        "somaxconn={} tcp_max_syn_backlog={} tcp_slow_start_after_idle={}",
+        show(network.somaxconn),
+        show(network.tcp_max_syn_backlog),
+        show(network.tcp_slow_start_after_idle)
+    );
+    let mut problems = Vec::new();
+    if network.somaxconn.is_some_and(|v| v < SOMAXCONN_MIN) {
+        problems.push("a short accept queue drops SYNs when many clients reconnect at once, and each retry waits a second");
+    }
+    if network.tcp_slow_start_after_idle == Some(1) {
+        problems.push("peer links idle between heartbeats restart from a small congestion window, slowing the next burst of entries");
+    }
+    if problems.is_empty() {
+        Finding::new("network.sysctl", Area::Network, Verdict::Ok, value)
+            .detail("accept queues and idle connections are set for bursty cluster traffic")
+    } else {
+        Finding::new("network.sysctl", Area::Network, Verdict::Info, value)
+            .detail(problems.join("; "))
+            .fix("net.core.somaxconn=4096, net.ipv4.tcp_max_syn_backlog=4096, net.ipv4.tcp_slow_start_after_idle=0 (tuning/profiles/90-basalt.conf)")
+    }
 }
 
 fn summary(peers: &[PeerMeasurement]) -> Finding {
@@ -112,9 +142,9 @@ mod tests {
 
     #[test]
     fn no_peers_is_info_and_unreachable_fails() {
-        let none = evaluate(&[]);
-        assert_eq!(none.len(), 1);
-        assert_eq!(none[0].verdict, Verdict::Info);
+        let none = evaluate(&NetworkFacts::default(), &[]);
+        assert_eq!(none.len(), 2);
+        assert_eq!(none[1].verdict, Verdict::Info);
 
         let down = PeerMeasurement {
             reachable: false,
@@ -126,17 +156,43 @@ mod tests {
             error: Some("cannot connect to 10.0.0.3:2380: Connection refused".into()),
             ..reachable("http://10.0.0.3:2380", 0.0)
         };
-        let findings = evaluate(&[reachable("http://10.0.0.2:2380", 300.0), down]);
-        assert_eq!(findings.len(), 3);
-        assert_eq!(findings[0].verdict, Verdict::Fail);
-        assert_eq!(findings[1].verdict, Verdict::Ok);
-        assert_eq!(findings[2].id, "network.peer[http://10.0.0.3:2380]");
-        assert!(findings[2].value.contains("Connection refused"));
+        let findings = evaluate(
+            &NetworkFacts::default(),
+            &[reachable("http://10.0.0.2:2380", 300.0), down],
+        );
+        assert_eq!(findings.len(), 4);
+        assert_eq!(findings[1].verdict, Verdict::Fail);
+        assert_eq!(findings[2].verdict, Verdict::Ok);
+        assert_eq!(findings[3].id, "network.peer[http://10.0.0.3:2380]");
+        assert!(findings[3].value.contains("Connection refused"));
     }
 
     #[test]
     fn far_peers_warn() {
-        let findings = evaluate(&[reachable("http://a:2380", 40_000.0)]);
-        assert_eq!(findings[0].verdict, Verdict::Warn);
+        let findings = evaluate(
+            &NetworkFacts::default(),
+            &[reachable("http://a:2380", 40_000.0)],
+        );
+        assert_eq!(findings[1].verdict, Verdict::Warn);
+    }
+
+    #[test]
+    fn network_sysctls() {
+        let defaults = NetworkFacts {
+            somaxconn: Some(128),
+            tcp_max_syn_backlog: Some(256),
+            tcp_slow_start_after_idle: Some(1),
+        };
+        let finding = &evaluate(&defaults, &[])[0];
+        assert_eq!(finding.verdict, Verdict::Info);
+        assert!(
+            finding.detail.contains("accept queue") && finding.detail.contains("congestion window")
+        );
+        let tuned = NetworkFacts {
+            somaxconn: Some(4096),
+            tcp_max_syn_backlog: Some(4096),
+            tcp_slow_start_after_idle: Some(0),
+        };
+        assert_eq!(evaluate(&tuned, &[])[0].verdict, Verdict::Ok);
     }
 }
