@@ -165,7 +165,8 @@ fn systemd_unit_and_drop_in_carry_the_latency_settings() {
     assert!(
         basalt_tuning::cpu_list::parse(&drop_in["CPUAffinity"]).is_some_and(|set| !set.is_empty())
     );
-    assert_eq!(drop_in["IOSchedulingClass"], "realtime");
+    assert_eq!(drop_in["IOSchedulingClass"], "best-effort");
+    assert_eq!(drop_in["IOSchedulingPriority"], "0");
     assert!(drop_in["Nice"].parse::<i32>().unwrap() < 0);
     assert_eq!(drop_in["LimitMEMLOCK"], "infinity");
 }

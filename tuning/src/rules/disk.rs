@@ -155,7 +155,7 @@ fn scheduler(facts: &HostFacts) -> Finding {
         _ => Finding::new("disk.scheduler", Area::Disk, Verdict::Warn, scheduler)
             .detail("bfq/cfq idle the queue to be fair between processes, which delays a WAL sync behind other I/O")
             .fix(format!(
-                "echo mq-deadline > /sys/block/{name}/queue/scheduler (or none on NVMe), or raise basalt's I/O priority (IOSchedulingClass=realtime in the unit)"
+                "echo mq-deadline > /sys/block/{name}/queue/scheduler (or none on NVMe), or raise basalt's I/O priority (IOSchedulingPriority=0 in the unit's drop-in)"
             )),
     }
 }
