@@ -53,10 +53,6 @@ impl HostRoot {
             (name.trim() == key).then(|| value.trim().to_owned())
         })
     }
-
-    pub fn exists(&self, absolute: &str) -> bool {
-        self.path(absolute).exists()
-    }
 }
 
 /// The entry in brackets of a sysfs choice file: `none [mq-deadline] bfq`

@@ -275,6 +275,12 @@ fn rules_and_recommendation_for_the_recorded_host() {
     // Asking for more executors than the affinity mask allows fails.
     let too_many = evaluate(&facts, &measured, Plan { cores: Some(3) });
     assert_eq!(find(&too_many, "cpu.affinity").verdict, Verdict::Fail);
+    assert!(
+        find(&too_many, "memory.memlock")
+            .value
+            .contains("for 3 executor(s)"),
+        "memlock counts the executors asked for"
+    );
 
     let rec = recommend(&facts, &measured, Plan::default());
     let value = |name: &str| {

@@ -121,12 +121,7 @@ fn isolation(cpu: &CpuFacts, plan: Plan) -> Finding {
         fmt_opt(&cpu.rcu_nocbs)
     );
     let covered = planned.intersection(&dedicated).count();
-    let boot_fix = format!(
-        "reserve the executor CPUs at boot: isolcpus=managed_irq,domain,{list} nohz_full={list} \
-         rcu_nocbs={list}, keep one CPU for the kernel and IRQs, and pin basalt there with \
-         CPUAffinity= (tuning/profiles/basalt.service.d/10-latency.conf)",
-        list = "<cpus>"
-    );
+    let boot_fix = isolation_fix(cpu);
     if planned.is_empty() {
         return Finding::new("cpu.isolation", Area::Cpu, Verdict::Info, value)
             .detail("no CPUs known for the executors");
@@ -159,6 +154,44 @@ fn isolation(cpu: &CpuFacts, plan: Plan) -> Finding {
             )
             .fix(boot_fix)
     }
+}
+
+/// A concrete boot line: the first physical core (with its SMT siblings)
+/// stays with the kernel, IRQs and everything else; the rest become
+/// executor CPUs.
+fn isolation_fix(cpu: &CpuFacts) -> String {
+    let housekeeping: BTreeSet<u32> = cpu
+        .online
+        .first()
+        .map(|first| {
+            cpu.sibling_groups
+                .iter()
+                .find(|group| group.contains(first))
+                .cloned()
+                .unwrap_or_else(|| vec![*first])
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let executors: BTreeSet<u32> = cpu
+        .online
+        .iter()
+        .copied()
+        .filter(|c| !housekeeping.contains(c))
+        .collect();
+    if executors.is_empty() {
+        return "isolation needs at least two cores: one for the kernel, the rest for executors"
+            .to_owned();
+    }
+    let (exec, keep) = (
+        cpu_list::format(&executors),
+        cpu_list::format(&housekeeping),
+    );
+    format!(
+        "to dedicate CPUs {exec} to basalt, boot with isolcpus=managed_irq,domain,{exec} nohz_full={exec} \
+         rcu_nocbs={exec} irqaffinity={keep} and set CPUAffinity={exec} \
+         (tuning/profiles/basalt.service.d/10-latency.conf)"
+    )
 }
 
 fn affinity(cpu: &CpuFacts, plan: Plan) -> Finding {
@@ -294,6 +327,11 @@ mod tests {
     fn guest_without_halt_polling_warns() {
         let findings = evaluate(&two_cpu_guest(), Plan::default());
         assert_eq!(find(&findings, "cpu.virtualisation").verdict, Verdict::Warn);
+        let fix = find(&findings, "cpu.isolation").fix.clone().unwrap();
+        assert!(
+            fix.contains("isolcpus=managed_irq,domain,1 ") && fix.contains("irqaffinity=0 "),
+            "{fix}"
+        );
         assert_eq!(find(&findings, "cpu.smt").verdict, Verdict::Ok);
         assert_eq!(find(&findings, "cpu.governor").verdict, Verdict::Info);
         assert_eq!(find(&findings, "cpu.isolation").verdict, Verdict::Info);

@@ -131,10 +131,12 @@ pub fn planned_cpus_of(cpu: &CpuFacts, plan: Plan) -> Vec<u32> {
 pub fn evaluate(facts: &HostFacts, measured: &Measurements, plan: Plan) -> Vec<Finding> {
     let mut findings = Vec::new();
     findings.extend(cpu::evaluate(&facts.cpu, plan));
-    findings.extend(memory::evaluate(
-        &facts.memory,
-        planned_cpus_of(&facts.cpu, plan).len().max(1),
-    ));
+    // Executors are what pin memory: --cores as given (even when it does
+    // not fit the mask, which cpu.affinity reports), else the mask.
+    let executors = plan
+        .cores
+        .unwrap_or_else(|| planned_cpus_of(&facts.cpu, plan).len());
+    findings.extend(memory::evaluate(&facts.memory, executors.max(1)));
     findings.extend(disk::evaluate(facts, &measured.disk));
     findings.extend(io_uring::evaluate(&facts.kernel, &measured.io_uring));
     findings.extend(network::evaluate(&facts.network, &measured.peers));
