@@ -1,0 +1,165 @@
+//! Connections to the servers under test, and the revision check that
+//! comes with each: on one connection, a request that starts after another
+//! has completed must not see an older revision.
+//!
+//! Requests on a connection overlap, so the check is not "each header is
+//! newer than the last one received" (two overlapping requests may finish
+//! in either order). Instead a request notes the newest revision completed
+//! on its connection when it starts (its floor), and its own header must not
+//! be older than that floor.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, KvClient, WatchClient};
+
+use crate::error::{LoadgenError, Result};
+
+/// The largest response a client accepts: full LISTs of a big prefix are
+/// exactly what the list-storm profile asks for, so tonic's 4 MiB default
+/// would break them. gRPC frames carry a 32-bit length.
+pub const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
+
+/// The newest revision completed on one connection.
+#[derive(Debug, Default)]
+pub struct RevisionFloor {
+    newest: AtomicI64,
+}
+
+impl RevisionFloor {
+    /// The floor for a request starting now.
+    pub fn floor(&self) -> i64 {
+        self.newest.load(Ordering::Acquire)
+    }
+
+    /// Checks the header revision of a request that started at `floor` and
+    /// raises the floor for later requests. `Err` holds the violation.
+    pub fn observe(&self, floor: i64, revision: i64) -> std::result::Result<(), (i64, i64)> {
+        self.newest.fetch_max(revision, Ordering::AcqRel);
+        if revision < floor {
+            return Err((floor, revision));
+        }
+        Ok(())
+    }
+}
+
+/// How long the first request may take before the endpoints count as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One gRPC connection (HTTP/2 channel) and its revision floor.
+#[derive(Clone)]
+pub struct Connection {
+    client: Client,
+    index: usize,
+    floor: Arc<RevisionFloor>,
+}
+
+impl Connection {
+    /// Opens connection number `index` to `endpoints`.
+    pub async fn open(endpoints: &[String], index: usize, require_leader: bool) -> Result<Self> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_require_leader(require_leader);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|source| LoadgenError::Connect {
+                endpoints: endpoints.to_vec(),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            index,
+            floor: Arc::new(RevisionFloor::default()),
+        })
+    }
+
+    /// Opens `count` connections.
+    pub async fn open_many(
+        endpoints: &[String],
+        count: usize,
+        require_leader: bool,
+    ) -> Result<Vec<Self>> {
+        let mut conns = Vec::with_capacity(count);
+        for i in 0..count {
+            conns.push(Self::open(endpoints, i, require_leader).await?);
+        }
+        // Channels connect lazily: one read proves the endpoints serve
+        // before any workload starts counting failures.
+        if let Some(first) = conns.first() {
+            let probe =
+                tokio::time::timeout(PROBE_TIMEOUT, first.kv().get("loadgen-probe", None)).await;
+            let failed = match probe {
+                Ok(Ok(_)) => None,
+                Ok(Err(source)) => Some(source),
+                Err(_) => Some(etcd_client::Error::Internal(format!(
+                    "no answer to a Range in {PROBE_TIMEOUT:?}"
+                ))),
+            };
+            if let Some(source) = failed {
+                return Err(LoadgenError::Connect {
+                    endpoints: endpoints.to_vec(),
+                    source,
+                });
+            }
+        }
+        Ok(conns)
+    }
+
+    /// The underlying client (for lease, maintenance and other services).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A KV client on this connection that accepts large responses.
+    pub fn kv(&self) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A watch client on this connection that accepts large responses.
+    pub fn watch(&self) -> WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The floor for a request starting now.
+    pub fn floor(&self) -> i64 {
+        self.floor.floor()
+    }
+
+    /// Checks the header revision of a request that started at `floor`, and
+    /// raises the floor for later requests. Returns a description of the
+    /// violation if the revision went back.
+    pub fn observe(&self, floor: i64, revision: i64) -> std::result::Result<(), String> {
+        self.floor
+            .observe(floor, revision)
+            .map_err(|(floor, revision)| {
+                format!(
+                    "connection {}: revision went back from {floor} to {revision}",
+                    self.index
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_requests_may_finish_out_of_order() {
+        let f = RevisionFloor::default();
+        let a = f.floor(); // request A starts
+        let b = f.floor(); // request B starts, overlapping A
+        assert!(f.observe(b, 12).is_ok()); // B finishes first, newer
+        assert!(f.observe(a, 11).is_ok()); // A older, but it started before B finished
+        let c = f.floor(); // C starts after both finished
+        assert_eq!(c, 12);
+        assert_eq!(f.observe(c, 11), Err((12, 11)));
+        assert!(f.observe(f.floor(), 12).is_ok());
+    }
+}

@@ -1,0 +1,273 @@
+//! KV workloads: put, range, txn-put, txn-mixed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{GetOptions, Txn, TxnOp};
+
+use super::DEFAULT_TOTAL;
+use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
+use crate::error::{LoadgenError, Result};
+use crate::keys::{prefix_end, random_value, KeySpace};
+use crate::report::Recorder;
+use crate::run::{gather, Phase, Run};
+
+/// etcd's benchmark compacts to this many revisions behind the newest.
+const COMPACT_BEHIND: i64 = 1_000;
+
+fn key_space(args: &crate::cli::KeyArgs) -> Result<KeySpace> {
+    if args.key_space_size == 0 {
+        return Err(LoadgenError::InvalidArgs(
+            "--key-space-size must be at least 1".into(),
+        ));
+    }
+    Ok(KeySpace::new(
+        &args.prefix,
+        args.key_size,
+        args.key_space_size,
+        args.sequential_keys,
+    ))
+}
+
+/// `put`: unary Puts from `--clients` tasks.
+pub async fn put(
+    run: &Run,
+    args: &PutArgs,
+    compact: Option<Duration>,
+) -> Result<(Recorder, Duration)> {
+    let keys = Arc::new(key_space(&args.keys)?);
+    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
+    let mut tasks = Vec::new();
+    for client in 0..run.clients {
+        let conn = run.conn(client).clone();
+        let (phase, keys, value) = (phase.clone(), keys.clone(), value.clone());
+        let mut tally = run.tally(&phase);
+        tasks.push(tokio::spawn(async move {
+            let mut kv = conn.kv();
+            let mut rng = fastrand::Rng::new();
+            while let Some(ticket) = phase.pacer.next().await {
+                let key = keys.pick(ticket, &mut rng);
+                let floor = conn.floor();
+                let Some(outcome) = phase.timed(kv.put(key, value.as_slice(), None)).await else {
+                    break;
+                };
+                tally.settle("put", &conn, floor, outcome, |r| {
+                    r.header().map(|h| h.revision())
+                });
+            }
+            tally.rec
+        }));
+    }
+    if let Some(every) = compact {
+        tasks.push(spawn_compactor(run, phase.clone(), every));
+    }
+    let rec = gather(tasks, &run.incidents).await;
+    Ok((rec, phase.finish()))
+}
+
+/// etcd's benchmark compactor: every `every`, compact to the newest
+/// revision minus [`COMPACT_BEHIND`]. Ends with the phase.
+fn spawn_compactor(
+    run: &Run,
+    phase: Arc<Phase>,
+    every: Duration,
+) -> tokio::task::JoinHandle<Recorder> {
+    let conn = run.conn(0).clone();
+    let mut tally = run.tally(&phase);
+    tokio::spawn(async move {
+        let mut kv = conn.kv();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = phase.shutdown.wait() => break,
+            }
+            let floor = conn.floor();
+            let Some(outcome) = phase.timed(kv.get("compact-probe", None)).await else {
+                break;
+            };
+            let Some(resp) = tally.settle("compact-probe", &conn, floor, outcome, |r| {
+                r.header().map(|h| h.revision())
+            }) else {
+                continue;
+            };
+            let target = resp.header().map(|h| h.revision()).unwrap_or(0) - COMPACT_BEHIND;
+            if target <= 0 {
+                continue;
+            }
+            let floor = conn.floor();
+            let Some(outcome) = phase.timed(kv.compact(target, None)).await else {
+                break;
+            };
+            tally.settle("compact", &conn, floor, outcome, |r| {
+                r.header().map(|h| h.revision())
+            });
+        }
+        tally.rec
+    })
+}
+
+fn read_options(consistency: Consistency, limit: i64) -> GetOptions {
+    let mut options = GetOptions::new().with_limit(limit);
+    if consistency == Consistency::S {
+        options = options.with_serializable();
+    }
+    options
+}
+
+/// `range`: Range requests over one key, a prefix or a range.
+pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> {
+    if args.limit < 0 {
+        return Err(LoadgenError::InvalidArgs(
+            "--limit must not be negative".into(),
+        ));
+    }
+    let mut options = read_options(args.consistency, args.limit);
+    if args.prefix {
+        options = options.with_range(prefix_end(args.key.as_bytes()));
+    } else if let Some(end) = &args.end {
+        options = options.with_range(end.as_bytes());
+    }
+    if args.count_only {
+        options = options.with_count_only();
+    }
+    if args.keys_only {
+        options = options.with_keys_only();
+    }
+    let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
+    let mut tasks = Vec::new();
+    for client in 0..run.clients {
+        let conn = run.conn(client).clone();
+        let (phase, options, key) = (phase.clone(), options.clone(), args.key.clone());
+        let mut tally = run.tally(&phase);
+        tasks.push(tokio::spawn(async move {
+            let mut kv = conn.kv();
+            while phase.pacer.next().await.is_some() {
+                let floor = conn.floor();
+                let Some(outcome) = phase
+                    .timed(kv.get(key.as_str(), Some(options.clone())))
+                    .await
+                else {
+                    break;
+                };
+                if let Some(resp) = tally.settle("range", &conn, floor, outcome, |r| {
+                    r.header().map(|h| h.revision())
+                }) {
+                    let bytes: usize = resp
+                        .kvs()
+                        .iter()
+                        .map(|kv| kv.key().len() + kv.value().len())
+                        .sum();
+                    tally.rec.add_bytes(bytes as u64);
+                }
+            }
+            tally.rec
+        }));
+    }
+    let rec = gather(tasks, &run.incidents).await;
+    Ok((rec, phase.finish()))
+}
+
+/// `txn-put`: Txns of `--txn-ops` unconditional puts.
+pub async fn txn_put(run: &Run, args: &TxnPutArgs) -> Result<(Recorder, Duration)> {
+    if args.txn_ops == 0 {
+        return Err(LoadgenError::InvalidArgs(
+            "--txn-ops must be at least 1".into(),
+        ));
+    }
+    let keys = Arc::new(key_space(&args.keys)?);
+    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
+    let mut tasks = Vec::new();
+    for client in 0..run.clients {
+        let conn = run.conn(client).clone();
+        let (phase, keys, value, ops) = (phase.clone(), keys.clone(), value.clone(), args.txn_ops);
+        let mut tally = run.tally(&phase);
+        tasks.push(tokio::spawn(async move {
+            let mut kv = conn.kv();
+            let mut rng = fastrand::Rng::new();
+            while let Some(ticket) = phase.pacer.next().await {
+                // etcd rejects a txn that puts one key twice; draw distinct
+                // keys as long as the key space allows.
+                let mut picked: Vec<Vec<u8>> = Vec::with_capacity(ops);
+                for i in 0..ops as u64 {
+                    let mut key = keys.pick(ticket * ops as u64 + i, &mut rng);
+                    let mut tries = 0;
+                    while picked.contains(&key) && tries < 16 {
+                        key = keys.nth(rng.u64(0..keys.size()));
+                        tries += 1;
+                    }
+                    if !picked.contains(&key) {
+                        picked.push(key);
+                    }
+                }
+                let txn = Txn::new().and_then(
+                    picked
+                        .into_iter()
+                        .map(|k| TxnOp::put(k, value.as_slice(), None))
+                        .collect::<Vec<_>>(),
+                );
+                let floor = conn.floor();
+                let Some(outcome) = phase.timed(kv.txn(txn)).await else {
+                    break;
+                };
+                tally.settle("txn-put", &conn, floor, outcome, |r| {
+                    r.header().map(|h| h.revision())
+                });
+            }
+            tally.rec
+        }));
+    }
+    let rec = gather(tasks, &run.incidents).await;
+    Ok((rec, phase.finish()))
+}
+
+/// `txn-mixed`: Txns that read the key space's range or put one key.
+pub async fn txn_mixed(run: &Run, args: &TxnMixedArgs) -> Result<(Recorder, Duration)> {
+    if !(args.rw_ratio.is_finite() && args.rw_ratio >= 0.0) {
+        return Err(LoadgenError::InvalidArgs(
+            "--rw-ratio must be a number ≥ 0".into(),
+        ));
+    }
+    let keys = Arc::new(key_space(&args.keys)?);
+    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    let read_share = args.rw_ratio / (args.rw_ratio + 1.0);
+    let (start, end) = keys.bounds();
+    let read = read_options(args.consistency, args.limit).with_range(end);
+    let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
+    let mut tasks = Vec::new();
+    for client in 0..run.clients {
+        let conn = run.conn(client).clone();
+        let (phase, keys, value) = (phase.clone(), keys.clone(), value.clone());
+        let (start, read) = (start.clone(), read.clone());
+        let mut tally = run.tally(&phase);
+        tasks.push(tokio::spawn(async move {
+            let mut kv = conn.kv();
+            let mut rng = fastrand::Rng::new();
+            while let Some(ticket) = phase.pacer.next().await {
+                let (op, txn) = if rng.f64() < read_share {
+                    (
+                        "txn-read",
+                        Txn::new().and_then(vec![TxnOp::get(start.clone(), Some(read.clone()))]),
+                    )
+                } else {
+                    let key = keys.pick(ticket, &mut rng);
+                    (
+                        "txn-write",
+                        Txn::new().and_then(vec![TxnOp::put(key, value.as_slice(), None)]),
+                    )
+                };
+                let floor = conn.floor();
+                let Some(outcome) = phase.timed(kv.txn(txn)).await else {
+                    break;
+                };
+                tally.settle(op, &conn, floor, outcome, |r| {
+                    r.header().map(|h| h.revision())
+                });
+            }
+            tally.rec
+        }));
+    }
+    let rec = gather(tasks, &run.incidents).await;
+    Ok((rec, phase.finish()))
+}

@@ -1,0 +1,306 @@
+//! Every etcd-benchmark workload for a few seconds against a real etcd:
+//! the report must be complete and error-free, and the counts must match
+//! what the workload did.
+
+mod etcd;
+
+use std::path::Path;
+
+use etcd::Etcd;
+use serde_json::Value;
+
+/// Runs loadgen with `--json`, checks it succeeded, returns the report.
+fn run(etcd: &Etcd, dir: &Path, args: &[&str]) -> Value {
+    let json = dir.join("report.json");
+    let mut all: Vec<&str> = vec!["--json", json.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = etcd.loadgen(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadgen {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_complete(&report, &format!("{stdout}\n{stderr}"));
+    report
+}
+
+/// The schema, no errors, sane percentiles.
+fn check_complete(report: &Value, output: &str) {
+    assert!(report["profile"].is_string(), "{report}");
+    assert!(report["duration_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["throughput_ops_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    let ops = report["ops"].as_object().unwrap();
+    assert!(!ops.is_empty(), "{report}");
+    for (name, op) in ops {
+        assert_eq!(
+            op["errors"].as_u64(),
+            Some(0),
+            "{name} has errors: {report}\n{output}"
+        );
+        let p: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"]
+            .iter()
+            .map(|k| {
+                op[*k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name}.{k} missing"))
+            })
+            .collect();
+        assert!(
+            p.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: percentiles not ordered: {p:?}"
+        );
+        if op["count"].as_u64().unwrap() > 0 {
+            assert!(p[0] > 0.0, "{name}: zero latency");
+        }
+    }
+}
+
+fn count(report: &Value, op: &str) -> u64 {
+    report["ops"][op]["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no op {op} in {report}"))
+}
+
+#[test]
+fn put() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--conns",
+            "2",
+            "--clients",
+            "8",
+            "--total",
+            "1500",
+            "put",
+            "--key-space-size",
+            "100",
+            "--val-size",
+            "256",
+        ],
+    );
+    assert_eq!(r["profile"], "put");
+    assert_eq!(count(&r, "put"), 1500);
+}
+
+#[test]
+fn put_with_rate_and_duration_and_compaction() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--clients",
+            "4",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--compact-interval",
+            "500ms",
+            "put",
+            "--sequential-keys",
+            "--key-space-size",
+            "50",
+        ],
+    );
+    let puts = count(&r, "put");
+    // 200/s for 2 s: the rate holds (a loaded machine may fall short).
+    assert!((150..=401).contains(&puts), "{puts} puts");
+    assert!(count(&r, "compact-probe") >= 2, "{r}");
+}
+
+#[test]
+fn range_variants() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        &etcd,
+        dir.path(),
+        &[
+            "--total",
+            "300",
+            "put",
+            "--key-space-size",
+            "300",
+            "--sequential-keys",
+            "--prefix",
+            "r/",
+        ],
+    );
+    let single = run(
+        &etcd,
+        dir.path(),
+        &["--clients", "4", "--total", "400", "range", "r/000001"],
+    );
+    assert_eq!(count(&single, "range"), 400);
+    let prefix = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--clients",
+            "2",
+            "--total",
+            "100",
+            "range",
+            "r/",
+            "--prefix",
+            "--consistency",
+            "s",
+            "--limit",
+            "50",
+            "--keys-only",
+        ],
+    );
+    assert_eq!(count(&prefix, "range"), 100);
+    let counted = run(
+        &etcd,
+        dir.path(),
+        &["--total", "50", "range", "r/0", "r/1", "--count-only"],
+    );
+    assert_eq!(count(&counted, "range"), 50);
+}
+
+#[test]
+fn txn_put_and_mixed() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--clients",
+            "4",
+            "--total",
+            "400",
+            "txn-put",
+            "--txn-ops",
+            "4",
+            "--key-space-size",
+            "64",
+        ],
+    );
+    assert_eq!(count(&r, "txn-put"), 400);
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--clients",
+            "4",
+            "--total",
+            "600",
+            "txn-mixed",
+            "--key-space-size",
+            "64",
+            "--rw-ratio",
+            "2",
+            "--limit",
+            "10",
+        ],
+    );
+    let (reads, writes) = (count(&r, "txn-read"), count(&r, "txn-write"));
+    assert_eq!(reads + writes, 600);
+    assert!(reads > writes, "rw-ratio 2: {reads} reads, {writes} writes");
+}
+
+#[test]
+fn watch_sees_every_put_on_every_watcher() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--conns",
+            "2",
+            "watch",
+            "--streams",
+            "3",
+            "--watchers-per-stream",
+            "4",
+            "--watched-key-total",
+            "3",
+            "--put-total",
+            "150",
+            "--put-rate",
+            "200",
+            "--prevkv",
+        ],
+    );
+    assert_eq!(count(&r, "put"), 150);
+    assert_eq!(count(&r, "watch-create"), 12);
+    // 12 watchers over 3 keys: each key has 4 watchers and 50 puts.
+    assert_eq!(count(&r, "watch-event"), 12 * 50);
+}
+
+#[test]
+fn watch_latency() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "watch-latency",
+            "--streams",
+            "2",
+            "--watchers-per-stream",
+            "5",
+            "--put-total",
+            "100",
+            "--put-rate",
+            "100",
+        ],
+    );
+    assert_eq!(count(&r, "put"), 100);
+    assert_eq!(count(&r, "watch-event"), 10 * 100);
+}
+
+#[test]
+fn lease_keepalive() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--clients",
+            "3",
+            "--total",
+            "300",
+            "lease-keepalive",
+            "--ttl",
+            "30",
+        ],
+    );
+    assert_eq!(count(&r, "lease-keepalive"), 300);
+    assert_eq!(count(&r, "lease-grant"), 3);
+    assert_eq!(count(&r, "lease-revoke"), 3);
+}
+
+#[test]
+fn plot_is_drawn() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("put.svg");
+    run(
+        &etcd,
+        dir.path(),
+        &["--total", "200", "--plot", svg.to_str().unwrap(), "put"],
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("put"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+}
