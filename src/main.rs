@@ -1,2 +1,233 @@
-//! The `basalt` server binary: parses etcd's flags and runs the server.
-fn main() {}
+//! The `basalt` server binary: etcd's command-line flags (same names and
+//! meanings, so an etcd unit file or kubeadm manifest starts basalt by
+//! changing the binary name), plus basalt's own `--cores`.
+//!
+//! With no flags it serves one member on 127.0.0.1:2379 with its data in
+//! `./default.basalt`. SIGTERM or SIGINT stop it cleanly: no new calls,
+//! in-flight calls finish, the store is checkpointed, exit status 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use basalt_net::services::{KvLimits, ETCD_COMPAT_VERSION};
+use basalt_net::Config;
+use clap::Parser;
+
+/// etcd's default quota: 2 GiB (`--quota-backend-bytes 0` means this).
+const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "basalt",
+    about = "An etcd v3-compatible key-value store, thread-per-core on glommio and io_uring",
+    disable_version_flag = true
+)]
+struct Flags {
+    /// Print the version and exit.
+    #[arg(long)]
+    version: bool,
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Path to the data directory (default: "${name}.basalt").
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    listen_client_urls: Vec<String>,
+    /// This member's client URLs to advertise to the cluster.
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    advertise_client_urls: Vec<String>,
+    /// URLs to listen on for peer traffic (accepted; no peers yet).
+    #[arg(long, value_delimiter = ',')]
+    listen_peer_urls: Option<Vec<String>>,
+    /// This member's peer URLs to advertise to the cluster.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster configuration, "name=url,…" (default: this member).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Initial cluster state ("new" or "existing").
+    #[arg(long)]
+    initial_cluster_state: Option<String>,
+    /// Initial cluster token; part of the member and cluster ids.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long)]
+    heartbeat_interval: Option<u64>,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long)]
+    election_timeout: Option<u64>,
+    /// Applied entries between store checkpoints (WAL is released below a
+    /// checkpoint).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Raise the NOSPACE alarm when the backend exceeds this size (0 = 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Interpret auto-compaction-retention as "periodic" or "revision".
+    #[arg(long)]
+    auto_compaction_mode: Option<String>,
+    /// Auto compaction retention (0 = off).
+    #[arg(long)]
+    auto_compaction_retention: Option<String>,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+    /// URLs to serve /metrics and /health on.
+    #[arg(long, value_delimiter = ',')]
+    listen_metrics_urls: Option<Vec<String>>,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// basalt: executors (one pinned per core); 0 = every CPU allowed.
+    #[arg(long, default_value_t = 0)]
+    cores: usize,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    if flags.version {
+        println!("basalt Version: {}", env!("CARGO_PKG_VERSION"));
+        println!("etcd API Version: {ETCD_COMPAT_VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&flags.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    log_flags_not_acted_on(&flags);
+
+    let cfg = config(&flags);
+    // Block the stop signals before any executor thread exists, so they
+    // inherit the mask and the main thread alone receives them.
+    let signals = match StopSignals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up signal handling");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match basalt_net::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "basalt failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sig = signals.wait();
+    tracing::info!(
+        signal = sig,
+        "stopping: no new calls, finishing in-flight ones"
+    );
+    match server.shutdown() {
+        Ok(()) => {
+            tracing::info!("basalt stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "basalt stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(f: &Flags) -> Config {
+    let data_dir = f
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.basalt", f.name)));
+    let mut c = Config::new(data_dir);
+    c.name = f.name.clone();
+    c.listen_client_urls = f.listen_client_urls.clone();
+    c.advertise_client_urls = f.advertise_client_urls.clone();
+    c.initial_advertise_peer_urls = f.initial_advertise_peer_urls.clone();
+    c.initial_cluster = f.initial_cluster.clone().unwrap_or_default();
+    c.initial_cluster_token = f.initial_cluster_token.clone();
+    c.snapshot_count = f.snapshot_count;
+    c.limits = KvLimits {
+        max_txn_ops: f.max_txn_ops,
+        max_request_bytes: f.max_request_bytes,
+        quota_backend_bytes: if f.quota_backend_bytes == 0 {
+            DEFAULT_QUOTA_BYTES
+        } else {
+            f.quota_backend_bytes
+        },
+    };
+    c.cores = f.cores;
+    c
+}
+
+/// etcd flags basalt accepts so existing configurations start, but does not
+/// act on yet; each one given is reported, never silently ignored.
+fn log_flags_not_acted_on(f: &Flags) {
+    let given = [
+        (
+            "--listen-peer-urls",
+            f.listen_peer_urls.as_ref().map(|v| v.join(",")),
+        ),
+        ("--initial-cluster-state", f.initial_cluster_state.clone()),
+        (
+            "--heartbeat-interval",
+            f.heartbeat_interval.map(|v| v.to_string()),
+        ),
+        (
+            "--election-timeout",
+            f.election_timeout.map(|v| v.to_string()),
+        ),
+        ("--auto-compaction-mode", f.auto_compaction_mode.clone()),
+        (
+            "--auto-compaction-retention",
+            f.auto_compaction_retention.clone(),
+        ),
+        (
+            "--listen-metrics-urls",
+            f.listen_metrics_urls.as_ref().map(|v| v.join(",")),
+        ),
+    ];
+    for (flag, value) in given {
+        if let Some(value) = value {
+            tracing::warn!(flag, value, "flag accepted but not acted on yet (single member, no peers, no auto-compaction, no metrics listener)");
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, delivered synchronously to the main thread.
+struct StopSignals {
+    set: libc::sigset_t,
+}
+
+impl StopSignals {
+    fn block() -> std::io::Result<StopSignals> {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset before
+        // use; pthread_sigmask only changes this thread's signal mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(StopSignals { set })
+        }
+    }
+
+    /// Blocks until one of the signals arrives; returns its number.
+    fn wait(&self) -> i32 {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `self.set` was initialised in `block`; sigwait writes
+            // one c_int.
+            let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
+            if rc == 0 {
+                return sig;
+            }
+        }
+    }
+}

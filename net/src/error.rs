@@ -66,6 +66,9 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An executor failed to start or stopped with an error.
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl Error {
@@ -88,7 +91,7 @@ impl Error {
             LeaseExists | AuthNotEnabled => Code::FailedPrecondition,
             Stopped | NotCapable => Code::Unavailable,
             Corrupt => Code::DataLoss,
-            Storage(_) | Wal(_) | Io { .. } | Config(_) => Code::Internal,
+            Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) => Code::Internal,
         }
     }
 

@@ -4,12 +4,17 @@
 //! files that are wire-identical to etcd's `etcdserverpb`, `mvccpb` and
 //! `authpb` packages. [`grpc`] is the gRPC server layer on `h2`.
 
+pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod member;
 pub mod proto;
 pub mod sequencer;
+pub mod server;
+pub mod services;
 pub mod validate;
 pub mod wire;
 
+pub use config::Config;
 pub use error::Error;
+pub use server::{start, ServerHandle};

@@ -1,0 +1,150 @@
+//! Server configuration: etcd's settings (from etcd's flags, parsed by the
+//! binary) plus basalt's own (`cores`).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use basalt_engine::wal::WalOptions;
+
+use crate::error::Error;
+use crate::services::KvLimits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen-client-urls`, e.g. `http://127.0.0.1:2379`.
+    pub listen_client_urls: Vec<String>,
+    /// `--advertise-client-urls`; reported by MemberList. Port 0 is replaced
+    /// by the bound port.
+    pub advertise_client_urls: Vec<String>,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `--initial-cluster` ("name=url,…"); empty means `name=first peer url`.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// `--snapshot-count`: checkpoint the store after this many entries.
+    pub snapshot_count: u64,
+    /// Checkpoint at least this often while there are unsaved entries.
+    pub checkpoint_interval: Duration,
+    pub limits: KvLimits,
+    /// Executors (one per core); `0` = every CPU in the affinity mask.
+    pub cores: usize,
+    pub wal: WalOptions,
+    /// How long shutdown waits for in-flight calls and open streams.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// etcd's defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            name: "default".into(),
+            data_dir: data_dir.into(),
+            listen_client_urls: vec!["http://localhost:2379".into()],
+            advertise_client_urls: vec!["http://localhost:2379".into()],
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: String::new(),
+            initial_cluster_token: "etcd-cluster".into(),
+            snapshot_count: 10_000,
+            checkpoint_interval: Duration::from_secs(1),
+            limits: KvLimits::default(),
+            cores: 0,
+            wal: WalOptions::default(),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// One executor on 127.0.0.1 with an OS-chosen port and small WAL
+    /// segments, for tests.
+    pub fn for_test(dir: &Path) -> Config {
+        let mut c = Config::new(dir.join("data"));
+        c.listen_client_urls = vec!["http://127.0.0.1:0".into()];
+        c.advertise_client_urls = vec!["http://127.0.0.1:0".into()];
+        c.initial_advertise_peer_urls = vec!["http://127.0.0.1:2380".into()];
+        c.cores = 1;
+        c.wal.segment_bytes = 1 << 20;
+        c.wal.max_batch_bytes = 256 << 10;
+        c.drain_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// `--initial-cluster`, defaulted as etcd does from name and peer URLs.
+    pub fn initial_cluster(&self) -> String {
+        if !self.initial_cluster.is_empty() {
+            return self.initial_cluster.clone();
+        }
+        self.initial_advertise_peer_urls
+            .iter()
+            .map(|u| format!("{}={u}", self.name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `http://host:port` → socket address. `localhost` binds 127.0.0.1 only
+/// (never every interface); TLS (`https`) is not supported yet.
+pub fn parse_listen_url(url: &str) -> Result<SocketAddr, Error> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(Error::Config(format!(
+            "{url}: TLS listeners are not supported yet"
+        )));
+    } else {
+        return Err(Error::Config(format!("{url}: expected http://host:port")));
+    };
+    let hostport = rest.trim_end_matches('/');
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("{url}: missing port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| Error::Config(format!("{url}: bad port {port:?}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Config(format!("{url}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Config(format!("{url}: no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_urls() {
+        assert_eq!(
+            parse_listen_url("http://localhost:2379").unwrap(),
+            "127.0.0.1:2379".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_url("http://127.0.0.1:0/").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_url("http://[::1]:2379").unwrap(),
+            "[::1]:2379".parse().unwrap()
+        );
+        assert!(parse_listen_url("https://127.0.0.1:2379").is_err());
+        assert!(parse_listen_url("127.0.0.1:2379").is_err());
+        assert!(parse_listen_url("http://127.0.0.1").is_err());
+        assert!(parse_listen_url("http://127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn initial_cluster_defaults_to_own_peer_urls() {
+        let c = Config::new("/tmp/x");
+        assert_eq!(c.initial_cluster(), "default=http://localhost:2380");
+    }
+}

@@ -1,0 +1,474 @@
+//! The basalt server: one pinned glommio executor per core, each accepting
+//! client connections on the same port (SO_REUSEPORT) and serving gRPC;
+//! executor 0 also runs the [`Sequencer`]. Other executors forward to it
+//! over a channel mesh; connections on executor 0 call it directly.
+//!
+//! ```no_run
+//! let dir = tempfile::tempdir().unwrap();
+//! let server = basalt_net::server::start(basalt_net::Config::for_test(dir.path())).unwrap();
+//! println!("serving etcd's API on {}", server.client_url());
+//! server.shutdown().unwrap();
+//! ```
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::future;
+use glommio::channels::channel_mesh::{MeshBuilder, Role};
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::{parse_listen_url, Config};
+use crate::error::Error;
+use crate::grpc::{serve_connection, Limits, Shutdown};
+use crate::member::ClusterInfo;
+use crate::sequencer::{
+    serve_mesh, Sequencer, SequencerClient, SequencerConfig, SequencerMesh, MESH_CHANNEL_CAPACITY,
+};
+use crate::services::{router, ServiceContext};
+
+/// gRPC framing and metadata allowance on top of `--max-request-bytes`
+/// (etcd's `grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Concurrent streams per connection (etcd allows u32::MAX; we bound it).
+const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
+/// A running server. Dropping it without [`ServerHandle::shutdown`] leaves
+/// the executors running until the process exits.
+pub struct ServerHandle {
+    client_addrs: Vec<SocketAddr>,
+    cluster: ClusterInfo,
+    stops: Vec<oneshot::Sender<()>>,
+    executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
+}
+
+impl ServerHandle {
+    /// The first bound client address (the real port when 0 was asked).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addrs[0]
+    }
+
+    pub fn client_addrs(&self) -> &[SocketAddr] {
+        &self.client_addrs
+    }
+
+    /// `http://ip:port` of [`ServerHandle::client_addr`], for clients.
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr())
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.cluster.local.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster.cluster_id
+    }
+
+    /// Stops accepting, lets in-flight calls finish (bounded by the drain
+    /// timeout), checkpoints the store and joins every executor.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        let mut first_err = None;
+        for h in self.executors.drain(..) {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(e) => Err(format!("executor failed: {e}")),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "executor stopped with an error");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(Error::Startup(e)),
+        }
+    }
+}
+
+/// Starts the server and returns once every executor is accepting.
+pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
+    let cpus = allowed_cpus();
+    let cores = if cfg.cores == 0 {
+        cpus.len().max(1)
+    } else {
+        cfg.cores
+    };
+    let listen: Vec<SocketAddr> = cfg
+        .listen_client_urls
+        .iter()
+        .map(|u| parse_listen_url(u))
+        .collect::<Result<_, _>>()?;
+    if listen.is_empty() {
+        return Err(Error::Config("no --listen-client-urls".into()));
+    }
+    let mut cluster = ClusterInfo::from_flags(
+        &cfg.name,
+        &cfg.initial_cluster(),
+        &cfg.initial_cluster_token,
+        &cfg.initial_advertise_peer_urls,
+        &cfg.advertise_client_urls,
+    )?;
+    // glommio cannot open a relative WAL directory (EBADF); resolve it once.
+    let data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| {
+        Error::io(
+            format!("resolving --data-dir {}", cfg.data_dir.display()),
+            e,
+        )
+    })?;
+    let seq_cfg = SequencerConfig {
+        data_dir,
+        member_id: cluster.local.id,
+        cluster_id: cluster.cluster_id,
+        quota_backend_bytes: cfg.limits.quota_backend_bytes,
+        snapshot_count: cfg.snapshot_count.max(1),
+        checkpoint_interval: cfg.checkpoint_interval,
+        max_request_bytes: cfg.limits.max_request_bytes,
+        wal: cfg.wal.clone(),
+    };
+    let limits = Limits {
+        max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+    };
+    let mesh: Option<SequencerMesh> =
+        (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
+    let mut stops = Vec::new();
+    let mut executors = Vec::new();
+    // Executor 0 first: it opens the store (which may fail) and binds the
+    // ports; the others then bind the same, now known, ports.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, String>>();
+    let mut drained_rxs = Vec::new();
+    let mut drained_txs = Vec::new();
+    for _ in 1..cores {
+        let (tx, rx) = oneshot::channel::<()>();
+        drained_txs.push(tx);
+        drained_rxs.push(rx);
+    }
+    let (stop_tx, stop_rx) = oneshot::channel();
+    stops.push(stop_tx);
+    let exec = Executor {
+        id: 0,
+        listen: listen.clone(),
+        limits,
+        drain_timeout: cfg.drain_timeout,
+        stop: stop_rx,
+        ready: ready_tx.clone(),
+    };
+    let (cl, kv) = (cluster.clone(), cfg.limits);
+    let mesh0 = mesh.clone();
+    executors.push(spawn_executor(
+        0,
+        cpus.first().copied(),
+        move || async move {
+            exec.run_sequencer(seq_cfg, cl, kv, mesh0, drained_rxs)
+                .await
+        },
+    )?);
+    let bound = match ready_rx.recv() {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(e)) => {
+            join_all(executors);
+            return Err(Error::Startup(e));
+        }
+        Err(_) => {
+            join_all(executors);
+            return Err(Error::Startup("executor 0 exited before starting".into()));
+        }
+    };
+    fix_advertised_ports(&mut cluster, &bound);
+    for (i, drained) in (1..cores).zip(drained_txs) {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        stops.push(stop_tx);
+        let exec = Executor {
+            id: i,
+            listen: bound.clone(),
+            limits,
+            drain_timeout: cfg.drain_timeout,
+            stop: stop_rx,
+            ready: ready_tx.clone(),
+        };
+        let (cl, kv) = (cluster.clone(), cfg.limits);
+        let mesh = mesh.clone();
+        let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+        executors.push(spawn_executor(i, cpu, move || async move {
+            exec.run_forwarder(cl, kv, mesh, drained).await
+        })?);
+    }
+    for _ in 1..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                let h = ServerHandle {
+                    client_addrs: bound,
+                    cluster,
+                    stops,
+                    executors,
+                };
+                let _ = h.shutdown();
+                return Err(Error::Startup(e));
+            }
+            Err(_) => return Err(Error::Startup("an executor exited before starting".into())),
+        }
+    }
+    tracing::info!(
+        cores,
+        addrs = ?bound,
+        member_id = format!("{:x}", cluster.local.id),
+        cluster_id = format!("{:x}", cluster.cluster_id),
+        "basalt is serving client requests"
+    );
+    Ok(ServerHandle {
+        client_addrs: bound,
+        cluster,
+        stops,
+        executors,
+    })
+}
+
+fn spawn_executor<G, F>(
+    id: usize,
+    cpu: Option<usize>,
+    fut: G,
+) -> Result<ExecutorJoinHandle<Result<(), String>>, Error>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let placement = match cpu {
+        Some(c) => Placement::Fixed(c),
+        None => Placement::Unbound,
+    };
+    LocalExecutorBuilder::new(placement)
+        .name(&format!("basalt-{id}"))
+        .spawn(fut)
+        .map_err(|e| {
+            Error::io(
+                format!("starting executor {id}"),
+                std::io::Error::other(e.to_string()),
+            )
+        })
+}
+
+fn join_all(executors: Vec<ExecutorJoinHandle<Result<(), String>>>) {
+    for h in executors {
+        let _ = h.join();
+    }
+}
+
+/// Advertised client URLs asking for port 0 get the port actually bound.
+fn fix_advertised_ports(cluster: &mut ClusterInfo, bound: &[SocketAddr]) {
+    let fix = |urls: &mut Vec<String>| {
+        for u in urls.iter_mut() {
+            if let Some(prefix) = u.strip_suffix(":0") {
+                *u = format!("{prefix}:{}", bound[0].port());
+            }
+        }
+    };
+    fix(&mut cluster.local.client_urls);
+    for m in &mut cluster.members {
+        fix(&mut m.client_urls);
+    }
+}
+
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// What one executor needs to serve clients.
+struct Executor {
+    id: usize,
+    listen: Vec<SocketAddr>,
+    limits: Limits,
+    drain_timeout: Duration,
+    stop: oneshot::Receiver<()>,
+    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+}
+
+impl Executor {
+    async fn run_sequencer(
+        self,
+        seq_cfg: SequencerConfig,
+        cluster: ClusterInfo,
+        kv: crate::services::KvLimits,
+        mesh: Option<SequencerMesh>,
+        drained: Vec<oneshot::Receiver<()>>,
+    ) -> Result<(), String> {
+        let seq = match Sequencer::open(seq_cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot open the store: {e}");
+                let _ = self.ready.send(Err(msg.clone()));
+                return Err(msg);
+            }
+        };
+        seq.start();
+        let ctx = Rc::new(ServiceContext {
+            sequencer: SequencerClient::Local(seq.clone()),
+            cluster,
+            limits: kv,
+        });
+        let Executor {
+            id,
+            listen,
+            limits,
+            drain_timeout,
+            stop,
+            ready,
+        } = self;
+        let serving = Serving::bind(id, &listen, ctx, limits, &ready)?;
+        if let Some(mesh) = mesh {
+            let (_, receivers) = mesh
+                .join(Role::Consumer)
+                .await
+                .map_err(|_| "cannot join the sequencer mesh".to_string())?;
+            serve_mesh(seq.clone(), receivers);
+        }
+        serving.run(stop, drain_timeout).await;
+        // Forwarded requests must be finished before the sequencer stops.
+        for d in drained {
+            let _ = d.await;
+        }
+        let result = seq.stop().await.map_err(|e| e.to_string());
+        tracing::info!("sequencer stopped; store checkpointed");
+        result
+    }
+
+    async fn run_forwarder(
+        self,
+        cluster: ClusterInfo,
+        kv: crate::services::KvLimits,
+        mesh: Option<SequencerMesh>,
+        drained: oneshot::Sender<()>,
+    ) -> Result<(), String> {
+        let mesh = mesh.ok_or_else(|| "forwarder without a mesh".to_string())?;
+        let (senders, _) = mesh
+            .join(Role::Producer)
+            .await
+            .map_err(|_| "cannot join the sequencer mesh".to_string())?;
+        let ctx = Rc::new(ServiceContext {
+            sequencer: SequencerClient::Remote(Rc::new(senders)),
+            cluster,
+            limits: kv,
+        });
+        let serving = Serving::bind(self.id, &self.listen, ctx, self.limits, &self.ready)?;
+        serving.run(self.stop, self.drain_timeout).await;
+        let _ = drained.send(());
+        Ok(())
+    }
+}
+
+/// The accept loops of one executor.
+struct Serving {
+    id: usize,
+    listeners: Vec<TcpListener>,
+    ctx: Rc<ServiceContext>,
+    limits: Limits,
+}
+
+impl Serving {
+    fn bind(
+        id: usize,
+        listen: &[SocketAddr],
+        ctx: Rc<ServiceContext>,
+        limits: Limits,
+        ready: &mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+    ) -> Result<Serving, String> {
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for addr in listen {
+            match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+                Ok((a, l)) => {
+                    bound.push(a);
+                    listeners.push(l);
+                }
+                Err(e) => {
+                    let msg = format!("cannot listen on {addr}: {e}");
+                    let _ = ready.send(Err(msg.clone()));
+                    return Err(msg);
+                }
+            }
+        }
+        let _ = ready.send(Ok(bound));
+        Ok(Serving {
+            id,
+            listeners,
+            ctx,
+            limits,
+        })
+    }
+
+    /// Accepts until `stop`, then waits (bounded) for open connections to
+    /// finish their calls.
+    async fn run(self, stop: oneshot::Receiver<()>, drain_timeout: Duration) {
+        let shutdown = Rc::new(Shutdown::new());
+        let open = Rc::new(Cell::new(0usize));
+        let router = Rc::new(router(self.ctx.clone()));
+        let mut loops = Vec::new();
+        for listener in self.listeners {
+            let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
+            let limits = self.limits;
+            let id = self.id;
+            loops.push(glommio::spawn_local(async move {
+                loop {
+                    let next = future::or(async { Some(listener.accept().await) }, async {
+                        shutdown.wait().await;
+                        None
+                    })
+                    .await;
+                    let stream = match next {
+                        None => break,
+                        Some(Ok(s)) => s,
+                        Some(Err(e)) => {
+                            tracing::warn!(executor = id, error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    open.set(open.get() + 1);
+                    let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
+                    glommio::spawn_local(async move {
+                        if let Err(e) = serve_connection(stream, router, limits, shutdown).await {
+                            tracing::debug!(executor = id, error = %e, "connection ended with an error");
+                        }
+                        open.set(open.get() - 1);
+                    })
+                    .detach();
+                }
+            }));
+        }
+        let _ = stop.await;
+        shutdown.fire();
+        for l in loops {
+            l.await;
+        }
+        let deadline = Instant::now() + drain_timeout;
+        while open.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        if open.get() > 0 {
+            tracing::warn!(
+                executor = self.id,
+                open = open.get(),
+                "closing connections still open after the drain timeout"
+            );
+        }
+    }
+}

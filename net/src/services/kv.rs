@@ -1,0 +1,101 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::rc::Rc;
+
+use basalt_engine::mvcc::OpResponse;
+
+use crate::grpc::{unary, Router, Status};
+use crate::proto::etcdserverpb as pb;
+use crate::sequencer::{Command, LogEntry, LogRequest, Reply};
+use crate::{validate, wire};
+
+use super::{unexpected, ServiceContext};
+
+pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
+    let c = ctx.clone();
+    r.add(
+        "/etcdserverpb.KV/Range",
+        unary(move |req: pb::RangeRequest, _| range(c.clone(), req)),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/etcdserverpb.KV/Put",
+        unary(move |req: pb::PutRequest, _| put(c.clone(), req)),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/etcdserverpb.KV/DeleteRange",
+        unary(move |req: pb::DeleteRangeRequest, _| delete_range(c.clone(), req)),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/etcdserverpb.KV/Txn",
+        unary(move |req: pb::TxnRequest, _| txn(c.clone(), req)),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/etcdserverpb.KV/Compact",
+        unary(move |req: pb::CompactionRequest, _| compact(c.clone(), req)),
+    );
+}
+
+async fn range(
+    ctx: Rc<ServiceContext>,
+    req: pb::RangeRequest,
+) -> Result<pb::RangeResponse, Status> {
+    validate::range(&req)?;
+    let r = wire::range_request(&req)?;
+    match ctx.sequencer.call(Command::Range(r)).await? {
+        Reply::Range(resp, header) => Ok(wire::range_response(resp, &header)),
+        _ => Err(unexpected("Range")),
+    }
+}
+
+async fn put(ctx: Rc<ServiceContext>, req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    validate::put(&req)?;
+    match ctx.propose(LogEntry::new(LogRequest::Put(req))).await? {
+        Reply::Applied(OpResponse::Put(r), header) => Ok(wire::put_response(r, &header)),
+        _ => Err(unexpected("Put")),
+    }
+}
+
+async fn delete_range(
+    ctx: Rc<ServiceContext>,
+    req: pb::DeleteRangeRequest,
+) -> Result<pb::DeleteRangeResponse, Status> {
+    validate::delete_range(&req)?;
+    match ctx
+        .propose(LogEntry::new(LogRequest::DeleteRange(req)))
+        .await?
+    {
+        Reply::Applied(OpResponse::DeleteRange(r), header) => Ok(wire::delete_response(r, &header)),
+        _ => Err(unexpected("DeleteRange")),
+    }
+}
+
+/// Every txn goes through the log in this slice, read-only ones too: simple
+/// and linearizable, at the cost of an fdatasync per read-only txn batch.
+async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+    validate::txn(&req, ctx.limits.max_txn_ops)?;
+    match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {
+        Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
+        _ => Err(unexpected("Txn")),
+    }
+}
+
+/// Compaction is applied synchronously in the engine, so `physical` is
+/// always satisfied when this returns.
+async fn compact(
+    ctx: Rc<ServiceContext>,
+    req: pb::CompactionRequest,
+) -> Result<pb::CompactionResponse, Status> {
+    match ctx
+        .propose(LogEntry::new(LogRequest::Compaction(req)))
+        .await?
+    {
+        Reply::Applied(OpResponse::Compact, header) => Ok(pb::CompactionResponse {
+            header: Some(header),
+        }),
+        _ => Err(unexpected("Compact")),
+    }
+}

@@ -1,0 +1,85 @@
+//! etcd's v3 services on top of the sequencer: KV, Maintenance, Cluster and
+//! the parts of Auth a server without auth answers. Each executor builds its
+//! own [`Router`] from a [`ServiceContext`].
+//!
+//! Watch and Lease live in `crate::watch` and `crate::lease` (a separate
+//! slice); they register their methods on the same router in [`router`].
+
+mod auth;
+mod cluster;
+mod kv;
+mod maintenance;
+
+use std::rc::Rc;
+
+use crate::grpc::{Router, Status};
+use crate::member::ClusterInfo;
+use crate::proto::etcdserverpb as pb;
+use crate::sequencer::{Command, LogEntry, Reply, SequencerClient};
+
+/// The etcd version basalt reports in Maintenance.Status: the etcd API
+/// release basalt's behaviour follows. Clients gate features on it
+/// (kube-apiserver wants at least 3.5.8), so it names a real 3.5 release.
+pub const ETCD_COMPAT_VERSION: &str = "3.5.17";
+
+/// Request limits with etcd's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLimits {
+    /// `--max-txn-ops` (etcd default 128).
+    pub max_txn_ops: usize,
+    /// `--max-request-bytes` (etcd default 1.5 MiB).
+    pub max_request_bytes: usize,
+    /// `--quota-backend-bytes` (etcd default 2 GiB), reported by Status.
+    pub quota_backend_bytes: u64,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            max_txn_ops: 128,
+            max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 2 << 30,
+        }
+    }
+}
+
+/// What every service handler on one executor shares.
+pub struct ServiceContext {
+    pub sequencer: SequencerClient,
+    pub cluster: ClusterInfo,
+    pub limits: KvLimits,
+}
+
+impl ServiceContext {
+    async fn propose(&self, entry: LogEntry) -> Result<Reply, Status> {
+        self.sequencer.call(Command::Propose(entry)).await
+    }
+
+    fn empty_header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster.cluster_id,
+            member_id: self.cluster.local.id,
+            revision: 0,
+            raft_term: 0,
+        }
+    }
+}
+
+/// Every method this crate serves, for one executor.
+pub fn router(ctx: Rc<ServiceContext>) -> Router {
+    let mut r = Router::new();
+    kv::register(&mut r, &ctx);
+    maintenance::register(&mut r, &ctx);
+    cluster::register(&mut r, &ctx);
+    auth::register(&mut r, &ctx);
+    r
+}
+
+/// A reply of an unexpected kind: a bug between a service and the
+/// sequencer, answered as Internal rather than a panic.
+fn unexpected(what: &str) -> Status {
+    Status::new(
+        crate::grpc::Code::Internal,
+        format!("basalt: unexpected sequencer reply to {what}"),
+    )
+}
