@@ -187,8 +187,9 @@ fn isolation_fix(cpu: &CpuFacts) -> String {
         cpu_list::format(&executors),
         cpu_list::format(&housekeeping),
     );
+    let noun = if executors.len() == 1 { "CPU" } else { "CPUs" };
     format!(
-        "to dedicate CPUs {exec} to basalt, boot with isolcpus=managed_irq,domain,{exec} nohz_full={exec} \
+        "to dedicate {noun} {exec} to basalt, boot with isolcpus=managed_irq,domain,{exec} nohz_full={exec} \
          rcu_nocbs={exec} irqaffinity={keep} and set CPUAffinity={exec} \
          (tuning/profiles/basalt.service.d/10-latency.conf)"
     )
