@@ -104,7 +104,12 @@ pub fn create_scratch(data_dir: &Path) -> Result<PathBuf, TuneError> {
             path: data_dir.to_path_buf(),
         });
     }
-    let scratch = data_dir.join(format!(".basalt-tune-{}", std::process::id()));
+    // The pid alone could collide with a scratch left behind by a hung
+    // run of an earlier process with the same pid; the clock makes it unique.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let scratch = data_dir.join(format!(".basalt-tune-{}-{nanos:09}", std::process::id()));
     fs::create_dir(&scratch).map_err(|source| TuneError::DataDirNotWritable {
         path: data_dir.to_path_buf(),
         source,
