@@ -9,6 +9,8 @@ use std::path::Path;
 
 use basalt_engine::btree::{BtreeError, Snapshot, Tree, TreeOptions};
 
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 const SMALL: TreeOptions = TreeOptions { page_size: 1024 };
 
 fn key(i: u32) -> Vec<u8> {
@@ -193,7 +195,7 @@ fn dropped_batch_changes_nothing() {
 }
 
 /// Two commits, A then B; returns (bytes after A, bytes after B, A's contents).
-fn two_commits(path: &Path) -> (u64, u64, Vec<(Vec<u8>, Vec<u8>)>) {
+fn two_commits(path: &Path) -> (u64, u64, Entries) {
     let mut tree = Tree::open(path, SMALL).unwrap();
     fill(&mut tree, 0..1000, 40, 10);
     let a_end = tree.committed_bytes();
@@ -204,7 +206,7 @@ fn two_commits(path: &Path) -> (u64, u64, Vec<(Vec<u8>, Vec<u8>)>) {
     (a_end, b_end, a)
 }
 
-fn reopen_state(path: &Path) -> (u64, Vec<(Vec<u8>, Vec<u8>)>) {
+fn reopen_state(path: &Path) -> (u64, Entries) {
     let tree = Tree::open(path, SMALL).expect("reopen");
     tree.check_integrity().expect("integrity after reopen");
     (tree.user_meta(), contents(&tree.read()))
@@ -310,7 +312,7 @@ fn flipped_bit_in_a_page_is_detected_and_named() {
         .unwrap();
     drop(f);
     let tree = Tree::open(&path, SMALL).unwrap();
-    let err = tree.check_integrity().err().expect("damage detected");
+    let err = tree.check_integrity().expect_err("damage detected");
     match &err {
         BtreeError::CorruptPage {
             page: p, reason, ..
@@ -409,4 +411,96 @@ fn bad_input_is_an_error_not_a_panic() {
     std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
     let err = Tree::open(&junk, SMALL).err().expect("not a tree file");
     assert!(matches!(err, BtreeError::NoValidMeta { .. }), "{err}");
+}
+
+#[test]
+fn one_large_batch_in_random_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::open(&dir.path().join("t"), SMALL).unwrap();
+    let mut model = BTreeMap::new();
+    let mut b = tree.write();
+    // A permutation of 0..20_000 (7919 is prime to 20_000): changed nodes
+    // grow past the in-memory split threshold many times within the batch.
+    for i in 0..20_000u32 {
+        let k = key((i * 7919) % 20_000);
+        b.insert(&k, &value(i, 8)).unwrap();
+        model.insert(k, value(i, 8));
+    }
+    for i in (0..20_000u32).step_by(3) {
+        assert!(b.remove(&key(i)).unwrap());
+        model.remove(&key(i));
+    }
+    assert_eq!(b.get(&key(1)).unwrap(), model.get(&key(1)).cloned());
+    b.commit(1).unwrap();
+    tree.check_integrity().unwrap();
+    assert_eq!(contents(&tree.read()), model_contents(&model));
+}
+
+#[test]
+fn online_compaction_keeps_commits_made_during_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let mut tree = Tree::open(&path, SMALL).unwrap();
+    let mut model = BTreeMap::new();
+    let write = |tree: &mut Tree, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u32| {
+        let mut b = tree.write();
+        for i in 0..300u32 {
+            let k = key((i * 31 + round * 7) % 2000);
+            if i % 4 == 0 {
+                b.remove(&k).unwrap();
+                model.remove(&k);
+            } else {
+                b.insert(&k, &value(round, 30)).unwrap();
+                model.insert(k, value(round, 30));
+            }
+        }
+        b.commit(u64::from(round)).unwrap();
+    };
+    for round in 0..20 {
+        write(&mut tree, &mut model, round);
+    }
+    let job = tree.begin_compaction().unwrap();
+    let copier = std::thread::spawn(move || job.build());
+    for round in 20..25 {
+        write(&mut tree, &mut model, round);
+    }
+    let mut built = copier.join().unwrap().unwrap();
+    assert!(tree.compaction_backlog() > 0);
+    assert!(tree.catch_up(&mut built).unwrap() > 0);
+    assert_eq!(tree.compaction_backlog(), 0);
+    write(&mut tree, &mut model, 25);
+    let old = tree.read();
+    let before = (tree.commit_id(), tree.committed_bytes());
+    tree.finish_compaction(built).unwrap();
+    assert!(tree.commit_id() > before.0);
+    assert!(tree.committed_bytes() < before.1 / 2);
+    assert_eq!(tree.user_meta(), 25);
+    tree.check_integrity().unwrap();
+    assert_eq!(contents(&tree.read()), model_contents(&model));
+    assert_eq!(contents(&old), model_contents(&model));
+    write(&mut tree, &mut model, 26);
+    drop(tree);
+    let tree = Tree::open(&path, SMALL).unwrap();
+    tree.check_integrity().unwrap();
+    assert_eq!(contents(&tree.read()), model_contents(&model));
+    assert_eq!(tree.user_meta(), 26);
+}
+
+#[test]
+fn superseded_compaction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::open(&dir.path().join("t"), SMALL).unwrap();
+    fill(&mut tree, 0..100, 10, 1);
+    let first = tree.begin_compaction().unwrap().build().unwrap();
+    let second = tree.begin_compaction().unwrap();
+    let err = tree.finish_compaction(first).expect_err("superseded");
+    assert!(
+        matches!(err, BtreeError::CompactionAbandoned { .. }),
+        "{err}"
+    );
+    // The tree is unharmed and a fresh compaction still works.
+    drop(second);
+    tree.compact_file().unwrap();
+    assert_eq!(tree.len(), 100);
+    tree.check_integrity().unwrap();
 }

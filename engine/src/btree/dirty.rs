@@ -53,6 +53,17 @@ impl Link {
         }
     }
 
+    pub(crate) fn new_branch(separator: Vec<u8>, left: Link, right: Link) -> Link {
+        Link {
+            page: 0,
+            count: 0,
+            dirty: Some(Box::new(Dirty::Branch(Branch {
+                keys: vec![separator],
+                children: vec![left, right],
+            }))),
+        }
+    }
+
     pub(crate) fn new_leaf(key: Vec<u8>, value: Vec<u8>) -> Link {
         Link {
             page: 0,
@@ -125,9 +136,47 @@ pub(crate) fn insert(
         },
         Dirty::Branch(b) => {
             let c = b.child_for(key);
-            insert(&mut b.children[c], key, value, base)
+            let existed = insert(&mut b.children[c], key, value, base)?;
+            if let Some((separator, right)) = split_if_large(&mut b.children[c]) {
+                b.keys.insert(c, separator);
+                b.children.insert(c + 1, right);
+            }
+            Ok(existed)
         }
     }
+}
+
+/// Changed nodes are packed into pages only at commit, but one batch may
+/// insert millions of keys: past this many items a changed node is halved
+/// right away, so each insert stays O(log n) instead of shifting a huge Vec.
+const MAX_DIRTY_ITEMS: usize = 1024;
+
+/// Halves `link`'s changed node if it has grown past [`MAX_DIRTY_ITEMS`];
+/// returns the separator and the new right sibling.
+pub(crate) fn split_if_large(link: &mut Link) -> Option<(Vec<u8>, Link)> {
+    let right = match link.dirty.as_deref_mut()? {
+        Dirty::Leaf(e) if e.len() > MAX_DIRTY_ITEMS => {
+            let right = e.split_off(e.len() / 2);
+            (right[0].0.clone(), Dirty::Leaf(right))
+        }
+        Dirty::Branch(b) if b.children.len() > MAX_DIRTY_ITEMS => {
+            let mid = b.children.len() / 2;
+            let children = b.children.split_off(mid);
+            let mut keys = b.keys.split_off(mid - 1);
+            let separator = keys.remove(0);
+            (separator, Dirty::Branch(Branch { keys, children }))
+        }
+        _ => return None,
+    };
+    let (separator, node) = right;
+    Some((
+        separator,
+        Link {
+            page: 0,
+            count: 0,
+            dirty: Some(Box::new(node)),
+        },
+    ))
 }
 
 /// Removes `key`; returns whether it was present. Pages are copied only when

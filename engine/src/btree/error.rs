@@ -44,6 +44,10 @@ pub enum BtreeError {
     /// A value longer than [`crate::btree::MAX_VALUE_BYTES`].
     #[error("value of {len} bytes is larger than the limit of {max} bytes")]
     ValueTooLarge { len: usize, max: usize },
+    /// The compacted file belongs to a compaction that was abandoned or
+    /// superseded by a newer one.
+    #[error("b+tree file {path}: this compaction was abandoned or superseded")]
+    CompactionAbandoned { path: PathBuf },
     /// An earlier fdatasync failed; the kernel may have dropped dirty pages, so
     /// no later write can be trusted until the file is reopened.
     #[error("b+tree file {path} is poisoned by an earlier failed sync; reopen it")]

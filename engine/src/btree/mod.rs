@@ -38,12 +38,16 @@
 //! - Branches store, per child, the number of keys below it, so
 //!   [`Snapshot::count`] reads two root-to-leaf paths, not the range.
 //! - Pages not reachable from the newest root are garbage: counted in
-//!   [`Tree::file_bytes`] but not [`Tree::live_bytes`], and dropped by
-//!   [`Tree::compact_file`] (blocking in this version).
+//!   [`Tree::file_bytes`] but not [`Tree::live_bytes`]. They are not reused;
+//!   compaction drops them, either blocking ([`Tree::compact_file`]) or
+//!   online ([`Tree::begin_compaction`]: the copy runs on any thread from a
+//!   snapshot while commits go on, and the writer only re-copies the keys
+//!   committed meanwhile).
 //! - A [`Snapshot`] holds an `Arc` of the memory map it was taken from, so it
 //!   stays valid across later commits, file growth and compaction.
 
 mod commit;
+mod compaction;
 mod dirty;
 mod error;
 mod meta;
@@ -52,18 +56,17 @@ mod pagefile;
 mod snapshot;
 mod write_batch;
 
-use std::ffi::OsString;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 
+pub use compaction::{CompactedFile, CompactionJob};
 pub use error::BtreeError;
 pub use snapshot::{EntryRef, RangeIter, Snapshot};
 pub use write_batch::WriteBatch;
 
-use commit::{build_root, write_leaves, NodeSink};
 use meta::{Meta, FIRST_NODE_PAGE, META_LEN};
-use page::{leaf_entry_len, ChildRef, Header, HEADER_LEN};
-use pagefile::{sync_parent_dir, PageFile};
+use page::Header;
+use pagefile::PageFile;
 use snapshot::read_node;
 
 /// Largest key accepted: above etcd's 1.5 MiB request limit plus the MVCC
@@ -94,6 +97,10 @@ pub struct Tree {
     /// Set when an fdatasync failed: the kernel may have dropped the dirty
     /// pages, so nothing written afterwards can be trusted to be durable.
     poisoned: bool,
+    /// While a compaction is under way: its id and the keys committed since
+    /// its snapshot, which it must copy again before it can take over.
+    compaction: Option<(u64, BTreeSet<Vec<u8>>)>,
+    next_compaction_id: u64,
 }
 
 impl Tree {
@@ -118,11 +125,17 @@ impl Tree {
         } else {
             recover_meta(&file, ps)?
         };
-        Ok(Tree {
+        Ok(Tree::from_parts(file, meta))
+    }
+
+    fn from_parts(file: PageFile, meta: Meta) -> Tree {
+        Tree {
             file,
             meta,
             poisoned: false,
-        })
+            compaction: None,
+            next_compaction_id: 0,
+        }
     }
 
     /// A consistent view of the last commit. Cheap (an `Arc` clone); never
@@ -188,12 +201,13 @@ impl Tree {
     }
 
     /// Appends a commit's nodes and meta, then syncs once.
-    fn write_commit(&mut self, meta: &Meta, nodes: &[u8]) -> Result<(), BtreeError> {
-        if self.poisoned {
-            return Err(BtreeError::Poisoned {
-                path: self.file.path.to_path_buf(),
-            });
-        }
+    fn write_commit(
+        &mut self,
+        meta: &Meta,
+        nodes: &[u8],
+        touched: Vec<Vec<u8>>,
+    ) -> Result<(), BtreeError> {
+        self.check_not_poisoned()?;
         let ps = self.page_size();
         self.file.ensure_len(meta.page_count * ps, ps)?;
         self.file.write_at(nodes, meta.commit_start * ps)?;
@@ -203,51 +217,24 @@ impl Tree {
             return Err(e);
         }
         self.meta = *meta;
+        if let Some((_, keys)) = &mut self.compaction {
+            keys.extend(touched);
+        }
         Ok(())
     }
 
-    /// Rewrites the live tree, densely packed, into a new file and atomically
-    /// replaces this one with it (rename, then directory fsync). Blocks the
-    /// writer for the whole copy; snapshots taken before stay valid (they keep
-    /// the old file's map). The commit id advances by one; `user_meta` is kept.
-    pub fn compact_file(&mut self) -> Result<(), BtreeError> {
+    fn check_not_poisoned(&self) -> Result<(), BtreeError> {
         if self.poisoned {
             return Err(BtreeError::Poisoned {
                 path: self.file.path.to_path_buf(),
             });
         }
-        let snap = self.read();
-        let path: PathBuf = self.file.path.to_path_buf();
-        let mut tmp_name = OsString::from(path.as_os_str());
-        tmp_name.push(".compact");
-        let tmp = PathBuf::from(tmp_name);
-        if tmp.exists() {
-            std::fs::remove_file(&tmp)
-                .map_err(pagefile::io_err(&tmp, "remove stale compaction file"))?;
-        }
-        let (mut out, _) = PageFile::open(&tmp)?;
-        let meta = match copy_live(&snap, &out, self.meta.txn + 1) {
-            Ok(m) => m,
-            Err(e) => {
-                drop(out);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let ps = self.page_size();
-        out.ensure_len(meta.page_count * ps, ps)?;
-        // Both slots hold the compacted commit, so the file is valid whichever
-        // slot the next commit overwrites.
-        for slot in 0..2 {
-            out.write_at(&meta.encode(), slot * ps)?;
-        }
-        out.sync()?;
-        drop(out);
-        std::fs::rename(&tmp, &path).map_err(pagefile::io_err(&path, "rename compacted file"))?;
-        sync_parent_dir(&path)?;
-        self.file.reopen()?;
-        self.meta = meta;
         Ok(())
+    }
+
+    /// Whether commits must report the keys they touched (a compaction runs).
+    fn tracks_keys(&self) -> bool {
+        self.compaction.is_some()
     }
 
     /// Walks the whole tree checking every node's checksum, key order,
@@ -284,45 +271,6 @@ impl Tree {
         }
         Ok(())
     }
-}
-
-/// Bulk-builds `snap`'s entries into `out` as commit `txn`: full leaves, then
-/// branch levels. Returns the meta describing the result.
-fn copy_live(snap: &Snapshot, out: &PageFile, txn: u64) -> Result<Meta, BtreeError> {
-    let ps = snap.page_size;
-    let cap = ps - HEADER_LEN;
-    let mut sink = NodeSink::new(FIRST_NODE_PAGE, txn, ps);
-    let mut level: Vec<ChildRef> = Vec::new();
-    let mut leaf: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut leaf_len = 0;
-    let mut iter = snap.range(Bound::Unbounded, Bound::Unbounded);
-    while let Some(entry) = iter.next_ref() {
-        let (k, v) = entry?;
-        let len = leaf_entry_len(k, v);
-        if !leaf.is_empty() && leaf_len + len > cap {
-            level.append(&mut write_leaves(&leaf, &mut sink));
-            leaf.clear();
-            leaf_len = 0;
-            sink.drain(out, false)?;
-        }
-        leaf.push((k.to_vec(), v.to_vec()));
-        leaf_len += len;
-    }
-    level.append(&mut write_leaves(&leaf, &mut sink));
-    let root = build_root(level, &mut sink);
-    sink.drain(out, true)?;
-    let pages = sink.pages();
-    Ok(Meta {
-        page_size: snap.meta.page_size,
-        txn,
-        root: root.as_ref().map_or(0, |r| r.page),
-        key_count: root.as_ref().map_or(0, |r| r.count),
-        page_count: FIRST_NODE_PAGE + pages,
-        commit_start: FIRST_NODE_PAGE,
-        live_pages: pages,
-        user_meta: snap.meta.user_meta,
-        commit_digest: sink.digest(),
-    })
 }
 
 /// Picks the newest meta slot that decodes and whose commit's nodes verify.

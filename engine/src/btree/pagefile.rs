@@ -97,13 +97,6 @@ impl PageFile {
             .sync_data()
             .map_err(io_err(&self.path, "fdatasync"))
     }
-
-    /// Swaps in the file now at `self.path` (after a rename over it).
-    pub(crate) fn reopen(&mut self) -> Result<(), BtreeError> {
-        let (fresh, _) = PageFile::open(&self.path.clone())?;
-        *self = fresh;
-        Ok(())
-    }
 }
 
 fn map_file(file: &File, path: &Path) -> Result<Arc<Mmap>, BtreeError> {

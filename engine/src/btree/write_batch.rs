@@ -15,6 +15,8 @@ pub struct WriteBatch<'t> {
     base: Snapshot,
     root: Option<Link>,
     freed_pages: u64,
+    /// Keys written, kept only while a compaction needs them.
+    touched: Option<Vec<Vec<u8>>>,
 }
 
 fn check_key(key: &[u8]) -> Result<(), BtreeError> {
@@ -31,11 +33,13 @@ impl<'t> WriteBatch<'t> {
     pub(crate) fn new(tree: &'t mut Tree) -> WriteBatch<'t> {
         let base = tree.read();
         let root = (base.meta.root != 0).then(|| Link::clean(base.meta.root, base.meta.key_count));
+        let touched = tree.tracks_keys().then(Vec::new);
         WriteBatch {
             tree,
             base,
             root,
             freed_pages: 0,
+            touched,
         }
     }
 
@@ -49,6 +53,9 @@ impl<'t> WriteBatch<'t> {
                 max: MAX_VALUE_BYTES,
             });
         }
+        if let Some(t) = &mut self.touched {
+            t.push(key.to_vec());
+        }
         match self.root.as_mut() {
             None => {
                 self.root = Some(Link::new_leaf(key.to_vec(), value.to_vec()));
@@ -59,7 +66,12 @@ impl<'t> WriteBatch<'t> {
                     snap: &self.base,
                     freed_pages: &mut self.freed_pages,
                 };
-                dirty::insert(root, key, value, &mut base)
+                let existed = dirty::insert(root, key, value, &mut base)?;
+                if let Some((separator, right)) = dirty::split_if_large(root) {
+                    let left = std::mem::replace(root, Link::clean(0, 0));
+                    *root = Link::new_branch(separator, left, right);
+                }
+                Ok(existed)
             }
         }
     }
@@ -73,7 +85,11 @@ impl<'t> WriteBatch<'t> {
             snap: &self.base,
             freed_pages: &mut self.freed_pages,
         };
-        dirty::remove(root, key, &mut base)
+        let existed = dirty::remove(root, key, &mut base)?;
+        if let (true, Some(t)) = (existed, &mut self.touched) {
+            t.push(key.to_vec());
+        }
+        Ok(existed)
     }
 
     /// Reads `key` as this batch would commit it.
@@ -94,6 +110,7 @@ impl<'t> WriteBatch<'t> {
             base,
             mut root,
             mut freed_pages,
+            touched,
         } = self;
         if let Some(Dirty::Branch(b)) = root.as_mut().and_then(|l| l.dirty.as_deref_mut()) {
             let mut base = Base {
@@ -120,6 +137,6 @@ impl<'t> WriteBatch<'t> {
             user_meta,
             commit_digest: sink.digest(),
         };
-        tree.write_commit(&meta, sink.buffered())
+        tree.write_commit(&meta, sink.buffered(), touched.unwrap_or_default())
     }
 }
