@@ -17,6 +17,8 @@ const ITEMS: &[&str] = &[
     "cpu.isolation",
     "cpu.affinity",
     "cpu.irq",
+    "cpu.numa",
+    "cpu.clocksource",
     "cpu.virtualisation",
     "memory.thp",
     "memory.swap",

@@ -85,6 +85,13 @@ fn smt_server(root: &Path, data_dir: &Path) {
     let cpu = "sys/devices/system/cpu";
     write(root, &format!("{cpu}/online"), "0-3\n");
     write(root, &format!("{cpu}/isolated"), "2-3\n");
+    write(
+        root,
+        "sys/devices/system/clocksource/clocksource0/current_clocksource",
+        "hpet\n",
+    );
+    write(root, "sys/devices/system/node/node0/cpulist", "0-3\n");
+    write(root, "sys/devices/system/node/node1/cpulist", "\n");
     write(root, &format!("{cpu}/smt/active"), "1\n");
     for (n, siblings) in [(0, "0,2"), (1, "1,3"), (2, "0,2"), (3, "1,3")] {
         write(
@@ -182,6 +189,12 @@ fn gathers_every_fact_from_the_tree() {
     assert_eq!(facts.cpu.affinity, vec![2, 3]);
     assert!(!facts.cpu.hypervisor);
     assert_eq!(facts.cpu.default_irq_affinity, Some(vec![0, 1, 2, 3]));
+    assert_eq!(facts.cpu.clocksource.as_deref(), Some("hpet"));
+    assert_eq!(
+        facts.cpu.numa_nodes,
+        vec![(0, vec![0, 1, 2, 3])],
+        "a node without CPUs is left out"
+    );
     assert_eq!(
         facts.cpu.device_irqs,
         vec![(0, 9000), (1, 0), (2, 310), (3, 0)]
@@ -238,6 +251,8 @@ fn rules_and_recommendation_for_the_recorded_host() {
         ("cpu.isolation", Verdict::Ok),
         ("cpu.affinity", Verdict::Ok),
         ("cpu.irq", Verdict::Warn),
+        ("cpu.numa", Verdict::Ok),
+        ("cpu.clocksource", Verdict::Warn),
         ("cpu.virtualisation", Verdict::Ok),
         ("memory.thp", Verdict::Warn),
         ("memory.swap", Verdict::Warn),

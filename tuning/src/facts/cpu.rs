@@ -46,6 +46,11 @@ pub struct CpuFacts {
     /// Device interrupts (numbered IRQs in `/proc/interrupts`) handled
     /// per CPU since boot, as `(cpu, count)`.
     pub device_irqs: Vec<(u32, u64)>,
+    /// The kernel's current clocksource (`tsc`, `kvm-clock`, `hpet`, …):
+    /// what every clock read in the runtime costs.
+    pub clocksource: Option<String>,
+    /// Online CPUs of each NUMA node, by node number.
+    pub numa_nodes: Vec<(u32, Vec<u32>)>,
 }
 
 impl CpuFacts {
@@ -121,6 +126,9 @@ impl CpuFacts {
                 .read("/proc/interrupts")
                 .map(|text| device_irqs_per_cpu(&text))
                 .unwrap_or_default(),
+            clocksource: host
+                .read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+            numa_nodes: numa_nodes(host, &online),
         }
     }
 
@@ -213,6 +221,27 @@ pub fn device_irqs_per_cpu(text: &str) -> Vec<(u32, u64)> {
         }
     }
     cpus.into_iter().zip(totals).collect()
+}
+
+/// NUMA nodes that have online CPUs, from `/sys/devices/system/node`.
+fn numa_nodes(host: &HostRoot, online: &BTreeSet<u32>) -> Vec<(u32, Vec<u32>)> {
+    let Ok(entries) = std::fs::read_dir(host.path("/sys/devices/system/node")) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<(u32, Vec<u32>)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let node: u32 = name.to_str()?.strip_prefix("node")?.parse().ok()?;
+            let cpus = host
+                .read(&format!("/sys/devices/system/node/node{node}/cpulist"))
+                .and_then(|text| cpu_list::parse(&text))?;
+            let cpus: Vec<u32> = cpus.intersection(online).copied().collect();
+            (!cpus.is_empty()).then_some((node, cpus))
+        })
+        .collect();
+    nodes.sort();
+    nodes
 }
 
 fn count_from_cpuinfo(host: &HostRoot) -> BTreeSet<u32> {

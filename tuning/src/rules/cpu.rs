@@ -19,6 +19,8 @@ pub fn evaluate(cpu: &CpuFacts, plan: Plan) -> Vec<Finding> {
         isolation(cpu, plan),
         affinity(cpu, plan),
         irq(cpu, plan),
+        numa(cpu, plan),
+        clocksource(cpu),
         virtualisation(cpu),
     ]
 }
@@ -274,6 +276,60 @@ fn irq(cpu: &CpuFacts, plan: Plan) -> Finding {
     }
 }
 
+fn numa(cpu: &CpuFacts, plan: Plan) -> Finding {
+    if cpu.numa_nodes.is_empty() {
+        return Finding::new("cpu.numa", Area::Cpu, Verdict::Info, "unknown")
+            .detail("the kernel exposes no NUMA topology");
+    }
+    let planned: BTreeSet<u32> = crate::rules::planned_cpus_of(cpu, plan)
+        .into_iter()
+        .collect();
+    let spanned: Vec<u32> = cpu
+        .numa_nodes
+        .iter()
+        .filter(|(_, cpus)| cpus.iter().any(|c| planned.contains(c)))
+        .map(|(node, _)| *node)
+        .collect();
+    let value = format!(
+        "{} node(s); executors on node(s) {}",
+        cpu.numa_nodes.len(),
+        spanned
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if spanned.len() > 1 {
+        Finding::new("cpu.numa", Area::Cpu, Verdict::Warn, value)
+            .detail(
+                "executors on several NUMA nodes: every hop between them, and every access to the \
+                 sequencer's memory from a remote node, crosses the interconnect",
+            )
+            .fix("pin basalt to the CPUs of one node (CPUAffinity= with that node's cpulist), ideally the node the NVMe and NIC are attached to")
+    } else {
+        Finding::new("cpu.numa", Area::Cpu, Verdict::Ok, value)
+            .detail("all executors share one memory node")
+    }
+}
+
+fn clocksource(cpu: &CpuFacts) -> Finding {
+    let Some(source) = cpu.clocksource.clone() else {
+        return Finding::new("cpu.clocksource", Area::Cpu, Verdict::Info, "unknown");
+    };
+    match source.as_str() {
+        "tsc" | "kvm-clock" | "arch_sys_counter" | "hyperv_clocksource_tsc_page" => {
+            Finding::new("cpu.clocksource", Area::Cpu, Verdict::Ok, source)
+                .detail("clock reads are served in user space (vDSO) in tens of nanoseconds")
+        }
+        _ => Finding::new("cpu.clocksource", Area::Cpu, Verdict::Warn, source)
+            .detail(
+                "this clocksource is read through a system call or slow device access, costing \
+                 microseconds on every timer and latency measurement the runtime makes",
+            )
+            .fix("switch to tsc if the CPU has a stable TSC: echo tsc > /sys/devices/system/clocksource/clocksource0/current_clocksource (or clocksource=tsc tsc=reliable at boot)"),
+    }
+}
+
 fn virtualisation(cpu: &CpuFacts) -> Finding {
     if !cpu.hypervisor {
         return Finding::new("cpu.virtualisation", Area::Cpu, Verdict::Ok, "bare metal")
@@ -328,6 +384,8 @@ mod tests {
     fn guest_without_halt_polling_warns() {
         let findings = evaluate(&two_cpu_guest(), Plan::default());
         assert_eq!(find(&findings, "cpu.virtualisation").verdict, Verdict::Warn);
+        assert_eq!(find(&findings, "cpu.clocksource").verdict, Verdict::Info);
+        assert_eq!(find(&findings, "cpu.numa").verdict, Verdict::Info);
         let fix = find(&findings, "cpu.isolation").fix.clone().unwrap();
         assert!(
             fix.contains("isolcpus=managed_irq,domain,1 ") && fix.contains("irqaffinity=0 "),
@@ -342,6 +400,40 @@ mod tests {
         };
         assert_eq!(
             find(&evaluate(&polling, Plan::default()), "cpu.virtualisation").verdict,
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn clocksource_and_numa() {
+        let hpet = CpuFacts {
+            clocksource: Some("hpet".into()),
+            ..two_cpu_guest()
+        };
+        assert_eq!(
+            find(&evaluate(&hpet, Plan::default()), "cpu.clocksource").verdict,
+            Verdict::Warn
+        );
+        let kvm = CpuFacts {
+            clocksource: Some("kvm-clock".into()),
+            ..two_cpu_guest()
+        };
+        assert_eq!(
+            find(&evaluate(&kvm, Plan::default()), "cpu.clocksource").verdict,
+            Verdict::Ok
+        );
+        let two_nodes = CpuFacts {
+            online: vec![0, 1, 2, 3],
+            affinity: vec![0, 1, 2, 3],
+            numa_nodes: vec![(0, vec![0, 1]), (1, vec![2, 3])],
+            ..CpuFacts::default()
+        };
+        assert_eq!(
+            find(&evaluate(&two_nodes, Plan::default()), "cpu.numa").verdict,
+            Verdict::Warn
+        );
+        assert_eq!(
+            find(&evaluate(&two_nodes, Plan { cores: Some(2) }), "cpu.numa").verdict,
             Verdict::Ok
         );
     }
