@@ -93,6 +93,16 @@ impl BackendView {
         )
     }
 
+    /// Descending; same bounds contract as `scan`.
+    pub fn scan_rev(&self, bounds: &KeyBounds) -> ScanIter<'_> {
+        let (start, end) = as_slices(bounds);
+        Box::new(
+            self.snap
+                .range_rev(start, end)
+                .map(|item| item.map_err(MvccError::from)),
+        )
+    }
+
     pub fn scan_empty(&self) -> ScanIter<'_> {
         Box::new(std::iter::empty())
     }

@@ -69,16 +69,35 @@ impl<'a> Layered<'a> {
 
     /// Ascending entries within `bounds`, newest layer winning.
     pub fn scan(&self, bounds: &KeyBounds) -> Merge<'a> {
-        let empty = !bounds_nonempty(bounds);
-        Merge {
-            base: if empty {
-                self.base.scan_empty()
+        self.merge(bounds, true)
+    }
+
+    /// Descending entries within `bounds`, newest layer winning.
+    pub fn scan_rev(&self, bounds: &KeyBounds) -> Merge<'a> {
+        self.merge(bounds, false)
+    }
+
+    fn merge(&self, bounds: &KeyBounds, forward: bool) -> Merge<'a> {
+        let base = if !bounds_nonempty(bounds) {
+            self.base.scan_empty()
+        } else if forward {
+            self.base.scan(bounds)
+        } else {
+            self.base.scan_rev(bounds)
+        };
+        let overlay = |o: &'a Overlay| -> Peekable<OverlayIter<'a>> {
+            let range = overlay_range(o, bounds);
+            if forward {
+                (Box::new(range) as OverlayIter<'a>).peekable()
             } else {
-                self.base.scan(bounds)
+                (Box::new(range.rev()) as OverlayIter<'a>).peekable()
             }
-            .peekable(),
-            pending: overlay_range(self.pending, bounds).peekable(),
-            scratch: overlay_range(self.scratch, bounds).peekable(),
+        };
+        Merge {
+            base: base.peekable(),
+            pending: overlay(self.pending),
+            scratch: overlay(self.scratch),
+            forward,
         }
     }
 
@@ -114,13 +133,15 @@ impl<'a> Layered<'a> {
     }
 }
 
-type OverlayIter<'o> = Peekable<std::collections::btree_map::Range<'o, Vec<u8>, Option<Vec<u8>>>>;
+type OverlayIter<'o> = Box<dyn Iterator<Item = (&'o Vec<u8>, &'o Option<Vec<u8>>)> + 'o>;
 
-/// Three-way merge of ascending sources; see [`Layered::scan`].
+/// Three-way merge of sources sorted in one direction; see [`Layered::scan`].
 pub struct Merge<'a> {
     base: Peekable<ScanIter<'a>>,
-    pending: OverlayIter<'a>,
-    scratch: OverlayIter<'a>,
+    pending: Peekable<OverlayIter<'a>>,
+    scratch: Peekable<OverlayIter<'a>>,
+    /// Ascending when true: take the smallest key next, else the largest.
+    forward: bool,
 }
 
 impl Iterator for Merge<'_> {
@@ -137,7 +158,8 @@ impl Iterator for Merge<'_> {
             };
             let p = self.pending.peek().map(|(k, _)| k.as_slice());
             let s = self.scratch.peek().map(|(k, _)| k.as_slice());
-            let min = [b, p, s].into_iter().flatten().min()?;
+            let keys = [b, p, s].into_iter().flatten();
+            let min = if self.forward { keys.min() } else { keys.max() }?;
             let (take_b, take_p, take_s) = (b == Some(min), p == Some(min), s == Some(min));
             let from_base = if take_b { self.base.next() } else { None };
             let from_pending = if take_p { self.pending.next() } else { None };
@@ -155,5 +177,88 @@ impl Iterator for Merge<'_> {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btree::{Tree, TreeOptions};
+    use crate::mvcc::backend::Backend;
+
+    fn overlay(entries: &[(&str, Option<&str>)]) -> Overlay {
+        entries
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn newest_layer_wins_in_both_directions_and_counts_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut tree = Tree::open(&path, TreeOptions::default()).unwrap();
+        let mut batch = tree.write();
+        for k in ["a", "b", "c", "d"] {
+            batch.insert(k.as_bytes(), b"base").unwrap();
+        }
+        batch.commit(1).unwrap();
+        drop(tree);
+        let backend = Backend::open(&path, TreeOptions::default()).unwrap();
+        let base = backend.view();
+        let pending = overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))]);
+        let scratch = overlay(&[
+            ("a", None),
+            ("b", Some("scratch")),
+            ("e", None),
+            ("f", Some("scratch")),
+        ]);
+        let view = Layered {
+            base: &base,
+            pending: &pending,
+            scratch: &scratch,
+        };
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        let fwd: Vec<(String, String)> = view
+            .scan(&all)
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+            })
+            .collect();
+        let want = [
+            ("b", "scratch"),
+            ("c", "pending"),
+            ("d", "base"),
+            ("f", "scratch"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(fwd, want);
+        let mut rev: Vec<(String, String)> = view
+            .scan_rev(&all)
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+            })
+            .collect();
+        rev.reverse();
+        assert_eq!(rev, want);
+        assert_eq!(view.count(&all).unwrap(), 4);
+        let some = (
+            Bound::Included(b"b".to_vec()),
+            Bound::Excluded(b"e".to_vec()),
+        );
+        assert_eq!(view.count(&some).unwrap(), 3);
+        assert_eq!(view.get(b"a").unwrap(), None);
+        assert_eq!(view.get(b"c").unwrap(), Some(b"pending".to_vec()));
+        let inverted = (
+            Bound::Included(b"z".to_vec()),
+            Bound::Excluded(b"a".to_vec()),
+        );
+        assert_eq!(view.scan(&inverted).count(), 0);
+        assert_eq!(view.count(&inverted).unwrap(), 0);
     }
 }

@@ -161,7 +161,14 @@ pub fn range(
             .and_then(|l| l.checked_add(1))
     };
 
-    let (mut kvs, count) = if rev == current {
+    let (mut kvs, count) = if rev == current && range.is_single() {
+        // The common single-key get: one live-index lookup, no count or scan.
+        match live(view, &req.key)? {
+            Some(record) if !req.count_only => (vec![live_kv(view, &req.key, &record)?], 1),
+            Some(_) => (Vec::new(), 1),
+            None => (Vec::new(), 0),
+        }
+    } else if rev == current {
         let count = view.count(&live_bounds(range))? as i64;
         let kvs = if req.count_only {
             Vec::new()
@@ -229,7 +236,7 @@ pub fn prev_kv(
         Bound::Included(version_prefix(key)),
         Bound::Excluded(version_key(key, before)),
     );
-    match view.scan(&bounds).last() {
+    match view.scan_rev(&bounds).next() {
         None => Ok(None),
         Some(item) => {
             let (tree_key, bytes) = item?;
