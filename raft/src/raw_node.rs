@@ -111,6 +111,21 @@ impl<S: Storage> RawNode<S> {
         self.propose_entry(Entry::normal(data))
     }
 
+    /// Proposes several payloads as one message: they are appended together
+    /// and travel to followers in the same append (up to `max_size_per_msg`),
+    /// so the per-message costs are paid once for the batch. All or none
+    /// are accepted.
+    pub fn propose_batch(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+        if batch.is_empty() {
+            return Err(Error::ProposalDropped {
+                reason: "empty proposal",
+            });
+        }
+        let mut m = Message::new(MessageType::Propose, self.raft.id, NO_NODE);
+        m.entries = batch.into_iter().map(Entry::normal).collect();
+        self.raft.step(m)
+    }
+
     pub fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
         self.propose_entry(Entry {
             entry_type: EntryType::ConfChange,
