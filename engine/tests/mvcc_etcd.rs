@@ -72,7 +72,7 @@ impl Etcd {
     }
 
     /// Runs etcdctl; Ok(fields) or Err(stderr).
-    fn ctl(&self, args: &[&str]) -> Result<Vec<(String, String)>, String> {
+    fn ctl(&self, args: &[&str]) -> Result<Fields, String> {
         let out = Command::new(ETCDCTL)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
@@ -95,11 +95,14 @@ impl Etcd {
     }
 }
 
+/// etcdctl `-w fields` output: (name, printed value) in order.
+type Fields = Vec<(String, String)>;
+
 fn q(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-fn kv_fields(out: &mut Vec<(String, String)>, prefix: &str, kv: &KeyValue) {
+fn kv_fields(out: &mut Fields, prefix: &str, kv: &KeyValue) {
     let mut push = |n: &str, v: String| out.push((format!("{prefix}{n}"), v));
     push("Key", q(&kv.key));
     push("CreateRevision", kv.create_revision.to_string());
@@ -160,9 +163,7 @@ fn store_matches_real_etcd() {
         let key = KEYS[rng.next(KEYS.len() as u64) as usize];
         let value = format!("v{}", rng.next(1000));
         let current = store.current_revision();
-        let (args, ours): (Vec<String>, Result<Vec<(String, String)>, MvccError>) = match rng
-            .next(10)
-        {
+        let (args, ours): (Vec<String>, Result<Fields, MvccError>) = match rng.next(10) {
             0..=2 => {
                 let lease = if !leases.is_empty() && rng.next(3) == 0 {
                     leases[rng.next(leases.len() as u64) as usize]
