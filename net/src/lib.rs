@@ -7,12 +7,14 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod member;
 pub mod proto;
 pub mod sequencer;
 pub mod server;
 pub mod services;
 pub mod validate;
+pub mod watch;
 pub mod wire;
 
 pub use config::Config;

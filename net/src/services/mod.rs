@@ -72,6 +72,16 @@ pub fn router(ctx: Rc<ServiceContext>) -> Router {
     maintenance::register(&mut r, &ctx);
     cluster::register(&mut r, &ctx);
     auth::register(&mut r, &ctx);
+    // Watch and Lease keep state on the sequencer's executor; forwarding
+    // them from other executors is not built yet (see crate::watch).
+    if let Some(seq) = ctx.sequencer.local() {
+        let hub = crate::watch::HubConfig {
+            max_response_bytes: ctx.limits.max_request_bytes,
+            ..Default::default()
+        };
+        crate::watch::attach(&mut r, seq, hub);
+        crate::lease::attach(&mut r, seq, crate::lease::LeaseConfig::default());
+    }
     r
 }
 

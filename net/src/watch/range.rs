@@ -4,7 +4,10 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRange {
     Key(Vec<u8>),
-    Range { start: Vec<u8>, end: Vec<u8> },
+    Range {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     /// `range_end = "\0"`: every key at or after `start`.
     From(Vec<u8>),
 }

@@ -1,0 +1,174 @@
+//! `/etcdserverpb.Watch/Watch`: one bidirectional call is one hub stream.
+//!
+//! The call runs two loops on the hub: one feeds the client's create,
+//! cancel and progress requests in, the other sends the stream's queued
+//! responses out (fragmenting where asked) and, whenever the client has
+//! taken some, lets lagging watchers catch up from history. Sending waits
+//! for HTTP/2 flow control, so a slow client only ever fills its own
+//! watchers' buffers.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::future::poll_fn;
+use std::rc::{Rc, Weak};
+use std::task::Poll;
+
+use crate::grpc::{Handler, HandlerFuture, Metadata, RequestStream, ResponseSink, Router, Status};
+use crate::proto::etcdserverpb as pb;
+
+use super::fragment::fragments;
+use super::hub::{History, Hub, StreamId};
+
+pub const WATCH_METHOD: &str = "/etcdserverpb.Watch/Watch";
+
+/// Gives the watch service read access to history (the sequencer's store).
+/// The borrow is never held across an await.
+pub trait HistorySource {
+    fn history(&self) -> Ref<'_, dyn History>;
+}
+
+impl<T: History + 'static> HistorySource for RefCell<T> {
+    fn history(&self) -> Ref<'_, dyn History> {
+        Ref::map(self.borrow(), |h| h as &dyn History)
+    }
+}
+
+/// Registers the Watch method. The handler must run on the hub's executor.
+pub fn register(router: &mut Router, hub: Rc<RefCell<Hub>>, source: Rc<dyn HistorySource>) {
+    router.add(WATCH_METHOD, Rc::new(WatchHandler { hub, source }));
+}
+
+/// Sends the periodic progress notifications (see
+/// [`Hub::progress_tick`]) until the hub is dropped. Spawn it on the hub's
+/// executor.
+pub async fn run_progress_notifier(hub: Weak<RefCell<Hub>>, source: Rc<dyn HistorySource>) {
+    loop {
+        let Some(interval) = hub.upgrade().map(|h| h.borrow().config().progress_interval) else {
+            return;
+        };
+        glommio::timer::sleep(interval).await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let history = source.history();
+        hub.borrow_mut().progress_tick(&*history);
+    }
+}
+
+struct WatchHandler {
+    hub: Rc<RefCell<Hub>>,
+    source: Rc<dyn HistorySource>,
+}
+
+impl Handler for WatchHandler {
+    fn call(
+        &self,
+        meta: Metadata,
+        requests: RequestStream,
+        responses: ResponseSink,
+    ) -> HandlerFuture {
+        let hub = self.hub.clone();
+        let source = self.source.clone();
+        Box::pin(serve(hub, source, meta, requests, responses))
+    }
+}
+
+/// Closes the hub stream however the call ends (client reset included).
+struct OpenStream {
+    hub: Rc<RefCell<Hub>>,
+    sid: StreamId,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if let Ok(mut hub) = self.hub.try_borrow_mut() {
+            hub.close_stream(self.sid);
+        }
+    }
+}
+
+async fn serve(
+    hub: Rc<RefCell<Hub>>,
+    source: Rc<dyn HistorySource>,
+    meta: Metadata,
+    requests: RequestStream,
+    responses: ResponseSink,
+) -> Result<(), Status> {
+    // `hasleader: true` asks to fail rather than hang without a leader; a
+    // single member is always its own leader, so it is served as any other.
+    let _ = meta.requires_leader();
+    let sid = hub.borrow_mut().open_stream();
+    let _open = OpenStream {
+        hub: hub.clone(),
+        sid,
+    };
+    let half_closed = Rc::new(Cell::new(false));
+    futures_lite::future::or(
+        receive(&hub, &*source, sid, requests, &half_closed),
+        send(&hub, &*source, sid, responses, &half_closed),
+    )
+    .await
+}
+
+async fn receive(
+    hub: &RefCell<Hub>,
+    source: &dyn HistorySource,
+    sid: StreamId,
+    mut requests: RequestStream,
+    half_closed: &Cell<bool>,
+) -> Result<(), Status> {
+    while let Some(req) = requests.next::<pb::WatchRequest>().await? {
+        let history = source.history();
+        hub.borrow_mut().handle(sid, req, &*history);
+    }
+    // The client will send nothing more: the call ends once what is
+    // already queued has gone out.
+    half_closed.set(true);
+    hub.borrow_mut().wake(sid);
+    std::future::pending().await
+}
+
+async fn send(
+    hub: &RefCell<Hub>,
+    source: &dyn HistorySource,
+    sid: StreamId,
+    mut responses: ResponseSink,
+    half_closed: &Cell<bool>,
+) -> Result<(), Status> {
+    loop {
+        let more = {
+            let history = source.history();
+            hub.borrow_mut().catch_up(sid, &*history)
+        };
+        let next = hub.borrow_mut().pop(sid);
+        let out = match next {
+            Some(out) => out,
+            None if more => {
+                // Catch-up of a long history goes step by step so other
+                // tasks (the apply loop) run in between.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            None => {
+                let waited = poll_fn(|cx| {
+                    if half_closed.get() {
+                        return Poll::Ready(None);
+                    }
+                    hub.borrow_mut().poll_pop(sid, cx)
+                })
+                .await;
+                match waited {
+                    Some(out) => out,
+                    None => return Ok(()),
+                }
+            }
+        };
+        if out.fragment {
+            let max = hub.borrow().config().max_response_bytes;
+            for piece in fragments(out.response, max) {
+                responses.send(&piece).await?;
+            }
+        } else {
+            responses.send(&out.response).await?;
+        }
+    }
+}
