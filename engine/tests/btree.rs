@@ -504,3 +504,22 @@ fn superseded_compaction_is_refused() {
     assert_eq!(tree.len(), 100);
     tree.check_integrity().unwrap();
 }
+
+#[test]
+fn file_cut_before_its_first_growth_opens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    drop(Tree::open(&path, SMALL).unwrap());
+    // A crash while creating: only the first meta slot reached the disk.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let mut tree = Tree::open(&path, SMALL).unwrap();
+    assert!(tree.is_empty());
+    fill(&mut tree, 0..10, 5, 1);
+    drop(tree);
+    assert_eq!(reopen_state(&path).1.len(), 10);
+}

@@ -56,9 +56,9 @@ impl CompactionJob {
     /// Writes the snapshot's entries into a fresh file: full leaves, then the
     /// branch levels over them, then both meta slots, then fdatasync.
     pub fn build(self) -> Result<CompactedFile, BtreeError> {
-        let (mut out, _) = PageFile::open(&self.target)?;
+        let ps = u64::from(self.snap.meta.page_size);
+        let (mut out, _) = PageFile::open(&self.target, ps)?;
         let meta = copy_live(&self.snap, &mut out)?;
-        let ps = u64::from(meta.page_size);
         // Both slots hold the copy, so whichever slot the next commit
         // overwrites, the other still opens.
         for slot in 0..2 {
@@ -97,7 +97,7 @@ fn copy_live(snap: &Snapshot, out: &mut PageFile) -> Result<Meta, BtreeError> {
     level.append(&mut write_leaves(&leaf, &mut sink));
     let root = build_root(level, &mut sink);
     let pages = sink.pages();
-    out.ensure_len((FIRST_NODE_PAGE + pages) * ps as u64, ps as u64)?;
+    out.ensure_len((FIRST_NODE_PAGE + pages) * ps as u64, false)?;
     sink.drain(out, true)?;
     Ok(Meta {
         page_size: snap.meta.page_size,

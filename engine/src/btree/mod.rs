@@ -66,7 +66,7 @@ pub use write_batch::WriteBatch;
 
 use meta::{Meta, FIRST_NODE_PAGE, META_LEN};
 use page::Header;
-use pagefile::PageFile;
+use pagefile::{MappedFile, PageFile};
 use snapshot::read_node;
 
 /// Largest key accepted: above etcd's 1.5 MiB request limit plus the MVCC
@@ -112,7 +112,7 @@ impl Tree {
                 "page_size {ps} is not a power of two in 1024..=65536"
             )));
         }
-        let (mut file, _) = PageFile::open(path)?;
+        let (mut file, _) = PageFile::open(path, u64::from(ps))?;
         // A file shorter than the two meta slots has never completed its
         // first sync (creation writes and syncs slot 0 before anything else),
         // so it holds nothing committed: start it afresh.
@@ -120,7 +120,7 @@ impl Tree {
             let meta = Meta::empty(ps);
             file.write_at(&meta.encode(), meta.slot_offset())?;
             file.sync()?;
-            file.ensure_len(2 * u64::from(ps), u64::from(ps))?;
+            file.ensure_len(2 * u64::from(ps), true)?;
             meta
         } else {
             recover_meta(&file, ps)?
@@ -209,7 +209,7 @@ impl Tree {
     ) -> Result<(), BtreeError> {
         self.check_not_poisoned()?;
         let ps = self.page_size();
-        self.file.ensure_len(meta.page_count * ps, ps)?;
+        self.file.ensure_len(meta.page_count * ps, true)?;
         self.file.write_at(nodes, meta.commit_start * ps)?;
         self.file.write_at(&meta.encode(), meta.slot_offset())?;
         if let Err(e) = self.file.sync() {
@@ -275,7 +275,7 @@ impl Tree {
 
 /// Picks the newest meta slot that decodes and whose commit's nodes verify.
 fn recover_meta(file: &PageFile, page_size: u32) -> Result<Meta, BtreeError> {
-    let map: &[u8] = file.map();
+    let map = file.map();
     let ps = page_size as usize;
     let mut candidates = Vec::new();
     let mut reasons = [String::new(), String::new()];
@@ -311,12 +311,13 @@ fn recover_meta(file: &PageFile, page_size: u32) -> Result<Meta, BtreeError> {
 
 /// Checks that every node of `m`'s commit is on disk intact: each parses, was
 /// written by this commit, and together they match the meta's digest.
-fn verify_commit(map: &[u8], path: &Path, m: &Meta) -> Result<(), BtreeError> {
+fn verify_commit(map: &MappedFile, path: &Path, m: &Meta) -> Result<(), BtreeError> {
     let ps = m.page_size as usize;
     let mut digest = crc32fast::Hasher::new();
     let mut page = m.commit_start;
     while page < m.page_count {
-        let node = read_node(map, path, ps, m.page_count, page)?;
+        // Always hashed: these pages may be a torn commit's leftovers.
+        let node = read_node(map, false, path, ps, m.page_count, page)?;
         let h = Header::read(&map[page as usize * ps..]);
         if h.txn != m.txn {
             return Err(BtreeError::CorruptPage {
@@ -336,7 +337,7 @@ fn verify_commit(map: &[u8], path: &Path, m: &Meta) -> Result<(), BtreeError> {
         });
     }
     if m.root != 0 {
-        read_node(map, path, ps, m.page_count, m.root)?;
+        read_node(map, false, path, ps, m.page_count, m.root)?;
     }
     Ok(())
 }

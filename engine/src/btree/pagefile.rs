@@ -6,8 +6,10 @@
 //! [`super::Snapshot`] stays valid and consistent after the writer remaps.
 
 use std::fs::{File, OpenOptions};
+use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -16,12 +18,49 @@ use super::error::BtreeError;
 
 /// Smallest growth step of the file, in pages.
 const MIN_GROWTH_PAGES: u64 = 256;
+/// Largest growth step: bounds the stall of the commit that pays for it.
+const MAX_GROWTH_BYTES: u64 = 8 << 20;
 
 pub(crate) struct PageFile {
     pub path: Arc<PathBuf>,
     file: File,
-    map: Arc<Mmap>,
+    map: Arc<MappedFile>,
     len: u64,
+    page_size: u64,
+}
+
+/// The memory map of the file, and which nodes in it have already passed
+/// their checksum. Nodes are immutable once committed, so a node verified
+/// once needs no second CRC pass: a point read then costs a few cache lines
+/// per level instead of hashing every 4 KiB page on the path.
+pub(crate) struct MappedFile {
+    bytes: Mmap,
+    /// One bit per page, set for the first page of a verified node.
+    verified: Box<[AtomicU64]>,
+}
+
+impl MappedFile {
+    pub(crate) fn is_verified(&self, page: u64) -> bool {
+        let (word, bit) = ((page / 64) as usize, page % 64);
+        self.verified
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << bit) != 0)
+    }
+
+    pub(crate) fn mark_verified(&self, page: u64) {
+        let (word, bit) = ((page / 64) as usize, page % 64);
+        if let Some(w) = self.verified.get(word) {
+            w.fetch_or(1 << bit, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Deref for MappedFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 pub(crate) fn io_err<'p>(
@@ -37,7 +76,7 @@ pub(crate) fn io_err<'p>(
 
 impl PageFile {
     /// Opens (creating if missing) the file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<(PageFile, bool), BtreeError> {
+    pub(crate) fn open(path: &Path, page_size: u64) -> Result<(PageFile, bool), BtreeError> {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -50,19 +89,20 @@ impl PageFile {
             sync_parent_dir(path)?;
         }
         let len = file.metadata().map_err(io_err(path, "stat"))?.len();
-        let map = map_file(&file, path)?;
+        let map = map_file(&file, path, page_size, None)?;
         Ok((
             PageFile {
                 path: Arc::new(path.to_path_buf()),
                 file,
                 map,
                 len,
+                page_size,
             },
             !existed || len == 0,
         ))
     }
 
-    pub(crate) fn map(&self) -> &Arc<Mmap> {
+    pub(crate) fn map(&self) -> &Arc<MappedFile> {
         &self.map
     }
 
@@ -70,19 +110,49 @@ impl PageFile {
         self.len
     }
 
-    /// Makes the file at least `needed` bytes long (growing by a chunk
-    /// proportional to its size) and remaps it if it grew.
-    pub(crate) fn ensure_len(&mut self, needed: u64, page_size: u64) -> Result<(), BtreeError> {
+    /// Makes the file at least `needed` bytes long and remaps it if it grew.
+    ///
+    /// With `prewrite`, the file grows by a chunk (1/16 of its size, 1 to
+    /// 8 MiB) written with zeros and synced right away: a commit that then
+    /// lands in blocks already allocated and written makes its fdatasync a
+    /// pure data flush, while writing into a hole would also commit the
+    /// filesystem journal on every sync (measured: ~5.3 → ~3.3 ms median per
+    /// single-key commit on the shared CI disk). Without it (bulk writes that
+    /// sync once at the end), the file is just extended.
+    pub(crate) fn ensure_len(&mut self, needed: u64, prewrite: bool) -> Result<(), BtreeError> {
         if needed <= self.len {
             return Ok(());
         }
-        let step = (self.len / 8).max(MIN_GROWTH_PAGES * page_size);
-        let new_len = needed.max(self.len + step).div_ceil(page_size) * page_size;
-        self.file
-            .set_len(new_len)
-            .map_err(io_err(&self.path, "grow (set_len)"))?;
+        let page_size = self.page_size;
+        let new_len = if prewrite {
+            let step = (self.len / 16).clamp(MIN_GROWTH_PAGES * page_size, MAX_GROWTH_BYTES);
+            needed.max(self.len + step).div_ceil(page_size) * page_size
+        } else {
+            needed.div_ceil(page_size) * page_size
+        };
+        if prewrite {
+            // Start past anything already written beyond the mapped length
+            // (a new file's first meta slot is written before it grows).
+            let on_disk = self
+                .file
+                .metadata()
+                .map_err(io_err(&self.path, "stat"))?
+                .len();
+            let mut at = self.len.max(on_disk).min(new_len);
+            let zeros = vec![0u8; (new_len - at).min(1 << 20) as usize];
+            while at < new_len {
+                let n = (new_len - at).min(zeros.len() as u64) as usize;
+                self.write_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            self.sync()?;
+        } else {
+            self.file
+                .set_len(new_len)
+                .map_err(io_err(&self.path, "grow (set_len)"))?;
+        }
         self.len = new_len;
-        self.map = map_file(&self.file, &self.path)?;
+        self.map = map_file(&self.file, &self.path, page_size, Some(&self.map))?;
         Ok(())
     }
 
@@ -99,13 +169,26 @@ impl PageFile {
     }
 }
 
-fn map_file(file: &File, path: &Path) -> Result<Arc<Mmap>, BtreeError> {
+/// Maps the whole file; verified marks carry over from the `previous` map.
+fn map_file(
+    file: &File,
+    path: &Path,
+    page_size: u64,
+    previous: Option<&MappedFile>,
+) -> Result<Arc<MappedFile>, BtreeError> {
     // SAFETY: the map is read-only and basalt never rewrites or truncates the
     // committed part of a tree file in place; bytes past the committed end are
     // never handed to readers. Another process modifying the file is outside
     // the contract (the data directory is owned by one server).
-    let map = unsafe { Mmap::map(file) }.map_err(io_err(path, "mmap"))?;
-    Ok(Arc::new(map))
+    let bytes = unsafe { Mmap::map(file) }.map_err(io_err(path, "mmap"))?;
+    let pages = bytes.len() as u64 / page_size;
+    let verified: Box<[AtomicU64]> = (0..pages.div_ceil(64) as usize)
+        .map(|w| {
+            let old = previous.and_then(|p| p.verified.get(w));
+            AtomicU64::new(old.map_or(0, |o| o.load(Ordering::Relaxed)))
+        })
+        .collect();
+    Ok(Arc::new(MappedFile { bytes, verified }))
 }
 
 /// fsyncs the directory holding `path`, so a created or renamed entry is durable.

@@ -5,16 +5,17 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
-
 use super::error::BtreeError;
 use super::meta::{Meta, FIRST_NODE_PAGE};
 use super::page::{Header, NodeView, HEADER_LEN};
+use super::pagefile::MappedFile;
 
 /// Finds and validates the node at `page` of a map holding `page_count`
-/// committed pages.
+/// committed pages. With `use_verified`, a node that already passed its
+/// checksum in this map is not hashed again.
 pub(crate) fn read_node<'a>(
-    map: &'a [u8],
+    map: &'a MappedFile,
+    use_verified: bool,
     path: &Path,
     page_size: usize,
     page_count: u64,
@@ -51,7 +52,14 @@ pub(crate) fn read_node<'a>(
             map.len()
         )));
     }
-    NodeView::parse(&map[off..end], page).map_err(corrupt)
+    if use_verified && map.is_verified(page) {
+        return Ok(NodeView::trusted(&map[off..end]));
+    }
+    let node = NodeView::parse(&map[off..end], page).map_err(corrupt)?;
+    if use_verified {
+        map.mark_verified(page);
+    }
+    Ok(node)
 }
 
 /// A key and its value, borrowed from a snapshot's map.
@@ -62,7 +70,7 @@ pub type EntryRef<'a> = (&'a [u8], &'a [u8]);
 /// [`super::Tree::compact_file`] never change what it sees.
 #[derive(Clone)]
 pub struct Snapshot {
-    pub(crate) map: Arc<Mmap>,
+    pub(crate) map: Arc<MappedFile>,
     pub(crate) path: Arc<PathBuf>,
     pub(crate) page_size: usize,
     pub(crate) meta: Meta,
@@ -72,6 +80,7 @@ impl Snapshot {
     pub(crate) fn node(&self, page: u64) -> Result<NodeView<'_>, BtreeError> {
         read_node(
             &self.map,
+            true,
             &self.path,
             self.page_size,
             self.meta.page_count,
