@@ -283,4 +283,9 @@ pub struct ListStormArgs {
     /// Page size of each LIST (the apiserver's watch-cache fill uses 10,000; 0: one unpaged Range).
     #[arg(long, global = true, default_value_t = 10_000)]
     pub page_size: i64,
+    /// Do not load: list the keys an earlier run loaded (there must be
+    /// exactly --storm-keys of them). With --total 0, a run only loads, so
+    /// a harness can measure the server's memory between the two.
+    #[arg(long, global = true)]
+    pub storm_reuse: bool,
 }

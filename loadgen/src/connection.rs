@@ -84,11 +84,12 @@ impl Connection {
         for i in 0..count {
             conns.push(Self::open(endpoints, i, require_leader).await?);
         }
-        // Channels connect lazily: one read proves the endpoints serve
-        // before any workload starts counting failures.
-        if let Some(first) = conns.first() {
+        // Channels connect lazily: one read on each proves the endpoints
+        // serve, and keeps connection setup out of the first measured
+        // request.
+        for conn in &conns {
             let probe =
-                tokio::time::timeout(PROBE_TIMEOUT, first.kv().get("loadgen-probe", None)).await;
+                tokio::time::timeout(PROBE_TIMEOUT, conn.kv().get("loadgen-probe", None)).await;
             let failed = match probe {
                 Ok(Ok(_)) => None,
                 Ok(Err(source)) => Some(source),

@@ -108,6 +108,49 @@ fn kubernetes_profile() {
 }
 
 #[test]
+fn kubernetes_profile_bounded_by_total() {
+    let etcd = Etcd::start();
+    let (r, text) = report(
+        &etcd,
+        &[
+            "--profile",
+            "kubernetes",
+            "--nodes",
+            "4",
+            "--speedup",
+            "100",
+            "--total",
+            "150",
+        ],
+    );
+    assert!(errors(&r).is_empty(), "{text}");
+    let requests: u64 = r["ops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        // Requests that take a ticket; watches, the fill, lease grants,
+        // the compactor and conflict tallies do not.
+        .filter(|(name, _)| {
+            ![
+                "watch-event",
+                "watch-progress",
+                "list-watchcache",
+                "lease-grant",
+                "compact",
+                "compact-txn",
+            ]
+            .contains(&name.as_str())
+                && !name.ends_with("-conflict")
+        })
+        .map(|(_, o)| o["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (1..=150).contains(&requests),
+        "{requests} requests for --total 150\n{text}"
+    );
+}
+
+#[test]
 fn kubernetes_profile_refuses_a_dirty_endpoint() {
     let etcd = Etcd::start();
     report(
@@ -172,4 +215,37 @@ fn list_storm_profile() {
     // 12 lists of 1,500 × ~2 KB: about 36 MB listed.
     let bytes = r["bytes_per_s"].as_f64().unwrap() * r["duration_s"].as_f64().unwrap();
     assert!((35e6..38e6).contains(&bytes), "{bytes} bytes listed");
+
+    // Listing what the first run loaded, without loading again.
+    let (r, text) = report(
+        &etcd,
+        &[
+            "--profile",
+            "list-storm",
+            "--lists",
+            "2",
+            "--storm-keys",
+            "1500",
+            "--page-size",
+            "0",
+            "--total",
+            "2",
+            "--storm-reuse",
+        ],
+    );
+    assert!(errors(&r).is_empty(), "{text}");
+    assert_eq!(r["ops"]["list"]["count"], 2);
+    assert!(!text.contains("loading"), "{text}");
+    let out = etcd.loadgen(&[
+        "--profile",
+        "list-storm",
+        "--storm-keys",
+        "99",
+        "--storm-reuse",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a mismatched key count is refused"
+    );
 }

@@ -35,7 +35,11 @@ pub async fn run(run: &Run, args: &ListStormArgs) -> Result<(Recorder, Duration)
             "--lists and --storm-keys must be at least 1, --page-size not negative".into(),
         ));
     }
-    load(run, args).await?;
+    if args.storm_reuse {
+        check_loaded(run, args).await?;
+    } else {
+        load(run, args).await?;
+    }
     if run.interrupt.is_triggered() {
         return Ok((Recorder::new(), Duration::ZERO));
     }
@@ -81,6 +85,30 @@ pub async fn run(run: &Run, args: &ListStormArgs) -> Result<(Recorder, Duration)
     }
     let rec = gather(tasks, &run.incidents).await;
     Ok((rec, phase.finish()))
+}
+
+/// Checks that an earlier run left exactly the keys to list.
+async fn check_loaded(run: &Run, args: &ListStormArgs) -> Result<()> {
+    let options = etcd_client::GetOptions::new()
+        .with_range(prefix_end(PREFIX.as_bytes()))
+        .with_count_only();
+    let found = run
+        .conn(0)
+        .kv()
+        .get(PREFIX, Some(options))
+        .await
+        .map_err(|source| LoadgenError::Setup {
+            phase: "counting the list-storm keys".into(),
+            source,
+        })?
+        .count();
+    if found != args.storm_keys as i64 {
+        return Err(LoadgenError::Dirty(format!(
+            "--storm-reuse: {found} keys under {PREFIX}, expected {}; run once without --storm-reuse",
+            args.storm_keys
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the listed keys (overwriting those of an earlier run, so the

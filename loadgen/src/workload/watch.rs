@@ -111,8 +111,6 @@ async fn drive(run: &Run, args: &StreamArgs, keys: KeySpace) -> Result<(Recorder
         tokio::select! {
             r = ready_rx.recv() => match r {
                 Some(()) => ready += 1,
-                // A stream task ended before its watchers were created: it
-                // has recorded why; go on so the report shows it.
                 None => break,
             },
             _ = phase.shutdown.wait() => break,
@@ -217,6 +215,26 @@ struct Order {
     last_seq: Option<u64>,
 }
 
+/// Tells the driver a stream is done creating its watchers, exactly once:
+/// when the last one is created, or when the task ends without getting
+/// there (so the driver never waits for a stream that failed).
+struct Readiness(Option<mpsc::Sender<()>>);
+
+impl Readiness {
+    fn signal(&mut self) {
+        if let Some(tx) = self.0.take() {
+            // Capacity is one slot per stream, so this cannot be full.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Readiness {
+    fn drop(&mut self) {
+        self.signal();
+    }
+}
+
 async fn stream_task(
     conn: Connection,
     stream: usize,
@@ -225,6 +243,7 @@ async fn stream_task(
     mut tally: Tally,
     ready: mpsc::Sender<()>,
 ) -> Recorder {
+    let mut ready = Readiness(Some(ready));
     tally.rec.declare("watch-create");
     tally.rec.declare("watch-event");
     let first = stream * shared.watchers_per_stream;
@@ -290,7 +309,7 @@ async fn stream_task(
             ids.insert(resp.watch_id(), created_count);
             created_count += 1;
             if created_count == shared.watchers_per_stream {
-                let _ = ready.send(()).await;
+                ready.signal();
             }
         }
         if resp.canceled() {

@@ -22,6 +22,9 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// No loadgen run in these tests should take longer.
+const LOADGEN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A running etcd.
 pub struct Etcd {
     child: Child,
@@ -85,12 +88,29 @@ impl Etcd {
     }
 
     /// Runs loadgen against this etcd with `args` (after the global flags).
+    /// A run that hangs is killed and fails the test.
     pub fn loadgen(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(["--endpoints", &self.endpoint, "--no-progress"])
             .args(args)
-            .output()
-            .expect("loadgen runs")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("loadgen runs");
+        let deadline = Instant::now() + LOADGEN_TIMEOUT;
+        while child.try_wait().expect("loadgen status").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("loadgen output");
+                panic!(
+                    "loadgen {args:?} still running after {LOADGEN_TIMEOUT:?}:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("loadgen output")
     }
 }
 

@@ -173,16 +173,17 @@ pub async fn run(
         }
     }
     let every = compact.unwrap_or(COMPACT_EVERY.div_f64(args.speedup));
-    tasks.push(tokio::spawn(compactor(
+    let compaction = tokio::spawn(compactor(
         Clients::new(run.conn(next_conn).clone()),
         every,
         phase.clone(),
         run.tally(&phase),
-    )));
-    // The traffic phase ends at the deadline, at --total, or on Ctrl-C.
-    phase.shutdown.wait().await;
+    ));
+    // The actors stop at the deadline, at --total, or on Ctrl-C; the
+    // compactor runs until the phase ends.
     let mut rec = gather(tasks, &run.incidents).await;
     let elapsed = phase.finish();
+    rec.merge(gather(vec![compaction], &run.incidents).await);
 
     // Drain: every write of ours must reach its watch.
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
