@@ -649,3 +649,41 @@ fn checkpoint_and_reopen_keep_everything() {
     assert_eq!(t.store.hash().unwrap(), before);
     assert!(t.store.db_size() >= t.store.db_size_in_use());
 }
+
+#[test]
+fn online_defragment_keeps_writes_made_during_the_copy() {
+    let mut t = T::new();
+    for i in 0..200 {
+        t.put(&format!("k{i:03}"), &"x".repeat(200));
+        t.store.checkpoint().unwrap(); // each commit leaves dead pages behind
+    }
+    t.del("k", "l");
+    t.apply(Op::Compact {
+        revision: t.store.current_revision(),
+    })
+    .unwrap();
+    t.store.checkpoint().unwrap();
+    let before = t.store.db_size();
+    let job = t.store.begin_defragment().unwrap();
+    let mut copy = std::thread::spawn(move || job.build())
+        .join()
+        .unwrap()
+        .unwrap();
+    t.put("during", "1");
+    t.store.checkpoint().unwrap();
+    assert!(t.store.defragment_backlog() > 0);
+    t.store.defragment_catch_up(&mut copy).unwrap();
+    assert_eq!(t.store.defragment_backlog(), 0);
+    t.put("during", "2");
+    let hash = t.store.hash().unwrap();
+    t.store.finish_defragment(copy).unwrap();
+    assert!(
+        t.store.db_size() < before,
+        "{} !< {before}",
+        t.store.db_size()
+    );
+    assert_eq!(t.store.hash().unwrap(), hash);
+    t.reopen();
+    assert_eq!(t.store.hash().unwrap(), hash);
+    assert_eq!(t.get("during", "", 0).unwrap().kvs[0].version, 2);
+}

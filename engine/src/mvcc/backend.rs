@@ -73,6 +73,14 @@ impl Backend {
         self.tree.live_bytes()
     }
 
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    pub fn tree_mut(&mut self) -> &mut Tree {
+        &mut self.tree
+    }
+
     pub fn compact_file(&mut self) -> Result<(), MvccError> {
         Ok(self.tree.compact_file()?)
     }

@@ -28,6 +28,7 @@
 
 mod apply;
 mod backend;
+mod defrag;
 mod error;
 mod keyspace;
 mod layers;
@@ -37,6 +38,7 @@ mod snapshot;
 mod store;
 mod types;
 
+pub use defrag::{DefragCopy, DefragJob};
 pub use error::MvccError;
 pub use revision::Revision;
 pub use store::{Store, StoreOptions, TREE_FILE};

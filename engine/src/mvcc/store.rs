@@ -93,6 +93,14 @@ impl Store {
         })
     }
 
+    pub(super) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub(super) fn backend_mut(&mut self) -> &mut Backend {
+        &mut self.backend
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -309,7 +317,8 @@ impl Store {
         self.backend.live_bytes()
     }
 
-    /// Checkpoints, then rewrites the tree file without its dead pages.
+    /// Checkpoints, then rewrites the tree file without its dead pages,
+    /// blocking; see `begin_defragment` for the online form.
     pub fn defragment(&mut self) -> Result<(), MvccError> {
         self.checkpoint()?;
         self.backend.compact_file()

@@ -1,0 +1,66 @@
+//! Online defragmentation: etcd's defrag without stopping writes.
+//!
+//! The store checkpoints, pins the tree, and a [`DefragJob`] copies the live
+//! entries into a new file, on any thread, while the sequencer keeps applying
+//! and checkpointing. Between checkpoints the sequencer calls
+//! [`Store::defragment_catch_up`] (cheap: copies only the keys committed
+//! since the last call) and, once the backlog is small,
+//! [`Store::finish_defragment`] switches files; writes wait at most for that
+//! last catch-up. [`Store::defragment`] does all of it in one blocking call.
+//!
+//! ```
+//! use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+//! let put = |k: &str| Op::Put(PutRequest { key: k.into(), value: vec![1; 100], ..Default::default() });
+//! store.apply(1, &put("a")).unwrap();
+//! let job = store.begin_defragment().unwrap();
+//! let copy = std::thread::spawn(move || job.build()).join().unwrap().unwrap();
+//! store.apply(2, &put("b")).unwrap(); // writes go on meanwhile
+//! store.checkpoint().unwrap();
+//! store.finish_defragment(copy).unwrap();
+//! assert_eq!(store.current_revision(), 3);
+//! ```
+
+use crate::btree::{CompactedFile, CompactionJob};
+
+use super::error::MvccError;
+use super::store::Store;
+
+/// The copy half of an online defragmentation; `Send`, run it anywhere.
+pub struct DefragJob(CompactionJob);
+
+/// A finished copy waiting to be caught up and switched to.
+pub struct DefragCopy(CompactedFile);
+
+impl DefragJob {
+    /// Writes the pinned state, densely packed, into the new file.
+    pub fn build(self) -> Result<DefragCopy, MvccError> {
+        Ok(DefragCopy(self.0.build()?))
+    }
+}
+
+impl Store {
+    /// Checkpoints, then starts copying the tree. Starting another abandons
+    /// this one.
+    pub fn begin_defragment(&mut self) -> Result<DefragJob, MvccError> {
+        self.checkpoint()?;
+        Ok(DefragJob(self.backend_mut().tree_mut().begin_compaction()?))
+    }
+
+    /// Tree keys committed since the copy started (or its last catch-up).
+    pub fn defragment_backlog(&self) -> usize {
+        self.backend().tree().compaction_backlog()
+    }
+
+    /// Copies what was committed since the last catch-up into the copy.
+    pub fn defragment_catch_up(&mut self, copy: &mut DefragCopy) -> Result<usize, MvccError> {
+        Ok(self.backend_mut().tree_mut().catch_up(&mut copy.0)?)
+    }
+
+    /// Checkpoints, catches the copy up a last time and switches to it.
+    pub fn finish_defragment(&mut self, copy: DefragCopy) -> Result<(), MvccError> {
+        self.checkpoint()?;
+        Ok(self.backend_mut().tree_mut().finish_compaction(copy.0)?)
+    }
+}
