@@ -39,6 +39,14 @@ fn options(size: usize, seed: u64) -> SimOptions {
     o.drop_per_mille = rng.below(150);
     o.dup_per_mille = rng.below(100);
     o.max_delay = rng.below(4);
+    o.long_delay_per_mille = rng.below(30);
+    o.long_delay = 40;
+    // Some seeds are stormy: frequent early elections.
+    o.election_churn_per_mille = if rng.chance(300) {
+        40 + rng.below(80)
+    } else {
+        rng.below(20)
+    };
     o
 }
 
@@ -89,6 +97,15 @@ fn chaos_step(c: &mut Cluster, spare: &[NodeId], stats: &mut Stats) -> Result<()
     if let Some(id) = c.rng.pick(&live) {
         if c.rng.chance(60) {
             c.start_read(id);
+        }
+    }
+    let churn = c.opts.election_churn_per_mille;
+    if c.rng.chance(churn) {
+        // Election churn: a node times out early (its clock runs fast).
+        if let Some(id) = c.rng.pick(&live) {
+            c.log(|| format!("campaign {id}"));
+            c.raw(id).campaign();
+            c.process(id)?;
         }
     }
     if c.rng.chance(8) && live.len() > 1 {

@@ -70,6 +70,13 @@ pub struct SimOptions {
     pub dup_per_mille: u64,
     /// Messages are delayed by 0..=max_delay ticks (reordering included).
     pub max_delay: u64,
+    /// Per mille of messages held back much longer (up to `long_delay`
+    /// ticks), so stale messages from old terms arrive late.
+    pub long_delay_per_mille: u64,
+    pub long_delay: u64,
+    /// Per mille of ticks on which the simulation makes a random node
+    /// campaign early (the simulation driver reads it; nodes do not).
+    pub election_churn_per_mille: u64,
     /// Serve reads from the leader lease instead of a heartbeat round.
     pub lease_reads: bool,
 }
@@ -87,6 +94,9 @@ impl Default for SimOptions {
             drop_per_mille: 0,
             dup_per_mille: 0,
             max_delay: 0,
+            long_delay_per_mille: 0,
+            long_delay: 0,
+            election_churn_per_mille: 0,
             lease_reads: false,
         }
     }
@@ -330,7 +340,10 @@ impl Cluster {
             self.on_dropped(&msg);
         }
         for _ in 0..copies {
-            let delay = self.rng.below(self.opts.max_delay + 1);
+            let mut delay = self.rng.below(self.opts.max_delay + 1);
+            if self.rng.chance(self.opts.long_delay_per_mille) {
+                delay += self.rng.below(self.opts.long_delay + 1);
+            }
             self.seq += 1;
             self.net.push(InFlight {
                 deliver_at: self.now + delay,
@@ -791,6 +804,7 @@ impl Cluster {
         self.opts.drop_per_mille = 0;
         self.opts.dup_per_mille = 0;
         self.opts.max_delay = self.opts.max_delay.min(1);
+        self.opts.long_delay_per_mille = 0;
         for id in self.nodes.keys().copied().collect::<Vec<_>>() {
             if self.nodes[&id].raw.is_none() {
                 self.restart(id);
