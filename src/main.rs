@@ -84,6 +84,10 @@ struct Flags {
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// basalt: restore a file saved by `etcdctl snapshot save` into a new
+    /// --data-dir, then exit (etcd: `etcdctl snapshot restore`).
+    #[arg(long, value_name = "FILE")]
+    restore_snapshot: Option<PathBuf>,
     /// basalt: executors (one pinned per core); 0 = every CPU allowed.
     #[arg(long, default_value_t = 0)]
     cores: usize,
@@ -100,9 +104,21 @@ fn main() -> ExitCode {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&flags.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    let cfg = config(&flags);
+    if let Some(file) = &flags.restore_snapshot {
+        return match basalt_net::snapshot_file::restore(file, &cfg.data_dir) {
+            Ok(()) => {
+                tracing::info!(file = %file.display(), data_dir = %cfg.data_dir.display(), "snapshot restored");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot restore failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
     log_flags_not_acted_on(&flags);
 
-    let cfg = config(&flags);
     // Block the stop signals before any executor thread exists, so they
     // inherit the mask and the main thread alone receives them.
     let signals = match StopSignals::block() {

@@ -66,6 +66,9 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A snapshot file that is not one basalt streamed, or is damaged.
+    #[error("snapshot file: {0}")]
+    SnapshotFile(String),
     /// An executor failed to start or stopped with an error.
     #[error("{0}")]
     Startup(String),
@@ -91,7 +94,9 @@ impl Error {
             LeaseExists | AuthNotEnabled => Code::FailedPrecondition,
             Stopped | NotCapable => Code::Unavailable,
             Corrupt => Code::DataLoss,
-            Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) => Code::Internal,
+            Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) | SnapshotFile(_) => {
+                Code::Internal
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod proto;
 pub mod sequencer;
 pub mod server;
 pub mod services;
+pub mod snapshot_file;
 pub mod validate;
 pub mod watch;
 pub mod wire;

@@ -135,6 +135,16 @@ mod tests {
         assert_eq!(c.cluster_id, 0xcdf818194e3a8c32);
     }
 
+    /// Observed from etcd 3.4.23 started with peer URL
+    /// http://127.0.0.1:23802 and the default token.
+    #[test]
+    fn matches_etcd_ids_for_a_loopback_peer() {
+        let peers = vec!["http://127.0.0.1:23802".to_string()];
+        let id = member_id(&peers, "etcd-cluster");
+        assert_eq!(id, 185828541645115251);
+        assert_eq!(cluster_id(&[id]), 8140765981764738059);
+    }
+
     #[test]
     fn bad_initial_cluster_is_an_error() {
         let peers = vec!["http://a:2380".to_string()];

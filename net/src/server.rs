@@ -320,11 +320,6 @@ impl Executor {
             }
         };
         seq.start();
-        let ctx = Rc::new(ServiceContext {
-            sequencer: SequencerClient::Local(seq.clone()),
-            cluster,
-            limits: kv,
-        });
         let Executor {
             id,
             listen,
@@ -333,7 +328,14 @@ impl Executor {
             stop,
             ready,
         } = self;
-        let serving = Serving::bind(id, &listen, ctx, limits, &ready)?;
+        let (serving, bound) = Serving::bind(id, &listen, limits, &ready)?;
+        let mut cluster = cluster;
+        fix_advertised_ports(&mut cluster, &bound);
+        let ctx = Rc::new(ServiceContext {
+            sequencer: SequencerClient::Local(seq.clone()),
+            cluster,
+            limits: kv,
+        });
         if let Some(mesh) = mesh {
             let (_, receivers) = mesh
                 .join(Role::Consumer)
@@ -341,7 +343,7 @@ impl Executor {
                 .map_err(|_| "cannot join the sequencer mesh".to_string())?;
             serve_mesh(seq.clone(), receivers);
         }
-        serving.run(stop, drain_timeout).await;
+        serving.run(ctx, stop, drain_timeout).await;
         // Forwarded requests must be finished before the sequencer stops.
         for d in drained {
             let _ = d.await;
@@ -368,8 +370,8 @@ impl Executor {
             cluster,
             limits: kv,
         });
-        let serving = Serving::bind(self.id, &self.listen, ctx, self.limits, &self.ready)?;
-        serving.run(self.stop, self.drain_timeout).await;
+        let (serving, _) = Serving::bind(self.id, &self.listen, self.limits, &self.ready)?;
+        serving.run(ctx, self.stop, self.drain_timeout).await;
         let _ = drained.send(());
         Ok(())
     }
@@ -379,7 +381,6 @@ impl Executor {
 struct Serving {
     id: usize,
     listeners: Vec<TcpListener>,
-    ctx: Rc<ServiceContext>,
     limits: Limits,
 }
 
@@ -387,10 +388,9 @@ impl Serving {
     fn bind(
         id: usize,
         listen: &[SocketAddr],
-        ctx: Rc<ServiceContext>,
         limits: Limits,
         ready: &mpsc::Sender<Result<Vec<SocketAddr>, String>>,
-    ) -> Result<Serving, String> {
+    ) -> Result<(Serving, Vec<SocketAddr>), String> {
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for addr in listen {
@@ -406,21 +406,28 @@ impl Serving {
                 }
             }
         }
-        let _ = ready.send(Ok(bound));
-        Ok(Serving {
-            id,
-            listeners,
-            ctx,
-            limits,
-        })
+        let _ = ready.send(Ok(bound.clone()));
+        Ok((
+            Serving {
+                id,
+                listeners,
+                limits,
+            },
+            bound,
+        ))
     }
 
     /// Accepts until `stop`, then waits (bounded) for open connections to
     /// finish their calls.
-    async fn run(self, stop: oneshot::Receiver<()>, drain_timeout: Duration) {
+    async fn run(
+        self,
+        ctx: Rc<ServiceContext>,
+        stop: oneshot::Receiver<()>,
+        drain_timeout: Duration,
+    ) {
         let shutdown = Rc::new(Shutdown::new());
         let open = Rc::new(Cell::new(0usize));
-        let router = Rc::new(router(self.ctx.clone()));
+        let router = Rc::new(router(ctx));
         let mut loops = Vec::new();
         for listener in self.listeners {
             let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());

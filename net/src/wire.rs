@@ -143,8 +143,8 @@ pub fn event(e: m::Event) -> mvccpb::Event {
     }
 }
 
-/// `header` goes on the top-level response; etcd also fills the headers of
-/// responses nested in a txn, with the same header.
+/// `header` goes on the response; responses nested in a txn carry only the
+/// revision in theirs, as etcd's do.
 pub fn range_response(r: m::RangeResponse, header: &pb::ResponseHeader) -> pb::RangeResponse {
     pb::RangeResponse {
         header: Some(*header),
@@ -174,8 +174,14 @@ pub fn delete_response(
 
 pub fn txn_response(r: m::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
     use pb::response_op::Response;
+    let nested = pb::ResponseHeader {
+        revision: header.revision,
+        ..Default::default()
+    };
+    let header_out = *header;
+    let header = &nested;
     pb::TxnResponse {
-        header: Some(*header),
+        header: Some(header_out),
         succeeded: r.succeeded,
         responses: r
             .responses

@@ -10,6 +10,7 @@ use h2::RecvStream;
 use http::Request;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
+use super::authority::AuthorityFix;
 use super::call::{Metadata, RequestStream, ResponseSink};
 use super::deadline::parse_grpc_timeout;
 use super::router::Router;
@@ -49,7 +50,7 @@ pub async fn serve_connection(
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .handshake::<_, Bytes>(tcp.compat())
+        .handshake::<_, Bytes>(AuthorityFix::new(tcp).compat())
         .await?;
     let mut draining = false;
     loop {

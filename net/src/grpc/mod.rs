@@ -26,6 +26,7 @@
 //! );
 //! ```
 
+mod authority;
 mod call;
 mod codec;
 mod connection;

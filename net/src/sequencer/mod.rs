@@ -165,7 +165,15 @@ impl Sequencer {
         if replayed > 0 {
             store.checkpoint()?;
         }
-        let term = recovered.hard_state.term + 1;
+        // A store restored from a snapshot is ahead of an empty log: move
+        // the log's start past it so indices keep increasing.
+        if wal.last_index() < store.applied_index() {
+            wal.release_below(store.applied_index() + 1)
+                .await
+                .map_err(|e| Error::Wal(e.to_string()))?;
+        }
+        // etcd's first election moves a new member to term 2.
+        let term = (recovered.hard_state.term + 1).max(2);
         wal.save_hard_state(HardState {
             term,
             vote: cfg.member_id,

@@ -121,13 +121,15 @@ async fn status(ctx: Rc<ServiceContext>) -> Result<pb::StatusResponse, Status> {
     })
 }
 
-/// The store's snapshot in 32 KiB pieces, each saying how much follows.
+/// The store's snapshot, framed as etcdctl expects (see
+/// [`crate::snapshot_file`]), in 32 KiB pieces, each saying how much follows.
 /// The blob is built whole at the sequencer first (this slice); the
 /// sending side still respects flow control piece by piece.
 async fn snapshot(ctx: Rc<ServiceContext>, mut sink: ResponseSink) -> Result<(), Status> {
     let Reply::Snapshot { blob, header } = ctx.sequencer.call(Command::Snapshot).await? else {
         return Err(unexpected("Snapshot"));
     };
+    let blob = crate::snapshot_file::wrap(blob);
     let total = blob.len();
     let mut sent = 0;
     for piece in blob.chunks(SNAPSHOT_CHUNK) {
