@@ -613,7 +613,37 @@ impl<S: Storage> Raft<S> {
 
     // ----- stepping -------------------------------------------------------
 
+    /// Rejects messages no correct peer sends, before they can break a
+    /// log invariant: appends must carry contiguous entries following
+    /// `index` with terms that never decrease and never exceed the sender's.
+    fn validate(m: &Message) -> Result<()> {
+        let bad = |reason| Err(Error::InvalidMessage { reason });
+        match m.msg_type {
+            MessageType::Append => {
+                let mut prev_term = m.log_term;
+                for (i, e) in m.entries.iter().enumerate() {
+                    if e.index != m.index + 1 + i as u64 {
+                        return bad("append entries are not contiguous after index");
+                    }
+                    if e.term < prev_term || e.term > m.term {
+                        return bad("append entry terms out of order");
+                    }
+                    prev_term = e.term;
+                }
+                if m.log_term > m.term {
+                    return bad("append log_term above message term");
+                }
+            }
+            MessageType::Snapshot if m.snapshot.is_none() => {
+                return bad("snapshot message without snapshot")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     pub fn step(&mut self, m: Message) -> Result<()> {
+        Self::validate(&m)?;
         if matches!(
             m.msg_type,
             MessageType::VoteResponse | MessageType::PreVoteResponse
@@ -662,10 +692,21 @@ impl<S: Storage> Raft<S> {
                 // keep a lagging node from ever winning an election.
                 let r = Message::new(MessageType::AppendResponse, self.id, m.from);
                 self.send(r);
-            } else if m.msg_type == MessageType::PreVote {
-                let mut r = Message::new(MessageType::PreVoteResponse, self.id, m.from);
+            } else if matches!(m.msg_type, MessageType::PreVote | MessageType::Vote) {
+                // Tell a candidate from an old term about ours. Without this a
+                // candidate that only ever talks to voters whose campaigns run
+                // ahead of it (their Vote requests never reach it, e.g. it is
+                // not in their stale config) stays behind forever.
+                let resp = if m.msg_type == MessageType::Vote {
+                    MessageType::VoteResponse
+                } else {
+                    MessageType::PreVoteResponse
+                };
+                let mut r = Message::new(resp, self.id, m.from);
                 r.term = self.term;
                 r.reject = true;
+                r.commit = self.log.committed;
+                r.log_term = self.log.term_or_zero(self.log.committed);
                 self.send(r);
             }
             return Ok(());

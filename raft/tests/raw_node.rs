@@ -338,3 +338,40 @@ fn a_batch_travels_in_one_append() {
         Err(Error::ProposalDropped { .. })
     ));
 }
+
+#[test]
+fn malformed_appends_are_errors_not_panics() {
+    let mut n = RawNode::new(Config::new(2), MemStorage::new_with_voters(&[1, 2, 3])).unwrap();
+    let append = |index: u64, log_term: u64, ents: &[(u64, u64)]| {
+        let mut m = Message::new(MessageType::Append, 1, 2);
+        m.term = 2;
+        m.index = index;
+        m.log_term = log_term;
+        m.entries = ents
+            .iter()
+            .map(|&(index, term)| Entry {
+                index,
+                term,
+                ..Entry::default()
+            })
+            .collect();
+        m
+    };
+    let invalid = |r: basalt_raft::Result<()>| matches!(r, Err(Error::InvalidMessage { .. }));
+    assert!(
+        invalid(n.step(append(1, 1, &[(1, 2)]))),
+        "entry at the prev index"
+    );
+    assert!(invalid(n.step(append(1, 1, &[(2, 2), (4, 2)]))), "gap");
+    assert!(
+        invalid(n.step(append(1, 1, &[(2, 3)]))),
+        "term above the sender's"
+    );
+    assert!(invalid(n.step(append(1, 2, &[(2, 1)]))), "term below prev");
+    let mut snap = Message::new(MessageType::Snapshot, 1, 2);
+    snap.term = 2;
+    assert!(invalid(n.step(snap)));
+    assert_eq!(n.term(), 1, "nothing was applied");
+    assert_eq!(n.step(append(1, 1, &[(2, 2)])), Ok(()));
+    assert_eq!(n.status().last_index, 2);
+}

@@ -332,3 +332,16 @@ fn size_3() {
 fn size_5() {
     run_many(5);
 }
+
+/// Seeds that once failed, replayed on every run. They depend on this
+/// file's exact use of the PRNG: when the driver changes, re-find them.
+#[test]
+fn regressions() {
+    // size 3 seed 1228: a candidate whose Vote requests always reached a
+    // voter already at a higher term got no answer and never caught up.
+    for (size, seed) in [(3usize, 1228u64)] {
+        if let Err(v) = run_seed(size, seed, true) {
+            panic!("regression size {size} seed {seed}: {}", v.0);
+        }
+    }
+}
