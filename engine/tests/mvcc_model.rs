@@ -88,6 +88,9 @@ impl Model {
             });
         }
         let mut kvs = self.visible(&req.key, &req.range_end, rev);
+        if req.sort_order == SortOrder::Descend {
+            kvs.reverse();
+        }
         let count = kvs.len() as i64;
         if req.count_only {
             kvs.clear();
@@ -378,6 +381,7 @@ enum Step {
         limit: i64,
         count_only: bool,
         keys_only: bool,
+        descend: bool,
     },
     Events {
         back: i64,
@@ -406,8 +410,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (-1i64..6).prop_map(|back| Step::Compact { back }),
         1 => (1i64..4).prop_map(|id| Step::Grant { id }),
         1 => (1i64..4).prop_map(|id| Step::Revoke { id }),
-        4 => (key, end, -1i64..8, 0i64..4, any::<bool>(), any::<bool>())
-            .prop_map(|(key, end, back, limit, count_only, keys_only)| Step::Range { key, end, back, limit, count_only, keys_only }),
+        4 => (key, end, -1i64..8, 0i64..4, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(key, end, back, limit, count_only, keys_only, descend)| Step::Range { key, end, back, limit, count_only, keys_only, descend }),
         1 => (0i64..8).prop_map(|back| Step::Events { back }),
         1 => Just(Step::Checkpoint),
         1 => Just(Step::Reopen),
@@ -525,6 +529,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 limit,
                 count_only,
                 keys_only,
+                descend,
             } => {
                 let req = RangeRequest {
                     key: KEYS[key].to_vec(),
@@ -537,6 +542,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     limit,
                     count_only,
                     keys_only,
+                    sort_order: if descend {
+                        SortOrder::Descend
+                    } else {
+                        SortOrder::None
+                    },
                     ..Default::default()
                 };
                 same(&store.range(&req), &model.range(&req, model.current))?;

@@ -65,8 +65,25 @@ pub fn live_in(
     range: UserRange<'_>,
     limit: Option<usize>,
 ) -> Result<Vec<(LiveRecord, KeyValue)>, MvccError> {
+    collect_live(view.scan(&live_bounds(range)), view, limit)
+}
+
+/// As [`live_in`], descending.
+fn live_in_rev(
+    view: &Layered<'_>,
+    range: UserRange<'_>,
+    limit: Option<usize>,
+) -> Result<Vec<(LiveRecord, KeyValue)>, MvccError> {
+    collect_live(view.scan_rev(&live_bounds(range)), view, limit)
+}
+
+fn collect_live(
+    entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), MvccError>>,
+    view: &Layered<'_>,
+    limit: Option<usize>,
+) -> Result<Vec<(LiveRecord, KeyValue)>, MvccError> {
     let mut out = Vec::new();
-    for item in view.scan(&live_bounds(range)) {
+    for item in entries {
         if limit.is_some_and(|l| out.len() >= l) {
             break;
         }
@@ -152,8 +169,17 @@ pub fn range(
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // As etcd: sorting or filtering needs every key; otherwise one more than
-    // the limit tells whether there are `more`.
-    let fetch = if req.sort_order != SortOrder::None || filtered || req.limit <= 0 {
+    // the limit tells whether there are `more`. Sorting by key is the scan
+    // order (or its reverse at the current revision), so it needs no more
+    // than that: etcd would return the same keys after reading them all.
+    let by_key_descending =
+        req.sort_target == SortTarget::Key && req.sort_order == SortOrder::Descend;
+    let scan_order_suffices = match req.sort_order {
+        SortOrder::None => true,
+        SortOrder::Ascend => req.sort_target == SortTarget::Key,
+        SortOrder::Descend => by_key_descending && rev == current,
+    };
+    let fetch = if !scan_order_suffices || filtered || req.limit <= 0 {
         None
     } else {
         usize::try_from(req.limit)
@@ -172,6 +198,11 @@ pub fn range(
         let count = view.count(&live_bounds(range))? as i64;
         let kvs = if req.count_only {
             Vec::new()
+        } else if by_key_descending {
+            live_in_rev(view, range, fetch)?
+                .into_iter()
+                .map(|(_, kv)| kv)
+                .collect()
         } else {
             live_in(view, range, fetch)?
                 .into_iter()
