@@ -22,12 +22,14 @@
 //! assert_eq!(keeper.take_expired(t0 + Duration::from_secs(3), 100), vec![7]);
 //! ```
 
+mod call;
 mod keeper;
 mod lessor;
 mod service;
 mod ttl;
 mod wiring;
 
+pub use call::{ForwardedLeases, LeaseApi, LeaseCall, LeaseReply};
 pub use keeper::Keeper;
 pub use lessor::{LeaseConfig, LeaseLog, Lessor, LogFuture};
 pub use service::{

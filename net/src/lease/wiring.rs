@@ -9,6 +9,7 @@ use crate::grpc::{Code, Router, Status};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, LogEntry, LogRequest, Reply, Sequencer};
 
+use super::call::LeaseApi;
 use super::lessor::{LeaseConfig, LeaseLog, Lessor, LogFuture};
 use super::service::register;
 
@@ -53,7 +54,8 @@ impl LeaseLog for Sequencer {
 pub fn attach(router: &mut Router, seq: &Rc<Sequencer>, cfg: LeaseConfig) -> Rc<Lessor> {
     let log: Rc<dyn LeaseLog> = seq.clone();
     let lessor = Rc::new(Lessor::new(log, cfg));
-    register(router, lessor.clone());
+    let api: Rc<dyn LeaseApi> = lessor.clone();
+    register(router, api);
     glommio::spawn_local(Lessor::run_expiry(Rc::downgrade(&lessor))).detach();
     lessor
 }

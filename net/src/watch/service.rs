@@ -86,6 +86,29 @@ impl Drop for OpenStream {
     }
 }
 
+/// Where a hub stream's requests come from: the gRPC call, or a channel
+/// from the executor that holds the client's connection.
+pub(super) trait WatchRequests {
+    async fn next_request(&mut self) -> Result<Option<pb::WatchRequest>, Status>;
+}
+
+/// Where a hub stream's responses go.
+pub(super) trait WatchResponses {
+    async fn send_response(&mut self, resp: &pb::WatchResponse) -> Result<(), Status>;
+}
+
+impl WatchRequests for RequestStream {
+    async fn next_request(&mut self) -> Result<Option<pb::WatchRequest>, Status> {
+        self.next::<pb::WatchRequest>().await
+    }
+}
+
+impl WatchResponses for ResponseSink {
+    async fn send_response(&mut self, resp: &pb::WatchResponse) -> Result<(), Status> {
+        self.send(resp).await
+    }
+}
+
 async fn serve(
     hub: Rc<RefCell<Hub>>,
     source: Rc<dyn HistorySource>,
@@ -96,12 +119,23 @@ async fn serve(
     // `hasleader: true` asks to fail rather than hang without a leader; a
     // single member is always its own leader, so it is served as any other.
     let _ = meta.requires_leader();
+    run_stream(hub, source, requests, responses).await
+}
+
+/// Serves one watch stream on the hub until the client goes away, or has
+/// half-closed and everything queued went out.
+pub(super) async fn run_stream(
+    hub: Rc<RefCell<Hub>>,
+    source: Rc<dyn HistorySource>,
+    requests: impl WatchRequests,
+    responses: impl WatchResponses,
+) -> Result<(), Status> {
     let sid = hub.borrow_mut().open_stream();
     let _open = OpenStream {
         hub: hub.clone(),
         sid,
     };
-    let half_closed = Rc::new(Cell::new(false));
+    let half_closed = Cell::new(false);
     futures_lite::future::or(
         receive(&hub, &*source, sid, requests, &half_closed),
         send(&hub, &*source, sid, responses, &half_closed),
@@ -113,10 +147,10 @@ async fn receive(
     hub: &RefCell<Hub>,
     source: &dyn HistorySource,
     sid: StreamId,
-    mut requests: RequestStream,
+    mut requests: impl WatchRequests,
     half_closed: &Cell<bool>,
 ) -> Result<(), Status> {
-    while let Some(req) = requests.next::<pb::WatchRequest>().await? {
+    while let Some(req) = requests.next_request().await? {
         let history = source.history();
         hub.borrow_mut().handle(sid, req, &*history);
     }
@@ -131,7 +165,7 @@ async fn send(
     hub: &RefCell<Hub>,
     source: &dyn HistorySource,
     sid: StreamId,
-    mut responses: ResponseSink,
+    mut responses: impl WatchResponses,
     half_closed: &Cell<bool>,
 ) -> Result<(), Status> {
     loop {
@@ -165,10 +199,10 @@ async fn send(
         if out.fragment {
             let max = hub.borrow().config().max_response_bytes;
             for piece in fragments(out.response, max) {
-                responses.send(&piece).await?;
+                responses.send_response(&piece).await?;
             }
         } else {
-            responses.send(&out.response).await?;
+            responses.send_response(&out.response).await?;
         }
     }
 }
