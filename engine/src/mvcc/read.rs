@@ -97,13 +97,15 @@ fn collect_live(
 
 /// Keys of `range` visible at a past revision `rev`: for each key its newest
 /// version <= rev, unless that is a tombstone. Returns (first `limit` kvs,
-/// total count); with `count_only` no kvs are built.
+/// total count); with `count_only` no kvs are built. With `stop_when_full`
+/// the scan ends once `limit` kvs are found and the count is meaningless.
 fn visible_at(
     view: &Layered<'_>,
     range: UserRange<'_>,
     rev: i64,
     limit: Option<usize>,
     count_only: bool,
+    stop_when_full: bool,
 ) -> Result<(Vec<KeyValue>, i64), MvccError> {
     let mut kvs = Vec::new();
     let mut count = 0i64;
@@ -129,6 +131,9 @@ fn visible_at(
         let same_key = candidate.as_ref().is_some_and(|(k, _, _)| *k == key);
         if !same_key {
             settle(candidate.take(), &mut kvs)?;
+            if stop_when_full && limit.is_some_and(|l| kvs.len() >= l) {
+                return Ok((kvs, count));
+            }
         }
         if r.main <= rev {
             candidate = Some((key, r, bytes));
@@ -139,6 +144,54 @@ fn visible_at(
     }
     settle(candidate.take(), &mut kvs)?;
     Ok((kvs, count))
+}
+
+/// Whether `key` had a live version at `rev`.
+fn live_at(view: &Layered<'_>, key: &[u8], rev: i64) -> Result<bool, MvccError> {
+    let bounds = (
+        Bound::Included(version_prefix(key)),
+        Bound::Included(version_key(key, Revision::new(rev, i64::MAX))),
+    );
+    match view.scan_rev(&bounds).next() {
+        None => Ok(false),
+        Some(item) => {
+            let (_, bytes) = item?;
+            Ok(matches!(
+                VersionRecord::decode(&bytes)?,
+                VersionRecord::Put { .. }
+            ))
+        }
+    }
+}
+
+/// The number of keys of `range` live at the past revision `rev`, from the
+/// O(log n) count of the live keys now corrected by the keys changed since
+/// `rev`. `None` when more changes than keys in the range happened since
+/// (then scanning the range is cheaper).
+fn count_at(view: &Layered<'_>, range: UserRange<'_>, rev: i64) -> Result<Option<i64>, MvccError> {
+    /// Below this many changes the delta is always worth it.
+    const MIN_BUDGET: u64 = 1024;
+    let now = view.count(&live_bounds(range))?;
+    let budget = now.max(MIN_BUDGET);
+    let since = (
+        Bound::Included(change_key(Revision::new(rev + 1, 0))),
+        Bound::Excluded(vec![CHANGE + 1]),
+    );
+    let mut changed = std::collections::BTreeSet::new();
+    for (seen, item) in view.scan(&since).enumerate() {
+        if seen as u64 >= budget {
+            return Ok(None);
+        }
+        let (_, key) = item?;
+        if range.contains(&key) {
+            changed.insert(key);
+        }
+    }
+    let mut count = now as i64;
+    for key in changed {
+        count += i64::from(live_at(view, &key, rev)?) - i64::from(live(view, &key)?.is_some());
+    }
+    Ok(Some(count))
 }
 
 /// etcd's Range: `current` is the view's revision, `compacted` the compact
@@ -210,8 +263,16 @@ pub fn range(
                 .collect()
         };
         (kvs, count)
+    } else if req.count_only || fetch.is_some() {
+        // Paging at a past revision (e.g. a Kubernetes LIST continuation):
+        // count from the changes since `rev` instead of scanning the range.
+        match count_at(view, range, rev)? {
+            Some(count) if req.count_only => (Vec::new(), count),
+            Some(count) => (visible_at(view, range, rev, fetch, false, true)?.0, count),
+            None => visible_at(view, range, rev, fetch, req.count_only, false)?,
+        }
     } else {
-        visible_at(view, range, rev, fetch, req.count_only)?
+        visible_at(view, range, rev, fetch, req.count_only, false)?
     };
 
     // etcd prunes after counting: `count` ignores these filters.
