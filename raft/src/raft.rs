@@ -45,6 +45,10 @@ pub struct Config {
     pub read_only_option: ReadOnlyOption,
     /// Followers drop proposals instead of forwarding them to the leader.
     pub disable_proposal_forwarding: bool,
+    /// Cap on the payload bytes a leader holds appended but not yet
+    /// applied; proposals beyond it are dropped (0 = no cap). Bounds the
+    /// memory a slow quorum can make the leader hold.
+    pub max_uncommitted_entries_size: u64,
     /// Seeds the election-timeout randomizer, so runs replay exactly.
     pub seed: u64,
 }
@@ -64,6 +68,7 @@ impl Config {
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
             disable_proposal_forwarding: false,
+            max_uncommitted_entries_size: 0,
             seed: id,
         }
     }
@@ -152,6 +157,8 @@ pub(crate) struct Raft<S: Storage> {
     read_only: ReadOnly,
     /// Reads that arrived before this leader committed an entry of its term.
     pending_read_index: Vec<Message>,
+    /// Payload bytes this leader appended that are not yet applied.
+    uncommitted_size: u64,
     election_elapsed: usize,
     heartbeat_elapsed: usize,
     randomized_election_timeout: usize,
@@ -178,6 +185,7 @@ impl<S: Storage> Raft<S> {
             read_states: Vec::new(),
             read_only: ReadOnly::default(),
             pending_read_index: Vec::new(),
+            uncommitted_size: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.election_tick,
@@ -394,6 +402,7 @@ impl<S: Storage> Raft<S> {
         self.pending_conf_index = 0;
         self.read_only = ReadOnly::default();
         self.pending_read_index.clear();
+        self.uncommitted_size = 0;
     }
 
     fn reset_randomized_election_timeout(&mut self) {
@@ -927,6 +936,16 @@ impl<S: Storage> Raft<S> {
             }
             conf_index = Some(self.log.last_index() + 1 + i as u64);
         }
+        let payload: u64 = m.entries.iter().map(|e| e.data.len() as u64).sum();
+        let limit = self.cfg.max_uncommitted_entries_size;
+        // An empty backlog always accepts one proposal, however large, so
+        // an oversized entry cannot wedge the leader.
+        if limit > 0 && self.uncommitted_size > 0 && self.uncommitted_size + payload > limit {
+            return Err(Error::ProposalDropped {
+                reason: "too many uncommitted entry bytes",
+            });
+        }
+        self.uncommitted_size += payload;
         if let Some(ci) = conf_index {
             self.pending_conf_index = ci;
         }
@@ -1228,6 +1247,13 @@ impl<S: Storage> Raft<S> {
 
     /// Called after the application applied up to `applied`: proposes
     /// leaving a joint configuration the leader is meant to leave itself.
+    /// The application applied entries carrying `payload` bytes.
+    pub fn reduce_uncommitted_size(&mut self, payload: u64) {
+        if self.state == StateRole::Leader {
+            self.uncommitted_size = self.uncommitted_size.saturating_sub(payload);
+        }
+    }
+
     pub fn after_applied(&mut self) {
         if self.state == StateRole::Leader
             && self.tracker.config.auto_leave

@@ -36,6 +36,8 @@ pub struct Ready {
 /// What `advance` needs to remember about the outstanding `Ready`.
 struct Outstanding {
     last_entry: Option<(u64, u64)>,
+    /// Payload bytes of the committed entries handed out.
+    applied_payload: u64,
     snapshot_index: Option<u64>,
     last_committed: Option<u64>,
 }
@@ -214,6 +216,11 @@ impl<S: Storage> RawNode<S> {
         self.prev_hard = hard;
         self.outstanding = Some(Outstanding {
             last_entry: rd.entries.last().map(|e| (e.index, e.term)),
+            applied_payload: rd
+                .committed_entries
+                .iter()
+                .map(|e| e.data.len() as u64)
+                .sum(),
             snapshot_index: rd.snapshot.as_ref().map(|s| s.metadata.index),
             last_committed: rd.committed_entries.last().map(|e| e.index),
         });
@@ -235,6 +242,7 @@ impl<S: Storage> RawNode<S> {
         if let Some(idx) = o.last_committed {
             log.applied_to(idx);
         }
+        self.raft.reduce_uncommitted_size(o.applied_payload);
         self.raft.after_applied();
         Ok(())
     }

@@ -375,3 +375,40 @@ fn malformed_appends_are_errors_not_panics() {
     assert_eq!(n.step(append(1, 1, &[(2, 2)])), Ok(()));
     assert_eq!(n.status().last_index, 2);
 }
+
+#[test]
+fn uncommitted_bytes_are_capped_on_the_leader() {
+    let mut c = Cluster::new(&[1, 2, 3], SimOptions::default(), 11);
+    c.raw(1).campaign();
+    c.process_all().unwrap();
+    c.settle().unwrap();
+    // Rebuild the leader's config with a cap by restarting it as leader.
+    c.crash(1);
+    let disk = c.nodes[&1].disk.clone();
+    let mut cfg = Config::new(1);
+    cfg.max_uncommitted_entries_size = 100;
+    cfg.applied = disk.hard_state().commit;
+    let mut n = RawNode::new(cfg, disk).unwrap();
+    n.campaign();
+    // Make it leader by granting pre-votes and votes from node 2.
+    for t in [MessageType::PreVoteResponse, MessageType::VoteResponse] {
+        let mut r = Message::new(t, 2, 1);
+        r.term = n.term() + u64::from(t == MessageType::PreVoteResponse);
+        n.step(r).unwrap();
+    }
+    assert_eq!(n.role(), StateRole::Leader);
+    n.propose(vec![0; 60]).unwrap();
+    assert!(
+        matches!(n.propose(vec![0; 60]), Err(Error::ProposalDropped { .. })),
+        "60 + 60 > 100"
+    );
+    n.propose(vec![0; 40]).unwrap();
+    // Nothing commits without acks; once applied, the budget frees up.
+    let last = n.status().last_index;
+    let mut ack = Message::new(MessageType::AppendResponse, 2, 1);
+    ack.term = n.term();
+    ack.index = last;
+    n.step(ack).unwrap();
+    drain(&mut n);
+    n.propose(vec![0; 90]).unwrap();
+}
