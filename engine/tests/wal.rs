@@ -22,6 +22,21 @@ where
         .expect("test body does not panic");
 }
 
+/// Gives every other ready task one turn.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 fn entry(term: u64, index: u64, len: usize) -> Entry {
     Entry {
         term,
@@ -442,5 +457,47 @@ fn missing_segment_is_an_error() {
             Wal::open(&d, small_segments()).await,
             Err(WalError::Corrupt { .. })
         ));
+    });
+}
+
+#[test]
+fn release_deletes_only_below_its_own_durable_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&d, small_segments()).await.unwrap();
+        for i in 1..=300 {
+            wal.append(&[entry(1, i, 700)]).await.unwrap();
+        }
+        let wal = Rc::new(wal);
+        let before = wal.segment_paths();
+        // The first release is written at once; the second is queued behind
+        // it and still in flight when the first resolves.
+        let w1 = Rc::clone(&wal);
+        let first = glommio::spawn_local(async move {
+            w1.release_below(100).await.unwrap();
+            w1.segment_paths()
+        });
+        let w2 = Rc::clone(&wal);
+        let second = glommio::spawn_local(async move {
+            // Let the writer take the first release's batch before queueing.
+            yield_once().await;
+            w2.release_below(250).await.unwrap()
+        });
+        let after_first = first.await;
+        second.await;
+        // Entry 100..=249 live in segments that only the second release may
+        // delete: after the first resolved they must all still be there.
+        assert!(before.len() >= 4);
+        let kept = after_first.len();
+        let after_second = wal.segment_paths().len();
+        assert!(
+            kept > after_second,
+            "first release deleted as much as the second ({kept} vs {after_second} segments)"
+        );
+        Rc::try_unwrap(wal).ok().unwrap().close().await.unwrap();
+        let (wal, rec) = Wal::open(&d, small_segments()).await.unwrap();
+        assert_eq!(wal.first_index(), 250);
+        assert_eq!(rec.entries.first().map(|e| e.index), Some(250));
     });
 }

@@ -300,7 +300,7 @@ impl Wal {
     /// starts at `index`.
     pub async fn release_below(&self, index: u64) -> Result<(), WalError> {
         self.submit(Op::Release(index)).await?;
-        self.delete_released_segments().await
+        self.delete_released_segments(index).await
     }
 
     /// First retained index (`last_index() + 1` when the log is empty).
@@ -461,13 +461,16 @@ impl Wal {
         Ok(Some(durable))
     }
 
-    /// Deletes the oldest segments whose entries all lie below the first
-    /// retained index. The segment being written is never deleted, and it
-    /// starts with a preamble, so the hard state and bounds survive.
-    async fn delete_released_segments(&self) -> Result<(), WalError> {
+    /// Deletes the oldest segments whose entries all lie below `below`,
+    /// a release point that is already durable (not `bounds.first`, which
+    /// may include a later release still in flight: deleting up to that
+    /// one before its record is durable would leave a gap after a crash).
+    /// The segment being written is never deleted, and it starts with a
+    /// preamble, so the hard state and bounds survive.
+    async fn delete_released_segments(&self, below: u64) -> Result<(), WalError> {
         let doomed: Vec<PathBuf> = {
             let mut st = self.shared.st.borrow_mut();
-            let first = st.bounds.first;
+            let first = below;
             let keep_last = st.segments.len().saturating_sub(1);
             let n = st.segments[..keep_last]
                 .iter()
