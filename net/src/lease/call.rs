@@ -1,6 +1,7 @@
-//! One lease operation as a value, so an executor other than the
-//! sequencer's can forward it there (both enums are `Send`) and the Lease
-//! handlers serve local and forwarded calls the same way.
+//! One lease operation as a value: the Lease handlers talk to a
+//! [`LeaseApi`] (the [`Lessor`] on the sequencer's executor, or a fake in
+//! tests), and both enums are `Send` should a call ever need to cross
+//! executors by itself.
 
 use std::rc::Rc;
 
@@ -27,22 +28,11 @@ pub enum LeaseReply {
     Leases(pb::LeaseLeasesResponse),
 }
 
-/// Where the Lease handlers of one executor send their calls: the
-/// [`Lessor`] itself on the sequencer's executor, a forwarder elsewhere.
+/// Where the Lease handlers send their calls: the [`Lessor`] on the
+/// sequencer's executor (calls accepted elsewhere are bridged there whole
+/// by the gRPC layer).
 pub trait LeaseApi {
     fn call(&self, call: LeaseCall) -> LogFuture<'_, LeaseReply>;
-}
-
-/// A [`LeaseApi`] that hands every call to `forward` (e.g. over the
-/// server's channel mesh to the executor that runs [`Lessor::execute`]).
-pub struct ForwardedLeases {
-    pub forward: Rc<dyn Fn(LeaseCall) -> LogFuture<'static, LeaseReply>>,
-}
-
-impl LeaseApi for ForwardedLeases {
-    fn call(&self, call: LeaseCall) -> LogFuture<'_, LeaseReply> {
-        (self.forward)(call)
-    }
 }
 
 impl Lessor {

@@ -29,7 +29,7 @@ mod service;
 mod ttl;
 mod wiring;
 
-pub use call::{ForwardedLeases, LeaseApi, LeaseCall, LeaseReply};
+pub use call::{LeaseApi, LeaseCall, LeaseReply};
 pub use keeper::Keeper;
 pub use lessor::{LeaseConfig, LeaseLog, Lessor, LogFuture};
 pub use service::{

@@ -14,9 +14,8 @@ pub const KEEP_ALIVE_METHOD: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
 pub const TIME_TO_LIVE_METHOD: &str = "/etcdserverpb.Lease/LeaseTimeToLive";
 pub const LEASES_METHOD: &str = "/etcdserverpb.Lease/LeaseLeases";
 
-/// Registers the five Lease methods, served by `api`: the
-/// [`super::Lessor`] on the sequencer's executor, a forwarder to it on the
-/// others.
+/// Registers the five Lease methods, served by `api` (the
+/// [`super::Lessor`]), on the sequencer's executor's router.
 pub fn register(router: &mut Router, api: Rc<dyn LeaseApi>) {
     let a = api.clone();
     router.add(

@@ -24,16 +24,12 @@
 //! assert!(created.created && created.watch_id == 0);
 //! ```
 
-mod forward;
 mod fragment;
 mod hub;
 mod range;
 mod service;
 mod wiring;
 
-pub use forward::{
-    register_forwarding, serve_forwarded, ForwardedWatch, WatchForwarder, FORWARD_BUFFER,
-};
 pub use fragment::fragments;
 pub use hub::{
     History, Hub, HubConfig, Outgoing, StreamId, DEFAULT_PROGRESS_INTERVAL, INVALID_WATCH_ID,

@@ -206,3 +206,92 @@ async fn send(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::Code;
+    use crate::watch::HubConfig;
+    use basalt_engine::mvcc::{Event, EventKind, KeyValue, MvccError};
+    use futures_channel::mpsc;
+    use futures_lite::StreamExt;
+
+    struct Empty;
+    impl History for Empty {
+        fn current_revision(&self) -> i64 {
+            1
+        }
+        fn compact_revision(&self) -> i64 {
+            0
+        }
+        fn events_from(
+            &self,
+            _: &[u8],
+            _: &[u8],
+            _: i64,
+            _: usize,
+        ) -> Result<Vec<Event>, MvccError> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl WatchRequests for mpsc::Receiver<pb::WatchRequest> {
+        async fn next_request(&mut self) -> Result<Option<pb::WatchRequest>, Status> {
+            Ok(self.next().await)
+        }
+    }
+
+    impl WatchResponses for mpsc::UnboundedSender<pb::WatchResponse> {
+        async fn send_response(&mut self, resp: &pb::WatchResponse) -> Result<(), Status> {
+            self.unbounded_send(resp.clone())
+                .map_err(|_| Status::new(Code::Cancelled, "closed"))
+        }
+    }
+
+    /// The stream loops on a glommio executor: created response, a
+    /// published event, and the end of the stream (hub stream closed) once
+    /// the client half-closes.
+    #[test]
+    fn stream_serves_requests_and_ends_after_half_close() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor")
+            .run(async {
+                let hub = Rc::new(RefCell::new(Hub::new(
+                    HubConfig::default(),
+                    pb::ResponseHeader::default(),
+                )));
+                let source: Rc<dyn HistorySource> = Rc::new(RefCell::new(Empty));
+                let (mut req_tx, req_rx) = mpsc::channel(8);
+                let (resp_tx, mut resp_rx) = mpsc::unbounded();
+                let served = glommio::spawn_local(run_stream(hub.clone(), source, req_rx, resp_tx));
+                let create = pb::WatchRequest {
+                    request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                        pb::WatchCreateRequest {
+                            key: b"k".to_vec(),
+                            ..Default::default()
+                        },
+                    )),
+                };
+                req_tx.try_send(create).unwrap();
+                let created = resp_rx.next().await.unwrap();
+                assert!(created.created);
+                let put = Event {
+                    kind: EventKind::Put,
+                    kv: KeyValue {
+                        key: b"k".to_vec(),
+                        mod_revision: 2,
+                        ..Default::default()
+                    },
+                    prev_kv: None,
+                };
+                hub.borrow_mut().publish(2, &[put]);
+                let r = resp_rx.next().await.unwrap();
+                assert_eq!(r.events.len(), 1);
+                drop(req_tx);
+                served.await.unwrap();
+                assert!(resp_rx.next().await.is_none(), "stream ended");
+                assert_eq!(hub.borrow().stream_count(), 0);
+            });
+    }
+}
