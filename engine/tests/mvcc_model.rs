@@ -588,6 +588,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             same(&got, &want)?;
             tail.push((index, op));
         }
+        if let Err(e) = store.verify() {
+            prop_assert!(false, "integrity: {}", e);
+        }
         prop_assert_eq!(store.current_revision(), model.current);
         prop_assert_eq!(store.compact_revision(), model.compacted);
         let leases: Vec<(i64, i64, Vec<Vec<u8>>)> = store

@@ -21,6 +21,15 @@
 //! assert_eq!(old.kvs[0].version, 1);
 //! ```
 //!
+//! Costs: a single-key get is two B+tree lookups. `count` (with or without
+//! `limit`) at the current revision is the B+tree's O(log n) count over the
+//! live-key space; at a past revision it is that count corrected by the keys
+//! changed since (O(changes)), falling back to scanning the range's versions
+//! when more changes than keys happened since. Sorting by anything but the
+//! key, or revision filters, read the whole range (as etcd does).
+//! `apply` stages tree writes in memory; `checkpoint` commits them in one
+//! batch, so the server chooses the durability interval (the WAL covers it).
+//!
 //! Invariants: the `l` space holds exactly the keys live at the current
 //! revision, each pointing at an existing put record in `v`; every `v` entry
 //! has its `r` change-log twin; `a` lists exactly the live keys of each lease.
@@ -30,6 +39,7 @@ mod apply;
 mod backend;
 mod defrag;
 mod error;
+mod integrity;
 mod keyspace;
 mod layers;
 mod read;

@@ -324,6 +324,15 @@ impl Store {
         self.backend.compact_file()
     }
 
+    /// Runs `f` on a merged view of the tree and the pending writes.
+    pub(super) fn with_view<T>(
+        &self,
+        f: impl FnOnce(&Layered<'_>) -> Result<T, MvccError>,
+    ) -> Result<T, MvccError> {
+        let base = self.backend.view();
+        f(&self.layered(&base))
+    }
+
     /// Every logical entry, ascending, as the snapshot stream writes it.
     pub(super) fn for_each_entry(
         &self,
