@@ -24,7 +24,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::{parse_listen_url, Config};
 use crate::error::Error;
-use crate::grpc::{serve_connection, Limits, Shutdown};
+use crate::grpc::{forwarding_handler, serve_connection, CallForwarder, Limits, Router, Shutdown};
 use crate::member::ClusterInfo;
 use crate::sequencer::{
     serve_mesh, Sequencer, SequencerClient, SequencerConfig, SequencerMesh, MESH_CHANNEL_CAPACITY,
@@ -336,14 +336,26 @@ impl Executor {
             cluster,
             limits: kv,
         });
+        let mut methods = router(ctx);
+        // Watch and Lease keep their state on this executor.
+        crate::watch::attach(
+            &mut methods,
+            &seq,
+            crate::watch::HubConfig {
+                max_response_bytes: kv.max_request_bytes,
+                ..Default::default()
+            },
+        );
+        crate::lease::attach(&mut methods, &seq, crate::lease::LeaseConfig::default());
+        let methods = Rc::new(methods);
         if let Some(mesh) = mesh {
             let (_, receivers) = mesh
                 .join(Role::Consumer)
                 .await
                 .map_err(|_| "cannot join the sequencer mesh".to_string())?;
-            serve_mesh(seq.clone(), receivers);
+            serve_mesh(seq.clone(), methods.clone(), receivers);
         }
-        serving.run(ctx, stop, drain_timeout).await;
+        serving.run(methods, stop, drain_timeout).await;
         // Forwarded requests must be finished before the sequencer stops.
         for d in drained {
             let _ = d.await;
@@ -365,13 +377,24 @@ impl Executor {
             .join(Role::Producer)
             .await
             .map_err(|_| "cannot join the sequencer mesh".to_string())?;
+        let client = SequencerClient::Remote(Rc::new(senders));
         let ctx = Rc::new(ServiceContext {
-            sequencer: SequencerClient::Remote(Rc::new(senders)),
+            sequencer: client.clone(),
             cluster,
             limits: kv,
         });
+        let mut methods = router(ctx);
+        // Methods served only on the sequencer's executor (Watch, Lease)
+        // are forwarded there whole.
+        let forward: CallForwarder = Rc::new(move |call| {
+            let client = client.clone();
+            Box::pin(async move { client.forward_call(call).await })
+        });
+        methods.set_fallback(forwarding_handler(forward));
         let (serving, _) = Serving::bind(self.id, &self.listen, self.limits, &self.ready)?;
-        serving.run(ctx, self.stop, self.drain_timeout).await;
+        serving
+            .run(Rc::new(methods), self.stop, self.drain_timeout)
+            .await;
         let _ = drained.send(());
         Ok(())
     }
@@ -419,15 +442,9 @@ impl Serving {
 
     /// Accepts until `stop`, then waits (bounded) for open connections to
     /// finish their calls.
-    async fn run(
-        self,
-        ctx: Rc<ServiceContext>,
-        stop: oneshot::Receiver<()>,
-        drain_timeout: Duration,
-    ) {
+    async fn run(self, router: Rc<Router>, stop: oneshot::Receiver<()>, drain_timeout: Duration) {
         let shutdown = Rc::new(Shutdown::new());
         let open = Rc::new(Cell::new(0usize));
-        let router = Rc::new(router(ctx));
         let mut loops = Vec::new();
         for listener in self.listeners {
             let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());

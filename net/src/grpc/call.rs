@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_channel::mpsc;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Response};
@@ -42,30 +43,57 @@ impl Metadata {
     }
 }
 
-/// The client's messages, decoded lazily as they arrive.
+/// The client's messages, decoded lazily as they arrive: from the HTTP/2
+/// stream, or from a channel when the call was forwarded from another
+/// executor (see [`super::bridge`]).
 pub struct RequestStream {
-    body: RecvStream,
-    deframer: Deframer,
-    ended: bool,
+    source: Source,
+}
+
+enum Source {
+    H2 {
+        body: RecvStream,
+        deframer: Deframer,
+        ended: bool,
+    },
+    /// Whole messages (no length prefix), already size-checked.
+    Channel(mpsc::Receiver<Bytes>),
 }
 
 impl RequestStream {
     pub(crate) fn new(body: RecvStream, max_message_len: usize) -> RequestStream {
         RequestStream {
-            body,
-            deframer: Deframer::new(max_message_len),
-            ended: false,
+            source: Source::H2 {
+                body,
+                deframer: Deframer::new(max_message_len),
+                ended: false,
+            },
+        }
+    }
+
+    /// Messages fed by another executor; the stream ends when `rx` closes.
+    pub fn from_channel(rx: mpsc::Receiver<Bytes>) -> RequestStream {
+        RequestStream {
+            source: Source::Channel(rx),
         }
     }
 
     /// The next message's bytes; `None` once the client half-closed.
     pub async fn next_bytes(&mut self) -> Result<Option<Bytes>, Status> {
+        let (body, deframer, ended) = match &mut self.source {
+            Source::Channel(rx) => return Ok(futures_lite::StreamExt::next(rx).await),
+            Source::H2 {
+                body,
+                deframer,
+                ended,
+            } => (body, deframer, ended),
+        };
         loop {
-            if let Some(m) = self.deframer.next_message()? {
+            if let Some(m) = deframer.next_message()? {
                 return Ok(Some(m));
             }
-            if self.ended {
-                if self.deframer.pending() > 0 {
+            if *ended {
+                if deframer.pending() > 0 {
                     return Err(Status::new(
                         Code::Internal,
                         "grpc: stream ended inside a message",
@@ -73,15 +101,15 @@ impl RequestStream {
                 }
                 return Ok(None);
             }
-            match self.body.data().await {
+            match body.data().await {
                 Some(Ok(chunk)) => {
-                    self.deframer.push(&chunk);
+                    deframer.push(&chunk);
                     // Hand the window back at once: the deframer enforces
                     // the message size limit, so buffering stays bounded.
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    let _ = body.flow_control().release_capacity(chunk.len());
                 }
                 Some(Err(e)) => return Err(stream_error(&e)),
-                None => self.ended = true,
+                None => *ended = true,
             }
         }
     }
@@ -104,7 +132,13 @@ impl RequestStream {
 /// the first message; the status trailers are written by the connection
 /// once the handler returns.
 pub struct ResponseSink {
-    core: Rc<RefCell<SinkCore>>,
+    target: Target,
+}
+
+enum Target {
+    H2(Rc<RefCell<SinkCore>>),
+    /// Framed messages to the executor that owns the client's connection.
+    Channel(mpsc::Sender<Bytes>),
 }
 
 pub(crate) struct SinkCore {
@@ -120,7 +154,20 @@ impl ResponseSink {
             stream: None,
             finished: false,
         }));
-        (ResponseSink { core: core.clone() }, core)
+        (
+            ResponseSink {
+                target: Target::H2(core.clone()),
+            },
+            core,
+        )
+    }
+
+    /// Sends framed messages into `tx` (a call forwarded from another
+    /// executor); waits while the channel is full.
+    pub fn from_channel(tx: mpsc::Sender<Bytes>) -> ResponseSink {
+        ResponseSink {
+            target: Target::Channel(tx),
+        }
     }
 
     /// Sends one message, waiting for HTTP/2 flow-control window as needed:
@@ -132,10 +179,20 @@ impl ResponseSink {
 
     /// Sends an already framed message (see [`super::codec::encode_message`]).
     pub async fn send_framed(&mut self, mut data: Bytes) -> Result<(), Status> {
-        self.core.borrow_mut().start()?;
+        let core = match &mut self.target {
+            Target::H2(core) => core,
+            Target::Channel(tx) => {
+                let closed = || Status::new(Code::Cancelled, "forwarded stream closed");
+                poll_fn(|cx| tx.poll_ready(cx))
+                    .await
+                    .map_err(|_| closed())?;
+                return tx.start_send(data).map_err(|_| closed());
+            }
+        };
+        core.borrow_mut().start()?;
         while !data.is_empty() {
             let granted = poll_fn(|cx| {
-                let mut core = self.core.borrow_mut();
+                let mut core = core.borrow_mut();
                 let stream = core.stream.as_mut().expect("started above");
                 if stream.capacity() > 0 {
                     return std::task::Poll::Ready(Ok(stream.capacity()));
@@ -158,7 +215,7 @@ impl ResponseSink {
                 continue;
             }
             let chunk = data.split_to(granted.min(data.len()));
-            let mut core = self.core.borrow_mut();
+            let mut core = core.borrow_mut();
             let stream = core.stream.as_mut().expect("started above");
             stream
                 .send_data(chunk, false)

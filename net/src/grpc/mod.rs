@@ -27,6 +27,7 @@
 //! ```
 
 mod authority;
+mod bridge;
 mod call;
 mod codec;
 mod connection;
@@ -35,6 +36,9 @@ mod router;
 mod shutdown;
 mod status;
 
+pub use bridge::{
+    forwarding_handler, serve_forwarded, CallForwarder, ForwardedCall, BRIDGE_BUFFER,
+};
 pub use call::{Metadata, RequestStream, ResponseSink};
 pub use codec::{encode_message, Deframer, PREFIX_LEN};
 pub use connection::{serve_connection, Limits};

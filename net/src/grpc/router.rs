@@ -87,6 +87,8 @@ where
 #[derive(Default, Clone)]
 pub struct Router {
     methods: HashMap<String, Rc<dyn Handler>>,
+    /// Serves paths with no handler here (forwarding to another executor).
+    fallback: Option<Rc<dyn Handler>>,
 }
 
 impl Router {
@@ -101,9 +103,15 @@ impl Router {
         self
     }
 
+    /// Every path without its own handler goes to `handler`.
+    pub fn set_fallback(&mut self, handler: Rc<dyn Handler>) -> &mut Router {
+        self.fallback = Some(handler);
+        self
+    }
+
     /// The handler for `path`, or grpc-go's UNIMPLEMENTED status for it.
     pub fn route(&self, path: &str) -> Result<Rc<dyn Handler>, Status> {
-        if let Some(h) = self.methods.get(path) {
+        if let Some(h) = self.methods.get(path).or(self.fallback.as_ref()) {
             return Ok(h.clone());
         }
         let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/'))

@@ -8,15 +8,21 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{MeshBuilder, Partial, Receivers, Senders};
 
 use crate::error::Error;
-use crate::grpc::Status;
+use crate::grpc::{serve_forwarded, ForwardedCall, Router, Status};
 
 use super::command::{Command, Reply};
 use super::Sequencer;
 
-/// One forwarded command and where its answer goes.
-pub struct Envelope {
-    cmd: Command,
-    reply: oneshot::Sender<Result<Reply, Status>>,
+/// What crosses the mesh to the sequencer's executor.
+pub enum Envelope {
+    /// One command and where its answer goes.
+    Command {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Reply, Status>>,
+    },
+    /// A whole gRPC call for a method only the sequencer's executor
+    /// serves (Watch, Lease).
+    Call(ForwardedCall),
 }
 
 /// The mesh joining every executor (producers) to the sequencer (the one
@@ -39,15 +45,27 @@ impl SequencerClient {
             SequencerClient::Remote(senders) => {
                 let (tx, rx) = oneshot::channel();
                 // The sequencer is the only consumer of the mesh: index 0.
-                if senders
-                    .send_to(0, Envelope { cmd, reply: tx })
-                    .await
-                    .is_err()
-                {
+                let env = Envelope::Command { cmd, reply: tx };
+                if senders.send_to(0, env).await.is_err() {
                     return Err(Error::Stopped.into());
                 }
                 rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
             }
+        }
+    }
+
+    /// Hands a whole call to the sequencer's executor (see
+    /// [`crate::grpc::forwarding_handler`]); only for `Remote`.
+    pub async fn forward_call(&self, call: ForwardedCall) -> Result<(), Status> {
+        match self {
+            SequencerClient::Local(_) => Err(Status::new(
+                crate::grpc::Code::Unimplemented,
+                format!("no handler for {}", call.meta.path),
+            )),
+            SequencerClient::Remote(senders) => senders
+                .send_to(0, Envelope::Call(call))
+                .await
+                .map_err(|_| Error::Stopped.into()),
         }
     }
 
@@ -60,17 +78,22 @@ impl SequencerClient {
     }
 }
 
-/// Runs on the sequencer's executor: executes every forwarded command as
-/// its own task, so a slow write never blocks reads behind it.
-pub fn serve_mesh(seq: Rc<Sequencer>, mut receivers: Receivers<Envelope>) {
+/// Runs on the sequencer's executor: executes every forwarded command and
+/// call as its own task, so a slow write never blocks reads behind it.
+/// Calls are served by `router`, this executor's own method table.
+pub fn serve_mesh(seq: Rc<Sequencer>, router: Rc<Router>, mut receivers: Receivers<Envelope>) {
     for (_, receiver) in receivers.streams() {
-        let seq = seq.clone();
+        let (seq, router) = (seq.clone(), router.clone());
         glommio::spawn_local(async move {
             while let Some(env) = receiver.recv().await {
-                let seq = seq.clone();
+                let (seq, router) = (seq.clone(), router.clone());
                 glommio::spawn_local(async move {
-                    let result = seq.execute(env.cmd).await;
-                    let _ = env.reply.send(result);
+                    match env {
+                        Envelope::Command { cmd, reply } => {
+                            let _ = reply.send(seq.execute(cmd).await);
+                        }
+                        Envelope::Call(call) => serve_forwarded(&router, call).await,
+                    }
                 })
                 .detach();
             }
