@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use basalt_engine::btree::{Tree, TreeOptions};
@@ -126,6 +127,25 @@ fn benches(c: &mut Criterion) {
 
     drop(snap);
     g.sample_size(20);
+    // The physical limit of a durable commit, for comparison: one 4 KiB
+    // positional overwrite of a pre-written file plus fdatasync.
+    let raw_path = _dir.path().join("raw");
+    std::fs::write(&raw_path, vec![0u8; 1 << 20]).unwrap();
+    let raw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw_path)
+        .unwrap();
+    raw.sync_all().unwrap();
+    let block = [5u8; 4096];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_pwrite_4KiB_fdatasync", |b| {
+        let mut at = 0u64;
+        b.iter(|| {
+            at = (at + 4096) % (1 << 20);
+            raw.write_all_at(&block, at).unwrap();
+            raw.sync_data().unwrap();
+        })
+    });
     let value = [9u8; VALUE_LEN];
     let mut next = 0u64;
     for batch in [1u64, 100, 10_000] {

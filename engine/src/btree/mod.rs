@@ -26,10 +26,12 @@
 //! ```
 //!
 //! # Layout and invariants
-//! - Pages 0 and 1 are meta slots ([`meta`](self) docs in `meta.rs`); nodes
-//!   follow. A node is one page, or several contiguous pages when a single
-//!   entry is larger than a page. Every node carries a CRC32 checked on each
-//!   read, its own page number and the id of the commit that wrote it.
+//! - Pages 0 and 1 are meta slots (layout in `meta.rs`); nodes follow
+//!   (layout in `page.rs`). A node is one page, or several contiguous pages
+//!   when a single entry is larger than a page. Every node carries a CRC32,
+//!   its own page number and the id of the commit that wrote it; the CRC is
+//!   checked the first time a node is read through a given map (nodes are
+//!   immutable, so once is enough) and always for the last commit on open.
 //! - Committed pages are never rewritten: a commit copies the changed
 //!   root-to-leaf paths to the end of the file, then writes the meta slot
 //!   `commit_id % 2`, then issues one fdatasync. On open, the newest meta
@@ -44,7 +46,18 @@
 //!   snapshot while commits go on, and the writer only re-copies the keys
 //!   committed meanwhile).
 //! - A [`Snapshot`] holds an `Arc` of the memory map it was taken from, so it
-//!   stays valid across later commits, file growth and compaction.
+//!   stays valid across later commits, file growth and compaction. It is
+//!   `Send + Sync`; the `Tree` (the writer) is `Send`.
+//! - Within a batch, [`WriteBatch::get`] sees the batch's own writes; nothing
+//!   is visible to snapshots before [`WriteBatch::commit`] returns.
+//! - An fdatasync failure poisons the tree ([`BtreeError::Poisoned`]): the
+//!   kernel may have dropped the dirty pages, so the file must be reopened.
+//!
+//! # Files
+//! `page.rs` node layout · `meta.rs` meta slots · `pagefile.rs` file, map and
+//! growth · `snapshot.rs` reads · `dirty.rs` the batch's copy-on-write
+//! overlay · `commit.rs` writing nodes · `write_batch.rs` the batch API ·
+//! `compaction.rs` space reclamation.
 
 mod commit;
 mod compaction;

@@ -136,6 +136,17 @@ impl<'a> NodeView<'a> {
             kind: h.kind,
             n,
         };
+        if h.kind == KIND_BRANCH {
+            // Children are always written before their parent, so they sit at
+            // lower pages; checking it here makes every descent terminate even
+            // in a damaged file (no cycles).
+            if let Some(i) = (0..n).find(|&i| !(2..page).contains(&view.child_page(i))) {
+                return Err(format!(
+                    "child {i} points to page {}, not below its parent",
+                    view.child_page(i)
+                ));
+            }
+        }
         for i in 0..n {
             let (off, len) = view.slot_bytes(i);
             let end = off.saturating_add(len);
@@ -331,4 +342,66 @@ fn finish_header(node: &mut [u8], kind: u8, span: usize, n: usize, page: u64, tx
     let crc = crc32fast::hash(&node[4..]);
     put_u32(node, 0, crc);
     crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_and_branch_round_trip() {
+        let mut out = Vec::new();
+        let entries = [
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"c".to_vec(), vec![7; 5000]),
+        ];
+        let crc = encode_leaf(&mut out, &entries, 9, 3, 4096);
+        assert_eq!(out.len(), 2 * 4096, "a 5000-byte value spans two pages");
+        let leaf = NodeView::parse(&out, 9).unwrap();
+        assert_eq!(Header::read(&out).crc, crc);
+        assert!(leaf.is_leaf());
+        assert_eq!(leaf.leaf_search(b"c"), Ok(1));
+        assert_eq!(leaf.leaf_search(b"b"), Err(1));
+        assert_eq!(leaf.leaf_value(1).len(), 5000);
+        assert!(NodeView::parse(&out, 10).err().unwrap().contains("page 9"));
+
+        let children = [
+            ChildRef {
+                separator: Vec::new(),
+                page: 2,
+                count: 4,
+            },
+            ChildRef {
+                separator: b"m".to_vec(),
+                page: 5,
+                count: 6,
+            },
+        ];
+        let mut out = Vec::new();
+        encode_branch(&mut out, &children, 9, 3, 4096);
+        let branch = NodeView::parse(&out, 9).unwrap();
+        assert_eq!(branch.child_for(b"a"), 0);
+        assert_eq!(branch.child_for(b"m"), 1);
+        assert_eq!(branch.child_count(1), 6);
+    }
+
+    #[test]
+    fn branch_pointing_at_or_above_itself_is_rejected() {
+        let children = [
+            ChildRef {
+                separator: Vec::new(),
+                page: 2,
+                count: 1,
+            },
+            ChildRef {
+                separator: b"m".to_vec(),
+                page: 9,
+                count: 1,
+            },
+        ];
+        let mut out = Vec::new();
+        encode_branch(&mut out, &children, 9, 3, 4096);
+        let err = NodeView::parse(&out, 9).err().expect("cycle rejected");
+        assert!(err.contains("not below its parent"), "{err}");
+    }
 }
