@@ -46,6 +46,7 @@
 mod bounds;
 mod entry;
 mod error;
+mod fault;
 mod group_commit;
 mod record;
 mod recovery;
@@ -66,6 +67,8 @@ use segment::BLOCK;
 
 pub use entry::{Entry, EntryKind, HardState};
 pub use error::WalError;
+#[doc(hidden)]
+pub use fault::Fault;
 
 /// Tuning of the WAL. `Default` gives the production values.
 #[derive(Debug, Clone)]
@@ -167,6 +170,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) opts: WalOptions,
     pub(crate) st: RefCell<State>,
+    /// Test hook: what goes wrong with the next batch.
+    pub(crate) fault: Cell<Option<Fault>>,
 }
 
 pub(crate) struct State {
@@ -221,6 +226,7 @@ impl Wal {
                 segments: Vec::new(),
                 counters: Counters::default(),
             }),
+            fault: Cell::new(None),
         });
 
         if log.segments.is_empty() {
@@ -321,6 +327,13 @@ impl Wal {
             syncs: st.counters.syncs.get(),
             entries: st.counters.entries.get(),
         }
+    }
+
+    /// Test hook: the next batch written fails (or tears) as `fault` says;
+    /// like any I/O failure this poisons the WAL.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.fault.set(Some(fault));
     }
 
     /// The segment files currently retained, oldest first.

@@ -12,6 +12,7 @@ use glommio::Task;
 
 use super::bounds::Bounds;
 use super::error::WalError;
+use super::fault;
 use super::group_commit::Batch;
 use super::record::{self, BatchStart, Record, BATCH_START_BYTES, HEADER_BYTES};
 use super::recovery::SegmentMeta;
@@ -156,11 +157,8 @@ impl Writer {
         // scan never mistakes old bytes for a record.
         out[at..].fill(0);
 
-        segment::write_all(&self.file, &self.path, Rc::new(buf), self.pos).await?;
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| WalError::glommio("fdatasync", &self.path, e))?;
+        let fault = self.shared.fault.take();
+        fault::write_and_sync(fault, &self.file, &self.path, buf, self.pos).await?;
 
         self.pos += padded as u64;
         self.next_seq += 1;
