@@ -523,3 +523,20 @@ fn file_cut_before_its_first_growth_opens_empty() {
     drop(tree);
     assert_eq!(reopen_state(&path).1.len(), 10);
 }
+
+#[test]
+fn snapshots_and_copies_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Snapshot>();
+    send::<Tree>();
+    send::<basalt_engine::btree::CompactionJob>();
+    send::<basalt_engine::btree::CompactedFile>();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::open(&dir.path().join("t"), SMALL).unwrap();
+    fill(&mut tree, 0..1000, 10, 1);
+    let snap = tree.read();
+    let reader = std::thread::spawn(move || snap.count(Bound::Unbounded, Bound::Unbounded));
+    fill(&mut tree, 1000..2000, 10, 2);
+    assert_eq!(reader.join().unwrap().unwrap(), 1000);
+}
