@@ -541,7 +541,7 @@ impl<S: Storage> Raft<S> {
             (MessageType::Vote, self.term)
         };
         let id = self.id;
-        if self.poll(id, msg_type, true) == VoteResult::Won {
+        if self.poll(id, true) == VoteResult::Won {
             // Single voter: nobody else to ask.
             if kind == CampaignKind::PreElection {
                 self.campaign(CampaignKind::Election);
@@ -567,7 +567,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn poll(&mut self, from: NodeId, _t: MessageType, granted: bool) -> VoteResult {
+    fn poll(&mut self, from: NodeId, granted: bool) -> VoteResult {
         self.tracker.record_vote(from, granted);
         self.tracker.tally()
     }
@@ -862,7 +862,7 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, m.from);
                 self.handle_snapshot(m);
             }
-            t if t == my_resp => match self.poll(m.from, t, !m.reject) {
+            t if t == my_resp => match self.poll(m.from, !m.reject) {
                 VoteResult::Won => {
                     if self.state == StateRole::PreCandidate {
                         self.campaign(CampaignKind::Election);
