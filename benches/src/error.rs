@@ -26,6 +26,13 @@ pub enum BenchError {
         seconds: u64,
         log: PathBuf,
     },
+    /// A server exited before it served.
+    #[error("{server} exited ({status}) before serving (log: {log})")]
+    Exited {
+        server: String,
+        status: String,
+        log: PathBuf,
+    },
     /// An install step failed.
     #[error("installing {what} failed: {detail}")]
     Install { what: String, detail: String },

@@ -88,9 +88,10 @@ impl Loadgen {
     }
 
     /// Runs loadgen with `args` against `endpoint`, the report going to
-    /// `json`. A run whose report counts errors (exit 1) still returns its
-    /// report; the caller shows the errors.
-    pub fn run(&self, endpoint: &str, args: &[String], json: &Path) -> Result<Report> {
+    /// `json` and loadgen's messages to `json` with a `.log` extension. A
+    /// run whose report counts errors (exit 1) still returns its report,
+    /// with the error and violation lines loadgen printed.
+    pub fn run(&self, endpoint: &str, args: &[String], json: &Path) -> Result<Run> {
         let out = Command::new(&self.binary)
             .args(["--endpoints", endpoint, "--no-progress", "--json"])
             .arg(json)
@@ -102,6 +103,13 @@ impl Loadgen {
                 source,
             })?;
         let code = out.status.code();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let log = json.with_extension("log");
+        std::fs::write(&log, &stderr).map_err(|source| BenchError::Io {
+            action: "writing",
+            path: log.clone(),
+            source,
+        })?;
         if !matches!(code, Some(0) | Some(1)) {
             return Err(BenchError::Loadgen {
                 args: args.join(" "),
@@ -114,11 +122,25 @@ impl Loadgen {
             path: json.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| BenchError::Report {
+        let report = serde_json::from_str(&text).map_err(|source| BenchError::Report {
             path: json.to_path_buf(),
             source,
-        })
+        })?;
+        let incidents = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: ") || l.starts_with("violation: "))
+            .map(str::to_owned)
+            .collect();
+        Ok(Run { report, incidents })
     }
+}
+
+/// A finished loadgen run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub report: Report,
+    /// The failed requests and violations loadgen printed (its first few).
+    pub incidents: Vec<String>,
 }
 
 #[cfg(test)]

@@ -104,6 +104,28 @@ impl Results<'_> {
         for scenario in self.scenarios {
             self.scenario_section(&mut out, scenario);
         }
+        let with_incidents: Vec<&Measurement> = self
+            .measurements
+            .iter()
+            .filter(|m| m.report.errors() > 0)
+            .collect();
+        if !with_incidents.is_empty() {
+            let _ = writeln!(out, "## Errors and violations loadgen saw\n");
+            for m in with_incidents {
+                let _ = writeln!(
+                    out,
+                    "- {} on {}, round {}: {} errors",
+                    m.scenario,
+                    m.server,
+                    m.round + 1,
+                    m.report.errors()
+                );
+                for line in m.incidents.iter().take(5) {
+                    let _ = writeln!(out, "  - `{line}`");
+                }
+            }
+            let _ = writeln!(out);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "## Runs that failed\n");
             for f in &self.failures {
@@ -415,6 +437,7 @@ mod tests {
             },
             peak_rss: 100 * 1024 * 1024,
             rss_growth: 0,
+            incidents: vec![],
         }
     }
 

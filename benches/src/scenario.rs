@@ -147,6 +147,8 @@ pub struct Measurement {
     pub peak_rss: u64,
     /// VmHWM at the end minus VmRSS just before the measured run.
     pub rss_growth: u64,
+    /// The failed requests and violations loadgen printed.
+    pub incidents: Vec<String>,
 }
 
 /// Runs `scenario` once on a fresh `server`.
@@ -161,25 +163,38 @@ pub fn measure(
     let label = format!("{}-{round}", scenario.id);
     let running = server.start(work, &label, loadgen)?;
     let scratch = work.join(format!("{}-{label}.prepare.json", server.slug));
-    if let Some(prepare) = &scenario.prepare {
-        loadgen.run(&running.endpoint, prepare, &scratch)?;
+    // Preparation must be clean, or the measured run means nothing.
+    let prepare = |args: &Vec<String>| -> Result<()> {
+        let run = loadgen.run(&running.endpoint, args, &scratch)?;
+        if run.report.errors() > 0 {
+            return Err(BenchError::Loadgen {
+                args: args.join(" "),
+                code: Some(1),
+                stderr: run.incidents.join("; "),
+            });
+        }
+        Ok(())
+    };
+    if let Some(args) = &scenario.prepare {
+        prepare(args)?;
     }
-    if let Some(load) = &scenario.load_then_reset_peak {
-        loadgen.run(&running.endpoint, load, &scratch)?;
+    if let Some(args) = &scenario.load_then_reset_peak {
+        prepare(args)?;
         memory::reset_peak(running.pid())?;
     }
     let before = memory::resident(running.pid())?;
     let json = raw.join(format!("{}-{label}.json", server.slug));
-    let report = loadgen.run(&running.endpoint, &scenario.measure, &json)?;
+    let run = loadgen.run(&running.endpoint, &scenario.measure, &json)?;
     let after = memory::resident(running.pid())?;
     running.stop();
     Ok(Measurement {
         scenario: scenario.id.to_owned(),
         server: server.name.clone(),
         round,
-        report,
+        report: run.report,
         peak_rss: after.peak,
         rss_growth: after.peak.saturating_sub(before.now),
+        incidents: run.incidents,
     })
 }
 

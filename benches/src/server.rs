@@ -114,8 +114,14 @@ impl ServerSpec {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                break;
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let status = status.to_string();
+                server.stop();
+                return Err(BenchError::Exited {
+                    server: self.name.clone(),
+                    status,
+                    log: log_path,
+                });
             }
             if loadgen.probe(&server.endpoint) {
                 return Ok(server);

@@ -53,6 +53,8 @@ pub struct Connection {
     client: Client,
     index: usize,
     floor: Arc<RevisionFloor>,
+    /// The channel balances over several members.
+    several_members: bool,
 }
 
 impl Connection {
@@ -71,6 +73,7 @@ impl Connection {
             client,
             index,
             floor: Arc::new(RevisionFloor::default()),
+            several_members: endpoints.len() > 1,
         })
     }
 
@@ -130,6 +133,17 @@ impl Connection {
     /// The floor for a request starting now.
     pub fn floor(&self) -> i64 {
         self.floor.floor()
+    }
+
+    /// The floor for a read starting now. A serializable read answered by
+    /// another member may lag the newest revision seen on this connection,
+    /// legitimately; such reads are not checked (floor 0).
+    pub fn read_floor(&self, serializable: bool) -> i64 {
+        if serializable && self.several_members {
+            0
+        } else {
+            self.floor()
+        }
     }
 
     /// Checks the header revision of a request that started at `floor`, and

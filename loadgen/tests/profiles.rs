@@ -67,6 +67,7 @@ fn kubernetes_profile() {
         "list-pods",
         "list-events",
         "count",
+        "keys-only",
         "revision-probe",
         "health",
         "status",

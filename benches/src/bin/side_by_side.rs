@@ -118,6 +118,7 @@ fn run(args: Args) -> Result<()> {
     };
     let scenarios = scenario::scenarios(&settings, &args.scenarios)?;
 
+    let load_at_start = load_average();
     let (specs, entries) = servers(&args, &workspace, &work, &loadgen)?;
     for e in &entries {
         eprintln!("side-by-side: {}: {}", e.name, e.status);
@@ -163,7 +164,12 @@ fn run(args: Args) -> Result<()> {
 
     let mut results = Results {
         command: command_line(&workspace),
-        machine: machine(),
+        machine: format!(
+            "{}; load average (1/5/15 min) {} at the start, {} at the end",
+            machine(),
+            load_at_start,
+            load_average()
+        ),
         when: now(),
         rounds: args.repeats,
         work_dir: work.display().to_string(),
@@ -331,6 +337,14 @@ fn machine() -> String {
         .map(|k| k.trim().to_owned())
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM, Linux {kernel}")
+}
+
+/// The machine may be shared: its load is part of every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn now() -> String {

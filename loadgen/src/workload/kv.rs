@@ -139,11 +139,12 @@ pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> 
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
         let (phase, options, key) = (phase.clone(), options.clone(), args.key.clone());
+        let serializable = args.consistency == Consistency::S;
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
             let mut kv = conn.kv();
             while phase.pacer.next().await.is_some() {
-                let floor = conn.floor();
+                let floor = conn.read_floor(serializable);
                 let Some(outcome) = phase
                     .timed(kv.get(key.as_str(), Some(options.clone())))
                     .await
@@ -232,6 +233,7 @@ pub async fn txn_mixed(run: &Run, args: &TxnMixedArgs) -> Result<(Recorder, Dura
     let keys = Arc::new(key_space(&args.keys)?);
     let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
     let read_share = args.rw_ratio / (args.rw_ratio + 1.0);
+    let serializable = args.consistency == Consistency::S;
     let (start, end) = keys.bounds();
     let read = read_options(args.consistency, args.limit).with_range(end);
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
@@ -245,7 +247,8 @@ pub async fn txn_mixed(run: &Run, args: &TxnMixedArgs) -> Result<(Recorder, Dura
             let mut kv = conn.kv();
             let mut rng = fastrand::Rng::new();
             while let Some(ticket) = phase.pacer.next().await {
-                let (op, txn) = if rng.f64() < read_share {
+                let is_read = rng.f64() < read_share;
+                let (op, txn) = if is_read {
                     (
                         "txn-read",
                         Txn::new().and_then(vec![TxnOp::get(start.clone(), Some(read.clone()))]),
@@ -257,7 +260,11 @@ pub async fn txn_mixed(run: &Run, args: &TxnMixedArgs) -> Result<(Recorder, Dura
                         Txn::new().and_then(vec![TxnOp::put(key, value.as_slice(), None)]),
                     )
                 };
-                let floor = conn.floor();
+                let floor = if is_read {
+                    conn.read_floor(serializable)
+                } else {
+                    conn.floor()
+                };
                 let Some(outcome) = phase.timed(kv.txn(txn)).await else {
                     break;
                 };

@@ -41,6 +41,9 @@ pub enum Action {
     List(usize),
     /// count_only Range of a resource's prefix, resources in turn.
     Count,
+    /// keys_only Range of a resource's prefix (newer apiservers count this
+    /// way), resources in turn.
+    KeysOnly,
     /// Range(`/registry/<res>`, limit=1), resources in turn.
     RevisionProbe,
     /// Range(`/registry/health`).
@@ -141,9 +144,15 @@ pub fn actors(cluster: &Cluster, nodes: u64, speedup: f64, endpoints: usize) -> 
         a("list-events", Action::List(i("events")), 2.0 * scaled),
         a("revision-probe", Action::RevisionProbe, 10.0 * scaled),
         // Fixed per apiserver.
+        // Object counts every minute per resource, both ways.
         a(
             "count",
             Action::Count,
+            cluster.resources.len() as f64 / 60.0 * speedup,
+        ),
+        a(
+            "keys-only",
+            Action::KeysOnly,
             cluster.resources.len() as f64 / 60.0 * speedup,
         ),
         a("health", Action::Health, 1.0 * speedup),
@@ -388,6 +397,35 @@ pub async fn act(
                             "count_only answered count {} with {} keys",
                             resp.count(),
                             resp.kvs().len()
+                        ),
+                    );
+                }
+            }
+        }
+        Action::KeysOnly => {
+            let r = &cluster.resources[ticket as usize % cluster.resources.len()];
+            let floor = c.conn.floor();
+            let options = GetOptions::new()
+                .with_range(prefix_end(r.prefix.as_bytes()))
+                .with_keys_only();
+            let Some(outcome) = phase.timed(c.kv.get(r.prefix, Some(options))).await else {
+                return false;
+            };
+            if let Some(resp) = tally.settle(op, &c.conn, floor, outcome, |r| {
+                r.header().map(|h| h.revision())
+            }) {
+                let valued = resp
+                    .kvs()
+                    .iter()
+                    .filter(|kv| !kv.value().is_empty())
+                    .count();
+                if valued > 0 || resp.count() != resp.kvs().len() as i64 {
+                    tally.violation(
+                        op,
+                        format!(
+                            "keys_only answered {} keys ({valued} with values) for count {}",
+                            resp.kvs().len(),
+                            resp.count()
                         ),
                     );
                 }

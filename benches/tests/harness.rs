@@ -1,0 +1,83 @@
+//! The harness end to end against real etcd 3.4, with a "basalt" that
+//! cannot serve (`/bin/false`): the run must go on with etcd alone and
+//! write a complete RESULTS.md.
+//!
+//! It drives the loadgen binary built into the same target directory
+//! (`cargo test --workspace` builds it; alone, run
+//! `cargo build -p basalt-loadgen` first).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn loadgen() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_side-by-side")).with_file_name("loadgen");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p basalt-loadgen` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn runs_end_to_end_against_etcd_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("docs/RESULTS.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_side-by-side"))
+        .args(["--duration", "1s", "--repeats", "2", "--no-etcd35"])
+        .args(["--scenarios", "put-serial,list-storm"])
+        .args([
+            "--storm-keys",
+            "200",
+            "--storm-val-size",
+            "500",
+            "--storm-lists",
+            "2",
+        ])
+        .args(["--basalt", "/bin/false", "--loadgen"])
+        .arg(loadgen())
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{stderr}");
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        md.contains("| basalt | not serving: basalt exited (exit status: 1) before serving"),
+        "{md}"
+    );
+    assert!(md.contains("not measured (basalt not serving)"), "{md}");
+    // Two rounds of each scenario on etcd, none failed.
+    assert_eq!(stderr.matches("on etcd 3.4.23 … ").count(), 4, "{stderr}");
+    assert!(!md.contains("Runs that failed"), "{md}");
+    for scenario in ["## put-serial", "## list-storm"] {
+        let section = md
+            .split(scenario)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {scenario} in {md}"));
+        let row = section
+            .lines()
+            .find(|l| l.starts_with("| etcd 3.4.23 |"))
+            .unwrap();
+        let ops: f64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert!(ops > 0.0, "{row}");
+        assert!(row.contains("(2 runs)"), "{row}");
+        assert!(row.trim_end().ends_with("| 0 |"), "errors in {row}");
+    }
+    // Per-run reports next to the results; the chart beside them.
+    assert!(dir
+        .path()
+        .join("docs/raw/etcd-3.4-put-serial-0.json")
+        .exists());
+    assert!(dir.path().join("docs/throughput.svg").exists());
+    // Data dirs are removed after each run.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
