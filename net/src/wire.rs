@@ -143,8 +143,6 @@ pub fn event(e: m::Event) -> mvccpb::Event {
     }
 }
 
-/// `header` goes on the response; responses nested in a txn carry only the
-/// revision in theirs, as etcd's do.
 pub fn range_response(r: m::RangeResponse, header: &pb::ResponseHeader) -> pb::RangeResponse {
     pb::RangeResponse {
         header: Some(*header),
@@ -172,31 +170,69 @@ pub fn delete_response(
     }
 }
 
+/// `header` goes on the response. Responses nested in a txn carry only a
+/// revision, and etcd's: the txn's starting revision until the txn first
+/// changes something, its new revision from then on; a nested txn's own
+/// header is empty.
 pub fn txn_response(r: m::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
+    let begin = if changes_anything(&r) {
+        header.revision - 1
+    } else {
+        header.revision
+    };
+    let mut changed = false;
+    txn_response_with(r, Some(*header), begin, &mut changed)
+}
+
+fn changes_anything(r: &m::TxnResponse) -> bool {
+    r.responses.iter().any(|op| match op {
+        m::ResponseOp::Range(_) => false,
+        m::ResponseOp::Put(_) => true,
+        m::ResponseOp::DeleteRange(d) => d.deleted > 0,
+        m::ResponseOp::Txn(t) => changes_anything(t),
+    })
+}
+
+fn txn_response_with(
+    r: m::TxnResponse,
+    header: Option<pb::ResponseHeader>,
+    begin: i64,
+    changed: &mut bool,
+) -> pb::TxnResponse {
     use pb::response_op::Response;
-    let nested = pb::ResponseHeader {
-        revision: header.revision,
+    let at = |revision: i64| pb::ResponseHeader {
+        revision,
         ..Default::default()
     };
-    let header_out = *header;
-    let header = &nested;
+    let mut responses = Vec::with_capacity(r.responses.len());
+    for op in r.responses {
+        let response = match op {
+            m::ResponseOp::Range(r) => {
+                Response::ResponseRange(range_response(r, &at(begin + *changed as i64)))
+            }
+            m::ResponseOp::Put(r) => {
+                *changed = true;
+                Response::ResponsePut(put_response(r, &at(begin + 1)))
+            }
+            m::ResponseOp::DeleteRange(r) => {
+                *changed |= r.deleted > 0;
+                Response::ResponseDeleteRange(delete_response(r, &at(begin + *changed as i64)))
+            }
+            m::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response_with(
+                r,
+                Some(pb::ResponseHeader::default()),
+                begin,
+                changed,
+            )),
+        };
+        responses.push(pb::ResponseOp {
+            response: Some(response),
+        });
+    }
     pb::TxnResponse {
-        header: Some(header_out),
+        header,
         succeeded: r.succeeded,
-        responses: r
-            .responses
-            .into_iter()
-            .map(|op| pb::ResponseOp {
-                response: Some(match op {
-                    m::ResponseOp::Range(r) => Response::ResponseRange(range_response(r, header)),
-                    m::ResponseOp::Put(r) => Response::ResponsePut(put_response(r, header)),
-                    m::ResponseOp::DeleteRange(r) => {
-                        Response::ResponseDeleteRange(delete_response(r, header))
-                    }
-                    m::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, header)),
-                }),
-            })
-            .collect(),
+        responses,
     }
 }
 
