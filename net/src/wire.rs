@@ -241,6 +241,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn txn_op_revisions_follow_the_first_change() {
+        let r = m::TxnResponse {
+            succeeded: true,
+            responses: vec![
+                m::ResponseOp::Range(m::RangeResponse::default()),
+                m::ResponseOp::DeleteRange(m::DeleteRangeResponse::default()),
+                m::ResponseOp::Put(m::PutResponse::default()),
+                m::ResponseOp::Txn(m::TxnResponse {
+                    succeeded: false,
+                    responses: vec![m::ResponseOp::Range(m::RangeResponse::default())],
+                }),
+            ],
+        };
+        let header = pb::ResponseHeader {
+            cluster_id: 1,
+            member_id: 2,
+            revision: 10,
+            raft_term: 3,
+        };
+        let out = txn_response(r, &header);
+        assert_eq!(out.header, Some(header));
+        use pb::response_op::Response as R;
+        let revs: Vec<i64> = out
+            .responses
+            .iter()
+            .map(|op| match op.response.as_ref().unwrap() {
+                R::ResponseRange(r) => r.header.unwrap().revision,
+                R::ResponseDeleteRange(r) => r.header.unwrap().revision,
+                R::ResponsePut(r) => r.header.unwrap().revision,
+                R::ResponseTxn(t) => {
+                    assert_eq!(t.header, Some(pb::ResponseHeader::default()));
+                    match t.responses[0].response.as_ref().unwrap() {
+                        R::ResponseRange(r) => r.header.unwrap().revision,
+                        _ => unreachable!(),
+                    }
+                }
+            })
+            .collect();
+        assert_eq!(revs, vec![9, 9, 10, 10]);
+    }
+
+    #[test]
     fn unknown_sort_order_is_invalid_sort_option() {
         let r = pb::RangeRequest {
             key: b"a".to_vec(),
