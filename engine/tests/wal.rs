@@ -465,39 +465,59 @@ fn release_deletes_only_below_its_own_durable_point() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
+        // 64 KiB segments, one 4 KiB batch per append: 15 entries per
+        // segment, and the releases below land mid-segment (no rollover).
         let (wal, _) = Wal::open(&d, small_segments()).await.unwrap();
-        for i in 1..=300 {
+        for i in 1..=100 {
             wal.append(&[entry(1, i, 700)]).await.unwrap();
         }
         let wal = Rc::new(wal);
-        let before = wal.segment_paths();
-        // The first release is written at once; the second is queued behind
-        // it and still in flight when the first resolves.
+        // The first release is written at once; the second is queued while
+        // the first is in flight, and its write fails (a crash would do the
+        // same: it never becomes durable).
         let w1 = Rc::clone(&wal);
-        let first = glommio::spawn_local(async move {
-            w1.release_below(100).await.unwrap();
-            w1.segment_paths()
-        });
+        let first = glommio::spawn_local(async move { w1.release_below(30).await });
         let w2 = Rc::clone(&wal);
         let second = glommio::spawn_local(async move {
-            // Let the writer take the first release's batch before queueing.
             yield_once().await;
-            w2.release_below(250).await.unwrap()
+            w2.inject_fault(basalt_engine::wal::Fault::FailWrite);
+            w2.release_below(80).await
         });
-        let after_first = first.await;
-        second.await;
-        // Entry 100..=249 live in segments that only the second release may
-        // delete: after the first resolved they must all still be there.
-        assert!(before.len() >= 4);
-        let kept = after_first.len();
-        let after_second = wal.segment_paths().len();
-        assert!(
-            kept > after_second,
-            "first release deleted as much as the second ({kept} vs {after_second} segments)"
-        );
-        Rc::try_unwrap(wal).ok().unwrap().close().await.unwrap();
+        first.await.unwrap();
+        assert!(second.await.is_err());
+        drop(Rc::try_unwrap(wal).ok().unwrap().close().await);
+        // Only the durable release may have deleted segments: entries
+        // 30..=100 must all be there.
         let (wal, rec) = Wal::open(&d, small_segments()).await.unwrap();
-        assert_eq!(wal.first_index(), 250);
-        assert_eq!(rec.entries.first().map(|e| e.index), Some(250));
+        assert_eq!((wal.first_index(), wal.last_index()), (30, 100));
+        assert_eq!(rec.entries.first().map(|e| e.index), Some(30));
+        assert_eq!(rec.entries.len(), 71);
+    });
+}
+
+#[test]
+fn entries_and_hard_state_share_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&d, opts()).await.unwrap();
+        let es: Vec<Entry> = (1..=5).map(|i| entry(4, i, 300)).collect();
+        let hs = HardState {
+            term: 4,
+            vote: 2,
+            commit: 3,
+        };
+        wal.append_with_hard_state(&es, hs).await.unwrap();
+        assert_eq!(wal.stats().syncs, 1);
+        // Hard state alone, and an append that is contiguity-checked first.
+        assert!(matches!(
+            wal.append_with_hard_state(&[entry(4, 9, 1)], HardState::default())
+                .await,
+            Err(WalError::NotContiguous { .. })
+        ));
+        wal.close().await.unwrap();
+        let (_wal, rec) = Wal::open(&d, opts()).await.unwrap();
+        assert_eq!(rec.entries, es);
+        assert_eq!(rec.hard_state, hs, "the rejected call left no trace");
     });
 }

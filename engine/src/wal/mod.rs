@@ -190,8 +190,11 @@ pub(crate) struct State {
 
 /// One WAL operation as queued.
 enum Op<'a> {
-    Append(&'a [Entry]),
-    HardState(HardState),
+    /// Entries, then optionally the hard state, in one batch.
+    Append {
+        entries: &'a [Entry],
+        hard_state: Option<HardState>,
+    },
     Truncate(u64),
     Release(u64),
 }
@@ -286,12 +289,35 @@ impl Wal {
     /// Dropping the future after its first poll does not withdraw the
     /// entries.
     pub async fn append(&self, entries: &[Entry]) -> Result<(), WalError> {
-        self.submit(Op::Append(entries)).await
+        self.submit(Op::Append {
+            entries,
+            hard_state: None,
+        })
+        .await
     }
 
     /// Saves the hard state; resolves when durable.
     pub async fn save_hard_state(&self, hs: HardState) -> Result<(), WalError> {
-        self.submit(Op::HardState(hs)).await
+        self.submit(Op::Append {
+            entries: &[],
+            hard_state: Some(hs),
+        })
+        .await
+    }
+
+    /// Appends entries and saves the hard state in the same batch (one
+    /// write+fdatasync, both or neither on disk): what a Raft `Ready` asks
+    /// to persist. Same rules as `append`.
+    pub async fn append_with_hard_state(
+        &self,
+        entries: &[Entry],
+        hs: HardState,
+    ) -> Result<(), WalError> {
+        self.submit(Op::Append {
+            entries,
+            hard_state: Some(hs),
+        })
+        .await
     }
 
     /// Drops every entry with index `>= index` (a conflicting suffix);
@@ -409,15 +435,15 @@ impl Wal {
         let mut guard = self.shared.st.borrow_mut();
         let st = &mut *guard;
         let b = st.bounds;
-        let record = match op {
-            Op::Append(es) => {
+        // Validate first: a rejected operation must leave no trace.
+        let nothing_to_write = match op {
+            Op::Append {
+                entries: es,
+                hard_state,
+            } => {
                 check_contiguous(es, b.next)?;
-                if es.is_empty() {
-                    return Ok(st.queue.last_completion().map(|c| c.wait()));
-                }
-                None
+                es.is_empty() && hard_state.is_none()
             }
-            Op::HardState(hs) => Some(Record::HardState(hs)),
             Op::Truncate(from) => {
                 if from < b.first {
                     return Err(WalError::Released {
@@ -425,45 +451,47 @@ impl Wal {
                         first_index: b.first,
                     });
                 }
-                if from >= b.next {
-                    return Ok(st.queue.last_completion().map(|c| c.wait()));
-                }
-                Some(Record::Truncate { from })
+                from >= b.next
             }
-            Op::Release(below) => {
-                if below <= b.first {
-                    return Ok(st.queue.last_completion().map(|c| c.wait()));
-                }
-                Some(Record::Release { below })
-            }
+            Op::Release(below) => below <= b.first,
         };
+        if nothing_to_write {
+            return Ok(st.queue.last_completion().map(|c| c.wait()));
+        }
 
         let batch = st.queue.batch_for(bytes, entries, b);
         let mut after = b;
-        match (&op, record) {
-            (Op::Append(es), _) => {
-                for e in es.iter() {
+        let control = match op {
+            Op::Append {
+                entries: es,
+                hard_state,
+            } => {
+                for e in es {
                     record::encode_entry(e, &mut batch.bytes);
                 }
-                let n = es.len() as u64;
-                after.next += n;
-                batch.records += n as u32;
+                after.next += es.len() as u64;
+                batch.records += es.len() as u32;
                 batch.entries += es.len();
-                batch.max_entry_index = Some(after.next - 1);
-            }
-            (_, Some(r)) => {
-                match r {
-                    Record::HardState(hs) => after.hard_state = hs,
-                    Record::Truncate { from } => after.truncate(from),
-                    Record::Release { below } => after.release(below),
-                    Record::Entry(_) | Record::LogBounds { .. } => {
-                        unreachable!("only control records are built above")
-                    }
+                if !es.is_empty() {
+                    batch.max_entry_index = Some(after.next - 1);
                 }
-                record::encode(&r, &mut batch.bytes);
-                batch.records += 1;
+                hard_state.map(|hs| {
+                    after.hard_state = hs;
+                    Record::HardState(hs)
+                })
             }
-            (_, None) => unreachable!("non-append operations always produce a record"),
+            Op::Truncate(from) => {
+                after.truncate(from);
+                Some(Record::Truncate { from })
+            }
+            Op::Release(below) => {
+                after.release(below);
+                Some(Record::Release { below })
+            }
+        };
+        if let Some(r) = control {
+            record::encode(&r, &mut batch.bytes);
+            batch.records += 1;
         }
         batch.after = after;
         let durable = batch.done.wait();
@@ -508,13 +536,17 @@ impl Drop for Wal {
 
 fn op_size(op: &Op<'_>) -> (usize, usize) {
     match op {
-        Op::Append(es) => (
-            es.iter()
+        Op::Append {
+            entries,
+            hard_state,
+        } => (
+            entries
+                .iter()
                 .map(|e| record::entry_record_bytes(e.data.len()))
-                .sum(),
-            es.len(),
+                .sum::<usize>()
+                + hard_state.map_or(0, |hs| record::record_bytes(&Record::HardState(hs))),
+            entries.len(),
         ),
-        Op::HardState(hs) => (record::record_bytes(&Record::HardState(*hs)), 0),
         Op::Truncate(from) => (record::record_bytes(&Record::Truncate { from: *from }), 0),
         Op::Release(below) => (record::record_bytes(&Record::Release { below: *below }), 0),
     }
