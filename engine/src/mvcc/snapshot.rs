@@ -215,5 +215,9 @@ fn restore_into(input: &mut dyn Read, path: &Path) -> Result<(), MvccError> {
             "snapshot holds {entries} entries, trailer says {count}"
         )));
     }
-    backend.commit(&batch, applied)
+    backend.commit(&batch, applied)?;
+    // The checksum proves the bytes arrived intact; this proves they make a
+    // consistent store (e.g. not one written by an incompatible version).
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Store::from_backend(dir, backend)?.verify()
 }

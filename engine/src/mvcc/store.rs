@@ -60,6 +60,11 @@ impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, MvccError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let backend = Backend::open(&dir.join(TREE_FILE), opts.tree)?;
+        Store::from_backend(dir, backend)
+    }
+
+    /// Loads the in-memory state (meta, lease table) of an opened tree.
+    pub(super) fn from_backend(dir: &Path, backend: Backend) -> Result<Store, MvccError> {
         let view = backend.view();
         let meta = |name: &[u8], default: i64| -> Result<i64, MvccError> {
             match view.get(name)? {
