@@ -594,3 +594,19 @@ fn random_damage_never_panics_and_never_invents_entries() {
         );
     });
 }
+
+#[test]
+fn a_directory_is_opened_by_one_wal_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&d, opts()).await.unwrap();
+        assert!(matches!(
+            Wal::open(&d, opts()).await,
+            Err(WalError::Locked(p)) if p == d
+        ));
+        wal.close().await.unwrap();
+        let (wal, _) = Wal::open(&d, opts()).await.unwrap();
+        wal.close().await.unwrap();
+    });
+}

@@ -63,6 +63,9 @@ pub enum WalError {
     /// The options cannot work (e.g. a segment smaller than one batch).
     #[error("wal: invalid options: {0}")]
     InvalidOptions(String),
+    /// Another open WAL (in this or another process) holds the directory.
+    #[error("wal: {} is in use by another process or WAL instance", .0.display())]
+    Locked(PathBuf),
     /// The WAL was closed while the operation waited.
     #[error("wal: closed")]
     Closed,

@@ -44,6 +44,7 @@
 //! with `Rc<Wal>`.
 
 mod bounds;
+mod dir_lock;
 mod entry;
 mod error;
 mod fault;
@@ -172,6 +173,8 @@ pub(crate) struct Shared {
     pub(crate) st: RefCell<State>,
     /// Test hook: what goes wrong with the next batch.
     pub(crate) fault: Cell<Option<Fault>>,
+    /// Released when the last owner (handle or writer task) is gone.
+    _lock: dir_lock::DirLock,
 }
 
 pub(crate) struct State {
@@ -211,6 +214,7 @@ impl Wal {
     pub async fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), WalError> {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| WalError::io("creating directory", dir, e))?;
+        let lock = dir_lock::DirLock::acquire(dir)?;
         let mut log = recovery::recover(dir).await?;
         let shared = Rc::new(Shared {
             dir: dir.to_path_buf(),
@@ -230,6 +234,7 @@ impl Wal {
                 counters: Counters::default(),
             }),
             fault: Cell::new(None),
+            _lock: lock,
         });
 
         if log.segments.is_empty() {
