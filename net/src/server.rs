@@ -2,6 +2,14 @@
 //! client connections on the same port (SO_REUSEPORT) and serving gRPC;
 //! executor 0 also runs the [`Sequencer`]. Other executors forward to it
 //! over a channel mesh; connections on executor 0 call it directly.
+//! Watch and Lease keep their state on executor 0 too; a call for them that
+//! arrives on another executor is bridged there whole
+//! ([`crate::grpc::forwarding_handler`]).
+//!
+//! First slice: the keyspace is not sharded yet. The sequencer's store
+//! holds every key and serves every read (Range, and Txn, which goes
+//! through the log), so other executors add connection handling and
+//! protobuf work in parallel but every request takes one hop to executor 0.
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir().unwrap();
