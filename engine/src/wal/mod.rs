@@ -28,6 +28,14 @@
 //! preamble holding the log bounds and the hard state, so whole old
 //! segments can be deleted without losing either.
 //!
+//! # API in one breath
+//! `open` recovers and returns every retained entry; `append` /
+//! `save_hard_state` / `append_with_hard_state` (both in one write, what a
+//! Raft `Ready` needs) resolve when durable; `truncate_from` drops a
+//! conflicting suffix; `release_below` drops a prefix and deletes whole
+//! segments below it; `close` drains and stops. The directory is locked
+//! (`flock`) while open.
+//!
 //! # Invariants
 //! - An operation's future resolves `Ok` only after the batch holding its
 //!   records was written and fdatasync'ed; batches are written strictly one
