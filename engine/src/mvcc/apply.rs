@@ -15,7 +15,7 @@ use super::keyspace::{
     parse_change_key, parse_version_key, version_key, version_prefix, LiveRecord, UserRange,
     VersionRecord, META_COMPACT_REVISION, META_CURRENT_REVISION,
 };
-use super::layers::{Layered, Overlay};
+use super::layers::{Layered, LivePresence, Overlay};
 use super::read;
 use super::revision::Revision;
 use super::types::{
@@ -43,6 +43,7 @@ pub struct Outcome {
 pub struct Applier<'s> {
     pub base: &'s BackendView,
     pub pending: &'s Overlay,
+    pub presence: &'s LivePresence,
     pub scratch: &'s mut Overlay,
     pub leases: &'s BTreeMap<i64, i64>,
     /// Revision before this entry.
@@ -64,6 +65,7 @@ impl<'s> Applier<'s> {
     pub fn new(
         base: &'s BackendView,
         pending: &'s Overlay,
+        presence: &'s LivePresence,
         scratch: &'s mut Overlay,
         leases: &'s BTreeMap<i64, i64>,
         current: i64,
@@ -72,6 +74,7 @@ impl<'s> Applier<'s> {
         Applier {
             base,
             pending,
+            presence,
             scratch,
             leases,
             current,
@@ -86,6 +89,7 @@ impl<'s> Applier<'s> {
             base: self.base,
             pending: self.pending,
             scratch: self.scratch,
+            presence: Some(self.presence),
         }
     }
 

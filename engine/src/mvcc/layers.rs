@@ -13,16 +13,24 @@ use std::ops::Bound;
 
 use super::backend::{BackendView, ScanIter};
 use super::error::MvccError;
-use super::keyspace::KeyBounds;
+use super::keyspace::{KeyBounds, LIVE};
 
 /// Staged tree writes: `Some(value)` = insert, `None` = remove.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// For each live-space tree key written since the last checkpoint: whether
+/// the durable tree has it, and whether it is present now. Lets `count`
+/// correct the tree's count without a tree lookup per pending key.
+pub type LivePresence = BTreeMap<Vec<u8>, (bool, bool)>;
 
 /// The three layers as one ordered map.
 pub struct Layered<'a> {
     pub base: &'a BackendView,
     pub pending: &'a Overlay,
     pub scratch: &'a Overlay,
+    /// Covers every pending key of the live space (see `count`); `None`
+    /// makes `count` look pending keys up in the tree instead.
+    pub presence: Option<&'a LivePresence>,
 }
 
 /// False when `BTreeMap::range` would panic or the bounds hold nothing.
@@ -33,6 +41,18 @@ pub fn bounds_nonempty(bounds: &KeyBounds) -> bool {
         | (Bound::Excluded(s), Bound::Included(e))
         | (Bound::Excluded(s), Bound::Excluded(e)) => s < e,
         _ => true,
+    }
+}
+
+/// Whether `bounds` select only live-space keys (what `presence` covers).
+fn within_live_space(bounds: &KeyBounds) -> bool {
+    let live = |k: &Vec<u8>| k.first() == Some(&LIVE);
+    match bounds {
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e)) => live(s) && live(e),
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e)) => {
+            live(s) && (live(e) || e.as_slice() == [LIVE + 1])
+        }
+        _ => false,
     }
 }
 
@@ -102,12 +122,29 @@ impl<'a> Layered<'a> {
     }
 
     /// Number of entries within `bounds`: the tree's O(log n) count, corrected
-    /// for the overlay entries inside the bounds.
+    /// for the overlay entries inside the bounds. Within the live space, with
+    /// `presence` set, the pending correction costs no tree lookups.
     pub fn count(&self, bounds: &KeyBounds) -> Result<u64, MvccError> {
         if !bounds_nonempty(bounds) {
             return Ok(0);
         }
         let mut n = self.base.count(bounds)? as i64;
+        if let Some(presence) = self.presence.filter(|_| within_live_space(bounds)) {
+            for (_, &(in_base, now)) in presence.range::<[u8], _>(as_slices(bounds)) {
+                n += i64::from(now) - i64::from(in_base);
+            }
+            for (k, v) in overlay_range(self.scratch, bounds) {
+                let before = match (presence.get(k), self.pending.get(k)) {
+                    (Some(&(_, now)), _) => now,
+                    (None, Some(p)) => p.is_some(),
+                    (None, None) => self.base.get(k)?.is_some(),
+                };
+                n += i64::from(v.is_some()) - i64::from(before);
+            }
+            return u64::try_from(n).map_err(|_| {
+                MvccError::Corrupt("overlay removes more keys than the tree holds".into())
+            });
+        }
         let mut adjust = |key: &[u8], present: bool| -> Result<(), MvccError> {
             match (self.base.get(key)?.is_some(), present) {
                 (false, true) => n += 1,
@@ -217,6 +254,7 @@ mod tests {
             base: &base,
             pending: &pending,
             scratch: &scratch,
+            presence: None,
         };
         let all = (Bound::Unbounded, Bound::Unbounded);
         let fwd: Vec<(String, String)> = view

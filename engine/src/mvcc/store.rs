@@ -10,9 +10,9 @@ use super::backend::{Backend, BackendView};
 use super::error::MvccError;
 use super::keyspace::{
     attached_bounds, decode_i64, parse_attached_key, parse_lease_key, parse_version_key,
-    space_bounds, UserRange, LEASE, META_COMPACT_REVISION, META_CURRENT_REVISION, VERSION,
+    space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION, META_CURRENT_REVISION, VERSION,
 };
-use super::layers::{Layered, Overlay};
+use super::layers::{Layered, LivePresence, Overlay};
 use super::read;
 use super::types::{Applied, Event, Lease, Op, RangeRequest, RangeResponse};
 
@@ -39,6 +39,8 @@ pub struct Store {
     backend: Backend,
     /// Tree writes applied since the last checkpoint.
     pending: Overlay,
+    /// Durable vs current presence of every live-space key in `pending`.
+    presence: LivePresence,
     /// Tree writes of the entry being applied; empty between entries.
     scratch: Overlay,
     current: i64,
@@ -90,6 +92,7 @@ impl Store {
             dir: dir.to_path_buf(),
             backend,
             pending: Overlay::new(),
+            presence: LivePresence::new(),
             scratch: Overlay::new(),
             current,
             compacted,
@@ -133,6 +136,7 @@ impl Store {
             base,
             pending: &self.pending,
             scratch: &self.scratch,
+            presence: Some(&self.presence),
         }
     }
 
@@ -156,6 +160,7 @@ impl Store {
         let applier = Applier::new(
             &base,
             &self.pending,
+            &self.presence,
             &mut self.scratch,
             &self.leases,
             self.current,
@@ -163,8 +168,11 @@ impl Store {
         );
         let result = applier.apply(op);
         self.last_applied = index;
-        let outcome = match result {
-            Ok(outcome) => outcome,
+        let outcome = match result.and_then(|o| Ok((o, self.presence_updates(&base)?))) {
+            Ok((outcome, presence)) => {
+                self.presence.extend(presence);
+                outcome
+            }
             Err(e) => {
                 self.scratch.clear();
                 return Err(e);
@@ -193,6 +201,24 @@ impl Store {
         })
     }
 
+    /// The presence entries the scratch writes to the live space change.
+    fn presence_updates(&self, base: &BackendView) -> Result<LivePresence, MvccError> {
+        let mut out = LivePresence::new();
+        let (start, end) = space_bounds(LIVE);
+        let bounds = (
+            start.as_ref().map(Vec::as_slice),
+            end.as_ref().map(Vec::as_slice),
+        );
+        for (k, v) in self.scratch.range::<[u8], _>(bounds) {
+            let in_base = match self.presence.get(k) {
+                Some(&(in_base, _)) => in_base,
+                None => base.get(k)?.is_some(),
+            };
+            out.insert(k.clone(), (in_base, v.is_some()));
+        }
+        Ok(out)
+    }
+
     /// Makes everything applied durable: one tree commit carrying the last
     /// applied index. A no-op when nothing changed since the last one.
     pub fn checkpoint(&mut self) -> Result<(), MvccError> {
@@ -201,6 +227,7 @@ impl Store {
         }
         self.backend.commit(&self.pending, self.last_applied)?;
         self.pending.clear();
+        self.presence.clear();
         Ok(())
     }
 
