@@ -10,10 +10,13 @@
 //! client, the watcher just falls back to reading history once the client
 //! drains its stream (etcd's unsynced set; etcd-io/etcd#18109).
 //!
-//! Invariant: a watcher's `next_rev` is the lowest revision it has not yet
-//! been given (or skipped as filtered out). Publish only delivers revision
-//! `next_rev` or later and catch-up reads history from `next_rev`, so
-//! switching between the two never loses or repeats a revision. Everything
+//! Invariant: every revision below a watcher's `next_rev` that concerned it
+//! has been queued for it, and none at or above it. Publish only delivers
+//! revision `next_rev` or later (a future start revision waits there) and
+//! sets `next_rev` to the revision at which it gives up on a full buffer;
+//! catch-up reads history from `next_rev`. So switching between the two
+//! never loses or repeats a revision. Publish looks only at the watchers
+//! the [`WatcherIndex`] names for the changed keys. Everything
 //! here runs on one executor without awaiting, so no revision can be applied
 //! between reading history up to the current revision and marking the
 //! watcher synced.
@@ -39,6 +42,12 @@ pub const INVALID_WATCH_ID: i64 = -1;
 
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Responses a stream may have queued before its client's further
+/// requests wait (etcd blocks its reader on a full control channel too):
+/// a client that sends creates without reading answers cannot grow the
+/// queue without bound.
+pub const MAX_STREAM_BACKLOG: usize = 4096;
 
 /// etcd's error texts for a create request it refuses (sent as the
 /// `cancel_reason` of a created-and-canceled response).
@@ -161,6 +170,8 @@ struct Stream {
     next_auto_id: i64,
     outbox: VecDeque<Outgoing>,
     waker: Option<Waker>,
+    /// The request reader, waiting for the outbox to shrink.
+    room_waker: Option<Waker>,
     /// A `RequestProgress` waits until every watcher is synced, so the
     /// revision it reports really has been delivered to all of them.
     progress_requested: bool,
@@ -180,6 +191,53 @@ impl Stream {
     }
 }
 
+/// Which watchers a changed key may concern, so publishing a revision
+/// touches only those: single-key watchers by key, range watchers all
+/// (they are few: prefixes of resource kinds, not one per object).
+#[derive(Default)]
+struct WatcherIndex {
+    by_key: HashMap<Vec<u8>, Vec<(StreamId, i64)>>,
+    ranges: BTreeSet<(StreamId, i64)>,
+}
+
+impl WatcherIndex {
+    fn add(&mut self, sid: StreamId, id: i64, range: &KeyRange) {
+        match range.single_key() {
+            Some(k) => self.by_key.entry(k.to_vec()).or_default().push((sid, id)),
+            None => {
+                self.ranges.insert((sid, id));
+            }
+        }
+    }
+
+    fn remove(&mut self, sid: StreamId, id: i64, range: &KeyRange) {
+        match range.single_key() {
+            Some(k) => {
+                if let Some(v) = self.by_key.get_mut(k) {
+                    v.retain(|&w| w != (sid, id));
+                    if v.is_empty() {
+                        self.by_key.remove(k);
+                    }
+                }
+            }
+            None => {
+                self.ranges.remove(&(sid, id));
+            }
+        }
+    }
+
+    /// Watchers that may want some of `events`, each once, ordered.
+    fn candidates(&self, events: &[Event]) -> BTreeSet<(StreamId, i64)> {
+        let mut out = self.ranges.clone();
+        for e in events {
+            if let Some(v) = self.by_key.get(&e.kv.key) {
+                out.extend(v.iter().copied());
+            }
+        }
+        out
+    }
+}
+
 /// All watch streams of one executor. `!Send`; shared as
 /// `Rc<RefCell<Hub>>` by the Watch handler's calls and the sequencer's
 /// apply hook, never borrowed across an await.
@@ -188,6 +246,7 @@ pub struct Hub {
     /// cluster_id, member_id and raft_term of every response header.
     header: pb::ResponseHeader,
     streams: HashMap<StreamId, Stream>,
+    index: WatcherIndex,
     next_stream: StreamId,
 }
 
@@ -197,6 +256,7 @@ impl Hub {
             cfg,
             header,
             streams: HashMap::new(),
+            index: WatcherIndex::default(),
             next_stream: 0,
         }
     }
@@ -226,7 +286,11 @@ impl Hub {
 
     /// Drops a stream, its watchers and whatever it had not sent.
     pub fn close_stream(&mut self, sid: StreamId) {
-        self.streams.remove(&sid);
+        if let Some(stream) = self.streams.remove(&sid) {
+            for (id, w) in stream.watchers {
+                self.index.remove(sid, id, &w.range);
+            }
+        }
     }
 
     pub fn stream_count(&self) -> usize {
@@ -322,6 +386,7 @@ impl Hub {
         } else {
             req.start_revision.max(current + 1)
         };
+        self.index.add(sid, id, &range);
         stream.watchers.insert(
             id,
             Watcher {
@@ -351,9 +416,10 @@ impl Hub {
         let Some(stream) = self.streams.get_mut(&sid) else {
             return;
         };
-        if stream.watchers.remove(&watch_id).is_none() {
+        let Some(w) = stream.watchers.remove(&watch_id) else {
             return;
-        }
+        };
+        self.index.remove(sid, watch_id, &w.range);
         stream.unsynced.remove(&watch_id);
         stream.outbox.retain(|o| o.buffered_for != Some(watch_id));
         stream.push(Outgoing {
@@ -403,42 +469,45 @@ impl Hub {
     /// blocks; a watcher with a full buffer is moved to catch-up.
     pub fn publish(&mut self, revision: i64, events: &[Event]) {
         let header = self.header(revision);
-        for stream in self.streams.values_mut() {
-            let mut queued = Vec::new();
-            for (&id, w) in stream.watchers.iter_mut() {
-                if w.next_rev > revision || stream.unsynced.contains(&id) {
-                    continue;
-                }
-                let evs: Vec<mvccpb::Event> = events
-                    .iter()
-                    .filter(|e| w.wants(e))
-                    .map(|e| w.to_pb(e))
-                    .collect();
-                if evs.is_empty() {
-                    w.next_rev = revision + 1;
-                    continue;
-                }
-                if w.queued >= self.cfg.watcher_buffer {
-                    // next_rev stays at `revision`: catch-up starts there.
-                    stream.unsynced.insert(id);
-                    continue;
-                }
-                w.next_rev = revision + 1;
-                w.active = true;
-                queued.push(Outgoing {
-                    response: pb::WatchResponse {
-                        header,
-                        watch_id: id,
-                        events: evs,
-                        ..Default::default()
-                    },
-                    fragment: w.fragment,
-                    buffered_for: Some(id),
-                });
+        let candidates = self.index.candidates(events);
+        for (sid, id) in candidates {
+            let Some(stream) = self.streams.get_mut(&sid) else {
+                continue;
+            };
+            let Some(w) = stream.watchers.get_mut(&id) else {
+                continue;
+            };
+            if w.next_rev > revision || stream.unsynced.contains(&id) {
+                continue;
             }
-            for out in queued {
-                stream.push(out);
+            let evs: Vec<mvccpb::Event> = events
+                .iter()
+                .filter(|e| w.wants(e))
+                .map(|e| w.to_pb(e))
+                .collect();
+            if evs.is_empty() {
+                continue;
             }
+            if w.queued >= self.cfg.watcher_buffer {
+                // Catch-up starts at this revision: everything before it
+                // that concerned the watcher was delivered.
+                w.next_rev = revision;
+                stream.unsynced.insert(id);
+                continue;
+            }
+            w.next_rev = revision + 1;
+            w.active = true;
+            let fragment = w.fragment;
+            stream.push(Outgoing {
+                response: pb::WatchResponse {
+                    header,
+                    watch_id: id,
+                    events: evs,
+                    ..Default::default()
+                },
+                fragment,
+                buffered_for: Some(id),
+            });
         }
     }
 
@@ -495,7 +564,9 @@ impl Hub {
                             ..Default::default()
                         },
                     };
-                    stream.watchers.remove(&id);
+                    if let Some(w) = stream.watchers.remove(&id) {
+                        self.index.remove(sid, id, &w.range);
+                    }
                     stream.unsynced.remove(&id);
                     stream.push(Outgoing {
                         response,
@@ -558,6 +629,11 @@ impl Hub {
     pub fn pop(&mut self, sid: StreamId) -> Option<Outgoing> {
         let stream = self.streams.get_mut(&sid)?;
         let out = stream.outbox.pop_front()?;
+        if stream.outbox.len() < MAX_STREAM_BACKLOG {
+            if let Some(w) = stream.room_waker.take() {
+                w.wake();
+            }
+        }
         if let Some(id) = out.buffered_for {
             if let Some(w) = stream.watchers.get_mut(&id) {
                 w.queued -= 1;
@@ -577,6 +653,18 @@ impl Hub {
             return Poll::Pending;
         }
         Poll::Ready(self.pop(sid))
+    }
+
+    /// Ready once stream `sid` has room for the answers to another request
+    /// (or is gone); otherwise registers `cx` to be woken as it drains.
+    pub fn poll_room(&mut self, sid: StreamId, cx: &mut Context<'_>) -> Poll<()> {
+        match self.streams.get_mut(&sid) {
+            Some(stream) if stream.outbox.len() >= MAX_STREAM_BACKLOG => {
+                stream.room_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
     }
 
     /// The periodic progress notification: every synced watcher that asked
@@ -1030,6 +1118,86 @@ mod tests {
             event_revs(&drain(&mut h, sid)),
             vec![(0, vec![3]), (0, vec![4])]
         );
+    }
+
+    #[test]
+    fn overflow_after_untouched_revisions_catches_up_exactly() {
+        let mut h = Hub::new(
+            HubConfig {
+                watcher_buffer: 1,
+                ..Default::default()
+            },
+            pb::ResponseHeader::default(),
+        );
+        let mut hist = FakeHistory::default();
+        let sid = h.open_stream();
+        h.create(sid, &create("k", "", 0), &hist);
+        h.pop(sid);
+        let mut want = Vec::new();
+        for i in 0..20 {
+            let key = if i % 3 == 0 { "k" } else { "other" };
+            let (rev, evs) = hist.put(&[key]);
+            h.publish(rev, &evs);
+            if key == "k" {
+                want.push(rev);
+            }
+        }
+        assert_eq!(h.is_synced(sid, 0), Some(false));
+        let mut got = Vec::new();
+        loop {
+            h.catch_up(sid, &hist);
+            let Some(out) = h.pop(sid) else { break };
+            got.extend(
+                out.response
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision),
+            );
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn index_follows_watchers_in_and_out() {
+        let mut h = hub();
+        let mut hist = FakeHistory::default();
+        let a = h.open_stream();
+        let b = h.open_stream();
+        h.create(a, &create("k", "", 0), &hist);
+        h.create(a, &create("p/", "p0", 0), &hist);
+        h.create(b, &create("k", "", 0), &hist);
+        assert_eq!(h.index.by_key[&b"k".to_vec()].len(), 2);
+        assert_eq!(h.index.ranges.len(), 1);
+        drain(&mut h, a);
+        drain(&mut h, b);
+        let (rev, evs) = hist.put(&["k", "p/x", "q"]);
+        h.publish(rev, &evs);
+        assert_eq!(
+            event_revs(&drain(&mut h, a)),
+            vec![(0, vec![1]), (1, vec![1])]
+        );
+        assert_eq!(event_revs(&drain(&mut h, b)), vec![(0, vec![1])]);
+        h.cancel(a, 0, &hist);
+        h.close_stream(a);
+        assert!(h.index.ranges.is_empty());
+        assert_eq!(h.index.by_key[&b"k".to_vec()], vec![(b, 0)]);
+        h.close_stream(b);
+        assert!(h.index.by_key.is_empty());
+    }
+
+    #[test]
+    fn a_full_backlog_holds_back_further_requests() {
+        let mut h = hub();
+        let hist = FakeHistory::default();
+        let sid = h.open_stream();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..MAX_STREAM_BACKLOG {
+            assert!(h.poll_room(sid, &mut cx).is_ready());
+            h.create(sid, &create("k", "", 0), &hist);
+        }
+        assert!(h.poll_room(sid, &mut cx).is_pending());
+        h.pop(sid);
+        assert!(h.poll_room(sid, &mut cx).is_ready());
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod wiring;
 pub use fragment::fragments;
 pub use hub::{
     History, Hub, HubConfig, Outgoing, StreamId, DEFAULT_PROGRESS_INTERVAL, INVALID_WATCH_ID,
+    MAX_STREAM_BACKLOG,
 };
 pub use range::{EmptyRange, KeyRange};
 pub use service::{register, run_progress_notifier, HistorySource, WATCH_METHOD};

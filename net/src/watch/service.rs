@@ -38,15 +38,16 @@ pub fn register(router: &mut Router, hub: Rc<RefCell<Hub>>, source: Rc<dyn Histo
 }
 
 /// Sends the periodic progress notifications (see
-/// [`Hub::progress_tick`]) until the hub is dropped. Spawn it on the hub's
-/// executor.
-pub async fn run_progress_notifier(hub: Weak<RefCell<Hub>>, source: Rc<dyn HistorySource>) {
+/// [`Hub::progress_tick`]) until the hub or the history is dropped. Spawn
+/// it on the hub's executor. It holds neither strongly, so a stopped
+/// server's store is released even while the task sleeps.
+pub async fn run_progress_notifier(hub: Weak<RefCell<Hub>>, source: Weak<dyn HistorySource>) {
     loop {
         let Some(interval) = hub.upgrade().map(|h| h.borrow().config().progress_interval) else {
             return;
         };
         glommio::timer::sleep(interval).await;
-        let Some(hub) = hub.upgrade() else {
+        let (Some(hub), Some(source)) = (hub.upgrade(), source.upgrade()) else {
             return;
         };
         let history = source.history();
@@ -150,7 +151,11 @@ async fn receive(
     mut requests: impl WatchRequests,
     half_closed: &Cell<bool>,
 ) -> Result<(), Status> {
-    while let Some(req) = requests.next_request().await? {
+    loop {
+        poll_fn(|cx| hub.borrow_mut().poll_room(sid, cx)).await;
+        let Some(req) = requests.next_request().await? else {
+            break;
+        };
         let history = source.history();
         hub.borrow_mut().handle(sid, req, &*history);
     }

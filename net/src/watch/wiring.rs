@@ -2,7 +2,7 @@
 //! store and gets every applied revision from its apply hook.
 
 use std::cell::{Ref, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use crate::grpc::Router;
 use crate::sequencer::Sequencer;
@@ -30,6 +30,7 @@ pub fn attach(router: &mut Router, seq: &Rc<Sequencer>, cfg: HubConfig) -> Rc<Re
     }));
     let source: Rc<dyn HistorySource> = seq.clone();
     register(router, hub.clone(), source.clone());
-    glommio::spawn_local(run_progress_notifier(Rc::downgrade(&hub), source)).detach();
+    let weak_source: Weak<dyn HistorySource> = Rc::downgrade(&source);
+    glommio::spawn_local(run_progress_notifier(Rc::downgrade(&hub), weak_source)).detach();
     hub
 }
