@@ -18,14 +18,15 @@ pub fn throughput(results: &Results<'_>, path: &Path) -> Result<()> {
     let Some(base) = results.servers.iter().find(|s| s.slug == "etcd-3.4") else {
         return Err(fail("no etcd 3.4 in the run".into()));
     };
+    // Servers that did not serve have no bars and no legend entry.
+    let servers: Vec<_> = results.servers.iter().filter(|s| s.serving).collect();
     let groups: Vec<(&str, Vec<f64>)> = results
         .scenarios
         .iter()
         .filter_map(|sc| {
             let reference = results.cell(sc.id, &base.name)?.run.report.throughput_ops_s;
             (reference > 0.0).then(|| {
-                let bars = results
-                    .servers
+                let bars = servers
                     .iter()
                     .map(|s| {
                         results
@@ -42,7 +43,7 @@ pub fn throughput(results: &Results<'_>, path: &Path) -> Result<()> {
         .flat_map(|(_, b)| b.iter().copied())
         .fold(1.0f64, f64::max)
         * 1.2;
-    let n_servers = results.servers.len().max(1);
+    let n_servers = servers.len().max(1);
     let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
@@ -72,7 +73,7 @@ pub fn throughput(results: &Results<'_>, path: &Path) -> Result<()> {
         .draw()
         .map_err(|e| fail(e.to_string()))?;
     let width = 0.8 / n_servers as f64;
-    for (si, server) in results.servers.iter().enumerate() {
+    for (si, server) in servers.iter().enumerate() {
         let color = Palette99::pick(si).to_rgba();
         let bars: Vec<Rectangle<(f64, f64)>> = groups
             .iter()
@@ -92,6 +93,7 @@ pub fn throughput(results: &Results<'_>, path: &Path) -> Result<()> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))?;

@@ -72,7 +72,11 @@ fn runs_end_to_end_against_etcd_alone() {
         .path()
         .join("docs/raw/etcd-3.4-put-serial-0.json")
         .exists());
-    assert!(dir.path().join("docs/throughput.svg").exists());
+    let chart = std::fs::read_to_string(dir.path().join("docs/throughput.svg")).unwrap();
+    assert!(
+        chart.contains("etcd 3.4.23") && !chart.contains("basalt"),
+        "{chart}"
+    );
     // Data dirs are removed after each run.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("work"))
         .unwrap()

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use self::cluster::{create_txn, written, Written};
 use self::traffic::{act, actors, compactor, Clients, Cluster};
-use self::watchers::{watch, WatchSpec};
+use self::watchers::{progress_is_ordered, watch, WatchSpec};
 use super::listing::{list, ListFailure, ListSpec};
 use crate::cli::KubernetesArgs;
 use crate::error::{LoadgenError, Result};
@@ -84,6 +84,7 @@ pub async fn run(
     let watch_stop = Shutdown::new();
     watch_stop.follow(&run.interrupt);
 
+    let trust_progress = trust_progress(run).await;
     // Watch-cache fill, then the watches.
     let mut fill = run.tally(&phase);
     fill.rec.declare("list-watchcache");
@@ -115,6 +116,7 @@ pub async fn run(
             end,
             list_revision: listing.revision,
             progress_every: PROGRESS_EVERY,
+            trust_progress,
         };
         watches.push(tokio::spawn(watch(
             conn,
@@ -214,6 +216,24 @@ pub async fn run(
         rec.merge(check.rec);
     }
     Ok((rec, elapsed))
+}
+
+/// Whether to hold progress notifications to "every event up to here was
+/// delivered", from the version the server reports (as kube-apiserver
+/// decides). A server without Maintenance.Status is held to it.
+async fn trust_progress(run: &Run) -> bool {
+    let Ok(status) = run.conn(0).client().maintenance_client().status().await else {
+        return true;
+    };
+    let trusted = progress_is_ordered(status.version());
+    if !trusted {
+        eprintln!(
+            "kubernetes: server version {} may send progress notifications ahead of events \
+             (fixed in etcd 3.4.25 and 3.5.8); like kube-apiserver, not relying on them",
+            status.version()
+        );
+    }
+    trusted
 }
 
 /// Refuses to run over someone's data unless told to clear it.

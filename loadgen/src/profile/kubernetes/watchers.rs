@@ -101,6 +101,29 @@ pub struct WatchSpec {
     /// The list revision; the watch starts at the next one.
     pub list_revision: i64,
     pub progress_every: Duration,
+    /// Whether a progress notification at revision P promises that every
+    /// event up to P was delivered (see [`progress_is_ordered`]).
+    pub trust_progress: bool,
+}
+
+/// Whether the server's progress notifications can be trusted to follow
+/// the events they cover. etcd before 3.4.25 and 3.5.8 could send a
+/// requested progress response ahead of events still queued for the
+/// stream (etcd-io/etcd#15220), and
+/// kube-apiserver stops relying on progress notifications (consistent
+/// reads from its cache) below those versions; loadgen does the same.
+/// A version it cannot parse (another server) is held to the guarantee.
+pub fn progress_is_ordered(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u64>());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(3)), Some(Ok(4)), Some(Ok(patch))) => patch >= 25,
+        (Some(Ok(3)), Some(Ok(5)), Some(Ok(patch))) => patch >= 8,
+        (Some(Ok(major)), Some(Ok(minor)), _) if (major, minor) < (3, 4) => false,
+        _ => true,
+    }
 }
 
 /// Runs one watch until `stop` fires. Ops: `watch-event` (latency, order
@@ -195,7 +218,9 @@ pub async fn watch(
             if let Some(at) = progress_sent.take() {
                 tally.ok("watch-progress", now - at);
             }
-            delivered_through = delivered_through.max(revision);
+            if spec.trust_progress {
+                delivered_through = delivered_through.max(revision);
+            }
             continue;
         }
         for event in resp.events() {
@@ -255,6 +280,18 @@ mod tests {
             Tally::new(incidents.clone(), indicatif::ProgressBar::hidden()),
             incidents,
         )
+    }
+
+    #[test]
+    fn progress_trust_follows_the_apiserver() {
+        assert!(!progress_is_ordered("3.4.23"));
+        assert!(progress_is_ordered("3.4.25"));
+        assert!(!progress_is_ordered("3.5.1"));
+        assert!(progress_is_ordered("3.5.8"));
+        assert!(progress_is_ordered("3.6.0"));
+        assert!(!progress_is_ordered("3.3.27"));
+        assert!(progress_is_ordered("basalt 0.1.0"));
+        assert!(progress_is_ordered(""));
     }
 
     #[test]
