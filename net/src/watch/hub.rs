@@ -364,7 +364,13 @@ impl Hub {
     ) -> Result<i64, &'static str> {
         use pb::watch_create_request::FilterType;
         let stream = self.streams.get_mut(&sid).ok_or("watch stream closed")?;
-        let range = KeyRange::new(&req.key, &req.range_end).map_err(|_| ERR_EMPTY_RANGE)?;
+        // etcd reads an empty key as "\0", the smallest key there is.
+        let key = if req.key.is_empty() {
+            vec![0]
+        } else {
+            req.key.clone()
+        };
+        let range = KeyRange::new(&key, &req.range_end).map_err(|_| ERR_EMPTY_RANGE)?;
         // 0 asks the server to choose; etcd picks the lowest free id at or
         // above the last one it chose.
         let id = if req.watch_id == 0 {
@@ -390,7 +396,7 @@ impl Hub {
         stream.watchers.insert(
             id,
             Watcher {
-                key: req.key.clone(),
+                key,
                 range_end: req.range_end.clone(),
                 range,
                 no_put: has(FilterType::Noput),
@@ -1198,6 +1204,18 @@ mod tests {
         assert!(h.poll_room(sid, &mut cx).is_pending());
         h.pop(sid);
         assert!(h.poll_room(sid, &mut cx).is_ready());
+    }
+
+    #[test]
+    fn empty_key_means_the_smallest_key() {
+        let mut h = hub();
+        let mut hist = FakeHistory::default();
+        let sid = h.open_stream();
+        h.create(sid, &create("", "\0", 0), &hist);
+        drain(&mut h, sid);
+        let (rev, evs) = hist.put(&["a", "\u{0}"]);
+        h.publish(rev, &evs);
+        assert_eq!(event_revs(&drain(&mut h, sid)), vec![(0, vec![1, 1])]);
     }
 
     #[test]
