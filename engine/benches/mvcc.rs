@@ -120,9 +120,33 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
+/// `count` between checkpoints: 20k applied writes not yet in the tree.
+fn count_with_pending(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = loaded(dir.path());
+    let mut index = 2 * KEYS;
+    for i in 0..20_000 {
+        index += 1;
+        // half overwrite existing keys, half add new ones
+        store
+            .apply(index, &put(if i % 2 == 0 { i } else { KEYS + i }))
+            .unwrap();
+    }
+    let req = RangeRequest {
+        key: b"/registry/pods/".to_vec(),
+        range_end: b"/registry/pods0".to_vec(),
+        count_only: true,
+        ..Default::default()
+    };
+    assert_eq!(store.range(&req).unwrap().count, KEYS as i64 + 10_000);
+    c.bench_function("mvcc_range/count_only_100k_with_20k_pending", |b| {
+        b.iter(|| black_box(store.range(&req).unwrap()))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = apply_put, reads
+    targets = apply_put, reads, count_with_pending
 }
 criterion_main!(benches);
