@@ -610,3 +610,39 @@ fn a_directory_is_opened_by_one_wal_at_a_time() {
         wal.close().await.unwrap();
     });
 }
+
+#[test]
+fn lost_batches_before_a_valid_one_are_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        // One block per append, 15 per 64 KiB segment: entries 1..=15 fill
+        // segment 1, entry 16 is the only batch of segment 2.
+        let (wal, _) = Wal::open(&d, small_segments()).await.unwrap();
+        for i in 1..=16 {
+            wal.append(&[entry(1, i, 700)]).await.unwrap();
+        }
+        wal.close().await.unwrap();
+        let segs = segment_files(&d);
+        // Segment 1 loses its last two batches (blocks 14 and 15) as if
+        // those writes never reached the disk; segment 2 still holds
+        // batch 16, so batches 14 and 15 are provably missing.
+        patch(&segs[0], 14 * BLOCK, &[0u8; 2 * 4096]);
+        match Wal::open(&d, small_segments()).await {
+            Err(WalError::Corrupt {
+                path,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(path, segs[1]);
+                assert_eq!(offset, BLOCK);
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok((_, rec)) => panic!(
+                "acknowledged entries silently dropped: recovered {} entries",
+                rec.entries.len()
+            ),
+        }
+    });
+}

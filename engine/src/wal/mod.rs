@@ -299,8 +299,11 @@ impl Wal {
     /// must have index `last_index() + 1` and the rest must follow it.
     /// Concurrent callers share one write+fdatasync (group commit).
     ///
-    /// Dropping the future after its first poll does not withdraw the
-    /// entries.
+    /// The entries are checked and queued in the call's first poll unless
+    /// the queue is full (`max_queued_batches`), in which case the call
+    /// first waits for room; concurrent callers that pick their index from
+    /// `last_index()` rely on the former. Dropping the future after the
+    /// entries were queued does not withdraw them.
     pub async fn append(&self, entries: &[Entry]) -> Result<(), WalError> {
         self.submit(Op::Append {
             entries,

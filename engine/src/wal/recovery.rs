@@ -125,6 +125,10 @@ impl Replay {
 struct BadBatch {
     offset: u64,
     reason: String,
+    /// A valid batch with the wrong sequence number: batches are missing
+    /// (a torn write never produces this), so it is corruption wherever
+    /// it is found.
+    gap: bool,
 }
 
 /// Reads and checks the batch at `pos`; returns its records and its size.
@@ -133,41 +137,51 @@ fn read_batch(
     pos: u64,
     segment_id: u64,
     expected_seq: Option<u64>,
-) -> Result<(u64, Vec<Record>, u64), String> {
+) -> Result<(u64, Vec<Record>, u64), BadBatch> {
+    let bad = |reason: String| BadBatch {
+        offset: pos,
+        reason,
+        gap: false,
+    };
     let start = pos as usize;
-    let bs = record::decode_batch_start(&data[start..]).map_err(|e| e.to_string())?;
+    let bs = record::decode_batch_start(&data[start..]).map_err(|e| bad(e.to_string()))?;
     if bs.segment_id != segment_id {
-        return Err(format!(
+        return Err(bad(format!(
             "batch belongs to segment {}, not {segment_id}",
             bs.segment_id
-        ));
+        )));
     }
     if let Some(seq) = expected_seq {
         if bs.batch_seq != seq {
-            return Err(format!(
-                "batch sequence {} where {seq} was expected",
-                bs.batch_seq
-            ));
+            return Err(BadBatch {
+                gap: true,
+                ..bad(format!(
+                    "batch sequence {} where {seq} was expected: batches are missing",
+                    bs.batch_seq
+                ))
+            });
         }
     }
     let end = start + bs.batch_bytes as usize;
     if (bs.batch_bytes as usize) < BATCH_START_BYTES || end > data.len() {
-        return Err(format!("implausible batch length {}", bs.batch_bytes));
+        return Err(bad(format!("implausible batch length {}", bs.batch_bytes)));
     }
     let mut at = start + BATCH_START_BYTES;
-    let mut records = Vec::with_capacity(bs.record_count as usize);
+    // The count is only trusted as far as the bytes could hold records.
+    let max_records = bs.batch_bytes as usize / record::HEADER_BYTES;
+    let mut records = Vec::with_capacity((bs.record_count as usize).min(max_records));
     while at < end {
-        let (r, len) =
-            record::decode(&data[at..end]).map_err(|e| format!("record at offset {at}: {e}"))?;
+        let (r, len) = record::decode(&data[at..end])
+            .map_err(|e| bad(format!("record at offset {at}: {e}")))?;
         records.push(r);
         at += len;
     }
     if records.len() != bs.record_count as usize {
-        return Err(format!(
+        return Err(bad(format!(
             "batch holds {} records, its header says {}",
             records.len(),
             bs.record_count
-        ));
+        )));
     }
     Ok((bs.batch_seq, records, bs.batch_bytes as u64))
 }
@@ -313,11 +327,8 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
                     expected_seq = Some(seq + 1);
                     pos = align_up(pos + len);
                 }
-                Err(reason) => {
-                    bad = Some(BadBatch {
-                        offset: pos,
-                        reason,
-                    });
+                Err(b) => {
+                    bad = Some(b);
                     break;
                 }
             }
@@ -328,6 +339,9 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
                 offset: bad.offset,
                 reason,
             };
+            if bad.gap {
+                return Err(corrupt(bad.reason));
+            }
             if valid_batch_after(data, bad.offset + BLOCK, *id, expected_seq) {
                 return Err(corrupt(format!("{} (valid batches follow)", bad.reason)));
             }
