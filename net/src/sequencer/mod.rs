@@ -40,6 +40,8 @@ use crate::proto::etcdserverpb as pb;
 /// Most proposals waiting for the writer before new ones are refused with
 /// etcd's "too many requests" (etcd refuses when apply lags commit by 5000).
 const MAX_QUEUED_PROPOSALS: usize = 16_384;
+/// A checkpoint slower than this is logged at info level.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
 /// Most entries appended with one fdatasync.
 const MAX_BATCH_ENTRIES: usize = 4096;
 /// Most payload bytes appended with one fdatasync.
@@ -435,11 +437,25 @@ impl Sequencer {
     /// Makes everything applied durable in the store, then lets the WAL drop
     /// whole segments below it.
     pub async fn checkpoint(&self) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let entries = self.since_checkpoint.get();
         let applied = {
             let mut store = self.store.borrow_mut();
             store.checkpoint()?;
             store.applied_index()
         };
+        // The store commit runs on this executor and stalls its requests
+        // meanwhile: worth knowing when it gets long.
+        let took = started.elapsed();
+        if took > SLOW_CHECKPOINT {
+            tracing::info!(
+                entries,
+                took_ms = took.as_secs_f64() * 1e3,
+                "slow checkpoint"
+            );
+        } else {
+            tracing::debug!(entries, took_ms = took.as_secs_f64() * 1e3, "checkpoint");
+        }
         self.since_checkpoint.set(0);
         self.wal
             .release_below(applied + 1)
