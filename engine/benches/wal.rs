@@ -153,11 +153,11 @@ impl Drop for LinkedRing {
     }
 }
 
-/// Interleaves raw DMA write+fdatasync and single appends so both see the
-/// same disk weather (the build machines are shared and noisy), then prints
-/// percentiles of each: the fair basis for the "append within 1.3x of raw"
-/// comparison.
-fn paired_latency(ex: &LocalExecutor, raw: &Rc<DmaFile>, wal: &Rc<Wal>) {
+/// Interleaves raw DMA write+fdatasync, the linked io_uring pair and single
+/// appends so all see the same disk weather (the build machines are shared
+/// and noisy), then prints percentiles of each: the fair basis for the
+/// "append within 1.3x of raw" comparison and for glommio vs io-uring.
+fn paired_latency(ex: &LocalExecutor, raw: &Rc<DmaFile>, ring: &mut LinkedRing, wal: &Rc<Wal>) {
     let pairs: usize = std::env::var("WAL_BENCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -165,8 +165,9 @@ fn paired_latency(ex: &LocalExecutor, raw: &Rc<DmaFile>, wal: &Rc<Wal>) {
     if pairs == 0 {
         return;
     }
-    let (mut r, mut w) = ex.run(async {
+    let (mut r, mut u, mut w) = ex.run(async {
         let mut r = Vec::with_capacity(pairs);
+        let mut u = Vec::with_capacity(pairs);
         let mut w = Vec::with_capacity(pairs);
         let mut pos = RAW_FILE_BYTES / 2;
         for _ in 0..pairs {
@@ -179,18 +180,24 @@ fn paired_latency(ex: &LocalExecutor, raw: &Rc<DmaFile>, wal: &Rc<Wal>) {
             pos = (pos + 4096) % RAW_FILE_BYTES;
 
             let t = Instant::now();
+            ring.write_and_sync();
+            u.push(t.elapsed());
+
+            let t = Instant::now();
             let i = wal.last_index() + 1;
             wal.append(&[entry(i)]).await.unwrap();
             w.push(t.elapsed());
         }
         wal.release_below(wal.last_index()).await.unwrap();
-        (r, w)
+        (r, u, w)
     });
     r.sort_unstable();
+    u.sort_unstable();
     w.sort_unstable();
     let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
     for (name, v) in [
         ("raw dma 4k write+fdatasync", &r),
+        ("raw io_uring linked pair", &u),
         ("wal append 1x256B", &w),
     ] {
         eprintln!(
@@ -204,6 +211,11 @@ fn paired_latency(ex: &LocalExecutor, raw: &Rc<DmaFile>, wal: &Rc<Wal>) {
         "paired {pairs}x: append/raw ratio p50 {:.2}  p99 {:.2}",
         pct(&w, 0.5) / pct(&r, 0.5),
         pct(&w, 0.99) / pct(&r, 0.99)
+    );
+    eprintln!(
+        "paired {pairs}x: io_uring-linked/glommio-raw ratio p50 {:.2}  p99 {:.2}",
+        pct(&u, 0.5) / pct(&r, 0.5),
+        pct(&u, 0.99) / pct(&r, 0.99)
     );
 }
 
@@ -245,13 +257,13 @@ fn sync_latency(c: &mut Criterion) {
             start.elapsed()
         })
     });
-    drop(ring);
 
     let (wal, _) = ex
         .run(Wal::open(&dir.join("wal"), WalOptions::default()))
         .unwrap();
     let wal = Rc::new(wal);
-    paired_latency(&ex, &raw, &wal);
+    paired_latency(&ex, &raw, &mut ring, &wal);
+    drop(ring);
     g.bench_function("append_1x256B", |b| {
         b.iter_custom(|iters| {
             let wal = Rc::clone(&wal);
