@@ -646,3 +646,28 @@ fn lost_batches_before_a_valid_one_are_corruption_not_a_torn_tail() {
         }
     });
 }
+
+#[test]
+fn larger_segments_after_a_restart_skip_a_too_small_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&d, small_segments()).await.unwrap();
+        for i in 1..=20 {
+            wal.append(&[entry(1, i, 700)]).await.unwrap();
+        }
+        wal.close().await.unwrap();
+        // The spare left behind is 64 KiB; a 200 KB entry cannot fit in it.
+        let (wal, _) = Wal::open(&d, opts()).await.unwrap();
+        wal.append(&[entry(1, 21, 200_000)]).await.unwrap();
+        wal.append(&[entry(1, 22, 10)]).await.unwrap();
+        wal.close().await.unwrap();
+        let (wal, rec) = Wal::open(&d, opts()).await.unwrap();
+        assert_eq!(rec.entries.len(), 22);
+        assert_eq!(rec.entries[20], entry(1, 21, 200_000));
+        // Releasing everything also deletes the skipped empty segment.
+        wal.release_below(23).await.unwrap();
+        assert_eq!(wal.segment_paths().len(), 1);
+        wal.close().await.unwrap();
+    });
+}

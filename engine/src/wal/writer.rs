@@ -119,7 +119,10 @@ impl Writer {
 
     async fn write(&mut self, batch: &Batch) -> Result<(), WalError> {
         let worst = BATCH_START_BYTES + PREAMBLE_BYTES + batch.bytes.len();
-        if self.pos + align_up(worst as u64) > self.capacity {
+        // A loop, not an if: a spare prepared under older options may be
+        // too small for this batch; it is then skipped (left empty) and the
+        // next one, prepared with the current options, always fits.
+        while self.pos + align_up(worst as u64) > self.capacity {
             self.roll_over().await?;
         }
         let mut preamble = Vec::new();
