@@ -86,7 +86,8 @@ struct Proposal {
 pub struct Sequencer {
     cfg: SequencerConfig,
     store: RefCell<Store>,
-    wal: Rc<Wal>,
+    /// `None` once closed by [`Sequencer::stop`].
+    wal: RefCell<Option<Rc<Wal>>>,
     term: u64,
     queue: RefCell<VecDeque<Proposal>>,
     work: Doorbell,
@@ -193,7 +194,7 @@ impl Sequencer {
         let seq = Rc::new(Sequencer {
             cfg,
             store: RefCell::new(store),
-            wal: Rc::new(wal),
+            wal: RefCell::new(Some(Rc::new(wal))),
             term,
             queue: RefCell::new(VecDeque::new()),
             work: Doorbell::default(),
@@ -326,11 +327,23 @@ impl Sequencer {
 
     /// Stops taking writes, lets the writer finish what is queued, and
     /// checkpoints everything applied.
+    /// Closes the WAL too, releasing its directory lock even while other
+    /// tasks still hold the sequencer.
     pub async fn stop(&self) -> Result<(), Error> {
         self.stopping.set(true);
         self.work.ring();
         self.writer_done.wait().await;
-        self.checkpoint().await
+        self.checkpoint().await?;
+        let Some(wal) = self.wal.borrow_mut().take() else {
+            return Ok(());
+        };
+        match Rc::try_unwrap(wal) {
+            Ok(wal) => wal.close().await.map_err(|e| Error::Wal(e.to_string())),
+            // Only a task between its `wal()` call and its await holds a
+            // clone; the writer has finished, so this is a checkpoint racing
+            // us. Its drop releases the lock.
+            Err(_) => Ok(()),
+        }
     }
 
     async fn run_writer(self: Rc<Self>) {
@@ -371,8 +384,23 @@ impl Sequencer {
         batch
     }
 
+    /// The WAL, unless it was closed.
+    fn wal(&self) -> Result<Rc<Wal>, Error> {
+        self.wal.borrow().clone().ok_or(Error::Stopped)
+    }
+
     async fn write_batch(&self, batch: Vec<Proposal>) {
-        let first = self.wal.last_index() + 1;
+        let wal = match self.wal() {
+            Ok(w) => w,
+            Err(e) => {
+                let status = crate::grpc::Status::from(e);
+                for p in batch {
+                    let _ = p.reply.send(Err(status.clone()));
+                }
+                return;
+            }
+        };
+        let first = wal.last_index() + 1;
         let mut entries = Vec::with_capacity(batch.len());
         let mut rest = Vec::with_capacity(batch.len());
         for (i, p) in batch.into_iter().enumerate() {
@@ -384,7 +412,7 @@ impl Sequencer {
             });
             rest.push((p.op, p.reply));
         }
-        if let Err(e) = self.wal.append(&entries).await {
+        if let Err(e) = wal.append(&entries).await {
             let why = format!("WAL append failed, refusing writes until restart: {e}");
             tracing::error!("{why}");
             *self.poisoned.borrow_mut() = Some(why.clone());
@@ -457,7 +485,7 @@ impl Sequencer {
             tracing::debug!(entries, took_ms = took.as_secs_f64() * 1e3, "checkpoint");
         }
         self.since_checkpoint.set(0);
-        self.wal
+        self.wal()?
             .release_below(applied + 1)
             .await
             .map_err(|e| Error::Wal(e.to_string()))
@@ -494,7 +522,7 @@ impl Sequencer {
             header: self.header(),
             db_size: store.db_size(),
             db_size_in_use: store.db_size_in_use(),
-            raft_index: self.wal.last_index(),
+            raft_index: self.wal.borrow().as_ref().map_or(0, |w| w.last_index()),
             raft_applied_index: store.last_applied(),
             raft_term: self.term,
             errors,
