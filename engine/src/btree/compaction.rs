@@ -112,6 +112,19 @@ fn copy_live(snap: &Snapshot, out: &mut PageFile) -> Result<Meta, BtreeError> {
     })
 }
 
+/// Copies the current value (or absence) of each key into `to`, as one
+/// durable commit carrying `from`'s `user_meta`.
+fn copy_keys(from: &Snapshot, keys: &[Vec<u8>], to: &mut Tree) -> Result<(), BtreeError> {
+    let mut batch = to.write();
+    for k in keys {
+        match from.get_ref(k)? {
+            Some(v) => batch.insert(k, v)?,
+            None => batch.remove(k)?,
+        };
+    }
+    batch.commit(from.meta.user_meta)
+}
+
 impl Tree {
     /// Starts an online compaction of the last commit. Commits go on as
     /// usual; each records its keys until [`Tree::finish_compaction`].
@@ -143,8 +156,27 @@ impl Tree {
     /// last catch-up into `file`, as one durable commit there. Returns how
     /// many keys it copied.
     pub fn catch_up(&mut self, file: &mut CompactedFile) -> Result<usize, BtreeError> {
-        let keys = match &mut self.compaction {
-            Some((id, keys)) if *id == file.id => std::mem::take(keys),
+        self.catch_up_at_most(file, usize::MAX)
+    }
+
+    /// Like [`Tree::catch_up`], but copies at most `max_keys` of the recorded
+    /// keys (in key order), leaving the rest in the backlog: a writer can
+    /// bound the work it does between two of its own commits.
+    pub fn catch_up_at_most(
+        &mut self,
+        file: &mut CompactedFile,
+        max_keys: usize,
+    ) -> Result<usize, BtreeError> {
+        let keys: Vec<Vec<u8>> = match &mut self.compaction {
+            Some((id, keys)) if *id == file.id => {
+                if max_keys >= keys.len() {
+                    std::mem::take(keys).into_iter().collect()
+                } else {
+                    std::iter::from_fn(|| keys.pop_first())
+                        .take(max_keys)
+                        .collect()
+                }
+            }
             _ => {
                 return Err(BtreeError::CompactionAbandoned {
                     path: self.file.path.to_path_buf(),
@@ -152,15 +184,14 @@ impl Tree {
             }
         };
         let snap = self.read();
-        let mut batch = file.tree.write();
-        for k in &keys {
-            match snap.get_ref(k)? {
-                Some(v) => batch.insert(k, v)?,
-                None => batch.remove(k)?,
-            };
+        let copied = copy_keys(&snap, &keys, &mut file.tree);
+        if copied.is_err() {
+            // Not copied: they stay owed, or a later switch would lose them.
+            if let Some((_, backlog)) = &mut self.compaction {
+                backlog.extend(keys.iter().cloned());
+            }
         }
-        batch.commit(snap.meta.user_meta)?;
-        Ok(keys.len())
+        copied.map(|()| keys.len())
     }
 
     /// Catches `file` up a last time and switches the tree to it: rename over

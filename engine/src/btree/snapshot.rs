@@ -31,13 +31,16 @@ pub(crate) fn read_node<'a>(
             "referenced page is outside the committed pages {FIRST_NODE_PAGE}..{page_count}"
         )));
     }
-    let off = page as usize * page_size;
-    if off + page_size > map.len() {
+    let Some(off) = usize::try_from(page)
+        .ok()
+        .and_then(|p| p.checked_mul(page_size))
+        .filter(|off| off.saturating_add(page_size) <= map.len())
+    else {
         return Err(corrupt(format!(
             "page lies past the end of the file ({} bytes)",
             map.len()
         )));
-    }
+    };
     let h = Header::read(&map[off..off + HEADER_LEN]);
     let span = u64::from(h.span);
     if span == 0 || page + span > page_count {
@@ -45,7 +48,7 @@ pub(crate) fn read_node<'a>(
             "node span of {span} pages does not fit the committed pages (up to {page_count})"
         )));
     }
-    let end = off + span as usize * page_size;
+    let end = off.saturating_add((span as usize).saturating_mul(page_size));
     if end > map.len() {
         return Err(corrupt(format!(
             "node ends past the end of the file ({} bytes)",
