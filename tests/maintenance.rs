@@ -50,7 +50,7 @@ async fn status_member_list_hash_and_defragment() {
         let m = &members.members()[0];
         assert_eq!(m.id(), header.member_id());
         assert_eq!(m.name(), "default");
-        assert_eq!(m.client_urls(), [server.endpoint.clone()]);
+        assert_eq!(m.client_urls(), std::slice::from_ref(&server.endpoint));
         assert!(!m.is_learner());
 
         let h1 = c.hash_kv(0).await.expect("hash_kv");

@@ -73,10 +73,7 @@ impl Server {
         let self_check = std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some();
         let bin = match if self_check { Kind::Etcd } else { kind } {
             Kind::Etcd => PathBuf::from(ETCD_BIN),
-            Kind::Basalt => PathBuf::from(
-                option_env!("CARGO_BIN_EXE_basalt")
-                    .expect("the basalt binary is built by cargo for integration tests"),
-            ),
+            Kind::Basalt => PathBuf::from(env!("CARGO_BIN_EXE_basalt")),
         };
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(&bin);
