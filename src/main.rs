@@ -161,6 +161,7 @@ fn config(f: &Flags) -> Config {
     c.name = f.name.clone();
     c.listen_client_urls = f.listen_client_urls.clone();
     c.advertise_client_urls = f.advertise_client_urls.clone();
+    c.listen_metrics_urls = f.listen_metrics_urls.clone().unwrap_or_default();
     c.initial_advertise_peer_urls = f.initial_advertise_peer_urls.clone();
     c.initial_cluster = f.initial_cluster.clone().unwrap_or_default();
     c.initial_cluster_token = f.initial_cluster_token.clone();
@@ -200,14 +201,14 @@ fn log_flags_not_acted_on(f: &Flags) {
             "--auto-compaction-retention",
             f.auto_compaction_retention.clone(),
         ),
-        (
-            "--listen-metrics-urls",
-            f.listen_metrics_urls.as_ref().map(|v| v.join(",")),
-        ),
     ];
     for (flag, value) in given {
         if let Some(value) = value {
-            tracing::warn!(flag, value, "flag accepted but not acted on yet (single member, no peers, no auto-compaction, no metrics listener)");
+            tracing::warn!(
+                flag,
+                value,
+                "flag accepted but not acted on yet (single member, no peers, no auto-compaction)"
+            );
         }
     }
 }

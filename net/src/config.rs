@@ -21,6 +21,8 @@ pub struct Config {
     /// `--advertise-client-urls`; reported by MemberList. Port 0 is replaced
     /// by the bound port.
     pub advertise_client_urls: Vec<String>,
+    /// `--listen-metrics-urls`: `/metrics`, `/health`, `/livez`, `/readyz`.
+    pub listen_metrics_urls: Vec<String>,
     /// `--initial-advertise-peer-urls`.
     pub initial_advertise_peer_urls: Vec<String>,
     /// `--initial-cluster` ("name=url,…"); empty means `name=first peer url`.
@@ -47,6 +49,7 @@ impl Config {
             data_dir: data_dir.into(),
             listen_client_urls: vec!["http://localhost:2379".into()],
             advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_metrics_urls: Vec::new(),
             initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
             initial_cluster: String::new(),
             initial_cluster_token: "etcd-cluster".into(),

@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod lease;
 pub mod member;
+pub mod metrics;
 pub mod proto;
 pub mod sequencer;
 pub mod server;

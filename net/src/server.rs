@@ -49,6 +49,7 @@ const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// the executors running until the process exits.
 pub struct ServerHandle {
     client_addrs: Vec<SocketAddr>,
+    metrics_addrs: Vec<SocketAddr>,
     cluster: ClusterInfo,
     stops: Vec<oneshot::Sender<()>>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
@@ -62,6 +63,11 @@ impl ServerHandle {
 
     pub fn client_addrs(&self) -> &[SocketAddr] {
         &self.client_addrs
+    }
+
+    /// Bound `--listen-metrics-urls` addresses, in flag order.
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.metrics_addrs
     }
 
     /// `http://ip:port` of [`ServerHandle::client_addr`], for clients.
@@ -141,6 +147,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         max_request_bytes: cfg.limits.max_request_bytes,
         wal: cfg.wal.clone(),
     };
+    let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
+    let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
         max_concurrent_streams: MAX_CONCURRENT_STREAMS,
@@ -175,7 +183,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         0,
         cpus.first().copied(),
         move || async move {
-            exec.run_sequencer(seq_cfg, cl, kv, mesh0, drained_rxs)
+            exec.run_sequencer(seq_cfg, cl, kv, mesh0, drained_rxs, metrics_listeners)
                 .await
         },
     )?);
@@ -215,6 +223,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             Ok(Err(e)) => {
                 let h = ServerHandle {
                     client_addrs: bound,
+                    metrics_addrs,
                     cluster,
                     stops,
                     executors,
@@ -234,6 +243,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     );
     Ok(ServerHandle {
         client_addrs: bound,
+        metrics_addrs,
         cluster,
         stops,
         executors,
@@ -318,6 +328,7 @@ impl Executor {
         kv: crate::services::KvLimits,
         mesh: Option<SequencerMesh>,
         drained: Vec<oneshot::Receiver<()>>,
+        metrics_listeners: Vec<std::net::TcpListener>,
     ) -> Result<(), String> {
         let seq = match Sequencer::open(seq_cfg).await {
             Ok(s) => s,
@@ -328,6 +339,11 @@ impl Executor {
             }
         };
         seq.start();
+        let metrics = crate::metrics::MetricsServer::start(
+            metrics_listeners,
+            seq.clone(),
+            kv.quota_backend_bytes,
+        );
         let Executor {
             id,
             listen,
@@ -364,6 +380,7 @@ impl Executor {
             serve_mesh(seq.clone(), methods.clone(), receivers);
         }
         serving.run(methods, stop, drain_timeout).await;
+        metrics.stop().await;
         // Forwarded requests must be finished before the sequencer stops.
         for d in drained {
             let _ = d.await;

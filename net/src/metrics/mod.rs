@@ -1,0 +1,276 @@
+//! `/metrics` (Prometheus text format, etcd's metric names), `/health`,
+//! `/livez` and `/readyz` for the basalt server.
+//!
+//! Everything lives on the sequencer's executor: gauges are read from the
+//! sequencer when a scrape arrives (nothing is counted twice), and the disk
+//! latency histograms in [`DiskMetrics`] are plain `Cell`s that the code
+//! doing the I/O observes into, so the request path takes no lock.
+//!
+//! ```
+//! use basalt_net::metrics::{render_metrics, DiskMetrics, ServerState};
+//! let disk = DiskMetrics::default();
+//! disk.wal_fsync.observe(std::time::Duration::from_micros(800));
+//! let text = render_metrics(&ServerState::default(), &disk);
+//! assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_count 1\n"));
+//! ```
+
+mod endpoint;
+mod histogram;
+mod source;
+
+pub use endpoint::{bind_listeners, local_addrs, serve, Endpoint, MAX_REQUEST_HEAD_BYTES};
+pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
+pub use source::MetricsServer;
+
+use std::fmt::Write;
+
+/// Latency histograms of the disk work, observed by whoever does it.
+pub struct DiskMetrics {
+    /// One WAL batch made durable (write + fdatasync of a group commit).
+    pub wal_fsync: Histogram,
+    /// One store checkpoint (etcd: a bbolt backend commit).
+    pub backend_commit: Histogram,
+}
+
+impl Default for DiskMetrics {
+    fn default() -> DiskMetrics {
+        DiskMetrics {
+            wal_fsync: Histogram::new(&DISK_LATENCY_BUCKETS),
+            backend_commit: Histogram::new(&DISK_LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// What a scrape reports about the server, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerState {
+    pub member_id: u64,
+    /// The etcd version basalt reports (`etcd_server_version`).
+    pub version: String,
+    pub current_revision: i64,
+    /// etcd reports -1 before the first compaction.
+    pub compact_revision: i64,
+    pub db_size: u64,
+    pub db_size_in_use: u64,
+    /// Raft entries committed (our WAL's last index: one member).
+    pub committed_index: u64,
+    pub applied_index: u64,
+    pub quota_backend_bytes: u64,
+    /// Active alarms by name (`NOSPACE`, `CORRUPT`).
+    pub alarms: Vec<String>,
+}
+
+/// The `/metrics` body.
+pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
+    let mut out = String::with_capacity(4096);
+    // A single member is its own leader from the moment it serves: one
+    // leader change seen, as etcd reports after its first election.
+    gauge(
+        &mut out,
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        1,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_is_leader",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        1,
+    );
+    counter(
+        &mut out,
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+        1,
+    );
+    header(
+        &mut out,
+        "etcd_server_id",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        "gauge",
+    );
+    let _ = writeln!(out, "etcd_server_id{{server_id=\"{:x}\"}} 1", s.member_id);
+    header(
+        &mut out,
+        "etcd_server_version",
+        "Which version is running. 1 for 'server_version' label with current version.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "etcd_server_version{{server_version=\"{}\"}} 1",
+        s.version
+    );
+    // etcd declares these two as gauges despite the _total suffix.
+    gauge(
+        &mut out,
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+        s.committed_index,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+        s.applied_index,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes.",
+        s.quota_backend_bytes,
+    );
+    gauge(
+        &mut out,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        s.db_size,
+    );
+    // The 3.4 name, still exported by etcd 3.4 and 3.5 beside the new one.
+    gauge(
+        &mut out,
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        s.db_size,
+    );
+    gauge(
+        &mut out,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Total size of the underlying database logically in use in bytes.",
+        s.db_size_in_use,
+    );
+    gauge(
+        &mut out,
+        "etcd_debugging_mvcc_current_revision",
+        "The current revision of store.",
+        s.current_revision,
+    );
+    gauge(
+        &mut out,
+        "etcd_debugging_mvcc_compact_revision",
+        "The revision of the last compaction in store.",
+        s.compact_revision,
+    );
+    header(
+        &mut out,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "The latency distributions of fsync called by WAL.",
+        "histogram",
+    );
+    disk.wal_fsync
+        .render(&mut out, "etcd_disk_wal_fsync_duration_seconds");
+    header(
+        &mut out,
+        "etcd_disk_backend_commit_duration_seconds",
+        "The latency distributions of commit called by backend.",
+        "histogram",
+    );
+    disk.backend_commit
+        .render(&mut out, "etcd_disk_backend_commit_duration_seconds");
+    out
+}
+
+/// etcd 3.5's `/health` answer: status code and JSON body. Unhealthy while
+/// an alarm is raised (etcd ignores none for the default `/health`).
+pub fn health(s: &ServerState) -> (u16, String) {
+    match s.alarms.first() {
+        None => (200, r#"{"health":"true","reason":""}"#.to_owned()),
+        Some(alarm) => (
+            503,
+            format!(r#"{{"health":"false","reason":"ALARM {alarm}"}}"#),
+        ),
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ServerState {
+        ServerState {
+            member_id: 0x8e9e05c52164694d,
+            version: "3.5.17".into(),
+            current_revision: 7,
+            compact_revision: -1,
+            db_size: 20480,
+            db_size_in_use: 16384,
+            committed_index: 9,
+            applied_index: 9,
+            quota_backend_bytes: 2 << 30,
+            alarms: vec![],
+        }
+    }
+
+    #[test]
+    fn metrics_carry_etcd_names_and_values() {
+        let text = render_metrics(&state(), &DiskMetrics::default());
+        for line in [
+            "etcd_server_has_leader 1\n",
+            "etcd_server_is_leader 1\n",
+            "etcd_server_leader_changes_seen_total 1\n",
+            "etcd_server_id{server_id=\"8e9e05c52164694d\"} 1\n",
+            "etcd_server_version{server_version=\"3.5.17\"} 1\n",
+            "etcd_server_proposals_committed_total 9\n",
+            "etcd_server_proposals_applied_total 9\n",
+            "etcd_server_quota_backend_bytes 2147483648\n",
+            "etcd_mvcc_db_total_size_in_bytes 20480\n",
+            "etcd_mvcc_db_total_size_in_use_in_bytes 16384\n",
+            "etcd_debugging_mvcc_current_revision 7\n",
+            "etcd_debugging_mvcc_compact_revision -1\n",
+            "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n",
+            "etcd_disk_backend_commit_duration_seconds_count 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_series_has_one_type_line() {
+        let text = render_metrics(&state(), &DiskMetrics::default());
+        let mut types = std::collections::BTreeSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = l.split(' ').nth(2).unwrap();
+            assert!(types.insert(name.to_owned()), "{name} declared twice");
+        }
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = l.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| series.strip_suffix(s).filter(|f| types.contains(*f)))
+                .unwrap_or(series);
+            assert!(types.contains(family), "{series} has no TYPE line");
+        }
+    }
+
+    #[test]
+    fn health_follows_alarms() {
+        assert_eq!(
+            health(&state()),
+            (200, r#"{"health":"true","reason":""}"#.to_owned())
+        );
+        let mut s = state();
+        s.alarms.push("NOSPACE".into());
+        assert_eq!(
+            health(&s),
+            (
+                503,
+                r#"{"health":"false","reason":"ALARM NOSPACE"}"#.to_owned()
+            )
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Reading a scrape's [`ServerState`] from the sequencer, and running the
+//! metrics listeners beside it on its executor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use super::{serve, DiskMetrics, Endpoint, ServerState};
+use crate::grpc::Shutdown;
+use crate::proto::etcdserverpb as pb;
+use crate::sequencer::{Command, Reply, Sequencer};
+use crate::services::ETCD_COMPAT_VERSION;
+
+/// The metrics listeners of a running server.
+pub struct MetricsServer {
+    shutdown: Rc<Shutdown>,
+    task: Option<glommio::task::JoinHandle<()>>,
+    /// Where the disk work records its latencies.
+    pub disk: Rc<DiskMetrics>,
+}
+
+impl MetricsServer {
+    /// Serves `listeners` (from [`super::bind_listeners`]) on the current
+    /// executor, which must be the sequencer's. No listeners: nothing runs.
+    pub fn start(
+        listeners: Vec<std::net::TcpListener>,
+        seq: Rc<Sequencer>,
+        quota_backend_bytes: u64,
+    ) -> MetricsServer {
+        let disk = Rc::new(DiskMetrics::default());
+        let shutdown = Rc::new(Shutdown::new());
+        let task = (!listeners.is_empty()).then(|| {
+            let endpoint = Rc::new(Endpoint {
+                state: Box::new(move || -> Pin<Box<dyn Future<Output = ServerState>>> {
+                    Box::pin(read_state(seq.clone(), quota_backend_bytes))
+                }),
+                disk: disk.clone(),
+            });
+            glommio::spawn_local(serve(listeners, endpoint, shutdown.clone())).detach()
+        });
+        MetricsServer {
+            shutdown,
+            task,
+            disk,
+        }
+    }
+
+    /// Stops accepting and waits for the accept loops to end.
+    pub async fn stop(mut self) {
+        self.shutdown.fire();
+        if let Some(t) = self.task.take() {
+            t.await;
+        }
+    }
+}
+
+/// The sequencer's status, alarms and revisions, as Maintenance.Status and
+/// Alarm report them to clients.
+async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState {
+    let mut state = ServerState {
+        version: ETCD_COMPAT_VERSION.to_owned(),
+        quota_backend_bytes,
+        ..ServerState::default()
+    };
+    if let Ok(Reply::Status(s)) = seq.execute(Command::Status).await {
+        state.member_id = s.header.member_id;
+        state.db_size = s.db_size;
+        state.db_size_in_use = s.db_size_in_use;
+        state.committed_index = s.raft_index;
+        state.applied_index = s.raft_applied_index;
+    }
+    state.alarms = match seq
+        .execute(Command::Alarm(pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Get as i32,
+            member_id: 0,
+            alarm: pb::AlarmType::None as i32,
+        }))
+        .await
+    {
+        Ok(Reply::Alarms(list, _)) => list
+            .iter()
+            .map(|a| {
+                pb::AlarmType::try_from(a.alarm)
+                    .map_or("UNKNOWN", |t| t.as_str_name())
+                    .to_owned()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let store = seq.store();
+    state.current_revision = store.current_revision();
+    // etcd reports -1 until the first compaction; we keep 0 for "none".
+    state.compact_revision = match store.compact_revision() {
+        0 => -1,
+        c => c,
+    };
+    state
+}
