@@ -6,12 +6,15 @@ use basalt_engine::mvcc as m;
 use crate::proto::etcdserverpb as pb;
 
 use super::log_entry::LogEntry;
+use super::read_txn::ReadOnlyTxn;
 
 pub enum Command {
     /// A read at the sequencer (this first slice serves all reads there).
     Range(m::RangeRequest),
     /// A write: appended to the WAL, then applied in log order.
     Propose(LogEntry),
+    /// A txn that writes nothing: evaluated on the applied store, no WAL.
+    ReadTxn(ReadOnlyTxn),
     Status,
     Hash,
     HashKv {

@@ -7,7 +7,8 @@
 //! log order and answers each request with its header revision. Everything
 //! applied is checkpointed into the store's B+tree every `snapshot_count`
 //! entries or `checkpoint_interval`, and WAL segments below the checkpoint
-//! are released. Reads are served here too in this first slice.
+//! are released. Reads are served here too in this first slice, read-only
+//! txns included: they are evaluated on the applied store and never logged.
 //!
 //! Invariants: log index `i` is applied only after `i - 1`; an entry is
 //! answered only after it is durable in the WAL and applied; an entry that
@@ -17,10 +18,12 @@
 mod client;
 mod command;
 mod log_entry;
+mod read_txn;
 
 pub use client::{serve_mesh, Envelope, SequencerClient, SequencerMesh, MESH_CHANNEL_CAPACITY};
 pub use command::{Command, Reply, StatusInfo};
 pub use log_entry::{LogEntry, Request as LogRequest};
+pub use read_txn::{is_read_only, ReadOnlyTxn};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
@@ -244,6 +247,10 @@ impl Sequencer {
                 Ok(Reply::Range(resp, self.header()))
             }
             Command::Propose(entry) => self.propose(entry).await,
+            Command::ReadTxn(txn) => {
+                let resp = txn.evaluate(&self.store.borrow())?;
+                Ok(Reply::Applied(m::OpResponse::Txn(resp), self.header()))
+            }
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Hash => {
                 let hash = self.store.borrow().hash()?;

@@ -6,7 +6,7 @@ use basalt_engine::mvcc::OpResponse;
 
 use crate::grpc::{unary, Router, Status};
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{Command, LogEntry, LogRequest, Reply};
+use crate::sequencer::{is_read_only, Command, LogEntry, LogRequest, ReadOnlyTxn, Reply};
 use crate::{validate, wire};
 
 use super::{unexpected, ServiceContext};
@@ -73,10 +73,19 @@ async fn delete_range(
     }
 }
 
-/// Every txn goes through the log in this slice, read-only ones too: simple
-/// and linearizable, at the cost of an fdatasync per read-only txn batch.
+/// A txn that writes nothing skips the log (no fdatasync) and is evaluated
+/// on the sequencer's applied store; every other txn is proposed.
 async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
     validate::txn(&req, ctx.limits.max_txn_ops)?;
+    if is_read_only(&req) {
+        let read = wire::txn_request(&req)?;
+        if let Some(read) = ReadOnlyTxn::new(read) {
+            return match ctx.sequencer.call(Command::ReadTxn(read)).await? {
+                Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
+                _ => Err(unexpected("Txn")),
+            };
+        }
+    }
     match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {
         Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
         _ => Err(unexpected("Txn")),
