@@ -103,7 +103,14 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&flags.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs go to stderr, as etcd's do; colour codes only for a person at a
+    // terminal, never into a file or a pipe (and never under NO_COLOR).
+    let stderr_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_terminal && std::env::var_os("NO_COLOR").is_none())
+        .init();
     let cfg = config(&flags);
     if let Some(file) = &flags.restore_snapshot {
         return match basalt_net::snapshot_file::restore(file, &cfg.data_dir) {
