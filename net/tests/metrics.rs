@@ -197,6 +197,47 @@ fn probes_and_bad_requests() {
 }
 
 #[test]
+fn idle_connections_are_bounded() {
+    let (server, _dir) = start(1);
+    let addr = server.metrics_addrs()[0];
+    let idle: Vec<TcpStream> = (0..basalt_net::metrics::MAX_OPEN_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Past the bound a connection is closed without an answer…
+    let mut refused = false;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"GET /livez HTTP/1.1\r\n\r\n");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        if got.is_empty() {
+            refused = true;
+            break;
+        }
+        // The server may not have accepted every idle one yet.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused, "a connection past the bound was answered");
+    // …and once the idle ones go, requests are answered again.
+    drop(idle);
+    let answered = (0..100).any(|_| {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"GET /livez HTTP/1.1\r\n\r\n");
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        if got.ends_with("\r\n\r\nok") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(answered);
+    server.shutdown().expect("clean shutdown");
+}
+
+#[test]
 fn a_taken_metrics_port_fails_startup() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! connection (`Connection: close`), GET or HEAD, a bounded request head
 //! and a read timeout, so a slow or hostile scraper costs one small task.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use crate::grpc::Shutdown;
 /// Longest request line plus headers we read; scrapers send a few hundred
 /// bytes.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// Connections answered at once per listener; more are closed unanswered,
+/// so idle or slow clients cannot pile up tasks and buffers.
+pub const MAX_OPEN_CONNECTIONS: usize = 64;
 /// A client that has not sent its request head by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +72,7 @@ pub async fn serve(
 }
 
 async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc<Shutdown>) {
+    let open = Rc::new(Cell::new(0usize));
     loop {
         let next = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -76,12 +81,18 @@ async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc
         .await;
         match next {
             None => break,
+            Some(Ok(stream)) if open.get() >= MAX_OPEN_CONNECTIONS => {
+                tracing::debug!("metrics connection refused: too many open");
+                drop(stream);
+            }
             Some(Ok(stream)) => {
-                let endpoint = endpoint.clone();
+                let (endpoint, open) = (endpoint.clone(), open.clone());
+                open.set(open.get() + 1);
                 glommio::spawn_local(async move {
                     if let Err(e) = answer(stream, &endpoint).await {
                         tracing::debug!(error = %e, "metrics connection ended with an error");
                     }
+                    open.set(open.get() - 1);
                 })
                 .detach();
             }

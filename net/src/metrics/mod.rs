@@ -18,7 +18,9 @@ mod endpoint;
 mod histogram;
 mod source;
 
-pub use endpoint::{bind_listeners, local_addrs, serve, Endpoint, MAX_REQUEST_HEAD_BYTES};
+pub use endpoint::{
+    bind_listeners, local_addrs, serve, Endpoint, MAX_OPEN_CONNECTIONS, MAX_REQUEST_HEAD_BYTES,
+};
 pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
 pub use source::MetricsServer;
 
