@@ -17,6 +17,7 @@
 
 mod client;
 mod command;
+mod defrag;
 mod log_entry;
 mod read_txn;
 
@@ -101,6 +102,8 @@ pub struct Sequencer {
     since_checkpoint: Cell<u64>,
     listeners: RefCell<Vec<EventListener>>,
     writer_done: Shutdown,
+    /// Held by the one defragmentation running.
+    defrag_lock: glommio::sync::Semaphore,
 }
 
 /// Wakes the one writer task when work arrives; a ring while the writer is
@@ -207,6 +210,7 @@ impl Sequencer {
             since_checkpoint: Cell::new(0),
             listeners: RefCell::new(Vec::new()),
             writer_done: Shutdown::new(),
+            defrag_lock: glommio::sync::Semaphore::new(1),
         });
         seq.check_quota_alarm();
         Ok(seq)
@@ -275,8 +279,7 @@ impl Sequencer {
                 })
             }
             Command::Defragment => {
-                self.store.borrow_mut().defragment()?;
-                self.check_quota_alarm();
+                self.defragment().await?;
                 Ok(Reply::Done(self.header()))
             }
             Command::Snapshot => {
