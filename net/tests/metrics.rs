@@ -102,6 +102,13 @@ async fn metrics_move_with_writes(cores: usize) {
         ),
         value(&after, "etcd_disk_wal_fsync_duration_seconds_count")
     );
+    // Five puts answered one by one: each waited for a WAL sync.
+    assert!(
+        value(&after, "etcd_disk_wal_fsync_duration_seconds_count")
+            >= value(&before, "etcd_disk_wal_fsync_duration_seconds_count") + 5.0,
+        "WAL syncs were not observed"
+    );
+    assert!(value(&after, "etcd_disk_wal_fsync_duration_seconds_sum") > 0.0);
     assert!(after.contains("# TYPE etcd_disk_backend_commit_duration_seconds histogram\n"));
     assert!(after.contains("etcd_server_version{server_version=\"3.5.17\"} 1\n"));
     drop(client);

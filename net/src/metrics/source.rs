@@ -27,7 +27,7 @@ impl MetricsServer {
         seq: Rc<Sequencer>,
         quota_backend_bytes: u64,
     ) -> MetricsServer {
-        let disk = Rc::new(DiskMetrics::default());
+        let disk = seq.disk_metrics();
         let shutdown = Rc::new(Shutdown::new());
         let task = (!listeners.is_empty()).then(|| {
             let endpoint = Rc::new(Endpoint {

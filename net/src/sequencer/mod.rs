@@ -104,6 +104,8 @@ pub struct Sequencer {
     writer_done: Shutdown,
     /// Held by the one defragmentation running.
     defrag_lock: glommio::sync::Semaphore,
+    /// Latencies of WAL syncs and store checkpoints, for `/metrics`.
+    disk: Rc<crate::metrics::DiskMetrics>,
 }
 
 /// Wakes the one writer task when work arrives; a ring while the writer is
@@ -211,6 +213,7 @@ impl Sequencer {
             listeners: RefCell::new(Vec::new()),
             writer_done: Shutdown::new(),
             defrag_lock: glommio::sync::Semaphore::new(1),
+            disk: Rc::default(),
         });
         seq.check_quota_alarm();
         Ok(seq)
@@ -422,6 +425,7 @@ impl Sequencer {
             });
             rest.push((p.op, p.reply));
         }
+        let sync_started = std::time::Instant::now();
         if let Err(e) = wal.append(&entries).await {
             let why = format!("WAL append failed, refusing writes until restart: {e}");
             tracing::error!("{why}");
@@ -431,6 +435,7 @@ impl Sequencer {
             }
             return;
         }
+        self.disk.wal_fsync.observe(sync_started.elapsed());
         let n = entries.len() as u64;
         for (entry, (op, reply)) in entries.iter().zip(rest) {
             let result = self.apply(entry.index, &op);
@@ -472,6 +477,11 @@ impl Sequencer {
         }
     }
 
+    /// The disk latency histograms this sequencer records into.
+    pub fn disk_metrics(&self) -> Rc<crate::metrics::DiskMetrics> {
+        self.disk.clone()
+    }
+
     /// Makes everything applied durable in the store, then lets the WAL drop
     /// whole segments below it.
     pub async fn checkpoint(&self) -> Result<(), Error> {
@@ -485,6 +495,7 @@ impl Sequencer {
         // The store commit runs on this executor and stalls its requests
         // meanwhile: worth knowing when it gets long.
         let took = started.elapsed();
+        self.disk.backend_commit.observe(took);
         if took > SLOW_CHECKPOINT {
             tracing::info!(
                 entries,
