@@ -835,3 +835,48 @@ fn restore_refuses_an_intact_but_inconsistent_snapshot() {
     assert!(matches!(err, MvccError::Corrupt(_)), "{err}");
     assert!(!dir.path().join(TREE_FILE).exists());
 }
+
+#[test]
+fn read_txn_answers_like_apply_and_refuses_writes() {
+    let mut t = T::new();
+    t.put("a", "1");
+    t.put("b", "2");
+    let read_only = TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal,
+            target: CompareTarget::Value(b"1".to_vec()),
+            key: b"a".to_vec(),
+            range_end: vec![],
+        }],
+        success: vec![RequestOp::Range(RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            ..Default::default()
+        })],
+        failure: vec![],
+    };
+    let fast = t.store.read_txn(&read_only).expect("read-only txn");
+    let revision = t.store.current_revision();
+    let applied = t.apply(Op::Txn(read_only)).expect("through apply");
+    assert_eq!(applied.response, OpResponse::Txn(fast));
+    assert_eq!(applied.revision, revision, "a read-only txn bumps nothing");
+
+    let writes = TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![],
+            failure: vec![RequestOp::Put(PutRequest {
+                key: b"c".to_vec(),
+                value: b"3".to_vec(),
+                ..Default::default()
+            })],
+        })],
+        failure: vec![],
+    };
+    assert!(matches!(
+        t.store.read_txn(&writes),
+        Err(MvccError::InvalidRequest(_))
+    ));
+    assert_eq!(t.store.current_revision(), revision);
+}

@@ -157,6 +157,15 @@ impl<'s> Applier<'s> {
         })
     }
 
+    /// Evaluates a txn that writes nothing with the very code `apply` runs,
+    /// so the answer is the one the log path would give.
+    pub fn read_txn(mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        debug_assert!(req.is_read_only());
+        let response = self.txn(req)?;
+        debug_assert!(self.subs == 0 && self.scratch.is_empty());
+        Ok(response)
+    }
+
     fn check_lease(&self, id: i64) -> Result<(), MvccError> {
         if id != 0 && !self.leases.contains_key(&id) {
             return Err(MvccError::LeaseNotFound(id));

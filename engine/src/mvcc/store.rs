@@ -14,7 +14,9 @@ use super::keyspace::{
 };
 use super::layers::{Layered, LivePresence, Overlay};
 use super::read;
-use super::types::{Applied, Event, Lease, Op, RangeRequest, RangeResponse};
+use super::types::{
+    Applied, Event, Lease, Op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
 
 /// File name of the store's B+tree inside its directory.
 pub const TREE_FILE: &str = "mvcc.btree";
@@ -144,6 +146,29 @@ impl Store {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let base = self.backend.view();
         read::range(&self.layered(&base), self.current, self.compacted, req)
+    }
+
+    /// Answers a txn that writes nothing (see [`TxnRequest::is_read_only`])
+    /// at the current revision, without logging it or changing anything:
+    /// the same response `apply` would give, for the server's read path.
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        if !req.is_read_only() {
+            return Err(MvccError::InvalidRequest(
+                "read_txn given a txn that writes".into(),
+            ));
+        }
+        let base = self.backend.view();
+        let mut scratch = Overlay::default();
+        Applier::new(
+            &base,
+            &self.pending,
+            &self.presence,
+            &mut scratch,
+            &self.leases,
+            self.current,
+            self.compacted,
+        )
+        .read_txn(req)
     }
 
     /// Applies one committed log entry. On error nothing changed except that

@@ -162,6 +162,18 @@ pub struct TxnRequest {
     pub failure: Vec<RequestOp>,
 }
 
+impl TxnRequest {
+    /// True when no branch, nested ones included, has a Put or DeleteRange:
+    /// such a txn changes nothing whichever branch it takes.
+    pub fn is_read_only(&self) -> bool {
+        self.success.iter().chain(&self.failure).all(|op| match op {
+            RequestOp::Range(_) => true,
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+            RequestOp::Txn(inner) => inner.is_read_only(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TxnResponse {
     pub succeeded: bool,

@@ -10,27 +10,13 @@
 //! current revision, the header carries the current revision, and range
 //! errors (future or compacted revision) are the same.
 
-use basalt_engine::mvcc::{
-    Compare, CompareResult, CompareTarget, KeyValue, MvccError, RangeRequest, RequestOp,
-    ResponseOp, Store, TxnRequest, TxnResponse,
-};
+use basalt_engine::mvcc::{MvccError, Store, TxnRequest, TxnResponse};
 
 use crate::proto::etcdserverpb as pb;
 
-/// A txn that provably writes nothing: its ops can only be ranges and
-/// read-only txns, so evaluating it cannot meet a write.
+/// A txn that provably writes nothing, so evaluating it cannot meet a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadOnlyTxn {
-    compare: Vec<Compare>,
-    success: Vec<ReadOp>,
-    failure: Vec<ReadOp>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ReadOp {
-    Range(RangeRequest),
-    Txn(ReadOnlyTxn),
-}
+pub struct ReadOnlyTxn(TxnRequest);
 
 /// True when no branch of `req`, nested ones included, writes anything;
 /// checked on the wire form so a write txn is not converted twice.
@@ -49,90 +35,21 @@ pub fn is_read_only(req: &pb::TxnRequest) -> bool {
 impl ReadOnlyTxn {
     /// `None` when some branch writes.
     pub fn new(req: TxnRequest) -> Option<ReadOnlyTxn> {
-        Some(ReadOnlyTxn {
-            compare: req.compare,
-            success: read_ops(req.success)?,
-            failure: read_ops(req.failure)?,
-        })
+        req.is_read_only().then_some(ReadOnlyTxn(req))
     }
 
-    /// Evaluates the txn at the store's current revision.
+    /// Evaluates the txn at the store's current revision, with the engine's
+    /// own txn code (the same the log path applies).
     pub fn evaluate(&self, store: &Store) -> Result<TxnResponse, MvccError> {
-        let mut succeeded = true;
-        for c in &self.compare {
-            if !compare(store, c)? {
-                succeeded = false;
-                break;
-            }
-        }
-        let ops = if succeeded {
-            &self.success
-        } else {
-            &self.failure
-        };
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            responses.push(match op {
-                ReadOp::Range(r) => ResponseOp::Range(store.range(r)?),
-                ReadOp::Txn(inner) => ResponseOp::Txn(inner.evaluate(store)?),
-            });
-        }
-        Ok(TxnResponse {
-            succeeded,
-            responses,
-        })
-    }
-}
-
-fn read_ops(ops: Vec<RequestOp>) -> Option<Vec<ReadOp>> {
-    ops.into_iter()
-        .map(|op| match op {
-            RequestOp::Range(r) => Some(ReadOp::Range(r)),
-            RequestOp::Txn(t) => ReadOnlyTxn::new(t).map(ReadOp::Txn),
-            RequestOp::Put(_) | RequestOp::DeleteRange(_) => None,
-        })
-        .collect()
-}
-
-/// etcd's applyCompare: every live key in the range must satisfy it; a
-/// missing key compares as all-zero, except that a value compare fails.
-fn compare(store: &Store, c: &Compare) -> Result<bool, MvccError> {
-    let live = store.range(&RangeRequest {
-        key: c.key.clone(),
-        range_end: c.range_end.clone(),
-        // Only a value compare needs the values.
-        keys_only: !matches!(c.target, CompareTarget::Value(_)),
-        ..RangeRequest::default()
-    })?;
-    if live.kvs.is_empty() {
-        if matches!(c.target, CompareTarget::Value(_)) {
-            return Ok(false);
-        }
-        return Ok(compare_kv(c, &KeyValue::default()));
-    }
-    Ok(live.kvs.iter().all(|kv| compare_kv(c, kv)))
-}
-
-fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let ord = match &c.target {
-        CompareTarget::Version(v) => kv.version.cmp(v),
-        CompareTarget::Create(v) => kv.create_revision.cmp(v),
-        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
-        CompareTarget::Lease(v) => kv.lease.cmp(v),
-        CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
-    };
-    match c.result {
-        CompareResult::Equal => ord.is_eq(),
-        CompareResult::NotEqual => ord.is_ne(),
-        CompareResult::Greater => ord.is_gt(),
-        CompareResult::Less => ord.is_lt(),
+        store.read_txn(&self.0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use basalt_engine::mvcc::{
-        DeleteRangeRequest, Op, OpResponse, PutRequest, Store, StoreOptions,
+        Compare, CompareResult, CompareTarget, DeleteRangeRequest, Op, OpResponse, PutRequest,
+        RangeRequest, RequestOp, Store, StoreOptions,
     };
 
     use super::*;
