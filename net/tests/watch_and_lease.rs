@@ -316,7 +316,6 @@ async fn expiry_deletes_keys() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "an in-process restart fails today: the stopped server keeps its WAL open (flock), so the restart gets WalError::Locked"]
 async fn restart_gives_leases_their_full_ttl() {
     let mut server = TestServer::start();
     let mut c = server.client().await;
