@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use basalt_net::services::{KvLimits, ETCD_COMPAT_VERSION};
 use basalt_net::Config;
@@ -91,6 +92,33 @@ struct Flags {
     /// basalt: executors (one pinned per core); 0 = every CPU allowed.
     #[arg(long, default_value_t = 0)]
     cores: usize,
+    /// basalt: how long an idle executor spins before parking its thread
+    /// (e.g. 50us); pays only on dedicated cores. Default: park at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_spin)]
+    spin_before_park: Option<Duration>,
+}
+
+/// Parses `50us`, `1ms`, `200ns` or a bare number of microseconds; capped at
+/// one second, since a longer spin only burns a core.
+fn parse_spin(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 50us or 1ms, got {text:?}"))?;
+    let d = match unit {
+        "" | "us" | "µs" => Duration::from_micros(n),
+        "ns" => Duration::from_nanos(n),
+        "ms" => Duration::from_millis(n),
+        other => return Err(format!("unknown unit {other:?}: use ns, us or ms")),
+    };
+    if d > Duration::from_secs(1) {
+        return Err(format!("{text} is over the 1s limit"));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -183,6 +211,7 @@ fn config(f: &Flags) -> Config {
         },
     };
     c.cores = f.cores;
+    c.spin_before_park = f.spin_before_park.filter(|d| !d.is_zero());
     c
 }
 
@@ -253,5 +282,22 @@ impl StopSignals {
                 return sig;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_durations_parse_with_units_and_limits() {
+        assert_eq!(parse_spin("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_spin("50"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_spin("2ms"), Ok(Duration::from_millis(2)));
+        assert_eq!(parse_spin("500ns"), Ok(Duration::from_nanos(500)));
+        assert!(parse_spin("2s").is_err());
+        assert!(parse_spin("5000ms").is_err());
+        assert!(parse_spin("fast").is_err());
+        assert!(parse_spin("").is_err());
     }
 }

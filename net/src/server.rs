@@ -179,9 +179,11 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     };
     let (cl, kv) = (cluster.clone(), cfg.limits);
     let mesh0 = mesh.clone();
+    let spin = cfg.spin_before_park;
     executors.push(spawn_executor(
         0,
         cpus.first().copied(),
+        spin,
         move || async move {
             exec.run_sequencer(seq_cfg, cl, kv, mesh0, drained_rxs, metrics_listeners)
                 .await
@@ -213,7 +215,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         let (cl, kv) = (cluster.clone(), cfg.limits);
         let mesh = mesh.clone();
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
-        executors.push(spawn_executor(i, cpu, move || async move {
+        executors.push(spawn_executor(i, cpu, spin, move || async move {
             exec.run_forwarder(cl, kv, mesh, drained).await
         })?);
     }
@@ -236,6 +238,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     }
     tracing::info!(
         cores,
+        spin_before_park = ?spin,
         addrs = ?bound,
         member_id = format!("{:x}", cluster.local.id),
         cluster_id = format!("{:x}", cluster.cluster_id),
@@ -253,6 +256,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
 fn spawn_executor<G, F>(
     id: usize,
     cpu: Option<usize>,
+    spin_before_park: Option<Duration>,
     fut: G,
 ) -> Result<ExecutorJoinHandle<Result<(), String>>, Error>
 where
@@ -263,15 +267,16 @@ where
         Some(c) => Placement::Fixed(c),
         None => Placement::Unbound,
     };
-    LocalExecutorBuilder::new(placement)
-        .name(&format!("basalt-{id}"))
-        .spawn(fut)
-        .map_err(|e| {
-            Error::io(
-                format!("starting executor {id}"),
-                std::io::Error::other(e.to_string()),
-            )
-        })
+    let mut builder = LocalExecutorBuilder::new(placement).name(&format!("basalt-{id}"));
+    if let Some(spin) = spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    builder.spawn(fut).map_err(|e| {
+        Error::io(
+            format!("starting executor {id}"),
+            std::io::Error::other(e.to_string()),
+        )
+    })
 }
 
 fn join_all(executors: Vec<ExecutorJoinHandle<Result<(), String>>>) {
