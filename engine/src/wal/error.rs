@@ -52,6 +52,15 @@ pub enum WalError {
         /// The first index the WAL still holds.
         first_index: u64,
     },
+    /// The index lies beyond the last entry that can be read back (not
+    /// appended, or appended but not yet durable).
+    #[error("wal: entry {index} is not in the log (last readable index is {last_index})")]
+    Unavailable {
+        /// The index asked for.
+        index: u64,
+        /// The last index that can be read.
+        last_index: u64,
+    },
     /// One `append` call is larger than fits in one segment.
     #[error("wal: append of {bytes} bytes exceeds the limit of {limit} bytes")]
     TooLarge {

@@ -78,6 +78,8 @@ impl Future for Durable {
 
 /// Records waiting for one write+fdatasync.
 pub(crate) struct Batch {
+    /// Position in the queue's order, from 1.
+    pub serial: u64,
     /// Framed records, back to back (the writer adds the batch start and,
     /// for a segment's first batch, the preamble).
     pub bytes: Vec<u8>,
@@ -106,6 +108,8 @@ pub(crate) struct Queue {
     /// Completion of the most recently queued batch: an operation with
     /// nothing to write still waits for everything accepted before it.
     last: Option<Rc<Completion>>,
+    /// Serial of the most recently created batch.
+    last_serial: u64,
 }
 
 impl Queue {
@@ -114,6 +118,7 @@ impl Queue {
             batches: VecDeque::new(),
             limits,
             last: None,
+            last_serial: 0,
         }
     }
 
@@ -136,7 +141,9 @@ impl Queue {
         if !self.fits_in_open(bytes, entries) {
             let done = Rc::new(Completion::default());
             self.last = Some(Rc::clone(&done));
+            self.last_serial += 1;
             self.batches.push_back(Batch {
+                serial: self.last_serial,
                 bytes: Vec::with_capacity(bytes.min(self.limits.max_batch_bytes)),
                 records: 0,
                 entries: 0,

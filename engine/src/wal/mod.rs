@@ -28,13 +28,20 @@
 //! preamble holding the log bounds and the hard state, so whole old
 //! segments can be deleted without losing either.
 //!
+//! An in-memory index (`index.rs`: segment, offset and length of every
+//! retained entry, terms as runs) lets entries be read back from the
+//! segment files (`reader.rs`) without keeping their data in memory.
+//!
 //! # API in one breath
-//! `open` recovers and returns every retained entry; `append` /
-//! `save_hard_state` / `append_with_hard_state` (both in one write, what a
-//! Raft `Ready` needs) resolve when durable; `truncate_from` drops a
+//! `open` recovers (and, unless `WalOptions::materialize_recovered` is
+//! off, returns every retained entry); `append` / `save_hard_state` /
+//! `append_with_hard_state` (both in one write) / `append_replacing`
+//! (what a Raft `Ready` needs: a conflicting suffix dropped, entries and
+//! hard state, one write) resolve when durable; `truncate_from` drops a
 //! conflicting suffix; `release_below` drops a prefix and deletes whole
-//! segments below it; `close` drains and stops. The directory is locked
-//! (`flock`) while open.
+//! segments below it; `entries` / `term` / `last_readable_index` read the
+//! durable log back (what Raft's `Storage` needs); `close` drains and
+//! stops. The directory is locked (`flock`) while open.
 //!
 //! # Invariants
 //! - An operation's future resolves `Ok` only after the batch holding its
@@ -44,6 +51,8 @@
 //!   `truncate_from` drops a suffix; `release_below` drops a prefix.
 //! - After a failed write or sync the WAL refuses all further work
 //!   (`WalError::Poisoned`); restart and recover.
+//! - `entries` and `term` return only durable entries, and never an entry
+//!   of a suffix whose truncation was accepted, durable or not.
 //! - Recovery cuts a torn tail (reported in `Recovered::torn_tail_cut`) and
 //!   refuses to start on damage anywhere else (`WalError::Corrupt` with file
 //!   and offset).
@@ -57,6 +66,8 @@ mod entry;
 mod error;
 mod fault;
 mod group_commit;
+mod index;
+mod reader;
 mod record;
 mod recovery;
 mod segment;
@@ -70,6 +81,8 @@ use std::task::{Poll, Waker};
 
 use bounds::Bounds;
 use group_commit::{Durable, Limits, Queue};
+use index::LogIndex;
+use reader::SegmentReader;
 use record::Record;
 use recovery::SegmentMeta;
 use segment::BLOCK;
@@ -92,6 +105,13 @@ pub struct WalOptions {
     /// Batches waiting behind the one being written; further operations
     /// wait for room (backpressure). Default 64.
     pub max_queued_batches: usize,
+    /// Whether `open` returns every retained entry in
+    /// `Recovered::entries`. Default `true` (what the server relied on
+    /// before `Wal::entries` existed). With `false`, recovery keeps only
+    /// the log index (16 bytes per entry plus one pair per term), so memory
+    /// after open does not grow with the payload size; read entries back
+    /// with `Wal::entries`.
+    pub materialize_recovered: bool,
 }
 
 impl Default for WalOptions {
@@ -101,6 +121,7 @@ impl Default for WalOptions {
             max_batch_bytes: 1 << 20,
             max_batch_entries: 8192,
             max_queued_batches: 64,
+            materialize_recovered: true,
         }
     }
 }
@@ -146,7 +167,8 @@ impl WalOptions {
 pub struct Recovered {
     /// The last saved hard state (all zeros for a new log).
     pub hard_state: HardState,
-    /// Every retained entry, ascending and contiguous from `first_index()`.
+    /// Every retained entry, ascending and contiguous from `first_index()`;
+    /// empty when `WalOptions::materialize_recovered` is off.
     pub entries: Vec<Entry>,
     /// A torn or garbage tail of the last written segment was cut off.
     pub torn_tail_cut: bool,
@@ -181,6 +203,8 @@ pub(crate) struct Shared {
     pub(crate) st: RefCell<State>,
     /// Test hook: what goes wrong with the next batch.
     pub(crate) fault: Cell<Option<Fault>>,
+    /// Read handles for `Wal::entries`.
+    reader: RefCell<SegmentReader>,
     /// Released when the last owner (handle or writer task) is gone.
     _lock: dir_lock::DirLock,
 }
@@ -188,6 +212,16 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     /// The log as accepted so far (including operations not yet durable).
     pub(crate) bounds: Bounds,
+    /// Where the durable entries are: updated after each batch is written
+    /// and synced, in record order (see `index.rs`).
+    pub(crate) index: LogIndex,
+    /// Entries at or above this index are not readable while a truncation
+    /// of them is accepted but not yet durable: the index still shows the
+    /// old suffix, which must never be returned. `u64::MAX` when none.
+    pub(crate) hide_from: u64,
+    /// Serial of the batch holding the latest such truncation; once it is
+    /// durable, the index itself reflects every truncation.
+    pub(crate) hide_until_batch: u64,
     pub(crate) queue: Queue,
     pub(crate) writer_waker: Option<Waker>,
     /// Callers waiting for room in the queue.
@@ -205,6 +239,9 @@ enum Op<'a> {
     Append {
         entries: &'a [Entry],
         hard_state: Option<HardState>,
+        /// The entries may start at or below the last index: drop that
+        /// suffix first, in the same batch.
+        overwrite: bool,
     },
     Truncate(u64),
     Release(u64),
@@ -223,12 +260,15 @@ impl Wal {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| WalError::io("creating directory", dir, e))?;
         let lock = dir_lock::DirLock::acquire(dir)?;
-        let mut log = recovery::recover(dir).await?;
+        let mut log = recovery::recover(dir, opts.materialize_recovered).await?;
         let shared = Rc::new(Shared {
             dir: dir.to_path_buf(),
             opts: opts.clone(),
             st: RefCell::new(State {
                 bounds: log.bounds,
+                index: std::mem::replace(&mut log.index, LogIndex::new(1)),
+                hide_from: u64::MAX,
+                hide_until_batch: 0,
                 queue: Queue::new(Limits {
                     max_batch_bytes: opts.max_batch_bytes,
                     max_batch_entries: opts.max_batch_entries,
@@ -242,12 +282,13 @@ impl Wal {
                 counters: Counters::default(),
             }),
             fault: Cell::new(None),
+            reader: RefCell::new(SegmentReader::new(dir)),
             _lock: lock,
         });
 
         if log.segments.is_empty() {
             // A new log: its first segment is prepared before open returns.
-            let file = segment::prepare(dir, 1, opts.segment_bytes).await?;
+            let file = segment::prepare(dir, 1, opts.segment_bytes, || false).await?;
             file.close()
                 .await
                 .map_err(|e| WalError::glommio("closing segment", dir, e))?;
@@ -308,6 +349,7 @@ impl Wal {
         self.submit(Op::Append {
             entries,
             hard_state: None,
+            overwrite: false,
         })
         .await
     }
@@ -317,6 +359,7 @@ impl Wal {
         self.submit(Op::Append {
             entries: &[],
             hard_state: Some(hs),
+            overwrite: false,
         })
         .await
     }
@@ -332,6 +375,26 @@ impl Wal {
         self.submit(Op::Append {
             entries,
             hard_state: Some(hs),
+            overwrite: false,
+        })
+        .await
+    }
+
+    /// Persists what a Raft `Ready` hands over, in one batch (one
+    /// write+fdatasync, all or nothing on disk): entries that may replace a
+    /// conflicting suffix, and optionally the hard state. The entries must
+    /// be contiguous and start within `first_index()..=last_index() + 1`;
+    /// every retained entry at or above the first one is dropped before
+    /// they are appended. Otherwise the same rules as `append`.
+    pub async fn append_replacing(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), WalError> {
+        self.submit(Op::Append {
+            entries,
+            hard_state,
+            overwrite: true,
         })
         .await
     }
@@ -360,6 +423,49 @@ impl Wal {
     /// accepted but are not yet durable.
     pub fn last_index(&self) -> u64 {
         self.shared.st.borrow().bounds.next - 1
+    }
+
+    /// The last entry `entries` and `term` can return: durable, and not
+    /// covered by a truncation still in flight. Equals `last_index()` once
+    /// every accepted operation is durable (after its future resolved).
+    pub fn last_readable_index(&self) -> u64 {
+        let st = self.shared.st.borrow();
+        readable_end(&st).max(st.bounds.first) - 1
+    }
+
+    /// Term of the retained entry at `index`, answered from memory.
+    /// `Released` below `first_index()`, `Unavailable` above
+    /// `last_readable_index()`.
+    pub fn term(&self, index: u64) -> Result<u64, WalError> {
+        let st = self.shared.st.borrow();
+        check_readable(&st, index, index.saturating_add(1))?;
+        st.index.term(index).ok_or(WalError::Unavailable {
+            index,
+            last_index: st.index.next() - 1,
+        })
+    }
+
+    /// Reads the retained entries `lo..hi` back from the segment files,
+    /// stopping early once their data exceeds `max_bytes` in total (but
+    /// always returning at least one entry when `lo < hi`). `Released` if
+    /// `lo < first_index()`, `Unavailable` if `hi - 1` is above
+    /// `last_readable_index()`. Every record is checked (CRC, index, term)
+    /// as it is read; a mismatch is `Corrupt`.
+    ///
+    /// Synchronous `pread`s on the executor thread (see `reader.rs` for why
+    /// that is coherent with the O_DIRECT writes): microseconds per call
+    /// when the pages are cached.
+    pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, WalError> {
+        let st = self.shared.st.borrow();
+        check_readable(&st, lo, hi)?;
+        let mut out = Vec::new();
+        if lo < hi {
+            self.shared
+                .reader
+                .borrow_mut()
+                .read(&st.index, lo, hi, max_bytes, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// I/O counters since open.
@@ -456,8 +562,21 @@ impl Wal {
             Op::Append {
                 entries: es,
                 hard_state,
+                overwrite,
             } => {
-                check_contiguous(es, b.next)?;
+                let start = match es.first() {
+                    Some(e) if overwrite => {
+                        if e.index < b.first {
+                            return Err(WalError::Released {
+                                index: e.index,
+                                first_index: b.first,
+                            });
+                        }
+                        e.index.min(b.next)
+                    }
+                    _ => b.next,
+                };
+                check_contiguous(es, start)?;
                 es.is_empty() && hard_state.is_none()
             }
             Op::Truncate(from) => {
@@ -476,12 +595,25 @@ impl Wal {
         }
 
         let batch = st.queue.batch_for(bytes, entries, b);
+        let serial = batch.serial;
         let mut after = b;
+        let mut truncated = None;
         let control = match op {
             Op::Append {
                 entries: es,
                 hard_state,
+                overwrite,
             } => {
+                if let Some(from) = es
+                    .first()
+                    .map(|e| e.index)
+                    .filter(|&i| overwrite && i < b.next)
+                {
+                    record::encode(&Record::Truncate { from }, &mut batch.bytes);
+                    batch.records += 1;
+                    after.truncate(from);
+                    truncated = Some(from);
+                }
                 for e in es {
                     record::encode_entry(e, &mut batch.bytes);
                 }
@@ -498,6 +630,7 @@ impl Wal {
             }
             Op::Truncate(from) => {
                 after.truncate(from);
+                truncated = Some(from);
                 Some(Record::Truncate { from })
             }
             Op::Release(below) => {
@@ -512,6 +645,10 @@ impl Wal {
         batch.after = after;
         let durable = batch.done.wait();
         st.bounds = after;
+        if let Some(from) = truncated {
+            st.hide_from = st.hide_from.min(from);
+            st.hide_until_batch = serial;
+        }
         if let Some(w) = st.writer_waker.take() {
             w.wake();
         }
@@ -533,6 +670,9 @@ impl Wal {
                 .iter()
                 .take_while(|s| s.max_entry_index.is_none_or(|m| m < first))
                 .count();
+            if let Some(kept) = st.segments.get(n) {
+                self.shared.reader.borrow_mut().forget_below(kept.id);
+            }
             st.segments.drain(..n).map(|s| s.path).collect()
         };
         if !doomed.is_empty() {
@@ -555,17 +695,49 @@ fn op_size(op: &Op<'_>) -> (usize, usize) {
         Op::Append {
             entries,
             hard_state,
+            overwrite,
         } => (
             entries
                 .iter()
                 .map(|e| record::entry_record_bytes(e.data.len()))
                 .sum::<usize>()
-                + hard_state.map_or(0, |hs| record::record_bytes(&Record::HardState(hs))),
+                + hard_state.map_or(0, |hs| record::record_bytes(&Record::HardState(hs)))
+                // A truncation may precede the entries.
+                + if *overwrite {
+                    record::record_bytes(&Record::Truncate { from: 0 })
+                } else {
+                    0
+                },
             entries.len(),
         ),
         Op::Truncate(from) => (record::record_bytes(&Record::Truncate { from: *from }), 0),
         Op::Release(below) => (record::record_bytes(&Record::Release { below: *below }), 0),
     }
+}
+
+/// End (exclusive) of the readable entries: durable and not hidden by a
+/// truncation in flight.
+fn readable_end(st: &State) -> u64 {
+    st.index.next().min(st.hide_from)
+}
+
+/// Checks that `lo..hi` (or just `lo` when `lo >= hi`) can be read.
+fn check_readable(st: &State, lo: u64, hi: u64) -> Result<(), WalError> {
+    let first = st.bounds.first;
+    if lo < first {
+        return Err(WalError::Released {
+            index: lo,
+            first_index: first,
+        });
+    }
+    let end = readable_end(st).max(first);
+    if hi > end {
+        return Err(WalError::Unavailable {
+            index: hi - 1,
+            last_index: end - 1,
+        });
+    }
+    Ok(())
 }
 
 fn check_contiguous(entries: &[Entry], next: u64) -> Result<(), WalError> {

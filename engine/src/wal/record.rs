@@ -34,6 +34,9 @@ const KIND_LOG_BOUNDS: u8 = 6;
 /// A decoded record other than a batch start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record {
+    /// Entries are encoded straight from `&Entry` (`encode_entry`) and
+    /// decoded as `RecordRef`; the owned form exists for tests.
+    #[cfg(test)]
     Entry(Entry),
     HardState(HardState),
     /// Entries with index >= `from` are dropped (Raft conflict).
@@ -99,13 +102,17 @@ impl std::fmt::Display for FrameError {
 
 /// Encoded size of an entry record.
 pub(crate) fn entry_record_bytes(data_len: usize) -> usize {
-    HEADER_BYTES + ENTRY_FIXED_BYTES + data_len
+    ENTRY_RECORD_OVERHEAD + data_len
 }
+
+/// Bytes of an entry record besides its data.
+pub(crate) const ENTRY_RECORD_OVERHEAD: usize = HEADER_BYTES + ENTRY_FIXED_BYTES;
 
 /// Encoded size of a non-entry record.
 pub(crate) fn record_bytes(record: &Record) -> usize {
     HEADER_BYTES
         + match record {
+            #[cfg(test)]
             Record::Entry(e) => ENTRY_FIXED_BYTES + e.data.len(),
             Record::HardState(_) => 24,
             Record::Truncate { .. } | Record::Release { .. } => 8,
@@ -116,6 +123,7 @@ pub(crate) fn record_bytes(record: &Record) -> usize {
 /// Appends one framed record to `out`.
 pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     match record {
+        #[cfg(test)]
         Record::Entry(e) => encode_entry(e, out),
         Record::HardState(hs) => {
             let mut p = [0u8; 24];
@@ -252,10 +260,91 @@ pub(crate) fn decode_batch_start(buf: &[u8]) -> Result<BatchStart, FrameError> {
     })
 }
 
+/// A decoded record that borrows its payload from the buffer it was read
+/// from: recovery and the read path look at every entry but keep (or copy)
+/// only what they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordRef<'a> {
+    Entry(EntryRef<'a>),
+    HardState(HardState),
+    Truncate { from: u64 },
+    Release { below: u64 },
+    LogBounds { first: u64, next: u64 },
+}
+
+/// An entry record whose data still lies in the buffer it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryRef<'a> {
+    pub term: u64,
+    pub index: u64,
+    pub kind: EntryKind,
+    pub data: &'a [u8],
+}
+
+impl EntryRef<'_> {
+    pub fn to_entry(self) -> Entry {
+        Entry {
+            term: self.term,
+            index: self.index,
+            kind: self.kind,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl RecordRef<'_> {
+    pub fn to_record(self) -> Record {
+        match self {
+            RecordRef::Entry(e) => Record::Entry(e.to_entry()),
+            RecordRef::HardState(hs) => Record::HardState(hs),
+            RecordRef::Truncate { from } => Record::Truncate { from },
+            RecordRef::Release { below } => Record::Release { below },
+            RecordRef::LogBounds { first, next } => Record::LogBounds { first, next },
+        }
+    }
+}
+
 /// Reads one record at the beginning of `buf`; returns it and its length.
+#[cfg(test)]
 pub(crate) fn decode(buf: &[u8]) -> Result<(Record, usize), FrameError> {
+    let (r, len) = decode_ref(buf)?;
+    Ok((r.to_record(), len))
+}
+
+/// Like `decode`, without copying an entry's data.
+pub(crate) fn decode_ref(buf: &[u8]) -> Result<(RecordRef<'_>, usize), FrameError> {
     let f = decode_frame(buf)?;
-    let p = f.payload;
+    Ok((parse_payload(f.kind, f.payload)?, f.len))
+}
+
+/// Walks records this process has just encoded (a batch it wrote), without
+/// checking checksums again: `f` gets each record, its offset in `buf` and
+/// its length. Bytes that do not parse are a bug in the encoder.
+pub(crate) fn walk_trusted<E>(
+    buf: &[u8],
+    mut f: impl FnMut(RecordRef<'_>, usize, usize) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        if rest.len() < HEADER_BYTES {
+            return Err(FrameError::Truncated);
+        }
+        let len = u32_at(rest, 4) as usize;
+        let end = HEADER_BYTES + len;
+        if end > rest.len() {
+            return Err(FrameError::Truncated);
+        }
+        if let Err(e) = f(parse_payload(rest[8], &rest[HEADER_BYTES..end])?, at, end) {
+            return Ok(Err(e));
+        }
+        at += end;
+    }
+    Ok(Ok(()))
+}
+
+fn parse_payload(kind: u8, p: &[u8]) -> Result<RecordRef<'_>, FrameError> {
     let fixed = |n: usize, what: &'static str| {
         if p.len() == n {
             Ok(())
@@ -263,23 +352,23 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Record, usize), FrameError> {
             Err(FrameError::Malformed(what))
         }
     };
-    let record = match f.kind {
+    let record = match kind {
         KIND_ENTRY => {
             if p.len() < ENTRY_FIXED_BYTES {
                 return Err(FrameError::Malformed("entry payload too short"));
             }
             let kind =
                 EntryKind::from_byte(p[16]).ok_or(FrameError::Malformed("unknown entry kind"))?;
-            Record::Entry(Entry {
+            RecordRef::Entry(EntryRef {
                 term: u64_at(p, 0),
                 index: u64_at(p, 8),
                 kind,
-                data: p[ENTRY_FIXED_BYTES..].to_vec(),
+                data: &p[ENTRY_FIXED_BYTES..],
             })
         }
         KIND_HARD_STATE => {
             fixed(24, "hard state payload has the wrong size")?;
-            Record::HardState(HardState {
+            RecordRef::HardState(HardState {
                 term: u64_at(p, 0),
                 vote: u64_at(p, 8),
                 commit: u64_at(p, 16),
@@ -287,17 +376,17 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Record, usize), FrameError> {
         }
         KIND_TRUNCATE => {
             fixed(8, "truncate payload has the wrong size")?;
-            Record::Truncate { from: u64_at(p, 0) }
+            RecordRef::Truncate { from: u64_at(p, 0) }
         }
         KIND_RELEASE => {
             fixed(8, "release payload has the wrong size")?;
-            Record::Release {
+            RecordRef::Release {
                 below: u64_at(p, 0),
             }
         }
         KIND_LOG_BOUNDS => {
             fixed(16, "log bounds payload has the wrong size")?;
-            Record::LogBounds {
+            RecordRef::LogBounds {
                 first: u64_at(p, 0),
                 next: u64_at(p, 8),
             }
@@ -305,7 +394,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Record, usize), FrameError> {
         KIND_BATCH_START => return Err(FrameError::Malformed("batch start inside a batch")),
         _ => return Err(FrameError::Malformed("unknown record kind")),
     };
-    Ok((record, f.len))
+    Ok(record)
 }
 
 #[cfg(test)]

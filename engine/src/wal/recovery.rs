@@ -16,7 +16,8 @@ use memmap2::Mmap;
 use super::bounds::Bounds;
 use super::entry::Entry;
 use super::error::WalError;
-use super::record::{self, Record, BATCH_START_BYTES};
+use super::index::LogIndex;
+use super::record::{self, RecordRef, BATCH_START_BYTES};
 use super::segment::{self, align_up, BLOCK};
 
 /// What the writer needs to know about one segment.
@@ -35,6 +36,9 @@ pub(crate) struct SegmentMeta {
 /// The rebuilt log and where writing resumes.
 pub(crate) struct RecoveredLog {
     pub bounds: Bounds,
+    /// Where every retained entry lies.
+    pub index: LogIndex,
+    /// The retained entries themselves, if asked for (else empty).
     pub entries: Vec<Entry>,
     /// Retained segments, ascending; the last one is where writing resumes.
     pub segments: Vec<SegmentMeta>,
@@ -54,20 +58,31 @@ struct Replay {
     bounds: Bounds,
     /// Set by the first segment preamble; records before it are corrupt.
     started: bool,
-    /// Retained entries; always exactly the indexes `[base, bounds.next)`
-    /// where `base` is the first entry's index.
-    entries: VecDeque<Entry>,
+    /// Locations of the retained entries: always exactly the indexes
+    /// `[index.first(), bounds.next)`.
+    index: LogIndex,
+    /// The retained entries themselves when the caller wants them
+    /// (`WalOptions::materialize_recovered`); same indexes as `index`.
+    entries: Option<VecDeque<Entry>>,
 }
 
 impl Replay {
-    fn apply(&mut self, r: Record, path: &Path, offset: u64) -> Result<(), WalError> {
+    fn apply(
+        &mut self,
+        r: RecordRef<'_>,
+        segment: u64,
+        at: u64,
+        len: usize,
+        path: &Path,
+        offset: u64,
+    ) -> Result<(), WalError> {
         let corrupt = |reason: String| WalError::Corrupt {
             path: path.to_path_buf(),
             offset,
             reason,
         };
         if !self.started {
-            let Record::LogBounds { first, next } = r else {
+            let RecordRef::LogBounds { first, next } = r else {
                 return Err(corrupt("log does not begin with a segment preamble".into()));
             };
             if first > next {
@@ -75,11 +90,14 @@ impl Replay {
             }
             self.bounds.first = first;
             self.bounds.next = next;
+            // Entries `[first, next)` lie in deleted segments (a healthy
+            // log releases them first; the check after the scan says).
+            self.index.reset(next);
             self.started = true;
             return Ok(());
         }
         match r {
-            Record::LogBounds { first, next } => {
+            RecordRef::LogBounds { first, next } => {
                 if first != self.bounds.first || next != self.bounds.next {
                     return Err(corrupt(format!(
                         "segment preamble says log is [{first}, {next}), replay says [{}, {})",
@@ -87,8 +105,8 @@ impl Replay {
                     )));
                 }
             }
-            Record::HardState(hs) => self.bounds.hard_state = hs,
-            Record::Entry(e) => {
+            RecordRef::HardState(hs) => self.bounds.hard_state = hs,
+            RecordRef::Entry(e) => {
                 if e.index != self.bounds.next {
                     return Err(corrupt(format!(
                         "entry index {} where {} was expected",
@@ -96,9 +114,11 @@ impl Replay {
                     )));
                 }
                 self.bounds.next += 1;
-                self.entries.push_back(e);
+                if let Some(entries) = &mut self.entries {
+                    entries.push_back(e.to_entry());
+                }
             }
-            Record::Truncate { from } => {
+            RecordRef::Truncate { from } => {
                 if from < self.bounds.first || from >= self.bounds.next {
                     return Err(corrupt(format!(
                         "truncate from {from} outside the log [{}, {})",
@@ -106,18 +126,24 @@ impl Replay {
                     )));
                 }
                 self.bounds.truncate(from);
-                while self.entries.back().is_some_and(|e| e.index >= from) {
-                    self.entries.pop_back();
+                if let Some(entries) = &mut self.entries {
+                    while entries.back().is_some_and(|e| e.index >= from) {
+                        entries.pop_back();
+                    }
                 }
             }
-            Record::Release { below } => {
+            RecordRef::Release { below } => {
                 self.bounds.release(below);
-                while self.entries.front().is_some_and(|e| e.index < below) {
-                    self.entries.pop_front();
+                if let Some(entries) = &mut self.entries {
+                    while entries.front().is_some_and(|e| e.index < below) {
+                        entries.pop_front();
+                    }
                 }
             }
         }
-        Ok(())
+        self.index
+            .apply(&r, segment, at, len)
+            .map_err(|e| corrupt(e.0))
     }
 }
 
@@ -131,13 +157,17 @@ struct BadBatch {
     gap: bool,
 }
 
+/// One record of a batch: what it says, where it starts in the segment,
+/// and its length.
+type Located<'a> = (RecordRef<'a>, u64, usize);
+
 /// Reads and checks the batch at `pos`; returns its records and its size.
 fn read_batch(
     data: &[u8],
     pos: u64,
     segment_id: u64,
     expected_seq: Option<u64>,
-) -> Result<(u64, Vec<Record>, u64), BadBatch> {
+) -> Result<(u64, Vec<Located<'_>>, u64), BadBatch> {
     let bad = |reason: String| BadBatch {
         offset: pos,
         reason,
@@ -171,9 +201,9 @@ fn read_batch(
     let max_records = bs.batch_bytes as usize / record::HEADER_BYTES;
     let mut records = Vec::with_capacity((bs.record_count as usize).min(max_records));
     while at < end {
-        let (r, len) = record::decode(&data[at..end])
+        let (r, len) = record::decode_ref(&data[at..end])
             .map_err(|e| bad(format!("record at offset {at}: {e}")))?;
-        records.push(r);
+        records.push((r, at as u64, len));
         at += len;
     }
     if records.len() != bs.record_count as usize {
@@ -272,9 +302,10 @@ fn later_segments_dirty(segments: &[(u64, PathBuf)], index: usize) -> Result<boo
     Ok(false)
 }
 
-/// Scans `dir` and rebuilds the log. Must run inside a glommio executor
-/// (cutting a torn tail writes through O_DIRECT).
-pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
+/// Scans `dir` and rebuilds the log; with `materialize`, also returns
+/// every retained entry. Must run inside a glommio executor (cutting a
+/// torn tail writes through O_DIRECT).
+pub(crate) async fn recover(dir: &Path, materialize: bool) -> Result<RecoveredLog, WalError> {
     let started = Instant::now();
     let listing = segment::list(dir)?;
     if !listing.leftovers.is_empty() {
@@ -294,7 +325,8 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
     let mut replay = Replay {
         bounds: Bounds::fresh(),
         started: false,
-        entries: VecDeque::new(),
+        index: LogIndex::new(Bounds::fresh().first),
+        entries: materialize.then(VecDeque::new),
     };
     let mut metas = Vec::with_capacity(segments.len());
     let mut ends = Vec::with_capacity(segments.len());
@@ -317,11 +349,11 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
         while pos + BATCH_START_BYTES as u64 <= cap {
             match read_batch(data, pos, *id, expected_seq) {
                 Ok((seq, records, len)) => {
-                    for r in records {
-                        if let Record::Entry(e) = &r {
+                    for (r, at, len) in records {
+                        if let RecordRef::Entry(e) = &r {
                             meta.max_entry_index = Some(e.index);
                         }
-                        replay.apply(r, path, pos)?;
+                        replay.apply(r, *id, at, len, path, pos)?;
                     }
                     any = true;
                     expected_seq = Some(seq + 1);
@@ -372,10 +404,8 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
 
     if replay.started {
         let missing_from = replay.bounds.first;
-        let have_from = replay
-            .entries
-            .front()
-            .map_or(replay.bounds.next, |e| e.index);
+        let have_from = replay.index.first();
+        debug_assert_eq!(replay.index.next(), replay.bounds.next);
         if have_from != missing_from {
             return Err(WalError::Corrupt {
                 path: segments[0].1.clone(),
@@ -403,11 +433,11 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
     }
     segment::remove(dir, &surplus).await?;
 
-    let entries: Vec<Entry> = replay.entries.into();
+    let entries: Vec<Entry> = replay.entries.map(Vec::from).unwrap_or_default();
     tracing::info!(
         dir = %dir.display(),
         segments = metas.len(),
-        entries = entries.len(),
+        entries = replay.bounds.next - replay.bounds.first,
         first_index = replay.bounds.first,
         last_index = replay.bounds.next - 1,
         torn_tail_cut,
@@ -416,6 +446,7 @@ pub(crate) async fn recover(dir: &Path) -> Result<RecoveredLog, WalError> {
     );
     Ok(RecoveredLog {
         bounds: replay.bounds,
+        index: replay.index,
         entries,
         write_pos: ends.get(active).copied().unwrap_or(BLOCK),
         active_has_batches: has_batches.get(active).copied().unwrap_or(false),

@@ -199,7 +199,19 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), WalError> {
 /// Creates segment `id`: allocate, write the header and zeros over the whole
 /// file, fdatasync, rename to its final name, sync the directory. Returns
 /// the segment opened for writing.
-pub(crate) async fn prepare(dir: &Path, id: u64, segment_bytes: u64) -> Result<DmaFile, WalError> {
+///
+/// `stop` is asked between steps: once it says yes, preparation ends with
+/// `WalError::Closed`, leaving the temporary file for recovery to delete.
+/// Callers await that instead of dropping the future: a dropped future's
+/// io_uring operations still run, and a late rename of this temporary file
+/// would take the name of the same segment prepared by the next `Wal`
+/// opened on the directory.
+pub(crate) async fn prepare(
+    dir: &Path,
+    id: u64,
+    segment_bytes: u64,
+    stop: impl Fn() -> bool,
+) -> Result<DmaFile, WalError> {
     let tmp = tmp_path(dir, id);
     let file = OpenOptions::new()
         .read(true)
@@ -220,6 +232,9 @@ pub(crate) async fn prepare(dir: &Path, id: u64, segment_bytes: u64) -> Result<D
     let mut pos = first.len() as u64;
     write_all(&file, &tmp, Rc::new(first), 0).await?;
     while pos < segment_bytes {
+        if stop() {
+            return abandon(file, &tmp).await;
+        }
         let n = (segment_bytes - pos).min(ZERO_CHUNK as u64);
         let buf = if n as usize == ZERO_CHUNK {
             zeros.clone()
@@ -232,6 +247,9 @@ pub(crate) async fn prepare(dir: &Path, id: u64, segment_bytes: u64) -> Result<D
     file.fdatasync()
         .await
         .map_err(|e| WalError::glommio("fdatasync", &tmp, e))?;
+    if stop() {
+        return abandon(file, &tmp).await;
+    }
     let path = segment_path(dir, id);
     file.rename(&path)
         .await
@@ -239,6 +257,13 @@ pub(crate) async fn prepare(dir: &Path, id: u64, segment_bytes: u64) -> Result<D
     sync_dir(dir).await?;
     tracing::debug!(segment = %path.display(), bytes = segment_bytes, "wal segment prepared");
     Ok(file)
+}
+
+async fn abandon(file: DmaFile, tmp: &Path) -> Result<DmaFile, WalError> {
+    file.close()
+        .await
+        .map_err(|e| WalError::glommio("closing", tmp, e))?;
+    Err(WalError::Closed)
 }
 
 /// Deletes finished segments and syncs the directory once.

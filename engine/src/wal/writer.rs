@@ -17,7 +17,7 @@ use super::group_commit::Batch;
 use super::record::{self, BatchStart, Record, BATCH_START_BYTES, HEADER_BYTES};
 use super::recovery::SegmentMeta;
 use super::segment::{self, align_up, BLOCK};
-use super::Shared;
+use super::{Shared, State};
 
 /// Largest preamble: LogBounds (16-byte payload) + HardState (24).
 pub(crate) const PREAMBLE_BYTES: usize = 2 * HEADER_BYTES + 16 + 24;
@@ -44,8 +44,13 @@ pub(crate) struct Writer {
 pub(crate) fn spawn_prepare(shared: &Rc<Shared>, id: u64) -> Spare {
     let dir = shared.dir.clone();
     let bytes = shared.opts.segment_bytes;
+    let shared = Rc::clone(shared);
     glommio::spawn_local(async move {
-        let file = segment::prepare(&dir, id, bytes).await?;
+        let stop = || {
+            let st = shared.st.borrow();
+            st.closing || st.failed.is_some()
+        };
+        let file = segment::prepare(&dir, id, bytes, stop).await?;
         Ok((file, bytes))
     })
 }
@@ -72,8 +77,16 @@ impl Writer {
                 }
             }
         }
-        // Cancel a half-done preparation; recovery deletes its temp file.
-        drop(self.spare.take());
+        // Let a preparation in progress stop at its next step (it sees
+        // `closing`/`failed`) rather than dropping it: see `segment::prepare`.
+        // An abandoned temporary file is deleted by the next recovery.
+        if let Some(spare) = self.spare.take() {
+            if let Ok((file, _)) = spare.await {
+                if let Err(e) = file.close().await {
+                    tracing::warn!(error = %e, "closing the spare wal segment");
+                }
+            }
+        }
         if let Err(e) = self.file.close().await {
             tracing::warn!(error = %e, segment = %self.path.display(), "closing wal segment");
         }
@@ -163,16 +176,23 @@ impl Writer {
         let fault = self.shared.fault.take();
         fault::write_and_sync(fault, &self.file, &self.path, buf, self.pos).await?;
 
+        let body_at = self.pos + (BATCH_START_BYTES + preamble.len()) as u64;
         self.pos += padded as u64;
         self.next_seq += 1;
         self.has_preamble = true;
         self.written = batch.after;
+        let mut st = self.shared.st.borrow_mut();
         if let Some(max) = batch.max_entry_index {
-            let mut st = self.shared.st.borrow_mut();
             if let Some(seg) = st.segments.last_mut() {
                 seg.max_entry_index = Some(max);
             }
         }
+        index_batch(&mut st, batch, self.id, body_at).map_err(|reason| WalError::Corrupt {
+            path: self.path.clone(),
+            offset: body_at,
+            reason,
+        })?;
+        drop(st);
         self.shared.st.borrow().counters.note_sync(batch.entries);
         Ok(())
     }
@@ -205,4 +225,22 @@ impl Writer {
         tracing::debug!(segment = %self.path.display(), "wal rolled over to a new segment");
         Ok(())
     }
+}
+
+/// Records where the entries of a batch that just became durable lie (its
+/// records start at `body_at` in segment `segment`), applying its
+/// truncations and releases in order, as recovery would.
+fn index_batch(st: &mut State, batch: &Batch, segment: u64, body_at: u64) -> Result<(), String> {
+    let walked = record::walk_trusted(&batch.bytes, |r, at, len| {
+        st.index.apply(&r, segment, body_at + at as u64, len)
+    });
+    match walked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("indexing a written batch: {}", e.0)),
+        Err(e) => return Err(format!("walking a batch this process encoded: {e}")),
+    }
+    if batch.serial >= st.hide_until_batch {
+        st.hide_from = u64::MAX;
+    }
+    Ok(())
 }
