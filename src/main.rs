@@ -67,12 +67,13 @@ struct Flags {
     /// Raise the NOSPACE alarm when the backend exceeds this size (0 = 2 GiB).
     #[arg(long, default_value_t = 0)]
     quota_backend_bytes: u64,
-    /// Interpret auto-compaction-retention as "periodic" or "revision".
-    #[arg(long)]
-    auto_compaction_mode: Option<String>,
+    /// Interpret auto-compaction-retention as "periodic" (a duration, or
+    /// hours when a plain number) or "revision" (a number of revisions).
+    #[arg(long, default_value = "periodic")]
+    auto_compaction_mode: String,
     /// Auto compaction retention (0 = off).
-    #[arg(long)]
-    auto_compaction_retention: Option<String>,
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
@@ -139,7 +140,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(stderr_is_terminal && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let cfg = config(&flags);
+    let cfg = match config(&flags) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("error verifying flags, {e}. See 'basalt --help'.");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(file) = &flags.restore_snapshot {
         return match basalt_net::snapshot_file::restore(file, &cfg.data_dir) {
             Ok(()) => {
@@ -187,7 +194,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn config(f: &Flags) -> Config {
+fn config(f: &Flags) -> Result<Config, String> {
     let data_dir = f
         .data_dir
         .clone()
@@ -212,7 +219,9 @@ fn config(f: &Flags) -> Config {
     };
     c.cores = f.cores;
     c.spin_before_park = f.spin_before_park.filter(|d| !d.is_zero());
-    c
+    c.auto_compaction =
+        basalt_net::compactor::parse(&f.auto_compaction_mode, &f.auto_compaction_retention)?;
+    Ok(c)
 }
 
 /// etcd flags basalt accepts so existing configurations start, but does not
@@ -232,18 +241,13 @@ fn log_flags_not_acted_on(f: &Flags) {
             "--election-timeout",
             f.election_timeout.map(|v| v.to_string()),
         ),
-        ("--auto-compaction-mode", f.auto_compaction_mode.clone()),
-        (
-            "--auto-compaction-retention",
-            f.auto_compaction_retention.clone(),
-        ),
     ];
     for (flag, value) in given {
         if let Some(value) = value {
             tracing::warn!(
                 flag,
                 value,
-                "flag accepted but not acted on yet (single member, no peers, no auto-compaction)"
+                "flag accepted but not acted on yet (single member, no peers)"
             );
         }
     }

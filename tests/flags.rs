@@ -32,3 +32,82 @@ fn a_bad_spin_duration_is_refused_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("over the 1s limit"), "{stderr}");
 }
+
+/// etcd refuses a bad auto-compaction flag before starting, with exit 1 and
+/// one of these messages; basalt must refuse the same input the same way.
+#[test]
+fn bad_auto_compaction_flags_are_refused_like_etcd() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--auto-compaction-mode=foo",
+                "--auto-compaction-retention=1",
+            ],
+            "unknown auto-compaction-mode \"foo\"",
+        ),
+        (
+            &[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=abc",
+            ],
+            "error parsing CompactionRetention: time: invalid duration \"abc\"",
+        ),
+        (
+            &["--auto-compaction-retention=-1"],
+            "error parsing CompactionRetention: time: missing unit in duration \"-1\"",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, message) in cases {
+        for (binary, kind) in [
+            (env!("CARGO_BIN_EXE_basalt"), "basalt"),
+            ("/usr/bin/etcd", "etcd"),
+        ] {
+            let out = Command::new(binary)
+                .args(args)
+                .arg("--data-dir")
+                .arg(dir.path().join(kind))
+                .output()
+                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{kind} {args:?}: {stderr}");
+            assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
+        }
+    }
+}
+
+/// With a retention set, the server compacts on its own (revision mode's
+/// five-minute interval is too long for a test; periodic mode with a short
+/// retention shows the flags are wired through).
+#[tokio::test]
+async fn periodic_auto_compaction_runs_from_the_flags() {
+    let server = Server::start_with(
+        Kind::Basalt,
+        &[
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=500ms",
+        ],
+    )
+    .await;
+    let mut c = server.client().await;
+    for i in 0..3 {
+        c.put(format!("k{i}"), "v", None).await.expect("put");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let compacted = c.hash_kv(0).await.expect("hash_kv").compact_version();
+        if compacted == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no auto compaction to revision 4 yet (at {compacted})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        server.log().contains("completed auto compaction"),
+        "{}",
+        server.log()
+    );
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use basalt_engine::wal::WalOptions;
 
+use crate::compactor::AutoCompaction;
 use crate::error::Error;
 use crate::services::KvLimits;
 
@@ -43,6 +44,12 @@ pub struct Config {
     pub wal: WalOptions,
     /// How long shutdown waits for in-flight calls and open streams.
     pub drain_timeout: Duration,
+    /// `--auto-compaction-mode` + `--auto-compaction-retention`; `None` = off
+    /// (etcd's default).
+    pub auto_compaction: Option<AutoCompaction>,
+    /// How often `revision` mode compacts; etcd's fixed five minutes, shorter
+    /// only in tests.
+    pub revision_compaction_interval: Duration,
 }
 
 impl Config {
@@ -64,6 +71,8 @@ impl Config {
             spin_before_park: None,
             wal: WalOptions::default(),
             drain_timeout: Duration::from_secs(5),
+            auto_compaction: None,
+            revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
         }
     }
 

@@ -4,6 +4,7 @@
 //! files that are wire-identical to etcd's `etcdserverpb`, `mvccpb` and
 //! `authpb` packages. [`grpc`] is the gRPC server layer on `h2`.
 
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -11,6 +12,7 @@ pub mod lease;
 pub mod member;
 pub mod metrics;
 pub mod proto;
+pub mod raftlog;
 pub mod sequencer;
 pub mod server;
 pub mod services;

@@ -30,6 +30,7 @@ use glommio::channels::channel_mesh::{MeshBuilder, Role};
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::compactor::AutoCompaction;
 use crate::config::{parse_listen_url, Config};
 use crate::error::Error;
 use crate::grpc::{forwarding_handler, serve_connection, CallForwarder, Limits, Router, Shutdown};
@@ -155,6 +156,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
+    let calls = crate::grpc::CallMetrics::new(cores);
     let mut stops = Vec::new();
     let mut executors = Vec::new();
     // Executor 0 first: it opens the store (which may fail) and binds the
@@ -176,6 +178,10 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         drain_timeout: cfg.drain_timeout,
         stop: stop_rx,
         ready: ready_tx.clone(),
+        calls: calls.clone(),
+        auto_compaction: cfg
+            .auto_compaction
+            .map(|mode| (mode, cfg.revision_compaction_interval)),
     };
     let (cl, kv) = (cluster.clone(), cfg.limits);
     let mesh0 = mesh.clone();
@@ -211,6 +217,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             drain_timeout: cfg.drain_timeout,
             stop: stop_rx,
             ready: ready_tx.clone(),
+            calls: calls.clone(),
+            auto_compaction: None,
         };
         let (cl, kv) = (cluster.clone(), cfg.limits);
         let mesh = mesh.clone();
@@ -323,6 +331,11 @@ struct Executor {
     drain_timeout: Duration,
     stop: oneshot::Receiver<()>,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+    /// The server's gRPC call counters (one slot per executor).
+    calls: std::sync::Arc<crate::grpc::CallMetrics>,
+    /// `--auto-compaction-*` and revision mode's check interval; only the
+    /// sequencer's executor runs it.
+    auto_compaction: Option<(AutoCompaction, Duration)>,
 }
 
 impl Executor {
@@ -344,6 +357,9 @@ impl Executor {
             }
         };
         seq.start();
+        let compactor = self
+            .auto_compaction
+            .map(|(mode, every)| crate::compactor::spawn(seq.clone(), mode, every));
         let metrics = crate::metrics::MetricsServer::start(
             metrics_listeners,
             seq.clone(),
@@ -356,6 +372,8 @@ impl Executor {
             drain_timeout,
             stop,
             ready,
+            calls,
+            auto_compaction: _,
         } = self;
         let (serving, bound) = Serving::bind(id, &listen, limits, &ready)?;
         let mut cluster = cluster;
@@ -366,6 +384,8 @@ impl Executor {
             limits: kv,
         });
         let mut methods = router(ctx);
+        methods.count_calls(calls.executor(id));
+        metrics.attach(&mut methods);
         // Watch and Lease keep their state on this executor.
         crate::watch::attach(
             &mut methods,
@@ -385,6 +405,8 @@ impl Executor {
             serve_mesh(seq.clone(), methods.clone(), receivers);
         }
         serving.run(methods, stop, drain_timeout).await;
+        // Dropping the task cancels it: no compaction after shutdown began.
+        drop(compactor);
         metrics.stop().await;
         // Forwarded requests must be finished before the sequencer stops.
         for d in drained {
@@ -421,6 +443,7 @@ impl Executor {
             Box::pin(async move { client.forward_call(call).await })
         });
         methods.set_fallback(forwarding_handler(forward));
+        methods.count_calls(self.calls.executor(self.id));
         let (serving, _) = Serving::bind(self.id, &self.listen, self.limits, &self.ready)?;
         serving
             .run(Rc::new(methods), self.stop, self.drain_timeout)
