@@ -138,7 +138,18 @@ impl Lcg {
 const KEYS: [&str; 5] = ["a", "a1", "ab", "b", "c"];
 
 #[test]
-fn store_matches_real_etcd() {
+fn store_matches_real_etcd_one_shard() {
+    differential(1);
+}
+
+#[test]
+fn store_matches_real_etcd_four_shards() {
+    differential(4);
+}
+
+/// Runs the same seeded scenario against a fresh etcd and a store with
+/// `shards` shard trees, comparing every response.
+fn differential(shards: usize) {
     if !Path::new(ETCD).exists() || !Path::new(ETCDCTL).exists() {
         assert!(
             std::env::var("CI").is_err(),
@@ -149,7 +160,12 @@ fn store_matches_real_etcd() {
     }
     let etcd = Etcd::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let opts = StoreOptions {
+        shards,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(store.shards(), shards);
     let mut index = 0u64;
     let mut rng = Lcg(0x5eed);
     let mut leases: Vec<i64> = Vec::new();

@@ -481,9 +481,15 @@ fn same<T: PartialEq + std::fmt::Debug>(
     Ok(())
 }
 
-fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+/// Runs `steps` against the model and a store with `shards` shard trees.
+fn run(steps: Vec<Step>, shards: usize) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let opts = StoreOptions {
+        shards,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::open(dir.path(), opts.clone()).unwrap();
+    prop_assert_eq!(store.shards(), shards);
     let mut model = Model::new();
     let mut index = 0u64;
     // Ops since the last checkpoint: what the WAL would replay after a crash.
@@ -568,12 +574,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 store.checkpoint().unwrap();
                 tail.clear();
                 drop(store);
-                store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+                store = Store::open(dir.path(), opts.clone()).unwrap();
                 None
             }
             Step::Crash => {
                 drop(store);
-                store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+                store = Store::open(dir.path(), opts.clone()).unwrap();
                 for (i, op) in &tail {
                     prop_assert!(*i > store.applied_index());
                     let _ = store.apply(*i, op);
@@ -625,7 +631,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn store_matches_model(steps in prop::collection::vec(step(), 1..80)) {
-        run(steps)?;
+    fn store_matches_model_one_shard(steps in prop::collection::vec(step(), 1..80)) {
+        run(steps, 1)?;
+    }
+
+    #[test]
+    fn store_matches_model_four_shards(steps in prop::collection::vec(step(), 1..80)) {
+        run(steps, 4)?;
     }
 }

@@ -735,17 +735,26 @@ fn nested_txn_compares_see_the_state_before_the_txn() {
 }
 
 #[test]
-fn damaged_tree_file_gives_errors_not_panics() {
+fn damaged_tree_files_give_errors_not_panics() {
     let mut t = T::new();
     for i in 0..300 {
         t.put(&format!("key{i:04}"), &"v".repeat(100));
     }
     t.store.checkpoint().unwrap();
-    // Node pages of that commit follow the two meta pages. A second commit
-    // on top means open() verifies only the newer pages, so damage to these
-    // must surface on reads (damage to the newest commit instead makes the
-    // tree fall back to the previous commit, by design).
-    let nodes = 2 * 4096..2 * 4096 + t.store.db_size_in_use() as usize;
+    // Node pages of that commit follow the two meta pages, in the index tree
+    // and in the shard tree. A second commit on top means open() verifies
+    // only the newer pages, so damage to these must surface on reads
+    // (damage to the newest commit instead makes the tree fall back to the
+    // previous commit, by design).
+    let dir = t._dir.path().to_path_buf();
+    let files = [TREE_FILE.to_string(), shard_file(0)];
+    let committed: Vec<usize> = files
+        .iter()
+        .map(|f| {
+            let tree = basalt_engine::btree::Tree::open(&dir.join(f), Default::default()).unwrap();
+            tree.committed_bytes() as usize
+        })
+        .collect();
     t.put("last", "x");
     t.store.checkpoint().unwrap();
     let T {
@@ -754,40 +763,43 @@ fn damaged_tree_file_gives_errors_not_panics() {
         ..
     } = t;
     drop(store);
-    let dir = tempdir.path().to_path_buf();
-    let path = dir.join(TREE_FILE);
-    let clean = std::fs::read(&path).unwrap();
-    let (mut errors, mut tries) = (0, 0);
-    let step = nodes.len() / 40 + 1;
-    for at in nodes.step_by(step) {
-        tries += 1;
-        let mut bad = clean.clone();
-        bad[at] ^= 0x5a;
-        std::fs::write(&path, &bad).unwrap();
-        // Either the damage is in dead space (all reads work), or some call
-        // reports it; nothing may panic.
-        let outcome = Store::open(&dir, StoreOptions::default()).and_then(|s| {
-            s.range(&RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                ..Default::default()
-            })?;
-            s.verify()
-        });
-        if outcome.is_err() {
-            errors += 1;
+    for (file, end) in files.iter().zip(committed) {
+        let path = dir.join(file);
+        let clean = std::fs::read(&path).unwrap();
+        let nodes = 2 * 4096..end;
+        let (mut errors, mut tries) = (0, 0);
+        let step = nodes.len() / 40 + 1;
+        for at in nodes.step_by(step) {
+            tries += 1;
+            let mut bad = clean.clone();
+            bad[at] ^= 0x5a;
+            std::fs::write(&path, &bad).unwrap();
+            // Either the damage is in dead space (all reads work), or some
+            // call reports it; nothing may panic.
+            let outcome = Store::open(&dir, StoreOptions::default()).and_then(|s| {
+                s.range(&RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    ..Default::default()
+                })?;
+                s.verify()
+            });
+            if outcome.is_err() {
+                errors += 1;
+            }
         }
+        // Flips in a page's unused tail are harmless only if the page
+        // checksum skips it; most flips must be caught.
+        assert!(
+            errors * 2 > tries,
+            "{file}: only {errors} of {tries} flips detected"
+        );
+        std::fs::write(&path, &clean).unwrap();
     }
-    // Flips in a page's unused tail are harmless only if the page checksum
-    // skips it; most flips must be caught.
-    assert!(
-        errors * 2 > tries,
-        "only {errors} of {tries} flips detected"
-    );
-    std::fs::write(&path, &clean).unwrap();
     let store = Store::open(&dir, StoreOptions::default()).unwrap();
     store.verify().unwrap();
     assert_eq!(store.current_revision(), 302);
+    drop(tempdir);
 }
 
 /// Re-encodes a snapshot stream without the entries `drop` selects, with a

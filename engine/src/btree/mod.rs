@@ -119,6 +119,21 @@ pub struct Tree {
 impl Tree {
     /// Opens the tree at `path`, creating an empty one if the file is missing.
     pub fn open(path: &Path, opts: TreeOptions) -> Result<Tree, BtreeError> {
+        Tree::open_at_most(path, opts, u64::MAX)
+    }
+
+    /// Opens the tree at its newest intact commit whose `user_meta` is at
+    /// most `max_user_meta`, which may be the one before the newest: a
+    /// caller that commits several trees in order (and records progress in
+    /// the last one) rolls the earlier ones back to match after a crash
+    /// between them. The older commit is intact because pages are only ever
+    /// appended, and the next commit overwrites the newer slot and pages.
+    /// No intact commit at or below the bound is an error naming the file.
+    pub fn open_at_most(
+        path: &Path,
+        opts: TreeOptions,
+        max_user_meta: u64,
+    ) -> Result<Tree, BtreeError> {
         let ps = opts.page_size;
         if !ps.is_power_of_two() || !(1024..=65536).contains(&ps) {
             return Err(BtreeError::InvalidOptions(format!(
@@ -136,7 +151,7 @@ impl Tree {
             file.ensure_len(2 * u64::from(ps), true)?;
             meta
         } else {
-            recover_meta(&file, ps)?
+            recover_meta(&file, ps, max_user_meta)?
         };
         Ok(Tree::from_parts(file, meta))
     }
@@ -286,8 +301,9 @@ impl Tree {
     }
 }
 
-/// Picks the newest meta slot that decodes and whose commit's nodes verify.
-fn recover_meta(file: &PageFile, page_size: u32) -> Result<Meta, BtreeError> {
+/// Picks the newest meta slot that decodes, records at most
+/// `max_user_meta` and whose commit's nodes verify.
+fn recover_meta(file: &PageFile, page_size: u32, max_user_meta: u64) -> Result<Meta, BtreeError> {
     let map = file.map();
     let ps = page_size as usize;
     let mut candidates = Vec::new();
@@ -308,6 +324,13 @@ fn recover_meta(file: &PageFile, page_size: u32) -> Result<Meta, BtreeError> {
                 expected: page_size,
                 found: m.page_size,
             });
+        }
+        if m.user_meta > max_user_meta {
+            reasons[slot] = format!(
+                "commit {} records user_meta {}, above the {max_user_meta} asked for",
+                m.txn, m.user_meta
+            );
+            continue;
         }
         match verify_commit(map, &file.path, &m) {
             Ok(()) => return Ok(m),
@@ -419,5 +442,50 @@ impl IntegrityWalk<'_> {
             total += n;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod open_at_most_tests {
+    use super::*;
+
+    fn commit(tree: &mut Tree, key: &[u8], user_meta: u64) {
+        let mut batch = tree.write();
+        batch.insert(key, b"v").unwrap();
+        batch.commit(user_meta).unwrap();
+    }
+
+    #[test]
+    fn opens_the_previous_commit_when_the_newest_is_above_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut tree = Tree::open(&path, TreeOptions::default()).unwrap();
+        commit(&mut tree, b"a", 5);
+        commit(&mut tree, b"b", 9);
+        drop(tree);
+
+        let mut old = Tree::open_at_most(&path, TreeOptions::default(), 8).unwrap();
+        assert_eq!(old.user_meta(), 5);
+        assert_eq!(old.read().get(b"a").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(old.read().get(b"b").unwrap(), None);
+        // Committing from the older state overwrites the newer commit.
+        commit(&mut old, b"c", 7);
+        drop(old);
+        let tree = Tree::open(&path, TreeOptions::default()).unwrap();
+        assert_eq!(tree.user_meta(), 7);
+        assert_eq!(tree.read().get(b"b").unwrap(), None);
+        assert_eq!(tree.read().get(b"c").unwrap(), Some(b"v".to_vec()));
+        tree.check_integrity().unwrap();
+        drop(tree);
+
+        let newest = Tree::open_at_most(&path, TreeOptions::default(), 100).unwrap();
+        assert_eq!(newest.user_meta(), 7);
+        drop(newest);
+        // Both slots (5 then 7) are above 4: nothing to open.
+        let err = Tree::open_at_most(&path, TreeOptions::default(), 4)
+            .err()
+            .expect("no commit at or below 4");
+        assert!(matches!(err, BtreeError::NoValidMeta { .. }), "{err}");
+        assert!(err.to_string().contains("above the 4"), "{err}");
     }
 }

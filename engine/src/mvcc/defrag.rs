@@ -28,39 +28,45 @@ use super::error::MvccError;
 use super::store::Store;
 
 /// The copy half of an online defragmentation; `Send`, run it anywhere.
-pub struct DefragJob(CompactionJob);
+/// One copy per tree file (shards, then the index); they run in sequence.
+pub struct DefragJob(Vec<CompactionJob>);
 
-/// A finished copy waiting to be caught up and switched to.
-pub struct DefragCopy(CompactedFile);
+/// Finished copies waiting to be caught up and switched to.
+pub struct DefragCopy(Vec<CompactedFile>);
 
 impl DefragJob {
-    /// Writes the pinned state, densely packed, into the new file.
+    /// Writes the pinned state, densely packed, into the new files.
     pub fn build(self) -> Result<DefragCopy, MvccError> {
-        Ok(DefragCopy(self.0.build()?))
+        let copies = self
+            .0
+            .into_iter()
+            .map(CompactionJob::build)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DefragCopy(copies))
     }
 }
 
 impl Store {
-    /// Checkpoints, then starts copying the tree. Starting another abandons
-    /// this one.
+    /// Checkpoints, then starts copying every tree. Starting another
+    /// abandons this one.
     pub fn begin_defragment(&mut self) -> Result<DefragJob, MvccError> {
         self.checkpoint()?;
-        Ok(DefragJob(self.backend_mut().tree_mut().begin_compaction()?))
+        Ok(DefragJob(self.backend_mut().begin_compaction()?))
     }
 
     /// Tree keys committed since the copy started (or its last catch-up).
     pub fn defragment_backlog(&self) -> usize {
-        self.backend().tree().compaction_backlog()
+        self.backend().compaction_backlog()
     }
 
     /// Copies what was committed since the last catch-up into the copy.
     pub fn defragment_catch_up(&mut self, copy: &mut DefragCopy) -> Result<usize, MvccError> {
-        Ok(self.backend_mut().tree_mut().catch_up(&mut copy.0)?)
+        self.backend_mut().catch_up(&mut copy.0)
     }
 
-    /// Checkpoints, catches the copy up a last time and switches to it.
+    /// Checkpoints, catches the copies up a last time and switches to them.
     pub fn finish_defragment(&mut self, copy: DefragCopy) -> Result<(), MvccError> {
         self.checkpoint()?;
-        Ok(self.backend_mut().tree_mut().finish_compaction(copy.0)?)
+        self.backend_mut().finish_compaction(copy.0)
     }
 }

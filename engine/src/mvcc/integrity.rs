@@ -19,8 +19,10 @@ impl Store {
     /// Checks the invariants between the key spaces: every live entry points
     /// at the put record it describes and is the key's newest version; every
     /// version has its change-log twin and vice versa; no revision is above
-    /// the current one; lease attachments match the live keys' leases.
+    /// the current one; lease attachments match the live keys' leases; every
+    /// key is in the tree file its routing names.
     pub fn verify(&self) -> Result<(), MvccError> {
+        self.backend().view().check_placement()?;
         self.with_view(|view| {
             let current = self.current_revision();
             // newest version of each key, and every version's revision

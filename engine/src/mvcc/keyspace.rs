@@ -10,6 +10,10 @@
 //! | `L`   | `L` lease id(8)                  | TTL (8)                                 |
 //! | `a`   | `a` lease id(8) user key         | empty (key attached to lease)           |
 //! | `m`   | `m` name                         | store meta (current / compact revision) |
+//! | 0x00  | 0x00 `shards`                    | shard count (layout, not logical state) |
+//!
+//! The `v` space lives in the shard trees, the others in the index tree
+//! (see `shard`).
 //!
 //! `v` orders versions by (user key, revision), so a range read at any
 //! revision is one sequential scan. `esc` makes the user key prefix-free
@@ -29,6 +33,11 @@ pub const LIVE: u8 = b'l';
 pub const CHANGE: u8 = b'r';
 pub const LEASE: u8 = b'L';
 pub const ATTACHED: u8 = b'a';
+
+/// Where the store records its layout (the shard count), under tag 0x00,
+/// below every space of the logical state: [`logical_bounds`] leaves it
+/// out, so hashes and snapshot streams do not depend on the layout.
+pub const LAYOUT_SHARDS: &[u8] = b"\0shards";
 
 pub const META_CURRENT_REVISION: &[u8] = b"mcurrent_revision";
 pub const META_COMPACT_REVISION: &[u8] = b"mcompact_revision";
@@ -224,6 +233,11 @@ pub fn parse_attached_key(tree_key: &[u8]) -> Result<Vec<u8>, MvccError> {
 /// Bounds of a whole space.
 pub fn space_bounds(tag: u8) -> KeyBounds {
     (Bound::Included(vec![tag]), Bound::Excluded(vec![tag + 1]))
+}
+
+/// Every key of the logical state (all spaces, not the layout record).
+pub fn logical_bounds() -> KeyBounds {
+    (Bound::Included(vec![0x01]), Bound::Unbounded)
 }
 
 /// One stored version of a key.

@@ -220,7 +220,7 @@ impl Iterator for Merge<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btree::{Tree, TreeOptions};
+    use crate::btree::TreeOptions;
     use crate::mvcc::backend::Backend;
 
     fn overlay(entries: &[(&str, Option<&str>)]) -> Overlay {
@@ -233,15 +233,18 @@ mod tests {
     #[test]
     fn newest_layer_wins_in_both_directions_and_counts_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
-        let mut tree = Tree::open(&path, TreeOptions::default()).unwrap();
-        let mut batch = tree.write();
-        for k in ["a", "b", "c", "d"] {
-            batch.insert(k.as_bytes(), b"base").unwrap();
-        }
-        batch.commit(1).unwrap();
-        drop(tree);
-        let backend = Backend::open(&path, TreeOptions::default()).unwrap();
+        let mut backend = Backend::open(dir.path(), TreeOptions::default(), 1).unwrap();
+        backend
+            .commit(
+                &overlay(&[
+                    ("a", Some("base")),
+                    ("b", Some("base")),
+                    ("c", Some("base")),
+                    ("d", Some("base")),
+                ]),
+                1,
+            )
+            .unwrap();
         let base = backend.view();
         let pending = overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))]);
         let scratch = overlay(&[
@@ -256,7 +259,8 @@ mod tests {
             scratch: &scratch,
             presence: None,
         };
-        let all = (Bound::Unbounded, Bound::Unbounded);
+        // The layout record sits below every logical space.
+        let all = crate::mvcc::keyspace::logical_bounds();
         let fwd: Vec<(String, String)> = view
             .scan(&all)
             .map(|r| {

@@ -9,19 +9,24 @@
 //! ```
 //!
 //! The stream carries the store's logical entries (pending writes merged),
-//! so a snapshot needs no checkpoint first and is independent of page layout.
-//! Restore writes into a temporary tree and renames it into place only after
-//! the CRC matched, so a bad stream never replaces a good store.
+//! so a snapshot needs no checkpoint first and is independent of page layout
+//! and of the shard count: stores with 1 and with 4 shards holding the same
+//! state write the same stream.
+//!
+//! Restore builds the new tree files in a staging directory; only after the
+//! CRC matched and the new store verified does it write (and sync) a ready
+//! marker, then rename the files into place. A crash before the marker
+//! leaves the old store; after it, [`Store::open`] finishes the renames, so
+//! a store is never a mix of old and new files.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::btree::TreeOptions;
-
-use super::backend::Backend;
+use super::backend::{recorded_shards, remove_stale_shard_files, Backend};
 use super::error::MvccError;
 use super::layers::Overlay;
-use super::store::{Store, TREE_FILE};
+use super::shard::{shard_file, INDEX_FILE, MAX_SHARDS};
+use super::store::{Store, StoreOptions};
 
 const MAGIC: &[u8; 16] = b"BASALT-MVCC-SNAP";
 const FORMAT: u32 = 1;
@@ -31,6 +36,11 @@ const END: u32 = u32::MAX;
 const MAX_FIELD_BYTES: u32 = 256 << 20;
 /// Entries restored per tree commit, so memory stays bounded.
 const RESTORE_BATCH: usize = 64 * 1024;
+/// Directory (inside the store's) where a restore builds the new files.
+const STAGING_DIR: &str = "mvcc.restoring";
+/// Written, holding the new shard count, once the staged files are complete
+/// and synced: from then on the restore is finished even after a crash.
+const READY_MARKER: &str = "mvcc.restore-ready";
 
 struct CrcWriter<'w> {
     out: &'w mut dyn Write,
@@ -89,27 +99,100 @@ impl Store {
 
     /// Replaces the store in `dir` with the one in `input` (the store must
     /// not be open). Verifies the stream fully before anything is replaced.
+    /// Keeps the shard count of the store in `dir` (1 if there is none).
     pub fn restore_snapshot(input: &mut dyn Read, dir: &Path) -> Result<(), MvccError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| MvccError::Io { path, source }
+        finish_staged_restore(dir)?;
+        let shards = recorded_shards(dir).unwrap_or(1).max(1);
+        let opts = StoreOptions {
+            shards,
+            ..StoreOptions::default()
         };
+        Store::restore_snapshot_with(input, dir, &opts)
+    }
+
+    /// [`Store::restore_snapshot`] into a store laid out as `opts` says
+    /// (the shard count of the restored store is `opts.shards`).
+    pub fn restore_snapshot_with(
+        input: &mut dyn Read,
+        dir: &Path,
+        opts: &StoreOptions,
+    ) -> Result<(), MvccError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let target = dir.join(TREE_FILE);
-        let temp = dir.join(format!("{TREE_FILE}.restoring"));
-        if temp.exists() {
-            std::fs::remove_file(&temp).map_err(io(&temp))?;
-        }
-        let result = restore_into(input, &temp);
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&temp);
+        finish_staged_restore(dir)?;
+        let staging = dir.join(STAGING_DIR);
+        remove_dir_if_present(&staging)?;
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        if let Err(e) = restore_into(input, &staging, opts) {
+            let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        std::fs::rename(&temp, &target).map_err(io(&target))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))
+        sync_dir(&staging)?;
+        let marker = dir.join(READY_MARKER);
+        std::fs::write(&marker, opts.shards.to_string()).map_err(io(&marker))?;
+        std::fs::File::open(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&marker))?;
+        sync_dir(dir)?;
+        finish_staged_restore(dir)
     }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError {
+    let path = path.to_path_buf();
+    move |source| MvccError::Io { path, source }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), MvccError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), MvccError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Completes a restore whose files were staged and marked ready (renames
+/// them into place, drops shard files the new layout does not have), or
+/// discards one that never got that far. Idempotent: a crash anywhere in
+/// here is finished by the next call. Run before the store is opened.
+pub(super) fn finish_staged_restore(dir: &Path) -> Result<(), MvccError> {
+    let marker = dir.join(READY_MARKER);
+    let staging = dir.join(STAGING_DIR);
+    let shards = match std::fs::read_to_string(&marker) {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_SHARDS).contains(n))
+            .ok_or_else(|| {
+                MvccError::Corrupt(format!(
+                    "restore marker {} holds {text:?}, not a shard count",
+                    marker.display()
+                ))
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Never marked ready: a restore that died half-way.
+            return remove_dir_if_present(&staging);
+        }
+        Err(e) => return Err(io(&marker)(e)),
+    };
+    let names = std::iter::once(INDEX_FILE.to_string()).chain((0..shards).map(shard_file));
+    for name in names {
+        let from = staging.join(&name);
+        if from.exists() {
+            let to = dir.join(&name);
+            std::fs::rename(&from, &to).map_err(io(&to))?;
+        }
+    }
+    remove_stale_shard_files(dir, shards)?;
+    sync_dir(dir)?;
+    remove_dir_if_present(&staging)?;
+    std::fs::remove_file(&marker).map_err(io(&marker))?;
+    sync_dir(dir)
 }
 
 struct CrcReader<'r> {
@@ -144,10 +227,10 @@ impl CrcReader<'_> {
     }
 }
 
-/// Loads the stream into a fresh tree at `path`. Batches are committed with
+/// Loads the stream into a fresh store in `dir`. Batches are committed with
 /// user_meta 0; only the last commit, after the CRC matched, records the
-/// snapshot's applied index (a half-restored file is never renamed anyway).
-fn restore_into(input: &mut dyn Read, path: &Path) -> Result<(), MvccError> {
+/// snapshot's applied index (a half-restored store is never used anyway).
+fn restore_into(input: &mut dyn Read, dir: &Path, opts: &StoreOptions) -> Result<(), MvccError> {
     let mut r = CrcReader {
         input,
         crc: crc32fast::Hasher::new(),
@@ -164,7 +247,7 @@ fn restore_into(input: &mut dyn Read, path: &Path) -> Result<(), MvccError> {
         )));
     }
     let applied = r.u64()?;
-    let mut backend = Backend::open(path, TreeOptions::default())?;
+    let mut backend = Backend::open(dir, opts.tree, opts.shards)?;
     let mut batch = Overlay::new();
     let mut entries = 0u64;
     let mut last_key: Option<Vec<u8>> = None;
@@ -218,6 +301,5 @@ fn restore_into(input: &mut dyn Read, path: &Path) -> Result<(), MvccError> {
     backend.commit(&batch, applied)?;
     // The checksum proves the bytes arrived intact; this proves they make a
     // consistent store (e.g. not one written by an incompatible version).
-    let dir = path.parent().unwrap_or(Path::new("."));
     Store::from_backend(dir, backend)?.verify()
 }

@@ -9,8 +9,9 @@ use super::apply::{Applier, LeaseChange};
 use super::backend::{Backend, BackendView};
 use super::error::MvccError;
 use super::keyspace::{
-    attached_bounds, decode_i64, parse_attached_key, parse_lease_key, parse_version_key,
-    space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION, META_CURRENT_REVISION, VERSION,
+    attached_bounds, decode_i64, logical_bounds, parse_attached_key, parse_lease_key,
+    parse_version_key, space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION,
+    META_CURRENT_REVISION, VERSION,
 };
 use super::layers::{Layered, LivePresence, Overlay};
 use super::read;
@@ -18,17 +19,31 @@ use super::types::{
     Applied, Event, Lease, Op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
-/// File name of the store's B+tree inside its directory.
-pub const TREE_FILE: &str = "mvcc.btree";
+/// File name of the store's index tree inside its directory (the shard
+/// trees are `shard-000.btree`, …).
+pub const TREE_FILE: &str = super::shard::INDEX_FILE;
 
 /// An empty etcd reports revision 1; the first write gets revision 2.
 const INITIAL_REVISION: i64 = 1;
 
 /// Options of [`Store::open`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Layout of the tree file (page size); fixed when the file is created.
+    /// Layout of the tree files (page size); fixed when a file is created.
     pub tree: TreeOptions,
+    /// Shard trees holding the key versions, 1..=256. Fixed when the store
+    /// is created: reopening uses the recorded count whatever is asked
+    /// ([`Store::shards`] vs [`Store::requested_shards`] tells the caller).
+    pub shards: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            tree: TreeOptions::default(),
+            shards: 1,
+        }
+    }
 }
 
 /// etcd's MVCC key-value state plus leases, single-threaded.
@@ -63,7 +78,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError + '_ {
 impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, MvccError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let backend = Backend::open(&dir.join(TREE_FILE), opts.tree)?;
+        super::snapshot::finish_staged_restore(dir)?;
+        let backend = Backend::open(dir, opts.tree, opts.shards)?;
         Store::from_backend(dir, backend)
     }
 
@@ -113,6 +129,19 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Shard trees in use: the count recorded when the store was created
+    /// (0 for a store from before sharding, whose versions share the index
+    /// tree).
+    pub fn shards(&self) -> usize {
+        self.backend.shard_count()
+    }
+
+    /// The count `StoreOptions::shards` asked for; differs from
+    /// [`Store::shards`] when an existing store was opened with another.
+    pub fn requested_shards(&self) -> usize {
+        self.backend.requested_shards()
     }
 
     /// Last WAL index whose effects are durable in the tree.
@@ -244,7 +273,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Makes everything applied durable: one tree commit carrying the last
+    /// Makes everything applied durable: a commit of every shard tree with
+    /// pending writes, then of the index tree, each carrying the last
     /// applied index. A no-op when nothing changed since the last one.
     pub fn checkpoint(&mut self) -> Result<(), MvccError> {
         if self.pending.is_empty() && self.backend.user_meta() == self.last_applied {
@@ -354,7 +384,7 @@ impl Store {
         let base = self.backend.view();
         let view = self.layered(&base);
         let mut hasher = crc32fast::Hasher::new();
-        for item in view.scan(&(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)) {
+        for item in view.scan(&logical_bounds()) {
             let (k, v) = item?;
             hasher.update(&(k.len() as u32).to_le_bytes());
             hasher.update(&k);
@@ -364,21 +394,21 @@ impl Store {
         Ok(hasher.finalize())
     }
 
-    /// Bytes of the tree file.
+    /// Bytes of the tree files.
     pub fn db_size(&self) -> u64 {
         self.backend.file_bytes()
     }
 
-    /// Bytes of the tree file that hold live pages.
+    /// Bytes of the tree files that hold live pages.
     pub fn db_size_in_use(&self) -> u64 {
         self.backend.live_bytes()
     }
 
-    /// Checkpoints, then rewrites the tree file without its dead pages,
+    /// Checkpoints, then rewrites the tree files without their dead pages,
     /// blocking; see `begin_defragment` for the online form.
     pub fn defragment(&mut self) -> Result<(), MvccError> {
         self.checkpoint()?;
-        self.backend.compact_file()
+        self.backend.compact_files()
     }
 
     /// Runs `f` on a merged view of the tree and the pending writes.
@@ -397,7 +427,7 @@ impl Store {
     ) -> Result<(), MvccError> {
         let base = self.backend.view();
         let view = self.layered(&base);
-        for item in view.scan(&(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)) {
+        for item in view.scan(&logical_bounds()) {
             let (k, v) = item?;
             f(&k, &v)?;
         }
