@@ -56,6 +56,15 @@ struct PendingBlock {
 }
 
 impl<S> AuthorityFix<S> {
+    /// Like [`AuthorityFix::new`], for a connection whose first bytes
+    /// (`received`) were already read from `inner` (to tell HTTP/2 from
+    /// HTTP/1): they are processed first, as if read again.
+    pub fn with_received(inner: S, received: &[u8]) -> AuthorityFix<S> {
+        let mut fix = AuthorityFix::new(inner);
+        fix.raw.extend_from_slice(received);
+        fix
+    }
+
     pub fn new(inner: S) -> AuthorityFix<S> {
         let mut decoder = loona_hpack::Decoder::new();
         decoder.set_max_allowed_table_size(HPACK_TABLE_SIZE);

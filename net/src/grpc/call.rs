@@ -17,6 +17,7 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Response};
 
+use super::call_metrics::CallTally;
 use super::codec::{encode_message, Deframer};
 use super::status::{Code, Status};
 
@@ -55,18 +56,25 @@ enum Source {
         body: RecvStream,
         deframer: Deframer,
         ended: bool,
+        /// Counts the messages of a call to a counted method.
+        tally: Option<CallTally>,
     },
     /// Whole messages (no length prefix), already size-checked.
     Channel(mpsc::Receiver<Bytes>),
 }
 
 impl RequestStream {
-    pub(crate) fn new(body: RecvStream, max_message_len: usize) -> RequestStream {
+    pub(crate) fn new(
+        body: RecvStream,
+        max_message_len: usize,
+        tally: Option<CallTally>,
+    ) -> RequestStream {
         RequestStream {
             source: Source::H2 {
                 body,
                 deframer: Deframer::new(max_message_len),
                 ended: false,
+                tally,
             },
         }
     }
@@ -80,16 +88,20 @@ impl RequestStream {
 
     /// The next message's bytes; `None` once the client half-closed.
     pub async fn next_bytes(&mut self) -> Result<Option<Bytes>, Status> {
-        let (body, deframer, ended) = match &mut self.source {
+        let (body, deframer, ended, tally) = match &mut self.source {
             Source::Channel(rx) => return Ok(futures_lite::StreamExt::next(rx).await),
             Source::H2 {
                 body,
                 deframer,
                 ended,
-            } => (body, deframer, ended),
+                tally,
+            } => (body, deframer, ended, tally),
         };
         loop {
             if let Some(m) = deframer.next_message()? {
+                if let Some(t) = tally {
+                    t.received();
+                }
                 return Ok(Some(m));
             }
             if *ended {
@@ -145,14 +157,19 @@ pub(crate) struct SinkCore {
     respond: SendResponse<Bytes>,
     stream: Option<SendStream<Bytes>>,
     finished: bool,
+    tally: Option<CallTally>,
 }
 
 impl ResponseSink {
-    pub(crate) fn new(respond: SendResponse<Bytes>) -> (ResponseSink, Rc<RefCell<SinkCore>>) {
+    pub(crate) fn new(
+        respond: SendResponse<Bytes>,
+        tally: Option<CallTally>,
+    ) -> (ResponseSink, Rc<RefCell<SinkCore>>) {
         let core = Rc::new(RefCell::new(SinkCore {
             respond,
             stream: None,
             finished: false,
+            tally,
         }));
         (
             ResponseSink {
@@ -220,6 +237,9 @@ impl ResponseSink {
             stream
                 .send_data(chunk, false)
                 .map_err(|e| stream_error(&e))?;
+        }
+        if let Some(t) = &core.borrow().tally {
+            t.sent();
         }
         Ok(())
     }

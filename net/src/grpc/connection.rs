@@ -1,4 +1,7 @@
-//! Serves one client TCP connection: HTTP/2 via `h2`, each stream one call.
+//! Serves one client TCP connection: HTTP/2 via `h2`, each stream one
+//! call; or, when the first bytes are not the HTTP/2 preface, one plain
+//! HTTP/1.x request (`/metrics`, `/health`, `/version`, as etcd answers on
+//! its client port) through [`crate::metrics::serve_client_http`].
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,10 +15,13 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::authority::AuthorityFix;
 use super::call::{Metadata, RequestStream, ResponseSink};
+use super::call_metrics::CallTally;
 use super::deadline::parse_grpc_timeout;
+use super::preface::{read_first_bytes, FirstBytes};
 use super::router::Router;
 use super::shutdown::Shutdown;
 use super::status::{Code, Status};
+use crate::error::Error;
 
 /// Per-connection limits, all from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -34,23 +40,58 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
 const MAX_SEND_BUFFER: usize = 1 << 20;
 const MAX_HEADER_LIST: u32 = 16 << 10;
+/// A connection that has not shown its protocol by then is closed
+/// (grpc-go's default connection timeout for the HTTP/2 handshake).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Serves `tcp` until the client closes it or `shutdown` fires; on shutdown
 /// it sends GOAWAY and lets in-flight calls finish.
 pub async fn serve_connection(
+    mut tcp: glommio::net::TcpStream,
+    router: Rc<Router>,
+    limits: Limits,
+    shutdown: Rc<Shutdown>,
+) -> Result<(), Error> {
+    let _ = tcp.set_nodelay(true);
+    let first = future::or(async { Some(read_first_bytes(&mut tcp).await) }, async {
+        future::or(shutdown.wait(), glommio::timer::sleep(FIRST_BYTES_TIMEOUT)).await;
+        None
+    })
+    .await;
+    match first {
+        None | Some(Ok(FirstBytes::Closed)) => Ok(()),
+        Some(Err(e)) => Err(Error::io("reading a connection's first bytes", e)),
+        Some(Ok(FirstBytes::Http1(received))) => {
+            crate::metrics::serve_client_http(tcp, received, &router)
+                .await
+                .map_err(|e| Error::io("HTTP/1.1 on the client port", e))
+        }
+        Some(Ok(FirstBytes::Http2(received))) => {
+            serve_http2(tcp, &received, router, limits, shutdown)
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    let io = e.into_io().unwrap_or_else(|| std::io::Error::other(text));
+                    Error::io("HTTP/2", io)
+                })
+        }
+    }
+}
+
+async fn serve_http2(
     tcp: glommio::net::TcpStream,
+    received: &[u8],
     router: Rc<Router>,
     limits: Limits,
     shutdown: Rc<Shutdown>,
 ) -> Result<(), h2::Error> {
-    let _ = tcp.set_nodelay(true);
     let mut conn = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .handshake::<_, Bytes>(AuthorityFix::new(tcp).compat())
+        .handshake::<_, Bytes>(AuthorityFix::with_received(tcp, received).compat())
         .await?;
     let mut draining = false;
     loop {
@@ -90,12 +131,16 @@ async fn serve_call(
     router: Rc<Router>,
     limits: Limits,
 ) {
-    let (sink, core) = ResponseSink::new(respond);
-    let status = match run_call(req, sink, &router, limits).await {
+    let tally = router.calls().and_then(|c| c.start(req.uri().path()));
+    let (sink, core) = ResponseSink::new(respond, tally.clone());
+    let status = match run_call(req, sink, &router, limits, tally.clone()).await {
         Ok(()) => Status::ok(),
         Err(s) => s,
     };
     core.borrow_mut().finish(&status);
+    if let Some(t) = tally {
+        t.finished(status.code);
+    }
 }
 
 async fn run_call(
@@ -103,6 +148,7 @@ async fn run_call(
     sink: ResponseSink,
     router: &Router,
     limits: Limits,
+    tally: Option<CallTally>,
 ) -> Result<(), Status> {
     let (parts, body) = req.into_parts();
     if let Some(enc) = parts.headers.get("grpc-encoding") {
@@ -130,13 +176,13 @@ async fn run_call(
         }
     };
     let path = parts.uri.path().to_owned();
-    let handler = router.route(&path)?;
+    let handler = router.route_client(&path)?;
     let meta = Metadata {
         path,
         headers: parts.headers,
         deadline: deadline.and_then(|d| Instant::now().checked_add(d)),
     };
-    let requests = RequestStream::new(body, limits.max_recv_message_bytes);
+    let requests = RequestStream::new(body, limits.max_recv_message_bytes, tally);
     let call = handler.call(meta, requests, sink);
     match deadline {
         None => call.await,

@@ -29,9 +29,11 @@
 mod authority;
 mod bridge;
 mod call;
+mod call_metrics;
 mod codec;
 mod connection;
 mod deadline;
+mod preface;
 mod router;
 mod shutdown;
 mod status;
@@ -40,9 +42,13 @@ pub use bridge::{
     forwarding_handler, serve_forwarded, CallForwarder, ForwardedCall, BRIDGE_BUFFER,
 };
 pub use call::{Metadata, RequestStream, ResponseSink};
+pub use call_metrics::{
+    CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, METHODS,
+};
 pub use codec::{encode_message, Deframer, PREFIX_LEN};
 pub use connection::{serve_connection, Limits};
 pub use deadline::parse_grpc_timeout;
-pub use router::{server_streaming, unary, Handler, HandlerFuture, Router};
+pub use preface::{classify, read_first_bytes, FirstBytes, HTTP2_PREFACE};
+pub use router::{server_streaming, unary, Handler, HandlerFuture, Router, INTERNAL_PATH_PREFIX};
 pub use shutdown::Shutdown;
 pub use status::{Code, Status};

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::call::{Metadata, RequestStream, ResponseSink};
+use super::call_metrics::ExecutorCalls;
 use super::status::{Code, Status};
 
 /// What a handler returns: the call's final status (trailers).
@@ -83,12 +84,20 @@ where
     )
 }
 
-/// The method table of one server.
+/// Paths under this prefix are basalt's own calls between executors
+/// (e.g. an HTTP/1.1 request on the client port forwarded to the executor
+/// that can answer it). Clients never reach them: a client call to such a
+/// path is answered as an unknown service.
+pub const INTERNAL_PATH_PREFIX: &str = "/basalt.internal.";
+
+/// The method table of one executor, and where its calls are counted.
 #[derive(Default, Clone)]
 pub struct Router {
     methods: HashMap<String, Rc<dyn Handler>>,
     /// Serves paths with no handler here (forwarding to another executor).
     fallback: Option<Rc<dyn Handler>>,
+    /// This executor's slot of the server's call counters.
+    calls: Option<ExecutorCalls>,
 }
 
 impl Router {
@@ -107,6 +116,26 @@ impl Router {
     pub fn set_fallback(&mut self, handler: Rc<dyn Handler>) -> &mut Router {
         self.fallback = Some(handler);
         self
+    }
+
+    /// Counts the calls this router serves (and their messages) in `calls`.
+    pub fn count_calls(&mut self, calls: ExecutorCalls) -> &mut Router {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// Where this executor counts its calls, if anywhere.
+    pub fn calls(&self) -> Option<&ExecutorCalls> {
+        self.calls.as_ref()
+    }
+
+    /// The handler for a path a client asked for: like [`Router::route`],
+    /// but basalt's internal paths are unknown to clients.
+    pub fn route_client(&self, path: &str) -> Result<Rc<dyn Handler>, Status> {
+        if path.starts_with(INTERNAL_PATH_PREFIX) {
+            return Err(unknown_service(path));
+        }
+        self.route(path)
     }
 
     /// The handler for `path`, or grpc-go's UNIMPLEMENTED status for it.
@@ -128,12 +157,17 @@ impl Router {
                 format!("unknown method {method} for service {service}"),
             ))
         } else {
-            Err(Status::new(
-                Code::Unimplemented,
-                format!("unknown service {service}"),
-            ))
+            Err(unknown_service(path))
         }
     }
+}
+
+fn unknown_service(path: &str) -> Status {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|p| p.rsplit_once('/'))
+        .map_or(path, |(s, _)| s);
+    Status::new(Code::Unimplemented, format!("unknown service {service}"))
 }
 
 #[cfg(test)]
@@ -162,5 +196,21 @@ mod tests {
         assert_eq!(e.message, "unknown service x.Y");
         let e = r.route("nonsense").err().unwrap();
         assert_eq!(e.message, "malformed method name: \"nonsense\"");
+    }
+
+    #[test]
+    fn internal_paths_are_hidden_from_clients() {
+        let mut r = router();
+        let internal = format!("{INTERNAL_PATH_PREFIX}X/Y");
+        r.add(
+            &internal,
+            Rc::new(|_: Metadata, _: RequestStream, _: ResponseSink| {
+                Box::pin(async { Ok(()) }) as HandlerFuture
+            }),
+        );
+        assert!(r.route(&internal).is_ok());
+        let e = r.route_client(&internal).err().unwrap();
+        assert_eq!(e.message, "unknown service basalt.internal.X");
+        assert!(r.route_client("/etcdserverpb.KV/Range").is_ok());
     }
 }

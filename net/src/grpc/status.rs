@@ -26,6 +26,53 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+impl Code {
+    /// Every code, in numeric order (`ALL[c as usize] == c`).
+    pub const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// grpc-go's `codes.Code.String()`, which go-grpc-prometheus puts in
+    /// the `grpc_code` label (note grpc-go's spelling "Canceled").
+    pub fn grpc_go_name(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "Canceled",
+            Code::Unknown => "Unknown",
+            Code::InvalidArgument => "InvalidArgument",
+            Code::DeadlineExceeded => "DeadlineExceeded",
+            Code::NotFound => "NotFound",
+            Code::AlreadyExists => "AlreadyExists",
+            Code::PermissionDenied => "PermissionDenied",
+            Code::ResourceExhausted => "ResourceExhausted",
+            Code::FailedPrecondition => "FailedPrecondition",
+            Code::Aborted => "Aborted",
+            Code::OutOfRange => "OutOfRange",
+            Code::Unimplemented => "Unimplemented",
+            Code::Internal => "Internal",
+            Code::Unavailable => "Unavailable",
+            Code::DataLoss => "DataLoss",
+            Code::Unauthenticated => "Unauthenticated",
+        }
+    }
+}
+
 /// The outcome of one RPC as the client sees it: a code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -81,6 +128,14 @@ mod tests {
         Status::new(Code::InvalidArgument, "50% done\nnext ✓").write_to(&mut h);
         assert_eq!(h["grpc-status"], "3");
         assert_eq!(h["grpc-message"], "50%25 done%0Anext %E2%9C%93");
+    }
+
+    #[test]
+    fn all_codes_are_in_numeric_order() {
+        for (i, c) in Code::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert_eq!(Code::Cancelled.grpc_go_name(), "Canceled");
     }
 
     #[test]

@@ -2,32 +2,32 @@
 //! connection (`Connection: close`), GET or HEAD, a bounded request head
 //! and a read timeout, so a slow or hostile scraper costs one small task.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::future::Future;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::{health, render_metrics, DiskMetrics, ServerState};
+use super::grpc_server::render_grpc_server;
+use super::http1::{parse_request_line, read_head, text, write_response, Response};
+use super::{health, render_metrics, version_json, DiskMetrics, ServerState};
 use crate::config::parse_listen_url;
 use crate::error::Error;
-use crate::grpc::Shutdown;
+use crate::grpc::{CallMetrics, Shutdown};
+use crate::services::ETCD_COMPAT_VERSION;
 
-/// Longest request line plus headers we read; scrapers send a few hundred
-/// bytes.
-pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 /// Connections answered at once per listener; more are closed unanswered,
 /// so idle or slow clients cannot pile up tasks and buffers.
 pub const MAX_OPEN_CONNECTIONS: usize = 64;
 /// A client that has not sent its request head by then is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a scrape gets its answers.
 pub struct Endpoint {
@@ -35,6 +35,9 @@ pub struct Endpoint {
     /// executor, so it may borrow the store).
     pub state: Box<dyn Fn() -> Pin<Box<dyn Future<Output = ServerState>>>>,
     pub disk: Rc<DiskMetrics>,
+    /// The gRPC call counters of every executor, once the server counts
+    /// calls (see [`super::MetricsServer::attach`]).
+    pub calls: OnceCell<Arc<CallMetrics>>,
 }
 
 /// Binds every `--listen-metrics-urls` URL (on the caller's thread, so the
@@ -104,130 +107,70 @@ async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc
     }
 }
 
-/// A parsed response: status, content type, body.
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
 async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let head = match read_head(&mut stream).await? {
+    let head = match read_head(&mut stream, Vec::new()).await? {
         Some(h) => h,
         None => return Ok(()),
     };
     let (resp, head_only) = match parse_request_line(&head) {
-        Ok((method, path)) => (route(method, path, endpoint).await, method == "HEAD"),
+        Ok((method, path)) => (
+            endpoint.route(method, path, Listener::Metrics).await,
+            method == "HEAD",
+        ),
         Err(why) => (text(400, why), false),
     };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type,
-        resp.body.len()
-    );
-    if !head_only {
-        out.push_str(&resp.body);
-    }
-    stream.write_all(out.as_bytes()).await?;
-    stream.flush().await?;
-    stream.close().await
+    write_response(&mut stream, &resp, head_only).await
 }
 
-/// Reads until the blank line ending the head. `None`: the peer closed
-/// before sending a request.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "request head cut short",
-                ))
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_REQUEST_HEAD_BYTES {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                "request head too large",
-            ));
-        }
-    }
+/// Which listener a request came in on; etcd answers slightly different
+/// paths on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--listen-metrics-urls`.
+    Metrics,
+    /// HTTP/1 on `--listen-client-urls`, beside gRPC.
+    Client,
 }
 
-/// `METHOD /path[?query] HTTP/1.x` → (method, path without query).
-fn parse_request_line(head: &[u8]) -> Result<(&str, &str), &'static str> {
-    let line_end = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or("no request line")?;
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| "request line is not UTF-8")?;
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("malformed request line");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err("unsupported HTTP version");
-    }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    Ok((method, path))
-}
-
-async fn route(method: &str, path: &str, endpoint: &Endpoint) -> Response {
-    if method != "GET" && method != "HEAD" {
-        return text(405, "method not allowed\n");
-    }
-    match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: render_metrics(&(endpoint.state)().await, &endpoint.disk),
-        },
-        "/health" => {
-            let (status, body) = health(&(endpoint.state)().await);
-            Response {
-                status,
-                content_type: "application/json",
-                body,
+impl Endpoint {
+    /// The answer to `method path` on `listener`.
+    pub async fn route(&self, method: &str, path: &str, listener: Listener) -> Response {
+        if method != "GET" && method != "HEAD" {
+            return text(405, "method not allowed\n");
+        }
+        match path {
+            "/metrics" => {
+                let mut body = render_metrics(&(self.state)().await, &self.disk);
+                if let Some(calls) = self.calls.get() {
+                    render_grpc_server(&mut body, &calls.totals());
+                }
+                Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8".to_owned(),
+                    body,
+                }
             }
+            "/health" => {
+                let (status, body) = health(&(self.state)().await);
+                Response {
+                    status,
+                    content_type: "application/json".to_owned(),
+                    body,
+                }
+            }
+            // etcd serves /version on the client port only.
+            "/version" if listener == Listener::Client => Response {
+                status: 200,
+                content_type: "application/json".to_owned(),
+                body: version_json(ETCD_COMPAT_VERSION),
+            },
+            // etcd 3.5: the process is up / it can serve. A single member
+            // that has opened its store is both.
+            "/livez" | "/readyz" => text(200, "ok"),
+            _ => text(404, "404 page not found\n"),
         }
-        // etcd 3.5: the process is up / it can serve. A single member that
-        // has opened its store is both.
-        "/livez" | "/readyz" => text(200, "ok"),
-        _ => text(404, "404 page not found\n"),
-    }
-}
-
-fn text(status: u16, body: &str) -> Response {
-    Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: body.to_owned(),
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
     }
 }
 
@@ -247,36 +190,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_lines_parse() {
-        assert_eq!(
-            parse_request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Ok(("GET", "/metrics"))
-        );
-        assert_eq!(
-            parse_request_line(b"HEAD /health HTTP/1.0\r\n\r\n"),
-            Ok(("HEAD", "/health"))
-        );
-        assert!(parse_request_line(b"GET /metrics\r\n\r\n").is_err());
-        assert!(parse_request_line(b"GET /metrics HTTP/2\r\n\r\n").is_err());
-        assert!(parse_request_line(b"GET  /metrics HTTP/1.1\r\n\r\n").is_err());
-        assert!(parse_request_line(b"\xff\xfe / HTTP/1.1\r\n\r\n").is_err());
-        assert!(parse_request_line(b"GET / HTTP/1.1").is_err());
-    }
-
-    #[test]
     fn routes() {
         let endpoint = Endpoint {
-            state: Box::new(|| Box::pin(async { ServerState::default() })),
+            state: Box::new(|| {
+                Box::pin(async {
+                    ServerState {
+                        version: "3.5.17".into(),
+                        ..ServerState::default()
+                    }
+                })
+            }),
             disk: Rc::new(DiskMetrics::default()),
+            calls: OnceCell::from(CallMetrics::new(1)),
         };
-        let get = |method, path| future::block_on(route(method, path, &endpoint));
+        let get = |method, path| future::block_on(endpoint.route(method, path, Listener::Metrics));
         assert_eq!(get("GET", "/livez").body, "ok");
         assert_eq!(get("GET", "/readyz").status, 200);
         assert_eq!(get("GET", "/nope").status, 404);
         assert_eq!(get("POST", "/metrics").status, 405);
-        assert!(get("GET", "/metrics")
-            .body
-            .contains("etcd_server_has_leader 1\n"));
+        let metrics = get("GET", "/metrics").body;
+        assert!(metrics.contains("etcd_server_has_leader 1\n"));
+        assert!(metrics.contains("# TYPE grpc_server_handled_total counter\n"));
         assert_eq!(get("GET", "/health").status, 200);
+        // /version: client port only, as etcd.
+        assert_eq!(get("GET", "/version").status, 404);
+        let version = future::block_on(endpoint.route("GET", "/version", Listener::Client));
+        assert_eq!(
+            (version.status, version.body.as_str()),
+            (200, r#"{"etcdserver":"3.5.17","etcdcluster":"3.5.0"}"#)
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! `/metrics` (Prometheus text format, etcd's metric names), `/health`,
-//! `/livez` and `/readyz` for the basalt server.
+//! `/livez` and `/readyz` for the basalt server, on `--listen-metrics-urls`
+//! and, with `/version`, over HTTP/1.1 on the client port (see
+//! [`serve_client_http`]).
 //!
-//! Everything lives on the sequencer's executor: gauges are read from the
-//! sequencer when a scrape arrives (nothing is counted twice), and the disk
-//! latency histograms in [`DiskMetrics`] are plain `Cell`s that the code
-//! doing the I/O observes into, so the request path takes no lock.
+//! Scrapes are answered on the sequencer's executor: gauges are read from
+//! the sequencer when a scrape arrives (nothing is counted twice), and the
+//! disk latency histograms in [`DiskMetrics`] are plain `Cell`s that the
+//! code doing the I/O observes into, so the request path takes no lock.
+//! gRPC call counters ([`crate::grpc::CallMetrics`]) are kept per executor
+//! by the executor serving the call and summed at scrape time.
 //!
 //! ```
 //! use basalt_net::metrics::{render_metrics, DiskMetrics, ServerState};
@@ -14,14 +18,18 @@
 //! assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_count 1\n"));
 //! ```
 
+mod client_port;
 mod endpoint;
+mod grpc_server;
 mod histogram;
+mod http1;
 mod source;
 
-pub use endpoint::{
-    bind_listeners, local_addrs, serve, Endpoint, MAX_OPEN_CONNECTIONS, MAX_REQUEST_HEAD_BYTES,
-};
+pub use client_port::{client_http_handler, serve_client_http, CLIENT_HTTP_PATH};
+pub use endpoint::{bind_listeners, local_addrs, serve, Endpoint, Listener, MAX_OPEN_CONNECTIONS};
+pub use grpc_server::render_grpc_server;
 pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
+pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};
 pub use source::MetricsServer;
 
 use std::fmt::Write;
@@ -103,6 +111,17 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         "etcd_server_version{{server_version=\"{}\"}} 1",
         s.version
     );
+    header(
+        &mut out,
+        "etcd_cluster_version",
+        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "etcd_cluster_version{{cluster_version=\"{}\"}} 1",
+        major_minor(&s.version)
+    );
     // etcd declares these two as gauges despite the _total suffix.
     gauge(
         &mut out,
@@ -172,6 +191,23 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     out
 }
 
+/// `major.minor` of a version (`3.5.17` → `3.5`), etcd's cluster version.
+fn major_minor(version: &str) -> &str {
+    match version.match_indices('.').nth(1) {
+        Some((i, _)) => &version[..i],
+        None => version,
+    }
+}
+
+/// etcd's `/version` body: the server version and the cluster version
+/// (`major.minor.0`; a single member's cluster runs its own version).
+pub fn version_json(server_version: &str) -> String {
+    format!(
+        r#"{{"etcdserver":"{server_version}","etcdcluster":"{}.0"}}"#,
+        major_minor(server_version)
+    )
+}
+
 /// etcd 3.5's `/health` answer: status code and JSON body. Unhealthy while
 /// an alarm is raised (etcd ignores none for the default `/health`).
 pub fn health(s: &ServerState) -> (u16, String) {
@@ -227,6 +263,7 @@ mod tests {
             "etcd_server_leader_changes_seen_total 1\n",
             "etcd_server_id{server_id=\"8e9e05c52164694d\"} 1\n",
             "etcd_server_version{server_version=\"3.5.17\"} 1\n",
+            "etcd_cluster_version{cluster_version=\"3.5\"} 1\n",
             "etcd_server_proposals_committed_total 9\n",
             "etcd_server_proposals_applied_total 9\n",
             "etcd_server_quota_backend_bytes 2147483648\n",
@@ -257,6 +294,15 @@ mod tests {
                 .unwrap_or(series);
             assert!(types.contains(family), "{series} has no TYPE line");
         }
+    }
+
+    #[test]
+    fn version_names_the_cluster_version() {
+        assert_eq!(
+            version_json("3.5.17"),
+            r#"{"etcdserver":"3.5.17","etcdcluster":"3.5.0"}"#
+        );
+        assert_eq!(major_minor("3"), "3");
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! Reading a scrape's [`ServerState`] from the sequencer, and running the
 //! metrics listeners beside it on its executor.
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use super::{serve, DiskMetrics, Endpoint, ServerState};
-use crate::grpc::Shutdown;
+use super::{client_http_handler, serve, DiskMetrics, Endpoint, ServerState, CLIENT_HTTP_PATH};
+use crate::grpc::{Router, Shutdown};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, Reply, Sequencer};
 use crate::services::ETCD_COMPAT_VERSION;
 
-/// The metrics listeners of a running server.
+/// The metrics listeners of a running server, and the answers they (and
+/// the client port) give.
 pub struct MetricsServer {
     shutdown: Rc<Shutdown>,
     task: Option<glommio::task::JoinHandle<()>>,
+    endpoint: Rc<Endpoint>,
     /// Where the disk work records its latencies.
     pub disk: Rc<DiskMetrics>,
 }
 
 impl MetricsServer {
     /// Serves `listeners` (from [`super::bind_listeners`]) on the current
-    /// executor, which must be the sequencer's. No listeners: nothing runs.
+    /// executor, which must be the sequencer's. No listeners: nothing runs
+    /// (the client port can still be answered, see
+    /// [`MetricsServer::attach`]).
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
         seq: Rc<Sequencer>,
@@ -29,20 +34,33 @@ impl MetricsServer {
     ) -> MetricsServer {
         let disk = seq.disk_metrics();
         let shutdown = Rc::new(Shutdown::new());
+        let endpoint = Rc::new(Endpoint {
+            state: Box::new(move || -> Pin<Box<dyn Future<Output = ServerState>>> {
+                Box::pin(read_state(seq.clone(), quota_backend_bytes))
+            }),
+            disk: disk.clone(),
+            calls: OnceCell::new(),
+        });
         let task = (!listeners.is_empty()).then(|| {
-            let endpoint = Rc::new(Endpoint {
-                state: Box::new(move || -> Pin<Box<dyn Future<Output = ServerState>>> {
-                    Box::pin(read_state(seq.clone(), quota_backend_bytes))
-                }),
-                disk: disk.clone(),
-            });
-            glommio::spawn_local(serve(listeners, endpoint, shutdown.clone())).detach()
+            glommio::spawn_local(serve(listeners, endpoint.clone(), shutdown.clone())).detach()
         });
         MetricsServer {
             shutdown,
             task,
+            endpoint,
             disk,
         }
+    }
+
+    /// Lets `router` (the sequencer's executor's) answer HTTP/1 requests
+    /// on the client port, for itself and forwarded from other executors,
+    /// and reports the gRPC calls the server counts: call after
+    /// [`Router::count_calls`], whose counters hold every executor's slot.
+    pub fn attach(&self, router: &mut Router) {
+        if let Some(calls) = router.calls() {
+            let _ = self.endpoint.calls.set(calls.metrics().clone());
+        }
+        router.add(CLIENT_HTTP_PATH, client_http_handler(self.endpoint.clone()));
     }
 
     /// Stops accepting and waits for the accept loops to end.

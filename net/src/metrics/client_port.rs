@@ -1,0 +1,123 @@
+//! `/metrics`, `/health` and `/version` over HTTP/1.1 on the client port,
+//! beside gRPC, as etcd serves them (Prometheus configs and
+//! `curl http://127.0.0.1:2379/metrics` rely on it).
+//!
+//! The answers need the sequencer's state and disk histograms, which live
+//! on the sequencer's executor, while a connection may land on any
+//! executor. So the request goes through the router like a gRPC call, to
+//! the internal method [`CLIENT_HTTP_PATH`]: the sequencer's executor
+//! registers it ([`super::MetricsServer::attach`]) and every other executor
+//! forwards it there with its other sequencer-only methods. The connection
+//! itself (reading the request, writing the answer) stays where it was
+//! accepted.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_lite::StreamExt;
+use glommio::net::TcpStream;
+use http::HeaderMap;
+use prost::Message;
+
+use super::endpoint::{Endpoint, Listener, READ_TIMEOUT, WRITE_TIMEOUT};
+use super::http1::{parse_request_line, read_head, text, write_response, Response};
+use crate::grpc::{
+    unary, Code, Handler, Metadata, RequestStream, ResponseSink, Router, Status, PREFIX_LEN,
+};
+
+/// The internal method answering client-port HTTP requests. Its request is
+/// `"METHOD /path"` (a protobuf `StringValue`), its reply an
+/// [`HttpAnswer`].
+pub const CLIENT_HTTP_PATH: &str = "/basalt.internal.ClientHttp/Get";
+
+/// An HTTP answer as it crosses executors.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HttpAnswer {
+    #[prost(uint32, tag = "1")]
+    status: u32,
+    #[prost(string, tag = "2")]
+    content_type: String,
+    #[prost(string, tag = "3")]
+    body: String,
+}
+
+/// The handler behind [`CLIENT_HTTP_PATH`], on the sequencer's executor.
+pub fn client_http_handler(endpoint: Rc<Endpoint>) -> Rc<dyn Handler> {
+    unary(move |request: String, _: Metadata| {
+        let endpoint = endpoint.clone();
+        async move {
+            let (method, path) = request.split_once(' ').ok_or_else(|| {
+                Status::new(Code::InvalidArgument, "basalt: malformed HTTP request")
+            })?;
+            let r = endpoint.route(method, path, Listener::Client).await;
+            Ok(HttpAnswer {
+                status: u32::from(r.status),
+                content_type: r.content_type,
+                body: r.body,
+            })
+        }
+    })
+}
+
+/// Answers one HTTP/1.x request on a client connection whose first bytes
+/// (`received`) showed it is not HTTP/2, then closes it.
+pub async fn serve_client_http(
+    mut stream: TcpStream,
+    received: Vec<u8>,
+    router: &Router,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let head = match read_head(&mut stream, received).await? {
+        Some(h) => h,
+        None => return Ok(()),
+    };
+    let (resp, head_only) = match parse_request_line(&head) {
+        Ok((method, path)) => (ask(router, method, path).await, method == "HEAD"),
+        Err(why) => (text(400, why), false),
+    };
+    write_response(&mut stream, &resp, head_only).await
+}
+
+/// Runs [`CLIENT_HTTP_PATH`] through `router` (here or forwarded).
+async fn ask(router: &Router, method: &str, path: &str) -> Response {
+    let handler = match router.route(CLIENT_HTTP_PATH) {
+        Ok(h) => h,
+        Err(_) => return text(404, "404 page not found\n"),
+    };
+    let (mut req_tx, req_rx) = mpsc::channel::<Bytes>(1);
+    let (resp_tx, mut resp_rx) = mpsc::channel::<Bytes>(1);
+    // A fresh channel with room for one message: this cannot fail.
+    let _ = req_tx.try_send(Bytes::from(format!("{method} {path}").encode_to_vec()));
+    drop(req_tx);
+    let meta = Metadata {
+        path: CLIENT_HTTP_PATH.to_owned(),
+        headers: HeaderMap::new(),
+        deadline: None,
+    };
+    let result = handler
+        .call(
+            meta,
+            RequestStream::from_channel(req_rx),
+            ResponseSink::from_channel(resp_tx),
+        )
+        .await;
+    let framed = resp_rx.next().await;
+    match (result, framed) {
+        (Ok(()), Some(framed)) if framed.len() >= PREFIX_LEN => {
+            match HttpAnswer::decode(&framed[PREFIX_LEN..]) {
+                Ok(a) => Response {
+                    status: u16::try_from(a.status).unwrap_or(500),
+                    content_type: a.content_type,
+                    body: a.body,
+                },
+                Err(e) => text(503, &format!("basalt: bad internal answer: {e}\n")),
+            }
+        }
+        // The sequencer's executor does not serve HTTP (no metrics wired).
+        (Err(s), _) if s.code == Code::Unimplemented => text(404, "404 page not found\n"),
+        (Err(s), _) => text(503, &format!("{}\n", s.message)),
+        (Ok(()), _) => text(503, "basalt: no internal answer\n"),
+    }
+}
