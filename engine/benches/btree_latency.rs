@@ -4,11 +4,12 @@
 //!    disk weather;
 //! 2. online space reclamation beside a write load: commits of 10 random
 //!    inserts without and with a compaction copying the tree on another
-//!    thread, and how long the writer waits to switch files.
+//!    thread, the writer's bounded catch-up steps between its commits, and
+//!    how long it waits to switch files.
 //!
 //! `cargo bench -p basalt-engine --bench btree_latency`; tree size from
 //! `BTREE_BENCH_KEYS` (default 1,000,000), directory from `BTREE_BENCH_DIR`,
-//! pairs from `BTREE_BENCH_PAIRS` (default 1000). Not a criterion bench: it
+//! pairs from `BTREE_BENCH_PAIRS` (default 1000; 0 skips part 1). Not a criterion bench: it
 //! measures distributions, under a concurrent background job for (2).
 
 use std::os::unix::fs::FileExt;
@@ -37,7 +38,21 @@ fn commit_some(tree: &mut Tree, next: &mut u64, n: u64, keys: u64) -> Duration {
     start.elapsed()
 }
 
+/// Keys per commit of the write load beside the compaction.
+const KEYS_PER_COMMIT: u64 = 10;
+/// Commits timed before the compaction starts and after it switches.
+const COMMITS_BEFORE_AND_AFTER: usize = 300;
+/// Most keys one catch-up step copies: a few commits' worth, so a step costs
+/// about one commit and the backlog still shrinks by 30 keys per round.
+const CATCH_UP_KEYS: usize = 4 * KEYS_PER_COMMIT as usize;
+/// Bound on catch-up rounds (the backlog is a few thousand keys).
+const MAX_CATCH_UP_STEPS: usize = 2000;
+
 fn summary(name: &str, mut lat: Vec<Duration>) {
+    if lat.is_empty() {
+        println!("| {name} | 0 | – | – | – |");
+        return;
+    }
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
@@ -92,14 +107,16 @@ fn main() {
         raw_lat.push(t.elapsed());
         one_lat.push(commit_some(&mut tree, &mut next, n, 1));
     }
-    println!("| paired, {pairs} × each, alternating | count | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|");
-    summary("raw 4 KiB pwrite + fdatasync (overwrite)", raw_lat);
-    summary("commit of 1 random insert", one_lat);
-    println!();
+    if pairs > 0 {
+        println!("| paired, {pairs} × each, alternating | count | p50 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|---|");
+        summary("raw 4 KiB pwrite + fdatasync (overwrite)", raw_lat);
+        summary("commit of 1 random insert", one_lat);
+        println!();
+    }
 
-    let baseline: Vec<Duration> = (0..300)
-        .map(|_| commit_some(&mut tree, &mut next, n, 10))
+    let baseline: Vec<Duration> = (0..COMMITS_BEFORE_AND_AFTER)
+        .map(|_| commit_some(&mut tree, &mut next, n, KEYS_PER_COMMIT))
         .collect();
 
     let before = (tree.file_bytes(), tree.live_bytes());
@@ -108,30 +125,42 @@ fn main() {
     let copier = std::thread::spawn(move || job.build());
     let mut during = Vec::new();
     while !copier.is_finished() {
-        during.push(commit_some(&mut tree, &mut next, n, 10));
+        during.push(commit_some(&mut tree, &mut next, n, KEYS_PER_COMMIT));
     }
     let build_time = build_start.elapsed();
     let mut copy = copier.join().unwrap().unwrap();
     let backlog = tree.compaction_backlog();
-    let t = Instant::now();
-    tree.catch_up(&mut copy).unwrap();
-    let catch_up = t.elapsed();
-    // Writes go on between the catch-up and the switch.
-    for _ in 0..20 {
-        during.push(commit_some(&mut tree, &mut next, n, 10));
+    // The writer drains the backlog in bounded steps between its own commits
+    // (as the sequencer does), then switches right after a step that left
+    // nothing behind, so the switch has no delta to copy.
+    let (mut catching, mut steps) = (Vec::new(), Vec::new());
+    while tree.compaction_backlog() > 0 && steps.len() < MAX_CATCH_UP_STEPS {
+        catching.push(commit_some(&mut tree, &mut next, n, KEYS_PER_COMMIT));
+        let t = Instant::now();
+        tree.catch_up_at_most(&mut copy, CATCH_UP_KEYS).unwrap();
+        steps.push(t.elapsed());
     }
+    let left = tree.compaction_backlog();
     let t = Instant::now();
     tree.finish_compaction(copy).unwrap();
     let finish = t.elapsed();
     let switched_bytes = tree.file_bytes();
-    let after: Vec<Duration> = (0..300)
-        .map(|_| commit_some(&mut tree, &mut next, n, 10))
+    // The first commit after the switch is listed on its own: it is the one
+    // that may wait for the switch's directory sync.
+    let first_after = commit_some(&mut tree, &mut next, n, KEYS_PER_COMMIT);
+    let after: Vec<Duration> = (0..COMMITS_BEFORE_AND_AFTER)
+        .map(|_| commit_some(&mut tree, &mut next, n, KEYS_PER_COMMIT))
         .collect();
 
-    println!("| commits of 10 random inserts | count | p50 ms | p99 ms | max ms |");
+    println!("| commits of {KEYS_PER_COMMIT} random inserts | count | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
     summary("no compaction", baseline);
-    summary("while the copy runs (+ 20 after the catch-up)", during);
+    summary("while the copy runs", during);
+    summary("between catch-up steps", catching);
+    summary(
+        &format!("catch-up steps (writer pauses, ≤ {CATCH_UP_KEYS} keys)"),
+        steps,
+    );
     summary("after the switch", after);
     println!();
     println!(
@@ -141,10 +170,10 @@ fn main() {
         switched_bytes >> 20
     );
     println!(
-        "copy on another thread: {:.2} s; backlog then {backlog} keys, catch-up {:.1} ms; \
-         final catch-up + rename + directory fsync (the writer's only wait) {:.1} ms",
+        "copy on another thread: {:.2} s; backlog then {backlog} keys ({left} left at the switch); \
+         switch (finish_compaction, the writer's wait) {:.2} ms; first commit after it {:.2} ms",
         build_time.as_secs_f64(),
-        catch_up.as_secs_f64() * 1e3,
-        finish.as_secs_f64() * 1e3
+        finish.as_secs_f64() * 1e3,
+        first_after.as_secs_f64() * 1e3
     );
 }
