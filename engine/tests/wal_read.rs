@@ -477,3 +477,45 @@ fn damage_under_a_retained_entry_is_reported_on_read() {
         wal.close().await.unwrap();
     });
 }
+
+#[test]
+fn max_append_bytes_is_what_one_append_can_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (wal, _) = Wal::open(&d, small_segments()).await.unwrap();
+        let limit = wal.max_append_bytes();
+        let per = Wal::entry_bytes(1000);
+        let n = limit / per;
+        let es: Vec<Entry> = (1..=n)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                kind: EntryKind::Normal,
+                data: vec![9; 1000],
+            })
+            .collect();
+        // The last entry grows to use up the limit exactly.
+        let mut full = es.clone();
+        full.last_mut()
+            .unwrap()
+            .data
+            .resize(1000 + (limit - n * per) as usize, 9);
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 0,
+        };
+        let mut over = full.clone();
+        over.last_mut().unwrap().data.push(9);
+        assert!(matches!(
+            wal.append_replacing(&over, Some(hs)).await,
+            Err(WalError::TooLarge { .. })
+        ));
+        wal.append(&es[..1]).await.unwrap();
+        // Replacing entry 1 too: truncation, entries and hard state in one.
+        wal.append_replacing(&full, Some(hs)).await.unwrap();
+        assert_eq!(wal.entries(1, n + 1, u64::MAX).unwrap(), full);
+        wal.close().await.unwrap();
+    });
+}

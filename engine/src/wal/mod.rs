@@ -425,6 +425,22 @@ impl Wal {
         self.shared.st.borrow().bounds.next - 1
     }
 
+    /// Entries whose `entry_bytes` add up to at most this many can be
+    /// passed to one `append`, `append_with_hard_state` or
+    /// `append_replacing` (which are refused with `TooLarge` above what
+    /// fits in one segment); a caller with more splits them.
+    pub fn max_append_bytes(&self) -> u64 {
+        let extra = record::record_bytes(&Record::HardState(HardState::default()))
+            + record::record_bytes(&Record::Truncate { from: 0 });
+        self.shared.opts.max_op_bytes() - extra as u64
+    }
+
+    /// What an entry with `data_len` bytes of data counts towards
+    /// `max_append_bytes`.
+    pub fn entry_bytes(data_len: usize) -> u64 {
+        record::entry_record_bytes(data_len) as u64
+    }
+
     /// The last entry `entries` and `term` can return: durable, and not
     /// covered by a truncation still in flight. Equals `last_index()` once
     /// every accepted operation is durable (after its future resolved).
