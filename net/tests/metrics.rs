@@ -111,6 +111,15 @@ async fn metrics_move_with_writes(cores: usize) {
     assert!(value(&after, "etcd_disk_wal_fsync_duration_seconds_sum") > 0.0);
     assert!(after.contains("# TYPE etcd_disk_backend_commit_duration_seconds histogram\n"));
     assert!(after.contains("etcd_server_version{server_version=\"3.5.17\"} 1\n"));
+    // The gRPC counters of every executor, as on the client port.
+    let put_ok = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",\
+                  grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
+    assert_eq!(value(&after, put_ok), value(&before, put_ok) + 5.0);
+    let started = "grpc_server_started_total{grpc_method=\"Put\",\
+                   grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
+    assert_eq!(value(&after, started), value(&before, started) + 5.0);
+    // /version is a client-port path only, as in etcd.
+    assert_eq!(get(addrs[0], "/version").0, 404);
     drop(client);
     server.shutdown().expect("clean shutdown");
 }

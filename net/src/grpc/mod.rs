@@ -1,5 +1,12 @@
 //! gRPC server directly on `h2` over glommio sockets.
 //!
+//! A client connection whose first bytes are not the HTTP/2 preface is
+//! plain HTTP/1.x (a Prometheus scrape or `curl /health`, which etcd
+//! answers on its client port) and goes to
+//! [`crate::metrics::serve_client_http`]. Calls to the methods etcd
+//! registers are counted per executor in [`CallMetrics`] (go-grpc-prometheus
+//! semantics) when the router has [`Router::count_calls`].
+//!
 //! A call is routed by its `:path` to a [`Handler`], which gets the request
 //! [`Metadata`], a [`RequestStream`] and a [`ResponseSink`] and returns the
 //! final [`Status`] (written as `grpc-status`/`grpc-message` trailers).

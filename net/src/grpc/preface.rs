@@ -14,17 +14,25 @@ pub const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// (to be replayed to whichever protocol serves it).
 #[derive(Debug, PartialEq, Eq)]
 pub enum FirstBytes {
+    /// The HTTP/2 preface, or bytes that cannot start an HTTP/1 request
+    /// (a TLS hello, garbage): `h2` serves or rejects them, as before the
+    /// client port spoke HTTP/1.
     Http2(Vec<u8>),
-    /// Anything that is not the HTTP/2 preface: an HTTP/1.x request, or
-    /// garbage the HTTP/1 side rejects.
+    /// An HTTP/1.x request line begins here (or something close enough
+    /// for the HTTP/1 side to answer 400).
     Http1(Vec<u8>),
     /// The peer closed before its bytes told.
     Closed,
 }
 
-/// Which protocol `buf` (everything read so far) is; `None`: it is still a
-/// proper prefix of the HTTP/2 preface.
+/// Which protocol `buf` (everything read so far) is: `Some(true)` for
+/// HTTP/2 (or not HTTP/1), `Some(false)` for HTTP/1; `None`: still a proper
+/// prefix of the HTTP/2 preface.
 pub fn classify(buf: &[u8]) -> Option<bool> {
+    // Every HTTP/1 method starts with an uppercase letter.
+    if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+        return Some(true);
+    }
     let n = buf.len().min(HTTP2_PREFACE.len());
     if buf[..n] != HTTP2_PREFACE[..n] {
         Some(false)
@@ -85,6 +93,9 @@ mod tests {
         assert_eq!(classify(b"POST"), Some(false));
         // The preface line with another version is an HTTP/1 request.
         assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Some(false));
+        // Not a method: left to h2, which rejects it at once.
+        assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(true));
+        assert_eq!(classify(b"get / HTTP/1.1"), Some(true));
     }
 
     #[test]

@@ -121,3 +121,53 @@ async fn ask(router: &Router, method: &str, path: &str) -> Response {
         (Ok(()), _) => text(503, "basalt: no internal answer\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::OnceCell;
+
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::grpc::HandlerFuture;
+    use crate::metrics::{DiskMetrics, ServerState};
+
+    fn endpoint() -> Rc<Endpoint> {
+        Rc::new(Endpoint {
+            state: Box::new(|| Box::pin(async { ServerState::default() })),
+            disk: Rc::new(DiskMetrics::default()),
+            calls: OnceCell::new(),
+        })
+    }
+
+    #[test]
+    fn answers_through_the_router() {
+        let mut router = Router::new();
+        router.add(CLIENT_HTTP_PATH, client_http_handler(endpoint()));
+        let r = block_on(ask(&router, "GET", "/version"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, "application/json");
+        assert!(r.body.starts_with(r#"{"etcdserver":"#), "{}", r.body);
+        assert_eq!(block_on(ask(&router, "GET", "/livez")).body, "ok");
+        assert_eq!(block_on(ask(&router, "DELETE", "/livez")).status, 405);
+    }
+
+    #[test]
+    fn a_router_without_the_method_or_a_failing_one() {
+        assert_eq!(block_on(ask(&Router::new(), "GET", "/metrics")).status, 404);
+        let mut router = Router::new();
+        router.add(
+            CLIENT_HTTP_PATH,
+            Rc::new(|_: Metadata, _: RequestStream, _: ResponseSink| {
+                Box::pin(async {
+                    Err(Status::new(Code::Unavailable, "etcdserver: server stopped"))
+                }) as HandlerFuture
+            }),
+        );
+        let r = block_on(ask(&router, "GET", "/metrics"));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "etcdserver: server stopped\n")
+        );
+    }
+}

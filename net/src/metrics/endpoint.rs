@@ -1,6 +1,8 @@
 //! The HTTP/1.1 listener behind `--listen-metrics-urls`: one request per
 //! connection (`Connection: close`), GET or HEAD, a bounded request head
 //! and a read timeout, so a slow or hostile scraper costs one small task.
+//! [`Endpoint::route`] also answers HTTP/1 requests on the client port
+//! (see [`super::serve_client_http`]).
 
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
@@ -211,6 +213,10 @@ mod tests {
         let metrics = get("GET", "/metrics").body;
         assert!(metrics.contains("etcd_server_has_leader 1\n"));
         assert!(metrics.contains("# TYPE grpc_server_handled_total counter\n"));
+        let mut types = std::collections::BTreeSet::new();
+        for l in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(types.insert(l.to_owned()), "{l} twice");
+        }
         assert_eq!(get("GET", "/health").status, 200);
         // /version: client port only, as etcd.
         assert_eq!(get("GET", "/version").status, 404);
