@@ -321,6 +321,49 @@ async fn quota_raises_nospace_and_blocks_puts_until_disarmed() {
     c.delete("k", None).await.unwrap();
 }
 
+/// etcd keeps alarms in its backend: an alarm raised before a restart still
+/// refuses writes after it, and a disarm is remembered too.
+#[tokio::test]
+async fn alarms_survive_restart_until_disarmed() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let s = TestServer::start();
+    let mut c = s.client().await;
+    c.put("k", "v", None).await.unwrap();
+    c.alarm(AlarmAction::Activate, AlarmType::Nospace, None)
+        .await
+        .expect("raise NOSPACE");
+    drop(c);
+    let s = s.restart();
+    let mut c = s.client().await;
+    assert_eq!(
+        status_of(c.put("k", "v2", None).await),
+        (
+            RESOURCE_EXHAUSTED,
+            "etcdserver: mvcc: database space exceeded".into()
+        )
+    );
+    let active = c
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    assert_eq!(active.alarms().len(), 1);
+    let member = active.alarms()[0].member_id();
+    let mut options = AlarmOptions::new();
+    options.with_member(member);
+    c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options))
+        .await
+        .expect("disarm");
+    drop(c);
+    let s = s.restart();
+    let mut c = s.client().await;
+    c.put("k", "v3", None).await.expect("writes accepted again");
+    let none = c
+        .alarm(AlarmAction::Get, AlarmType::None, None)
+        .await
+        .unwrap();
+    assert!(none.alarms().is_empty());
+}
+
 #[tokio::test]
 async fn large_range_is_sent_under_flow_control() {
     let s = TestServer::start();

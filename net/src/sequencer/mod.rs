@@ -15,6 +15,7 @@
 //! fails in `apply` (compacted revision, missing lease, …) changed nothing
 //! and fails again identically on replay.
 
+mod alarms;
 mod client;
 mod command;
 mod defrag;
@@ -27,7 +28,7 @@ pub use log_entry::{LogEntry, Request as LogRequest};
 pub use read_txn::{is_read_only, ReadOnlyTxn};
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use basalt_engine::wal::{Entry, EntryKind, HardState, Wal, WalOptions};
 use futures_channel::oneshot;
 use prost::Message;
 
+use self::alarms::{AlarmFile, AlarmSet};
 use crate::error::Error;
 use crate::grpc::{Shutdown, Status};
 use crate::proto::etcdserverpb as pb;
@@ -58,7 +60,11 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 }
 
 pub fn store_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("member").join("store")
+    member_dir(data_dir).join("store")
+}
+
+fn member_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member")
 }
 
 #[derive(Debug, Clone)]
@@ -98,7 +104,8 @@ pub struct Sequencer {
     stopping: Cell<bool>,
     /// Set once the WAL failed: nothing more can be made durable.
     poisoned: RefCell<Option<String>>,
-    alarms: RefCell<BTreeSet<(u64, i32)>>,
+    alarms: RefCell<AlarmSet>,
+    alarm_file: AlarmFile,
     since_checkpoint: Cell<u64>,
     listeners: RefCell<Vec<EventListener>>,
     writer_done: Shutdown,
@@ -199,6 +206,11 @@ impl Sequencer {
             term,
             "sequencer recovered"
         );
+        let alarm_file = AlarmFile::new(&member_dir(&cfg.data_dir));
+        let alarms = alarm_file.load()?;
+        if !alarms.is_empty() {
+            tracing::warn!(?alarms, "alarms active since before the restart");
+        }
         let seq = Rc::new(Sequencer {
             cfg,
             store: RefCell::new(store),
@@ -208,7 +220,8 @@ impl Sequencer {
             work: Doorbell::default(),
             stopping: Cell::new(false),
             poisoned: RefCell::new(None),
-            alarms: RefCell::new(BTreeSet::new()),
+            alarms: RefCell::new(alarms),
+            alarm_file,
             since_checkpoint: Cell::new(0),
             listeners: RefCell::new(Vec::new()),
             writer_done: Shutdown::new(),
@@ -567,6 +580,15 @@ impl Sequencer {
                 quota = self.cfg.quota_backend_bytes,
                 "database space exceeded: NOSPACE alarm raised"
             );
+            self.save_alarms();
+        }
+    }
+
+    /// Persists the alarm set after a change. A failure leaves the change in
+    /// force for this run only; it is logged, as the disk is then failing.
+    fn save_alarms(&self) {
+        if let Err(e) = self.alarm_file.save(&self.alarms.borrow()) {
+            tracing::error!(error = %e, "cannot persist the alarms");
         }
     }
 
@@ -579,6 +601,15 @@ impl Sequencer {
     /// etcd's Alarm: GET lists (filtered by type unless NONE), ACTIVATE and
     /// DEACTIVATE return the alarm they changed.
     fn alarm(&self, req: &pb::AlarmRequest) -> Vec<pb::AlarmMember> {
+        let before = self.alarms.borrow().clone();
+        let changed = self.change_alarms(req);
+        if *self.alarms.borrow() != before {
+            self.save_alarms();
+        }
+        changed
+    }
+
+    fn change_alarms(&self, req: &pb::AlarmRequest) -> Vec<pb::AlarmMember> {
         use pb::alarm_request::AlarmAction;
         let mut alarms = self.alarms.borrow_mut();
         let member = if req.member_id == 0 {
