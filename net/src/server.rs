@@ -147,6 +147,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         checkpoint_interval: cfg.checkpoint_interval,
         max_request_bytes: cfg.limits.max_request_bytes,
         wal: cfg.wal.clone(),
+        shards: cores,
     };
     let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;

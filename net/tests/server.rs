@@ -364,6 +364,46 @@ async fn alarms_survive_restart_until_disarmed() {
     assert!(none.alarms().is_empty());
 }
 
+/// A store made by two executors has two shard trees; a restart with one
+/// executor keeps both (the count is fixed at creation) and every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_count_is_fixed_when_the_store_is_created() {
+    let s = TestServer::start_with(|c| c.cores = 2);
+    let mut c = s.client().await;
+    for i in 0..40 {
+        c.put(format!("s/{i:02}"), format!("{i}"), None)
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let mut handle = s;
+    let dir = handle.dir.take().expect("dir");
+    handle
+        .handle
+        .take()
+        .unwrap()
+        .shutdown()
+        .expect("clean shutdown");
+    let store = dir.path().join("data/member/store");
+    for f in ["shard-000.btree", "shard-001.btree"] {
+        assert!(store.join(f).exists(), "{f} missing in {}", store.display());
+    }
+    assert!(!store.join("shard-002.btree").exists());
+    let s = TestServer::start_in(dir, |c| c.cores = 1);
+    let mut c = s.client().await;
+    let all = c
+        .get("s/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let keys: Vec<String> = all
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..40).map(|i| format!("s/{i:02}")).collect();
+    assert_eq!(keys, want, "every key, in order, across both shards");
+}
+
 #[tokio::test]
 async fn large_range_is_sent_under_flow_control() {
     let s = TestServer::start();

@@ -81,6 +81,9 @@ pub struct SequencerConfig {
     /// `--max-request-bytes`: largest encoded write request.
     pub max_request_bytes: usize,
     pub wal: WalOptions,
+    /// Shard trees for a new store (one per executor); an existing store
+    /// keeps the count it was created with.
+    pub shards: usize,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -148,7 +151,20 @@ impl Sequencer {
     /// not yet made durable, and starts a new term (as a restarted etcd
     /// member starts a new election).
     pub async fn open(cfg: SequencerConfig) -> Result<Rc<Sequencer>, Error> {
-        let mut store = Store::open(&store_dir(&cfg.data_dir), StoreOptions::default())?;
+        let mut store = Store::open(
+            &store_dir(&cfg.data_dir),
+            StoreOptions {
+                shards: cfg.shards,
+                ..StoreOptions::default()
+            },
+        )?;
+        if store.shards() != cfg.shards {
+            tracing::info!(
+                shards = store.shards(),
+                executors = cfg.shards,
+                "the store keeps the shard count it was created with"
+            );
+        }
         let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), cfg.wal.clone())
             .await
             .map_err(|e| Error::Wal(e.to_string()))?;
@@ -203,6 +219,7 @@ impl Sequencer {
             replayed,
             applied_index = store.applied_index(),
             revision = store.current_revision(),
+            shards = store.shards(),
             term,
             "sequencer recovered"
         );
