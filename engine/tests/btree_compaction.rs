@@ -109,6 +109,7 @@ fn writes_in_every_phase_survive_the_switch_and_a_reopen() {
         }
         assert!(steps < 100, "the backlog does not shrink");
     }
+    assert!(tree.compaction_caught_up(&copy));
     let old = tree.read();
     let old_id = tree.commit_id();
     tree.finish_compaction(copy).unwrap();
@@ -142,7 +143,7 @@ fn switch_right_after_a_full_catch_up_writes_nothing() {
     let mut copy = tree.begin_compaction().unwrap().build().unwrap();
     write_round(&mut tree, &mut model, 200);
     tree.catch_up(&mut copy).unwrap();
-    assert_eq!(tree.compaction_backlog(), 0);
+    assert!(tree.compaction_caught_up(&copy));
     let copied = std::fs::metadata(compact_path(&path)).unwrap();
     tree.finish_compaction(copy).unwrap();
     let switched = std::fs::metadata(&path).unwrap();
@@ -178,6 +179,7 @@ fn switch_copies_what_is_left_including_a_bare_user_meta_commit() {
         // index that changed nothing here): the switch must still carry it.
         tree.write().commit(302).unwrap();
         assert_eq!(tree.compaction_backlog(), 0);
+        assert!(!tree.compaction_caught_up(&copy));
         copy
     };
     tree.finish_compaction(copy).unwrap();

@@ -273,7 +273,7 @@ impl Tree {
     /// since), the switch writes nothing: it is a rename plus starting two
     /// threads, one to sync the directory and one to free the old file.
     pub fn finish_compaction(&mut self, mut file: CompactedFile) -> Result<(), BtreeError> {
-        if !self.is_caught_up(&file) {
+        if !self.compaction_caught_up(&file) {
             let caught_up = self.catch_up(&mut file);
             if caught_up.is_err() {
                 self.compaction = None;
@@ -290,18 +290,19 @@ impl Tree {
         let CompactedFile { tree, .. } = file;
         let mut new_file = tree.file;
         new_file.path = self.file.path.clone();
-        std::mem::replace(&mut self.file, new_file).retire();
+        let old = std::mem::replace(&mut self.file, new_file);
         self.meta = tree.meta;
-        // Until this sync completes a power loss may bring the old name back,
-        // which holds the same commit: only a later commit needs it durable,
-        // and the file's next sync waits for it.
-        self.file.sync_name_in_background()
+        // Until the directory sync completes a power loss may bring the old
+        // name back, which holds the same commit: only a later commit needs
+        // it durable, and the file's next sync waits for it.
+        self.file.took_over(old)
     }
 
-    /// Whether `file` already holds this tree's last commit: no key left to
-    /// copy, the same `user_meta`, and a commit id past this file's (so ids
-    /// keep increasing across the switch).
-    fn is_caught_up(&self, file: &CompactedFile) -> bool {
+    /// Whether `file` already holds this tree's last commit (no key left to
+    /// copy, the same `user_meta`, a commit id past this file's), so that
+    /// [`Tree::finish_compaction`] now would write nothing: a writer can
+    /// switch right away instead of after its next commit.
+    pub fn compaction_caught_up(&self, file: &CompactedFile) -> bool {
         matches!(&self.compaction, Some((id, keys)) if *id == file.id && keys.is_empty())
             && file.tree.meta.user_meta == self.meta.user_meta
             && file.tree.meta.txn > self.meta.txn
