@@ -1,7 +1,9 @@
 //! Property test: `Store` against a plain in-memory model of etcd's MVCC
 //! rules, over random sequences of puts, deletes, txns, compactions, lease
-//! grants/revokes, reads at old revisions, checkpoints, reopens and crashes
-//! (drop without checkpoint, then replay the log tail as the server would).
+//! grants/revokes, reads at old revisions, checkpoints (inline, or split into
+//! start / run / finish with other steps in between, sometimes failing
+//! between the shard and index commits), reopens and crashes (drop without
+//! checkpoint, then replay the log tail as the server would).
 //!
 //! `PROPTEST_CASES` raises the case count for longer runs.
 
@@ -387,6 +389,14 @@ enum Step {
         back: i64,
     },
     Checkpoint,
+    /// Start a checkpoint task (if none is out).
+    CheckpointStart,
+    /// Run the task started, failing before the index commit if `fail`.
+    CheckpointRun {
+        fail: bool,
+    },
+    /// Give a run task back to the store.
+    CheckpointFinish,
     Reopen,
     Crash,
 }
@@ -414,6 +424,9 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(key, end, back, limit, count_only, keys_only, descend)| Step::Range { key, end, back, limit, count_only, keys_only, descend }),
         1 => (0i64..8).prop_map(|back| Step::Events { back }),
         1 => Just(Step::Checkpoint),
+        2 => Just(Step::CheckpointStart),
+        2 => prop::bool::weighted(0.2).prop_map(|fail| Step::CheckpointRun { fail }),
+        2 => Just(Step::CheckpointFinish),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
     ]
@@ -481,6 +494,10 @@ fn same<T: PartialEq + std::fmt::Debug>(
     Ok(())
 }
 
+fn torn(e: &MvccError) -> bool {
+    matches!(e, MvccError::CheckpointTorn { .. })
+}
+
 /// Runs `steps` against the model and a store with `shards` shard trees.
 fn run(steps: Vec<Step>, shards: usize) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
@@ -494,8 +511,26 @@ fn run(steps: Vec<Step>, shards: usize) -> Result<(), TestCaseError> {
     let mut index = 0u64;
     // Ops since the last checkpoint: what the WAL would replay after a crash.
     let mut tail: Vec<(u64, Op)> = Vec::new();
+    // A checkpoint split over steps: started, then run (with its index).
+    let mut task: Option<CheckpointTask> = None;
+    let mut done: Option<(u64, CheckpointDone)> = None;
+    // Drops the store and what is in flight, reopens, replays the tail.
+    let crash = |store: Store,
+                 task: &mut Option<CheckpointTask>,
+                 done: &mut Option<(u64, CheckpointDone)>,
+                 tail: &mut Vec<(u64, Op)>|
+     -> Store {
+        drop((task.take(), done.take(), store));
+        let mut store = Store::open(dir.path(), opts.clone()).unwrap();
+        // A task that ran but was not finished may have made more durable.
+        tail.retain(|(i, _)| *i > store.applied_index());
+        for (i, op) in tail.iter() {
+            let _ = store.apply(*i, op);
+        }
+        store
+    };
     for step in steps {
-        let op = match step {
+        let op = match step.clone() {
             Step::Put { key, value, lease } => Some(Op::Put(PutRequest {
                 key: KEYS[key].to_vec(),
                 value: vec![value],
@@ -564,26 +599,82 @@ fn run(steps: Vec<Step>, shards: usize) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, model.events_from(start));
                 None
             }
-            Step::Checkpoint => {
-                store.checkpoint().unwrap();
+            Step::Checkpoint | Step::Reopen => {
+                // Settle a split checkpoint first. A store that asks for a
+                // reopen (a checkpoint failed between its trees and the
+                // retry would write the same shard) gets one: a restart.
+                if let Some(t) = task.take() {
+                    done = Some((t.index(), t.run()));
+                }
+                if let Some((_, d)) = done.take() {
+                    // Its error (injected, or torn) was checked at the run.
+                    let _ = store.finish_checkpoint(d);
+                }
+                if let Err(e) = store.checkpoint() {
+                    prop_assert!(torn(&e), "{}", e);
+                    store = crash(store, &mut task, &mut done, &mut tail);
+                    store.checkpoint().unwrap();
+                }
                 prop_assert_eq!(store.applied_index(), index);
                 tail.clear();
+                if matches!(step, Step::Reopen) {
+                    drop(store);
+                    store = Store::open(dir.path(), opts.clone()).unwrap();
+                }
                 None
             }
-            Step::Reopen => {
-                store.checkpoint().unwrap();
-                tail.clear();
-                drop(store);
-                store = Store::open(dir.path(), opts.clone()).unwrap();
+            Step::CheckpointStart => {
+                if task.is_some() || done.is_some() {
+                    prop_assert!(matches!(
+                        store.start_checkpoint(),
+                        Err(MvccError::CheckpointInFlight)
+                    ));
+                } else {
+                    task = store.start_checkpoint().unwrap();
+                    if let Some(t) = &task {
+                        prop_assert_eq!(t.index(), index);
+                    }
+                }
+                None
+            }
+            Step::CheckpointRun { fail } => {
+                if let Some(mut t) = task.take() {
+                    if fail {
+                        t.fail_before_index_commit();
+                    }
+                    let at = t.index();
+                    // On another thread, as the server runs it.
+                    let d = std::thread::spawn(move || t.run()).join().unwrap();
+                    match d.error() {
+                        None => prop_assert!(!fail),
+                        Some(e) => prop_assert!(fail || torn(e), "{}", e),
+                    }
+                    done = Some((at, d));
+                }
+                None
+            }
+            Step::CheckpointFinish => {
+                if let Some((at, d)) = done.take() {
+                    let ok = d.is_ok();
+                    let before = store.applied_index();
+                    match store.finish_checkpoint(d) {
+                        Ok(()) => {
+                            prop_assert!(ok);
+                            prop_assert_eq!(store.applied_index(), at);
+                            tail.retain(|(i, _)| *i > at);
+                        }
+                        // The store goes on serving (checked below); its
+                        // writes stay pending for the next checkpoint.
+                        Err(e) => {
+                            prop_assert!(!ok, "{}", e);
+                            prop_assert_eq!(store.applied_index(), before);
+                        }
+                    }
+                }
                 None
             }
             Step::Crash => {
-                drop(store);
-                store = Store::open(dir.path(), opts.clone()).unwrap();
-                for (i, op) in &tail {
-                    prop_assert!(*i > store.applied_index());
-                    let _ = store.apply(*i, op);
-                }
+                store = crash(store, &mut task, &mut done, &mut tail);
                 None
             }
         };

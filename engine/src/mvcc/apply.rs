@@ -8,14 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use super::backend::BackendView;
 use super::error::MvccError;
 use super::keyspace::{
     attached_bounds, attached_key, change_key, encode_i64, lease_key, live_key, parse_attached_key,
     parse_change_key, parse_version_key, version_key, version_prefix, LiveRecord, UserRange,
     VersionRecord, META_COMPACT_REVISION, META_CURRENT_REVISION,
 };
-use super::layers::{Layered, LivePresence, Overlay};
+use super::layers::{Layered, Overlay, Staged};
 use super::read;
 use super::revision::Revision;
 use super::types::{
@@ -41,9 +40,7 @@ pub struct Outcome {
 }
 
 pub struct Applier<'s> {
-    pub base: &'s BackendView,
-    pub pending: &'s Overlay,
-    pub presence: &'s LivePresence,
+    pub staged: Staged<'s>,
     pub scratch: &'s mut Overlay,
     pub leases: &'s BTreeMap<i64, i64>,
     /// Revision before this entry.
@@ -63,18 +60,14 @@ struct TxnPath {
 
 impl<'s> Applier<'s> {
     pub fn new(
-        base: &'s BackendView,
-        pending: &'s Overlay,
-        presence: &'s LivePresence,
+        staged: Staged<'s>,
         scratch: &'s mut Overlay,
         leases: &'s BTreeMap<i64, i64>,
         current: i64,
         compacted: i64,
     ) -> Applier<'s> {
         Applier {
-            base,
-            pending,
-            presence,
+            staged,
             scratch,
             leases,
             current,
@@ -85,12 +78,7 @@ impl<'s> Applier<'s> {
     }
 
     fn view(&self) -> Layered<'_> {
-        Layered {
-            base: self.base,
-            pending: self.pending,
-            scratch: self.scratch,
-            presence: Some(self.presence),
-        }
+        self.staged.with_scratch(self.scratch)
     }
 
     /// The revision this entry's changes get.

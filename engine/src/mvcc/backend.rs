@@ -124,6 +124,25 @@ impl Backend {
     /// first and the index tree last: a crash in between leaves shards at
     /// most one commit ahead of the index, which `open` rolls back.
     pub fn commit(&mut self, writes: &Overlay, user_meta: u64) -> Result<(), MvccError> {
+        let index_writes = self.commit_shards(writes, user_meta)?;
+        commit_tree(&mut self.index, &index_writes, user_meta)
+    }
+
+    /// The first half of `commit`, for crash tests: the shard trees only.
+    pub fn commit_shards_only(
+        &mut self,
+        writes: &Overlay,
+        user_meta: u64,
+    ) -> Result<(), MvccError> {
+        self.commit_shards(writes, user_meta).map(drop)
+    }
+
+    /// Commits the shard trees' share of `writes`; returns the index's.
+    fn commit_shards<'w>(
+        &mut self,
+        writes: &'w Overlay,
+        user_meta: u64,
+    ) -> Result<Vec<TreeWrite<'w>>, MvccError> {
         let n = self.shards.len();
         let mut per_tree: Vec<Vec<TreeWrite<'_>>> = vec![Vec::new(); n + 1];
         for (k, v) in writes {
@@ -131,12 +150,25 @@ impl Backend {
             per_tree[slot].push((k.as_slice(), v.as_deref()));
         }
         let index_writes = per_tree.pop().unwrap_or_default();
+        // A shard ahead of the index holds a commit of a checkpoint that
+        // failed before its index commit; its other slot is the rollback
+        // point `open` needs, and another commit would overwrite it.
+        let index_meta = self.index.user_meta();
+        for (tree, writes) in self.shards.iter().zip(&per_tree) {
+            if !writes.is_empty() && tree.user_meta() > index_meta {
+                return Err(MvccError::CheckpointTorn {
+                    path: tree.path().to_path_buf(),
+                    tree_index: tree.user_meta(),
+                    index: index_meta,
+                });
+            }
+        }
         for (tree, writes) in self.shards.iter_mut().zip(per_tree) {
             if !writes.is_empty() {
                 commit_tree(tree, &writes, user_meta)?;
             }
         }
-        commit_tree(&mut self.index, &index_writes, user_meta)
+        Ok(index_writes)
     }
 
     /// The index tree's `user_meta`: the applied index every tree matches.

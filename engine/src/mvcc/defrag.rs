@@ -8,6 +8,11 @@
 //! [`Store::finish_defragment`] switches files; writes wait at most for that
 //! last catch-up. [`Store::defragment`] does all of it in one blocking call.
 //!
+//! Defragmentation and a checkpoint task do not overlap: beginning,
+//! catching up or finishing while a task (`Store::start_checkpoint`) has the
+//! trees fails with [`MvccError::CheckpointInFlight`]; finish the task
+//! first. Starting checkpoint tasks between those calls is fine.
+//!
 //! ```
 //! use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
 //! let dir = tempfile::tempdir().unwrap();
@@ -51,22 +56,26 @@ impl Store {
     /// abandons this one.
     pub fn begin_defragment(&mut self) -> Result<DefragJob, MvccError> {
         self.checkpoint()?;
-        Ok(DefragJob(self.backend_mut().begin_compaction()?))
+        Ok(DefragJob(self.backend_mut()?.begin_compaction()?))
     }
 
-    /// Tree keys committed since the copy started (or its last catch-up).
+    /// Tree keys committed since the copy started (or its last catch-up);
+    /// 0 while a checkpoint task has the trees.
     pub fn defragment_backlog(&self) -> usize {
-        self.backend().compaction_backlog()
+        self.backend.as_ref().map_or(0, |b| b.compaction_backlog())
     }
 
     /// Copies what was committed since the last catch-up into the copy.
     pub fn defragment_catch_up(&mut self, copy: &mut DefragCopy) -> Result<usize, MvccError> {
-        self.backend_mut().catch_up(&mut copy.0)
+        self.backend_mut()?.catch_up(&mut copy.0)
     }
 
     /// Checkpoints, catches the copies up a last time and switches to them.
     pub fn finish_defragment(&mut self, copy: DefragCopy) -> Result<(), MvccError> {
         self.checkpoint()?;
-        self.backend_mut().finish_compaction(copy.0)
+        let result = self.backend_mut()?.finish_compaction(copy.0);
+        // Reads move to the new files (the old maps stay valid meanwhile).
+        self.refresh_view();
+        result
     }
 }

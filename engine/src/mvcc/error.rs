@@ -27,6 +27,22 @@ pub enum MvccError {
     /// A request no etcd would accept and `net` did not catch (e.g. lease id 0).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A checkpoint task has the trees (see `Store::start_checkpoint`):
+    /// finish it before starting another or defragmenting.
+    #[error("a checkpoint is in flight; finish it first")]
+    CheckpointInFlight,
+    /// An earlier checkpoint committed this shard tree but not the index
+    /// tree; committing it again would lose the commit recovery rolls back
+    /// to. Reopening the store rolls the shard back (the WAL replays it).
+    #[error(
+        "{path} holds a commit at index {tree_index}, the index tree only {index}: \
+         a checkpoint failed half-way; reopen the store to roll it back"
+    )]
+    CheckpointTorn {
+        path: std::path::PathBuf,
+        tree_index: u64,
+        index: u64,
+    },
     /// Stored or streamed data failed a check; says what and where.
     #[error("corrupt store data: {0}")]
     Corrupt(String),

@@ -22,7 +22,7 @@ impl Store {
     /// the current one; lease attachments match the live keys' leases; every
     /// key is in the tree file its routing names.
     pub fn verify(&self) -> Result<(), MvccError> {
-        self.backend().view().check_placement()?;
+        self.view.check_placement()?;
         self.with_view(|view| {
             let current = self.current_revision();
             // newest version of each key, and every version's revision

@@ -5,7 +5,10 @@
 //! tree in one batch at `checkpoint()`. Reads see three layers, newest first:
 //! `scratch` (the entry being applied; dropped if it fails, so a failed op
 //! changes nothing), `pending` (applied since the last checkpoint) and the
-//! durable tree. A `None` in an overlay is a removal.
+//! durable tree. While a checkpoint runs on another thread, the writes it is
+//! committing sit between `pending` and the tree as `frozen`: the tree view
+//! stays the one pinned before, so reads never wait for the commit. A `None`
+//! in an overlay is a removal.
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
@@ -18,19 +21,66 @@ use super::keyspace::{KeyBounds, LIVE};
 /// Staged tree writes: `Some(value)` = insert, `None` = remove.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// For each live-space tree key written since the last checkpoint: whether
-/// the durable tree has it, and whether it is present now. Lets `count`
-/// correct the tree's count without a tree lookup per pending key.
+/// For each live-space tree key an overlay writes: whether the layer below
+/// the overlay has it, and whether it is present after the overlay. Lets
+/// `count` correct the tree's count without a tree lookup per key.
 pub type LivePresence = BTreeMap<Vec<u8>, (bool, bool)>;
 
-/// The three layers as one ordered map.
+/// Presence of the live keys of `frozen` (pinned view → after frozen) and
+/// of `pending` (after frozen → now). Kept apart so a finished checkpoint
+/// only drops the first map instead of rebasing the second; the deltas of
+/// the two still add up to view → now for every key.
+#[derive(Clone, Copy)]
+pub struct Presence<'a> {
+    pub frozen: &'a LivePresence,
+    pub pending: &'a LivePresence,
+}
+
+impl Presence<'_> {
+    /// Whether the key is live after `pending`, if either map knows.
+    pub fn now(&self, key: &[u8]) -> Option<bool> {
+        self.pending
+            .get(key)
+            .or_else(|| self.frozen.get(key))
+            .map(|&(_, now)| now)
+    }
+}
+
+/// Everything under the entry being applied: the pinned tree view and the
+/// writes not in it yet.
+#[derive(Clone, Copy)]
+pub struct Staged<'a> {
+    pub base: &'a BackendView,
+    /// Being committed by a checkpoint task (empty when none runs).
+    pub frozen: &'a Overlay,
+    /// Applied since the last checkpoint started.
+    pub pending: &'a Overlay,
+    /// Covers every live-space key of `pending` and `frozen` (see `count`).
+    pub presence: Presence<'a>,
+}
+
+/// The layers as one ordered map.
 pub struct Layered<'a> {
     pub base: &'a BackendView,
+    pub frozen: &'a Overlay,
     pub pending: &'a Overlay,
     pub scratch: &'a Overlay,
-    /// Covers every pending key of the live space (see `count`); `None`
-    /// makes `count` look pending keys up in the tree instead.
-    pub presence: Option<&'a LivePresence>,
+    /// Covers every pending and frozen key of the live space (see `count`);
+    /// `None` makes `count` look them up in the tree instead.
+    pub presence: Option<Presence<'a>>,
+}
+
+impl<'a> Staged<'a> {
+    /// These layers with `scratch` on top.
+    pub fn with_scratch(self, scratch: &'a Overlay) -> Layered<'a> {
+        Layered {
+            base: self.base,
+            frozen: self.frozen,
+            pending: self.pending,
+            scratch,
+            presence: Some(self.presence),
+        }
+    }
 }
 
 /// False when `BTreeMap::range` would panic or the bounds hold nothing.
@@ -84,6 +134,9 @@ impl<'a> Layered<'a> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
+        if let Some(v) = self.frozen.get(key) {
+            return Ok(v.clone());
+        }
         self.base.get(key)
     }
 
@@ -115,8 +168,11 @@ impl<'a> Layered<'a> {
         };
         Merge {
             base: base.peekable(),
-            pending: overlay(self.pending),
-            scratch: overlay(self.scratch),
+            overlays: [
+                overlay(self.scratch),
+                overlay(self.pending),
+                overlay(self.frozen),
+            ],
             forward,
         }
     }
@@ -130,12 +186,15 @@ impl<'a> Layered<'a> {
         }
         let mut n = self.base.count(bounds)? as i64;
         if let Some(presence) = self.presence.filter(|_| within_live_space(bounds)) {
-            for (_, &(in_base, now)) in presence.range::<[u8], _>(as_slices(bounds)) {
-                n += i64::from(now) - i64::from(in_base);
+            for map in [presence.frozen, presence.pending] {
+                for (_, &(below, now)) in map.range::<[u8], _>(as_slices(bounds)) {
+                    n += i64::from(now) - i64::from(below);
+                }
             }
             for (k, v) in overlay_range(self.scratch, bounds) {
-                let before = match (presence.get(k), self.pending.get(k)) {
-                    (Some(&(_, now)), _) => now,
+                let staged = self.pending.get(k).or_else(|| self.frozen.get(k));
+                let before = match (presence.now(k), staged) {
+                    (Some(now), _) => now,
                     (None, Some(p)) => p.is_some(),
                     (None, None) => self.base.get(k)?.is_some(),
                 };
@@ -153,6 +212,11 @@ impl<'a> Layered<'a> {
             }
             Ok(())
         };
+        for (k, v) in overlay_range(self.frozen, bounds) {
+            if !self.scratch.contains_key(k) && !self.pending.contains_key(k) {
+                adjust(k, v.is_some())?;
+            }
+        }
         for (k, v) in overlay_range(self.pending, bounds) {
             if !self.scratch.contains_key(k) {
                 adjust(k, v.is_some())?;
@@ -172,11 +236,12 @@ impl<'a> Layered<'a> {
 
 type OverlayIter<'o> = Box<dyn Iterator<Item = (&'o Vec<u8>, &'o Option<Vec<u8>>)> + 'o>;
 
-/// Three-way merge of sources sorted in one direction; see [`Layered::scan`].
+/// Merge of the tree scan and the overlays, all sorted in one direction;
+/// see [`Layered::scan`].
 pub struct Merge<'a> {
     base: Peekable<ScanIter<'a>>,
-    pending: Peekable<OverlayIter<'a>>,
-    scratch: Peekable<OverlayIter<'a>>,
+    /// Newest first: scratch, pending, frozen.
+    overlays: [Peekable<OverlayIter<'a>>; 3],
     /// Ascending when true: take the smallest key next, else the largest.
     forward: bool,
 }
@@ -193,18 +258,29 @@ impl Iterator for Merge<'_> {
                 Some(Ok((k, _))) => Some(k.as_slice()),
                 _ => None,
             };
-            let p = self.pending.peek().map(|(k, _)| k.as_slice());
-            let s = self.scratch.peek().map(|(k, _)| k.as_slice());
-            let keys = [b, p, s].into_iter().flatten();
-            let min = if self.forward { keys.min() } else { keys.max() }?;
-            let (take_b, take_p, take_s) = (b == Some(min), p == Some(min), s == Some(min));
-            let from_base = if take_b { self.base.next() } else { None };
-            let from_pending = if take_p { self.pending.next() } else { None };
-            let from_scratch = if take_s { self.scratch.next() } else { None };
-            let top = match (from_scratch, from_pending) {
-                (Some((k, v)), _) | (None, Some((k, v))) => Some((k, v)),
-                (None, None) => None,
-            };
+            let [scratch, pending, frozen] = &mut self.overlays;
+            let keys = [
+                b,
+                scratch.peek().map(|(k, _)| k.as_slice()),
+                pending.peek().map(|(k, _)| k.as_slice()),
+                frozen.peek().map(|(k, _)| k.as_slice()),
+            ];
+            let present = keys.into_iter().flatten();
+            let min = if self.forward {
+                present.min()
+            } else {
+                present.max()
+            }?;
+            let take = keys.map(|k| k == Some(min));
+            let from_base = if take[0] { self.base.next() } else { None };
+            // The newest overlay holding the key decides; older ones skip it.
+            let mut top = None;
+            for (overlay, &t) in self.overlays.iter_mut().zip(&take[1..]) {
+                if t {
+                    let item = overlay.next();
+                    top = top.or(item);
+                }
+            }
             match top {
                 Some((k, Some(v))) => return Some(Ok((k.clone(), v.clone()))),
                 Some((_, None)) => continue,
@@ -253,8 +329,17 @@ mod tests {
             ("e", None),
             ("f", Some("scratch")),
         ]);
+        // Under pending: "c" is overridden, "d" removed, "g" added, "e"'s
+        // removal here is overridden by pending's insert.
+        let frozen = overlay(&[
+            ("c", Some("frozen")),
+            ("d", None),
+            ("e", None),
+            ("g", Some("frozen")),
+        ]);
         let view = Layered {
             base: &base,
+            frozen: &frozen,
             pending: &pending,
             scratch: &scratch,
             presence: None,
@@ -271,8 +356,8 @@ mod tests {
         let want = [
             ("b", "scratch"),
             ("c", "pending"),
-            ("d", "base"),
             ("f", "scratch"),
+            ("g", "frozen"),
         ];
         let want: Vec<(String, String)> = want
             .iter()
@@ -293,7 +378,9 @@ mod tests {
             Bound::Included(b"b".to_vec()),
             Bound::Excluded(b"e".to_vec()),
         );
-        assert_eq!(view.count(&some).unwrap(), 3);
+        assert_eq!(view.count(&some).unwrap(), 2);
+        assert_eq!(view.get(b"d").unwrap(), None);
+        assert_eq!(view.get(b"g").unwrap(), Some(b"frozen".to_vec()));
         assert_eq!(view.get(b"a").unwrap(), None);
         assert_eq!(view.get(b"c").unwrap(), Some(b"pending".to_vec()));
         let inverted = (

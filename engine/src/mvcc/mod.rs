@@ -37,6 +37,7 @@
 
 mod apply;
 mod backend;
+mod checkpoint;
 mod defrag;
 mod error;
 mod integrity;
@@ -49,6 +50,7 @@ mod snapshot;
 mod store;
 mod types;
 
+pub use checkpoint::{CheckpointDone, CheckpointTask};
 pub use defrag::{DefragCopy, DefragJob};
 pub use error::MvccError;
 pub use revision::Revision;

@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::btree::TreeOptions;
 
 use super::apply::{Applier, LeaseChange};
 use super::backend::{Backend, BackendView};
+use super::checkpoint::Retired;
 use super::error::MvccError;
 use super::keyspace::{
     attached_bounds, decode_i64, logical_bounds, parse_attached_key, parse_lease_key,
     parse_version_key, space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION,
     META_CURRENT_REVISION, VERSION,
 };
-use super::layers::{Layered, LivePresence, Overlay};
+use super::layers::{Layered, LivePresence, Overlay, Presence, Staged};
 use super::read;
 use super::types::{
     Applied, Event, Lease, Op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
@@ -49,23 +51,43 @@ impl Default for StoreOptions {
 /// etcd's MVCC key-value state plus leases, single-threaded.
 ///
 /// `apply` makes an entry's effects visible at once; they become durable in
-/// the tree at the next `checkpoint`, which records the entry's index so
-/// recovery replays the WAL from `applied_index() + 1`.
+/// the trees at the next checkpoint, which records the entry's index so
+/// recovery replays the WAL from `applied_index() + 1`. A checkpoint's
+/// commit can run on another thread (see `checkpoint`) while this store
+/// keeps applying and serving reads from a view pinned before it.
 pub struct Store {
-    dir: PathBuf,
-    backend: Backend,
-    /// Tree writes applied since the last checkpoint.
-    pending: Overlay,
-    /// Durable vs current presence of every live-space key in `pending`.
-    presence: LivePresence,
+    pub(super) dir: PathBuf,
+    /// The tree writers; `None` while a checkpoint task has them.
+    pub(super) backend: Option<Backend>,
+    /// What reads see of the trees: their last commit this store installed.
+    pub(super) view: BackendView,
+    /// Index recorded by the commit `view` shows.
+    pub(super) durable: u64,
+    /// Writes a checkpoint task is committing (empty when none runs).
+    pub(super) frozen: Arc<Overlay>,
+    /// Index the running checkpoint task records; `None` when none runs.
+    pub(super) frozen_index: Option<u64>,
+    /// Tree writes applied since the last checkpoint started.
+    pub(super) pending: Overlay,
+    /// Presence of the live-space keys of `pending`: after `frozen` vs now.
+    pub(super) presence: LivePresence,
+    /// Presence of the live-space keys of `frozen`: in `view` vs after it.
+    pub(super) frozen_presence: LivePresence,
+    /// A finished checkpoint's leftovers, handed to the next task to free
+    /// on its thread rather than on this one.
+    pub(super) retired: Option<Retired>,
     /// Tree writes of the entry being applied; empty between entries.
-    scratch: Overlay,
+    pub(super) scratch: Overlay,
     current: i64,
     compacted: i64,
     /// Index of the last entry passed to `apply`.
-    last_applied: u64,
+    pub(super) last_applied: u64,
     /// Lease id → granted TTL. Attached keys live in the tree.
     leases: BTreeMap<i64, i64>,
+    pub(super) shards: usize,
+    requested_shards: usize,
+    /// (file, live) bytes of the trees as of the last installed commit.
+    pub(super) sizes: (u64, u64),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError + '_ {
@@ -104,27 +126,41 @@ impl Store {
             let (key, ttl) = item?;
             leases.insert(parse_lease_key(&key)?, decode_i64(&ttl, "lease ttl")?);
         }
-        drop(view);
         let last_applied = backend.user_meta();
         Ok(Store {
             dir: dir.to_path_buf(),
-            backend,
+            view,
+            durable: last_applied,
+            frozen: Arc::new(Overlay::new()),
+            frozen_index: None,
             pending: Overlay::new(),
             presence: LivePresence::new(),
+            frozen_presence: LivePresence::new(),
+            retired: None,
             scratch: Overlay::new(),
             current,
             compacted,
             last_applied,
             leases,
+            shards: backend.shard_count(),
+            requested_shards: backend.requested_shards(),
+            sizes: (backend.file_bytes(), backend.live_bytes()),
+            backend: Some(backend),
         })
     }
 
-    pub(super) fn backend(&self) -> &Backend {
-        &self.backend
+    /// The tree writers, unless a checkpoint task has them.
+    pub(super) fn backend_mut(&mut self) -> Result<&mut Backend, MvccError> {
+        self.backend.as_mut().ok_or(MvccError::CheckpointInFlight)
     }
 
-    pub(super) fn backend_mut(&mut self) -> &mut Backend {
-        &mut self.backend
+    /// Makes reads see the trees' last commits (after a commit or a switch
+    /// of files this store made itself).
+    pub(super) fn refresh_view(&mut self) {
+        if let Some(backend) = &self.backend {
+            self.view = backend.view();
+            self.sizes = (backend.file_bytes(), backend.live_bytes());
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -135,18 +171,18 @@ impl Store {
     /// (0 for a store from before sharding, whose versions share the index
     /// tree).
     pub fn shards(&self) -> usize {
-        self.backend.shard_count()
+        self.shards
     }
 
     /// The count `StoreOptions::shards` asked for; differs from
     /// [`Store::shards`] when an existing store was opened with another.
     pub fn requested_shards(&self) -> usize {
-        self.backend.requested_shards()
+        self.requested_shards
     }
 
     /// Last WAL index whose effects are durable in the tree.
     pub fn applied_index(&self) -> u64 {
-        self.backend.user_meta()
+        self.durable
     }
 
     /// Last WAL index applied (durable or not).
@@ -162,19 +198,25 @@ impl Store {
         self.compacted
     }
 
-    fn layered<'a>(&'a self, base: &'a BackendView) -> Layered<'a> {
-        Layered {
-            base,
+    fn staged(&self) -> Staged<'_> {
+        Staged {
+            base: &self.view,
+            frozen: &self.frozen,
             pending: &self.pending,
-            scratch: &self.scratch,
-            presence: Some(&self.presence),
+            presence: Presence {
+                frozen: &self.frozen_presence,
+                pending: &self.presence,
+            },
         }
+    }
+
+    fn layered(&self) -> Layered<'_> {
+        self.staged().with_scratch(&self.scratch)
     }
 
     /// etcd's Range; `revision` 0 reads the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        let base = self.backend.view();
-        read::range(&self.layered(&base), self.current, self.compacted, req)
+        read::range(&self.layered(), self.current, self.compacted, req)
     }
 
     /// Answers a txn that writes nothing (see [`TxnRequest::is_read_only`])
@@ -186,12 +228,9 @@ impl Store {
                 "read_txn given a txn that writes".into(),
             ));
         }
-        let base = self.backend.view();
         let mut scratch = Overlay::default();
         Applier::new(
-            &base,
-            &self.pending,
-            &self.presence,
+            self.staged(),
             &mut scratch,
             &self.leases,
             self.current,
@@ -210,11 +249,17 @@ impl Store {
             });
         }
         debug_assert!(self.scratch.is_empty());
-        let base = self.backend.view();
+        let staged = Staged {
+            base: &self.view,
+            frozen: &self.frozen,
+            pending: &self.pending,
+            presence: Presence {
+                frozen: &self.frozen_presence,
+                pending: &self.presence,
+            },
+        };
         let applier = Applier::new(
-            &base,
-            &self.pending,
-            &self.presence,
+            staged,
             &mut self.scratch,
             &self.leases,
             self.current,
@@ -222,7 +267,7 @@ impl Store {
         );
         let result = applier.apply(op);
         self.last_applied = index;
-        let outcome = match result.and_then(|o| Ok((o, self.presence_updates(&base)?))) {
+        let outcome = match result.and_then(|o| Ok((o, self.presence_updates()?))) {
             Ok((outcome, presence)) => {
                 self.presence.extend(presence);
                 outcome
@@ -256,7 +301,7 @@ impl Store {
     }
 
     /// The presence entries the scratch writes to the live space change.
-    fn presence_updates(&self, base: &BackendView) -> Result<LivePresence, MvccError> {
+    fn presence_updates(&self) -> Result<LivePresence, MvccError> {
         let mut out = LivePresence::new();
         let (start, end) = space_bounds(LIVE);
         let bounds = (
@@ -264,26 +309,15 @@ impl Store {
             end.as_ref().map(Vec::as_slice),
         );
         for (k, v) in self.scratch.range::<[u8], _>(bounds) {
-            let in_base = match self.presence.get(k) {
-                Some(&(in_base, _)) => in_base,
-                None => base.get(k)?.is_some(),
+            // Relative to the state after `frozen`, like the whole map.
+            let in_base = match (self.presence.get(k), self.frozen_presence.get(k)) {
+                (Some(&(in_base, _)), _) => in_base,
+                (None, Some(&(_, after_frozen))) => after_frozen,
+                (None, None) => self.view.get(k)?.is_some(),
             };
             out.insert(k.clone(), (in_base, v.is_some()));
         }
         Ok(out)
-    }
-
-    /// Makes everything applied durable: a commit of every shard tree with
-    /// pending writes, then of the index tree, each carrying the last
-    /// applied index. A no-op when nothing changed since the last one.
-    pub fn checkpoint(&mut self) -> Result<(), MvccError> {
-        if self.pending.is_empty() && self.backend.user_meta() == self.last_applied {
-            return Ok(());
-        }
-        self.backend.commit(&self.pending, self.last_applied)?;
-        self.pending.clear();
-        self.presence.clear();
-        Ok(())
     }
 
     /// Changes in `[key, range_end)` (etcd range rules) at revisions >=
@@ -302,9 +336,8 @@ impl Store {
                 compacted: self.compacted,
             });
         }
-        let base = self.backend.view();
         read::events_from(
-            &self.layered(&base),
+            &self.layered(),
             UserRange::new(key, range_end),
             start_revision,
             max,
@@ -319,8 +352,7 @@ impl Store {
 
     /// Every lease with its attached keys.
     pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
-        let base = self.backend.view();
-        let view = self.layered(&base);
+        let view = self.layered();
         self.leases
             .iter()
             .map(|(&id, &ttl)| {
@@ -337,8 +369,7 @@ impl Store {
         let Some(&ttl) = self.leases.get(&id) else {
             return Ok(None);
         };
-        let base = self.backend.view();
-        let keys = self.lease_keys(&self.layered(&base), id)?;
+        let keys = self.lease_keys(&self.layered(), id)?;
         Ok(Some(Lease { id, ttl, keys }))
     }
 
@@ -365,8 +396,7 @@ impl Store {
         } else {
             revision
         };
-        let base = self.backend.view();
-        let view = self.layered(&base);
+        let view = self.layered();
         let mut hasher = crc32fast::Hasher::new();
         for item in view.scan(&space_bounds(VERSION)) {
             let (k, v) = item?;
@@ -381,8 +411,7 @@ impl Store {
 
     /// CRC32 of the whole logical state (keys, history, leases, meta).
     pub fn hash(&self) -> Result<u32, MvccError> {
-        let base = self.backend.view();
-        let view = self.layered(&base);
+        let view = self.layered();
         let mut hasher = crc32fast::Hasher::new();
         for item in view.scan(&logical_bounds()) {
             let (k, v) = item?;
@@ -396,19 +425,21 @@ impl Store {
 
     /// Bytes of the tree files.
     pub fn db_size(&self) -> u64 {
-        self.backend.file_bytes()
+        self.sizes.0
     }
 
     /// Bytes of the tree files that hold live pages.
     pub fn db_size_in_use(&self) -> u64 {
-        self.backend.live_bytes()
+        self.sizes.1
     }
 
     /// Checkpoints, then rewrites the tree files without their dead pages,
     /// blocking; see `begin_defragment` for the online form.
     pub fn defragment(&mut self) -> Result<(), MvccError> {
         self.checkpoint()?;
-        self.backend.compact_files()
+        let result = self.backend_mut()?.compact_files();
+        self.refresh_view();
+        result
     }
 
     /// Runs `f` on a merged view of the tree and the pending writes.
@@ -416,8 +447,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Layered<'_>) -> Result<T, MvccError>,
     ) -> Result<T, MvccError> {
-        let base = self.backend.view();
-        f(&self.layered(&base))
+        f(&self.layered())
     }
 
     /// Every logical entry, ascending, as the snapshot stream writes it.
@@ -425,8 +455,7 @@ impl Store {
         &self,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), MvccError>,
     ) -> Result<(), MvccError> {
-        let base = self.backend.view();
-        let view = self.layered(&base);
+        let view = self.layered();
         for item in view.scan(&logical_bounds()) {
             let (k, v) = item?;
             f(&k, &v)?;
