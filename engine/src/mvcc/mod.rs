@@ -27,13 +27,22 @@
 //! changed since (O(changes)), falling back to scanning the range's versions
 //! when more changes than keys happened since. Sorting by anything but the
 //! key, or revision filters, read the whole range (as etcd does).
-//! `apply` stages tree writes in memory; `checkpoint` commits them in one
-//! batch, so the server chooses the durability interval (the WAL covers it).
+//! `apply` stages tree writes in memory; a checkpoint commits them in one
+//! batch, so the server chooses the durability interval (the WAL covers it),
+//! and its commit can run on another thread (`checkpoint`: start / run /
+//! finish) while this store keeps applying and serving reads.
+//!
+//! Files: an index tree (`mvcc.btree`: live keys, change log, leases, meta)
+//! and `StoreOptions::shards` shard trees (`shard-000.btree`, …) holding the
+//! versions, routed by a fixed hash of the user key (see `shard`). A
+//! checkpoint commits the shard trees first and the index tree last, all
+//! recording the applied index; on open, shards are rolled back to the
+//! index's, so every tree agrees and the WAL replays from there.
 //!
 //! Invariants: the `l` space holds exactly the keys live at the current
 //! revision, each pointing at an existing put record in `v`; every `v` entry
-//! has its `r` change-log twin; `a` lists exactly the live keys of each lease.
-//! See `keyspace` for the layout.
+//! has its `r` change-log twin; `a` lists exactly the live keys of each lease;
+//! every key is in the tree its routing names. See `keyspace` for the layout.
 
 mod apply;
 mod backend;
