@@ -204,6 +204,29 @@ fn switch_copies_what_is_left_including_a_bare_user_meta_commit() {
 }
 
 #[test]
+fn two_switches_in_a_row_then_writes_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let mut model = Model::new();
+    let mut tree = garbage_tree(&path, &mut model);
+    let held = tree.read();
+    // The second switch replaces a file whose own rename may still be
+    // syncing, with no commit between.
+    tree.compact_file().unwrap();
+    let copy = tree.begin_compaction().unwrap().build().unwrap();
+    assert!(tree.compaction_caught_up(&copy));
+    tree.finish_compaction(copy).unwrap();
+    assert_matches(&tree, &model, "after two switches");
+    assert_eq!(contents(&held), model_contents(&model));
+    drop(held);
+    write_round(&mut tree, &mut model, 500);
+    drop(tree);
+    let tree = Tree::open(&path, SMALL).unwrap();
+    assert_matches(&tree, &model, "after reopen");
+    assert_eq!(tree.user_meta(), 500);
+}
+
+#[test]
 fn abandoning_at_each_step_leaves_the_old_file_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");

@@ -238,8 +238,13 @@ impl PageFile {
         // Whoever unmaps it last (this thread's release below, or a reader
         // dropping the last snapshot of it) frees the file off its own path.
         replaced.map.retired.store(true, Ordering::Relaxed);
-        // Two switches in a row: the first rename's sync must finish first.
-        self.wait_for_name()?;
+        // A rename of `replaced` itself still being synced (two switches with
+        // no commit between) is covered by this later fsync of the same
+        // directory. This file has no sync pending (a copy is freshly
+        // built), but one would be waited for and its error reported, only
+        // after this rename's sync is under way so the next commit still
+        // waits for one.
+        let earlier = self.wait_for_name();
         let dir = parent_dir(&self.path).to_path_buf();
         let (report, done) = mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new()
@@ -255,9 +260,9 @@ impl PageFile {
         match spawned {
             Ok(_) => {
                 self.pending_name_sync = Some(PendingDirSync { dir, done });
-                Ok(())
+                earlier
             }
-            Err(_) => sync_parent_dir(&self.path),
+            Err(_) => earlier.and(sync_parent_dir(&self.path)),
         }
     }
 
