@@ -218,3 +218,11 @@ fn nothing_pending_means_no_task_and_finish_checks_its_input() {
     assert!(store.finish_checkpoint(foreign).is_err());
     assert_eq!(store.applied_index(), 1);
 }
+
+#[test]
+fn tasks_and_results_cross_threads() {
+    fn send_static<T: Send + 'static>() {}
+    send_static::<CheckpointTask>();
+    send_static::<CheckpointDone>();
+    send_static::<DefragJob>();
+}

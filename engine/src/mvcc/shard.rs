@@ -153,7 +153,7 @@ fn bound_key(b: &Bound<Vec<u8>>) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use crate::mvcc::keyspace::{
-        live_key, space_bounds, version_bounds, version_key, UserRange, LIVE,
+        live_key, space_bounds, version_bounds, version_key, version_prefix, UserRange, LIVE,
     };
     use crate::mvcc::revision::Revision;
 
@@ -196,6 +196,15 @@ mod tests {
                 index: false,
                 shards: ShardTargets::One(shard_of_user_key(b"k\0", 4))
             }
+        );
+        // A key's history up to a revision, as reads and compaction scan it.
+        let history = (
+            Bound::Included(version_prefix(b"a\0b")),
+            Bound::Excluded(version_key(b"a\0b", Revision { main: 9, sub: 0 })),
+        );
+        assert_eq!(
+            targets(&history, 4).shards,
+            ShardTargets::One(shard_of_user_key(b"a\0b", 4))
         );
         let range = version_bounds(UserRange::new(b"a", b"b"));
         assert_eq!(
