@@ -201,6 +201,20 @@ fn reopening_uses_the_recorded_shard_count() {
 }
 
 #[test]
+fn a_missing_shard_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(dir.path(), 4, &ops(60, 9));
+    store.checkpoint().unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join(shard_file(2))).unwrap();
+    let err = Store::open(dir.path(), opts(4))
+        .err()
+        .expect("must not open");
+    assert!(err.to_string().contains(&shard_file(2)), "{err}");
+    assert!(!dir.path().join(shard_file(2)).exists());
+}
+
+#[test]
 fn snapshot_stream_is_the_same_for_any_shard_count_and_restores_into_any() {
     let all = ops(300, 11);
     let (d1, d4) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

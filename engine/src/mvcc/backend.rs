@@ -79,23 +79,36 @@ impl Backend {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut index = Tree::open(&dir.join(INDEX_FILE), opts)?;
         let recorded = index.read().get(LAYOUT_SHARDS)?;
-        let count = match recorded {
-            Some(bytes) => decode_shard_count(&bytes)?,
+        let (count, creating) = match recorded {
+            Some(bytes) => (decode_shard_count(&bytes)?, false),
             // Committed before, without a layout record: the one-file layout.
-            None if index.commit_id() > 0 => 0,
-            None => {
-                // Record the count before anything else, so it is fixed from
-                // the first commit on. user_meta 0: nothing applied yet.
-                let mut batch = index.write();
-                batch.insert(LAYOUT_SHARDS, &(requested_shards as u64).to_le_bytes())?;
-                batch.commit(0)?;
-                requested_shards
-            }
+            None if index.commit_id() > 0 => (0, false),
+            None => (requested_shards, true),
         };
         let applied = index.user_meta();
-        let shards = (0..count)
-            .map(|i| Tree::open_at_most(&dir.join(shard_file(i)), opts, applied))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut shards = Vec::with_capacity(count);
+        for i in 0..count {
+            let path = dir.join(shard_file(i));
+            // Shard files exist from before the layout is recorded, so one
+            // missing later is damage, not a shard to start empty.
+            if !creating && !path.exists() {
+                return Err(MvccError::Corrupt(format!(
+                    "{} is missing: the store records {count} shard trees",
+                    path.display()
+                )));
+            }
+            shards.push(Tree::open_at_most(&path, opts, applied)?);
+        }
+        if creating {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(dir))?;
+            // The count is fixed from the first commit on. user_meta 0:
+            // nothing applied yet.
+            let mut batch = index.write();
+            batch.insert(LAYOUT_SHARDS, &(count as u64).to_le_bytes())?;
+            batch.commit(0)?;
+        }
         Ok(Backend {
             index,
             shards,
