@@ -10,7 +10,19 @@ use support::{Kind, Server};
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let server = Server::start(Kind::Basalt).await;
+    writers_then_kill_9(&[]).await;
+}
+
+/// Checkpoints every 20 entries on two executors (two shard trees): the
+/// kill lands while background checkpoints run, possibly between a shard
+/// tree's commit and the index tree's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_during_checkpoints() {
+    writers_then_kill_9(&["--snapshot-count", "20", "--cores", "2"]).await;
+}
+
+async fn writers_then_kill_9(extra: &[&str]) {
+    let server = Server::start_with(Kind::Basalt, extra).await;
     let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..8 {
@@ -30,7 +42,7 @@ async fn acknowledged_writes_survive_kill_9() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = server.restart(&[]).await;
+    let server = server.restart(extra).await;
     for w in writers {
         let _ = w.await;
     }

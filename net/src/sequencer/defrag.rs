@@ -39,7 +39,13 @@ impl Sequencer {
             .map_err(|_| Error::Stopped)?;
         let started = Instant::now();
         let before = self.store.borrow().db_size();
-        let job = self.store.borrow_mut().begin_defragment()?;
+        // Checkpoint in the background first, so the one `begin` makes
+        // inline (under the permit, stalling this executor) is small.
+        self.checkpoint().await?;
+        let job = {
+            let _no_checkpoint = self.checkpoint_permit().await?;
+            self.store.borrow_mut().begin_defragment()?
+        };
         let copy = build_off_executor(job).await?;
         if self.stopping.get() {
             // Dropping the copy abandons it; the next begin removes its file.
@@ -61,15 +67,29 @@ impl Sequencer {
     async fn catch_up(&self, mut copy: DefragCopy) -> Result<usize, Error> {
         let mut rounds = 0;
         while rounds < MAX_CATCH_UPS && self.store.borrow().defragment_backlog() > SWITCH_BACKLOG {
-            self.store.borrow_mut().defragment_catch_up(&mut copy)?;
+            {
+                let _no_checkpoint = self.checkpoint_permit().await?;
+                self.store.borrow_mut().defragment_catch_up(&mut copy)?;
+            }
             rounds += 1;
             glommio::timer::sleep(CATCH_UP_PAUSE).await;
             if self.stopping.get() {
                 return Err(Error::Stopped);
             }
         }
+        self.checkpoint().await?;
+        let _no_checkpoint = self.checkpoint_permit().await?;
         self.store.borrow_mut().finish_defragment(copy)?;
         Ok(rounds)
+    }
+
+    /// Waits out a running checkpoint (the store refuses defragment steps
+    /// while a checkpoint task holds its trees) and keeps new ones out.
+    async fn checkpoint_permit(&self) -> Result<glommio::sync::Permit<'_>, Error> {
+        self.checkpoint_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Stopped)
     }
 }
 

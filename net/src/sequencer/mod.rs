@@ -114,6 +114,11 @@ pub struct Sequencer {
     writer_done: Shutdown,
     /// Held by the one defragmentation running.
     defrag_lock: glommio::sync::Semaphore,
+    /// One store checkpoint at a time; defragment steps take it too (the
+    /// store refuses them while a checkpoint task holds its trees).
+    checkpoint_lock: glommio::sync::Semaphore,
+    /// A background checkpoint was spawned and has not finished.
+    checkpoint_spawned: Cell<bool>,
     /// Latencies of WAL syncs and store checkpoints, for `/metrics`.
     disk: Rc<crate::metrics::DiskMetrics>,
 }
@@ -243,6 +248,8 @@ impl Sequencer {
             listeners: RefCell::new(Vec::new()),
             writer_done: Shutdown::new(),
             defrag_lock: glommio::sync::Semaphore::new(1),
+            checkpoint_lock: glommio::sync::Semaphore::new(1),
+            checkpoint_spawned: Cell::new(false),
             disk: Rc::default(),
         });
         seq.check_quota_alarm();
@@ -400,6 +407,20 @@ impl Sequencer {
                 continue;
             }
             self.write_batch(batch).await;
+            if self.since_checkpoint.get() >= self.cfg.snapshot_count
+                && !self.checkpoint_spawned.replace(true)
+            {
+                // In the background: the writer goes on with the next batch
+                // while the trees are written on another thread.
+                let seq = self.clone();
+                glommio::spawn_local(async move {
+                    if let Err(e) = seq.checkpoint().await {
+                        tracing::error!(error = %e, "checkpoint failed");
+                    }
+                    seq.checkpoint_spawned.set(false);
+                })
+                .detach();
+            }
         }
         self.writer_done.fire();
     }
@@ -472,13 +493,7 @@ impl Sequencer {
             let _ = reply.send(result);
         }
         self.check_quota_alarm();
-        let since = self.since_checkpoint.get() + n;
-        self.since_checkpoint.set(since);
-        if since >= self.cfg.snapshot_count {
-            if let Err(e) = self.checkpoint().await {
-                tracing::error!(error = %e, "checkpoint failed");
-            }
-        }
+        self.since_checkpoint.set(self.since_checkpoint.get() + n);
     }
 
     fn apply(&self, index: u64, op: &m::Op) -> Result<Reply, Status> {
@@ -513,29 +528,60 @@ impl Sequencer {
     }
 
     /// Makes everything applied durable in the store, then lets the WAL drop
-    /// whole segments below it.
+    /// whole segments below it. The tree writes and syncs run on a blocking
+    /// thread: this executor keeps appending, applying and answering reads
+    /// meanwhile (entries applied during it go to the next checkpoint).
     pub async fn checkpoint(&self) -> Result<(), Error> {
-        let started = std::time::Instant::now();
-        let entries = self.since_checkpoint.get();
+        let _one_at_a_time = self
+            .checkpoint_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let entries = self.since_checkpoint.replace(0);
+        let task = match self.store.borrow_mut().start_checkpoint() {
+            Ok(Some(task)) => task,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.since_checkpoint
+                    .set(self.since_checkpoint.get() + entries);
+                return Err(e.into());
+            }
+        };
+        let writes = task.writes();
+        let (done, took) = glommio::executor()
+            .spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let done = task.run();
+                (done, started.elapsed())
+            })
+            .await;
         let applied = {
             let mut store = self.store.borrow_mut();
-            store.checkpoint()?;
+            if let Err(e) = store.finish_checkpoint(done) {
+                // The frozen writes are pending again; count their entries
+                // toward the next attempt.
+                self.since_checkpoint
+                    .set(self.since_checkpoint.get() + entries);
+                return Err(e.into());
+            }
             store.applied_index()
         };
-        // The store commit runs on this executor and stalls its requests
-        // meanwhile: worth knowing when it gets long.
-        let took = started.elapsed();
         self.disk.backend_commit.observe(took);
         if took > SLOW_CHECKPOINT {
             tracing::info!(
                 entries,
+                writes,
                 took_ms = took.as_secs_f64() * 1e3,
-                "slow checkpoint"
+                "slow checkpoint (off the request path)"
             );
         } else {
-            tracing::debug!(entries, took_ms = took.as_secs_f64() * 1e3, "checkpoint");
+            tracing::debug!(
+                entries,
+                writes,
+                took_ms = took.as_secs_f64() * 1e3,
+                "checkpoint"
+            );
         }
-        self.since_checkpoint.set(0);
         self.wal()?
             .release_below(applied + 1)
             .await
