@@ -48,6 +48,9 @@ use crate::proto::etcdserverpb as pb;
 const MAX_QUEUED_PROPOSALS: usize = 16_384;
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
+
+/// Bytes of log entries read back per step of recovery's replay.
+const REPLAY_CHUNK_BYTES: u64 = 4 << 20;
 /// Most entries appended with one fdatasync.
 const MAX_BATCH_ENTRIES: usize = 4096;
 /// Most payload bytes appended with one fdatasync.
@@ -170,36 +173,56 @@ impl Sequencer {
                 "the store keeps the shard count it was created with"
             );
         }
-        let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), cfg.wal.clone())
+        // Recovery keeps only the log's index in memory; the entries to
+        // replay are read back from the segments a chunk at a time.
+        let wal_opts = WalOptions {
+            materialize_recovered: false,
+            ..cfg.wal.clone()
+        };
+        let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), wal_opts)
             .await
             .map_err(|e| Error::Wal(e.to_string()))?;
         if recovered.torn_tail_cut {
             tracing::warn!("WAL had a torn tail (an unacknowledged write); it was cut");
         }
         let applied = store.applied_index();
-        if let Some(first) = recovered.entries.first() {
-            if first.index > applied + 1 {
-                return Err(Error::Wal(format!(
-                    "WAL starts at index {} but the store has applied only up to {applied}",
-                    first.index
-                )));
-            }
+        let last = wal.last_index();
+        if last > applied && wal.first_index() > applied + 1 {
+            return Err(Error::Wal(format!(
+                "WAL starts at index {} but the store has applied only up to {applied}",
+                wal.first_index()
+            )));
         }
         let mut replayed = 0u64;
-        for e in recovered.entries.iter().filter(|e| e.index > applied) {
-            if e.kind != EntryKind::Normal {
-                continue;
+        let mut next = applied + 1;
+        while next <= last {
+            let chunk = wal
+                .entries(next, last + 1, REPLAY_CHUNK_BYTES)
+                .map_err(|e| Error::Wal(e.to_string()))?;
+            let Some(end) = chunk.last().map(|e| e.index) else {
+                break;
+            };
+            for e in chunk {
+                if e.kind != EntryKind::Normal {
+                    continue;
+                }
+                let op = LogEntry::decode_from(&e.data)?.op()?;
+                // A client error here was a client error the first time too.
+                match store.apply(e.index, &op) {
+                    Ok(_) => {}
+                    Err(err) => match Error::from(err) {
+                        Error::Storage(s) => return Err(Error::Storage(s)),
+                        _client_error => {}
+                    },
+                }
+                replayed += 1;
             }
-            let op = LogEntry::decode_from(&e.data)?.op()?;
-            // A client error here was a client error the first time too.
-            match store.apply(e.index, &op) {
-                Ok(_) => {}
-                Err(err) => match Error::from(err) {
-                    Error::Storage(s) => return Err(Error::Storage(s)),
-                    _client_error => {}
-                },
+            next = end + 1;
+            // A long replay checkpoints as it goes, as the server would
+            // have: memory stays bounded and progress survives a crash.
+            if next - 1 - store.applied_index() >= cfg.snapshot_count {
+                store.checkpoint()?;
             }
-            replayed += 1;
         }
         if replayed > 0 {
             store.checkpoint()?;
