@@ -14,9 +14,9 @@
 //! 4. [`Tree::finish_compaction`] switches: a last catch-up if anything is
 //!    left, a rename over the old file, and nothing else on the writer's
 //!    path. The directory fsync runs on another thread and the next commit's
-//!    sync waits for it; the old file is freed on another thread (the
-//!    filesystem freeing 170 MiB of blocks took 120–170 ms, the bulk of what
-//!    the switch used to cost).
+//!    sync waits for it; the old file is freed later, in small steps, off
+//!    the writer's thread (freeing its 170 MiB of blocks at once took
+//!    70–260 ms: the bulk of what the switch used to cost).
 //!
 //! A writer that keeps every wait within about one commit: after the copy,
 //! alternate one commit and one `catch_up_at_most` of a few commits' keys
@@ -93,8 +93,10 @@ impl CompactionJob {
 }
 
 /// Most bytes the copy leaves written to the page cache but not yet on the
-/// disk. Measured on the 2-vCPU CI VM: without a bound, the copy's 140 MiB
-/// burst sat in front of the writer's fdatasyncs (commit p99 ×1.5–2).
+/// disk: a bound, so a copy of any size never hands the kernel one burst to
+/// flush in front of the writer's fdatasyncs. (On the 2-vCPU CI VM with a
+/// cached 140 MiB tree, no window, 1 MiB and 8 MiB measured the same; see
+/// docs/benchmarks/engine-btree.md.)
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 /// Streams a bulk write to disk behind the writer: starts write-back of each
