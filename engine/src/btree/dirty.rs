@@ -7,8 +7,9 @@
 //! ([`super::commit`]); merging underfull ones happens just before, in
 //! [`rebalance`], so the tree on disk stays between ¼ and 1 page per node.
 
+use super::dirty_leaf::DirtyLeaf;
 use super::error::BtreeError;
-use super::page::{branch_entry_len, leaf_entry_len, NodeView, BRANCH_SLOT_LEN, HEADER_LEN};
+use super::page::{branch_entry_len, NodeView, BRANCH_SLOT_LEN, HEADER_LEN};
 use super::snapshot::Snapshot;
 
 /// A child pointer: the committed node at `page` (holding `count` keys), or,
@@ -20,7 +21,7 @@ pub(crate) struct Link {
 }
 
 pub(crate) enum Dirty {
-    Leaf(Vec<(Vec<u8>, Vec<u8>)>),
+    Leaf(DirtyLeaf),
     Branch(Branch),
 }
 
@@ -68,7 +69,7 @@ impl Link {
         Link {
             page: 0,
             count: 0,
-            dirty: Some(Box::new(Dirty::Leaf(vec![(key, value)]))),
+            dirty: Some(Box::new(Dirty::Leaf(DirtyLeaf::single(&key, &value)))),
         }
     }
 }
@@ -90,11 +91,7 @@ impl Base<'_> {
 
 fn decode(node: &NodeView<'_>) -> Dirty {
     if node.is_leaf() {
-        Dirty::Leaf(
-            (0..node.len())
-                .map(|i| (node.leaf_key(i).to_vec(), node.leaf_value(i).to_vec()))
-                .collect(),
-        )
+        Dirty::Leaf(DirtyLeaf::from_node(node))
     } else {
         Dirty::Branch(Branch {
             keys: (1..node.len())
@@ -124,16 +121,7 @@ pub(crate) fn insert(
     base: &mut Base<'_>,
 ) -> Result<bool, BtreeError> {
     match materialize(link, base)? {
-        Dirty::Leaf(entries) => match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                entries[i].1 = value.to_vec();
-                Ok(true)
-            }
-            Err(i) => {
-                entries.insert(i, (key.to_vec(), value.to_vec()));
-                Ok(false)
-            }
-        },
+        Dirty::Leaf(leaf) => Ok(leaf.upsert(key, value)),
         Dirty::Branch(b) => {
             let c = b.child_for(key);
             let existed = insert(&mut b.children[c], key, value, base)?;
@@ -157,7 +145,7 @@ pub(crate) fn split_if_large(link: &mut Link) -> Option<(Vec<u8>, Link)> {
     let right = match link.dirty.as_deref_mut()? {
         Dirty::Leaf(e) if e.len() > MAX_DIRTY_ITEMS => {
             let right = e.split_off(e.len() / 2);
-            (right[0].0.clone(), Dirty::Leaf(right))
+            (right.key(0).to_vec(), Dirty::Leaf(right))
         }
         Dirty::Branch(b) if b.children.len() > MAX_DIRTY_ITEMS => {
             let mid = b.children.len() / 2;
@@ -186,13 +174,7 @@ pub(crate) fn remove(link: &mut Link, key: &[u8], base: &mut Base<'_>) -> Result
         return Ok(false);
     }
     match materialize(link, base)? {
-        Dirty::Leaf(entries) => match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                entries.remove(i);
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        },
+        Dirty::Leaf(leaf) => Ok(leaf.remove(key)),
         Dirty::Branch(b) => {
             let c = b.child_for(key);
             remove(&mut b.children[c], key, base)
@@ -220,10 +202,7 @@ fn clean_get<'s>(
 pub(crate) fn get(link: &Link, key: &[u8], snap: &Snapshot) -> Result<Option<Vec<u8>>, BtreeError> {
     match link.dirty.as_deref() {
         None => Ok(clean_get(snap, link.page, key)?.map(<[u8]>::to_vec)),
-        Some(Dirty::Leaf(entries)) => Ok(entries
-            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .ok()
-            .map(|i| entries[i].1.clone())),
+        Some(Dirty::Leaf(leaf)) => Ok(leaf.get(key).map(<[u8]>::to_vec)),
         Some(Dirty::Branch(b)) => get(&b.children[b.child_for(key)], key, snap),
     }
 }
@@ -231,7 +210,7 @@ pub(crate) fn get(link: &Link, key: &[u8], snap: &Snapshot) -> Result<Option<Vec
 /// Encoded size of a changed node (before any split).
 fn encoded_len(d: &Dirty) -> usize {
     match d {
-        Dirty::Leaf(e) => HEADER_LEN + e.iter().map(|(k, v)| leaf_entry_len(k, v)).sum::<usize>(),
+        Dirty::Leaf(leaf) => leaf.encoded_len(),
         Dirty::Branch(b) => {
             HEADER_LEN + BRANCH_SLOT_LEN + b.keys.iter().map(|k| branch_entry_len(k)).sum::<usize>()
         }

@@ -62,6 +62,7 @@
 mod commit;
 mod compaction;
 mod dirty;
+mod dirty_leaf;
 mod error;
 mod meta;
 mod page;
@@ -77,6 +78,7 @@ pub use error::BtreeError;
 pub use snapshot::{EntryRef, RangeIter, Snapshot};
 pub use write_batch::WriteBatch;
 
+use commit::NodeSink;
 use meta::{Meta, FIRST_NODE_PAGE, META_LEN};
 use page::Header;
 use pagefile::{MappedFile, PageFile};
@@ -228,17 +230,20 @@ impl Tree {
         u64::from(self.meta.page_size)
     }
 
-    /// Appends a commit's nodes and meta, then syncs once.
-    fn write_commit(
-        &mut self,
-        meta: &Meta,
-        nodes: &[u8],
-        touched: Vec<Vec<u8>>,
-    ) -> Result<(), BtreeError> {
+    /// Where a commit with id `txn` writes its nodes: straight to the file,
+    /// after the committed pages, as they are encoded.
+    fn commit_sink(&self, txn: u64) -> Result<NodeSink<'_>, BtreeError> {
+        self.check_not_poisoned()?;
+        let (start, ps) = (self.meta.page_count, self.meta.page_size as usize);
+        Ok(NodeSink::streaming(&self.file, start, txn, ps))
+    }
+
+    /// Writes the meta of a commit whose nodes a [`Tree::commit_sink`]
+    /// wrote, then syncs once.
+    fn write_commit(&mut self, meta: &Meta, touched: Vec<Vec<u8>>) -> Result<(), BtreeError> {
         self.check_not_poisoned()?;
         let ps = self.page_size();
         self.file.ensure_len(meta.page_count * ps, true)?;
-        self.file.write_at(nodes, meta.commit_start * ps)?;
         self.file.write_at(&meta.encode(), meta.slot_offset())?;
         if let Err(e) = self.file.sync() {
             self.poisoned = true;

@@ -265,6 +265,7 @@ pub(crate) fn span_for(len: usize, page_size: usize) -> usize {
 
 /// Encodes a leaf into `out` (appended, padded to whole pages) as page `page`
 /// of commit `txn`. Returns the node's checksum.
+#[cfg(test)]
 pub(crate) fn encode_leaf<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     entries: &[(K, V)],
@@ -272,18 +273,31 @@ pub(crate) fn encode_leaf<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     txn: u64,
     page_size: usize,
 ) -> u32 {
-    let data: usize = entries
-        .iter()
-        .map(|(k, v)| leaf_entry_len(k.as_ref(), v.as_ref()))
-        .sum();
+    let entries = entries.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+    encode_leaf_entries(out, entries, page, txn, page_size)
+}
+
+/// Encodes the leaf holding `entries` (sorted) like [`encode_leaf`]; the
+/// iterator is walked twice (sizes, then bytes), so it must be cheap to clone.
+pub(crate) fn encode_leaf_entries<'e, I>(
+    out: &mut Vec<u8>,
+    entries: I,
+    page: u64,
+    txn: u64,
+    page_size: usize,
+) -> u32
+where
+    I: ExactSizeIterator<Item = (&'e [u8], &'e [u8])> + Clone,
+{
+    let n = entries.len();
+    let data: usize = entries.clone().map(|(k, v)| leaf_entry_len(k, v)).sum();
     let len = HEADER_LEN + data;
     let start = out.len();
     let span = span_for(len, page_size);
     out.resize(start + span * page_size, 0);
     let node = &mut out[start..];
-    let mut off = HEADER_LEN + entries.len() * LEAF_SLOT_LEN;
-    for (i, (k, v)) in entries.iter().enumerate() {
-        let (k, v) = (k.as_ref(), v.as_ref());
+    let mut off = HEADER_LEN + n * LEAF_SLOT_LEN;
+    for (i, (k, v)) in entries.enumerate() {
         let s = HEADER_LEN + i * LEAF_SLOT_LEN;
         put_u32(node, s, off as u32);
         put_u32(node, s + 4, k.len() as u32);
@@ -292,7 +306,7 @@ pub(crate) fn encode_leaf<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         node[off + k.len()..off + k.len() + v.len()].copy_from_slice(v);
         off += k.len() + v.len();
     }
-    finish_header(node, KIND_LEAF, span, entries.len(), page, txn)
+    finish_header(node, KIND_LEAF, span, n, page, txn)
 }
 
 /// One child of a branch being written: its separator (ignored for the first

@@ -1,7 +1,7 @@
 //! The single writer's batch: changes gathered in memory, made durable
 //! together by one commit (one append, one meta write, one fdatasync).
 
-use super::commit::{build_root, flush, NodeSink};
+use super::commit::{build_root, flush};
 use super::dirty::{self, Base, Dirty, Link};
 use super::error::BtreeError;
 use super::meta::Meta;
@@ -122,7 +122,7 @@ impl<'t> WriteBatch<'t> {
         let root = dirty::collapse_root(root);
         let prev = base.meta;
         let txn = prev.txn + 1;
-        let mut sink = NodeSink::new(prev.page_count, txn, base.page_size);
+        let mut sink = tree.commit_sink(txn)?;
         let top = root.map(|r| flush(r, &mut sink)).unwrap_or_default();
         let top = build_root(top, &mut sink);
         let written = sink.pages();
@@ -137,6 +137,7 @@ impl<'t> WriteBatch<'t> {
             user_meta,
             commit_digest: sink.digest(),
         };
-        tree.write_commit(&meta, sink.buffered(), touched.unwrap_or_default())
+        sink.finish()?;
+        tree.write_commit(&meta, touched.unwrap_or_default())
     }
 }
