@@ -199,8 +199,12 @@ impl Backend {
             .chain(std::iter::once(&mut self.index))
     }
 
-    pub fn file_bytes(&self) -> u64 {
-        self.trees().map(Tree::file_bytes).sum()
+    /// Bytes up to the end of each tree's last commit, summed: bbolt's
+    /// `Tx.Size` (the high-water mark of pages in use), which is what etcd
+    /// reports as the db size and checks the quota against. Files are grown
+    /// ahead of need with zero-filled space this does not count.
+    pub fn used_bytes(&self) -> u64 {
+        self.trees().map(Tree::committed_bytes).sum()
     }
 
     pub fn live_bytes(&self) -> u64 {

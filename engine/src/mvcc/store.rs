@@ -144,7 +144,7 @@ impl Store {
             leases,
             shards: backend.shard_count(),
             requested_shards: backend.requested_shards(),
-            sizes: (backend.file_bytes(), backend.live_bytes()),
+            sizes: (backend.used_bytes(), backend.live_bytes()),
             backend: Some(backend),
         })
     }
@@ -159,7 +159,7 @@ impl Store {
     pub(super) fn refresh_view(&mut self) {
         if let Some(backend) = &self.backend {
             self.view = backend.view();
-            self.sizes = (backend.file_bytes(), backend.live_bytes());
+            self.sizes = (backend.used_bytes(), backend.live_bytes());
         }
     }
 
@@ -423,7 +423,9 @@ impl Store {
         Ok(hasher.finalize())
     }
 
-    /// Bytes of the tree files.
+    /// Bytes of the tree files up to the end of their last commits (as of
+    /// the last finished checkpoint): etcd's db size, the quota's measure.
+    /// Space a file was grown by ahead of need is not counted.
     pub fn db_size(&self) -> u64 {
         self.sizes.0
     }
