@@ -152,6 +152,62 @@ pub fn range_response(r: m::RangeResponse, header: &pb::ResponseHeader) -> pb::R
     }
 }
 
+/// A `RangeResponse` written in parts, for a response too large to build
+/// whole (see `services::kv`): prost writes a message's fields in field
+/// number order, so `header` (1), then every `kvs` (2), then `more` (3) and
+/// `count` (4) give bytes identical to encoding the whole message.
+pub mod range_parts {
+    use bytes::BufMut;
+    use prost::encoding::{bool as pbool, int64, message};
+
+    use super::{mvccpb, pb};
+
+    const HEADER: u32 = 1;
+    const KVS: u32 = 2;
+    const MORE: u32 = 3;
+    const COUNT: u32 = 4;
+
+    /// Encoded length of the `header` field.
+    pub fn header_len(header: &pb::ResponseHeader) -> usize {
+        message::encoded_len(HEADER, header)
+    }
+
+    pub fn encode_header(header: &pb::ResponseHeader, buf: &mut impl BufMut) {
+        message::encode(HEADER, header, buf);
+    }
+
+    /// Encoded length of one element of `kvs`, tag and length included.
+    pub fn kv_len(kv: &mvccpb::KeyValue) -> usize {
+        message::encoded_len(KVS, kv)
+    }
+
+    pub fn encode_kv(kv: &mvccpb::KeyValue, buf: &mut impl BufMut) {
+        message::encode(KVS, kv, buf);
+    }
+
+    /// Encoded length of `more` and `count` (proto3: absent when zero).
+    pub fn tail_len(more: bool, count: i64) -> usize {
+        (if more {
+            pbool::encoded_len(MORE, &more)
+        } else {
+            0
+        }) + (if count != 0 {
+            int64::encoded_len(COUNT, &count)
+        } else {
+            0
+        })
+    }
+
+    pub fn encode_tail(more: bool, count: i64, buf: &mut impl BufMut) {
+        if more {
+            pbool::encode(MORE, &more, buf);
+        }
+        if count != 0 {
+            int64::encode(COUNT, &count, buf);
+        }
+    }
+}
+
 pub fn put_response(r: m::PutResponse, header: &pb::ResponseHeader) -> pb::PutResponse {
     pb::PutResponse {
         header: Some(*header),
@@ -280,6 +336,47 @@ mod tests {
             })
             .collect();
         assert_eq!(revs, vec![9, 9, 10, 10]);
+    }
+
+    #[test]
+    fn range_parts_encode_like_the_whole_message() {
+        use prost::Message;
+        let header = pb::ResponseHeader {
+            cluster_id: 7,
+            member_id: 8,
+            revision: 300,
+            raft_term: 2,
+        };
+        let kvs: Vec<mvccpb::KeyValue> = (0..5)
+            .map(|i| mvccpb::KeyValue {
+                key: format!("key/{i}").into_bytes(),
+                create_revision: i,
+                mod_revision: 100 * i,
+                version: i,
+                value: vec![b'x'; 200 * i as usize],
+                lease: if i == 3 { 99 } else { 0 },
+            })
+            .collect();
+        for (more, count) in [(false, 0), (true, 5), (false, 1 << 40)] {
+            let whole = pb::RangeResponse {
+                header: Some(header),
+                kvs: kvs.clone(),
+                more,
+                count,
+            }
+            .encode_to_vec();
+            let mut parts = Vec::new();
+            range_parts::encode_header(&header, &mut parts);
+            for kv in &kvs {
+                range_parts::encode_kv(kv, &mut parts);
+            }
+            range_parts::encode_tail(more, count, &mut parts);
+            assert_eq!(parts, whole);
+            let lens = range_parts::header_len(&header)
+                + kvs.iter().map(range_parts::kv_len).sum::<usize>()
+                + range_parts::tail_len(more, count);
+            assert_eq!(lens, whole.len());
+        }
     }
 
     #[test]

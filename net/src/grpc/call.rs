@@ -195,7 +195,18 @@ impl ResponseSink {
     }
 
     /// Sends an already framed message (see [`super::codec::encode_message`]).
-    pub async fn send_framed(&mut self, mut data: Bytes) -> Result<(), Status> {
+    pub async fn send_framed(&mut self, data: Bytes) -> Result<(), Status> {
+        self.send_part(data).await?;
+        self.message_sent();
+        Ok(())
+    }
+
+    /// Sends the next bytes of a message the caller frames itself, written
+    /// in parts so that no more than a part is held at once (a large Range);
+    /// call [`ResponseSink::message_sent`] after its last part. A forwarded
+    /// call carries each part as if it were a message: its executor counts
+    /// parts, not messages.
+    pub async fn send_part(&mut self, mut data: Bytes) -> Result<(), Status> {
         let core = match &mut self.target {
             Target::H2(core) => core,
             Target::Channel(tx) => {
@@ -238,10 +249,16 @@ impl ResponseSink {
                 .send_data(chunk, false)
                 .map_err(|e| stream_error(&e))?;
         }
-        if let Some(t) = &core.borrow().tally {
-            t.sent();
-        }
         Ok(())
+    }
+
+    /// Counts one whole message sent (for the call metrics).
+    pub fn message_sent(&self) {
+        if let Target::H2(core) = &self.target {
+            if let Some(t) = &core.borrow().tally {
+                t.sent();
+            }
+        }
     }
 }
 

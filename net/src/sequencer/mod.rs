@@ -23,7 +23,7 @@ mod log_entry;
 mod read_txn;
 
 pub use client::{serve_mesh, Envelope, SequencerClient, SequencerMesh, MESH_CHANNEL_CAPACITY};
-pub use command::{Command, Reply, StatusInfo};
+pub use command::{Command, PageOut, RangePage, Reply, StatusInfo};
 pub use log_entry::{LogEntry, Request as LogRequest};
 pub use read_txn::{is_read_only, ReadOnlyTxn};
 
@@ -312,6 +312,10 @@ impl Sequencer {
                 let store = self.store.borrow();
                 let resp = store.range(&r)?;
                 Ok(Reply::Range(resp, self.header()))
+            }
+            Command::RangePage(page) => {
+                let out = page.run(&self.store.borrow())?;
+                Ok(Reply::RangePage(out, self.header()))
             }
             Command::Propose(entry) => self.propose(entry).await,
             Command::ReadTxn(txn) => {

@@ -1,12 +1,16 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
+mod large_range;
+
 use std::rc::Rc;
 
 use basalt_engine::mvcc::OpResponse;
 
-use crate::grpc::{unary, Router, Status};
+use crate::grpc::{unary, HandlerFuture, Metadata, RequestStream, ResponseSink, Router, Status};
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{is_read_only, Command, LogEntry, LogRequest, ReadOnlyTxn, Reply};
+use crate::sequencer::{
+    is_read_only, Command, LogEntry, LogRequest, PageOut, RangePage, ReadOnlyTxn, Reply,
+};
 use crate::{validate, wire};
 
 use super::{unexpected, ServiceContext};
@@ -15,7 +19,20 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.KV/Range",
-        unary(move |req: pb::RangeRequest, _| range(c.clone(), req)),
+        Rc::new(
+            move |_: Metadata, mut requests: RequestStream, mut responses: ResponseSink| {
+                let c = c.clone();
+                Box::pin(async move {
+                    let req: pb::RangeRequest = requests.next().await?.ok_or_else(|| {
+                        Status::new(
+                            crate::grpc::Code::Internal,
+                            "grpc: unary call ended without a request",
+                        )
+                    })?;
+                    range(c, req, &mut responses).await
+                }) as HandlerFuture
+            },
+        ),
     );
     let c = ctx.clone();
     r.add(
@@ -39,15 +56,37 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     );
 }
 
+/// A Range in key order is answered in pages, written into the response
+/// as it is read (see [`large_range`]); other sort orders are read whole.
 async fn range(
     ctx: Rc<ServiceContext>,
     req: pb::RangeRequest,
-) -> Result<pb::RangeResponse, Status> {
+    responses: &mut ResponseSink,
+) -> Result<(), Status> {
     validate::range(&req)?;
     let r = wire::range_request(&req)?;
+    if large_range::eligible(&r) {
+        let sizes = large_range::PageSizes::default();
+        return match large_range::answer(&*ctx, r, sizes, responses).await? {
+            Some(whole) => responses.send(&whole).await,
+            None => {
+                responses.message_sent();
+                Ok(())
+            }
+        };
+    }
     match ctx.sequencer.call(Command::Range(r)).await? {
-        Reply::Range(resp, header) => Ok(wire::range_response(resp, &header)),
+        Reply::Range(resp, header) => responses.send(&wire::range_response(resp, &header)).await,
         _ => Err(unexpected("Range")),
+    }
+}
+
+impl large_range::PageSource for ServiceContext {
+    async fn page(&self, page: RangePage) -> Result<(PageOut, pb::ResponseHeader), Status> {
+        match self.sequencer.call(Command::RangePage(page)).await? {
+            Reply::RangePage(out, header) => Ok((out, header)),
+            _ => Err(unexpected("RangePage")),
+        }
     }
 }
 
