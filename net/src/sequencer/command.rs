@@ -145,9 +145,19 @@ impl RangePage {
             min_create_revision: 0,
             max_create_revision: 0,
         };
+        let filtered = r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
         let (mut seen, mut seen_bytes) = (0u64, 0u64);
         let mut step_keys = FIRST_STEP_KEYS;
         loop {
+            // Without filters every key read is kept: read no more than
+            // are wanted (a Kubernetes LIST page of 500 reads 500 values).
+            if !filtered {
+                let wanted = self.keep.saturating_sub(out.kept).max(1);
+                step_keys = step_keys.min(usize::try_from(wanted).unwrap_or(MAX_STEP_KEYS));
+            }
             step.limit = step_keys as i64;
             let resp = store.range(&step)?;
             if seen == 0 {
