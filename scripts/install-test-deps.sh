@@ -14,7 +14,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian's etcd-server package starts a system etcd on 127.0.0.1:2379; the
 # tests start their own etcd on free ports and never use that one.
-etcd --version | head -n 1
+# (Not `| head`: under pipefail, etcd killed by SIGPIPE after head exits
+# would fail the script at random.)
+etcd_version="$(etcd --version)"
+echo "${etcd_version%%$'\n'*}"
 
 # The Python etcd3 client (tests/python_client.rs) in a virtualenv of its own.
 venv="$(dirname "$0")/../target/py-etcd3"
