@@ -16,6 +16,8 @@
 //!   `bidi_stream`, service `etcdserverpb.Watch`.
 //! - `/version` answers `{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,6 +28,7 @@ use basalt_net::proto::etcdserverpb as pb;
 use basalt_net::{Config, ServerHandle};
 use bytes::{Buf, Bytes};
 use etcd_client::Client;
+use support::{get, http};
 
 fn start(cores: usize) -> (ServerHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -33,31 +36,6 @@ fn start(cores: usize) -> (ServerHandle, tempfile::TempDir) {
     cfg.cores = cores;
     let handle = basalt_net::start(cfg).expect("server starts");
     (handle, dir)
-}
-
-/// One raw HTTP/1.1 exchange; returns (status code, head, body).
-fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    http(
-        addr,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n"
-        ),
-    )
 }
 
 fn scrape(addr: SocketAddr) -> String {

@@ -1,12 +1,15 @@
 //! `--listen-metrics-urls`: /metrics, /health, /livez and /readyz of an
 //! in-process server, read over plain HTTP/1.1 while etcd-client writes.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use basalt_net::{Config, ServerHandle};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client};
+use support::{get, http};
 
 fn start(cores: usize) -> (ServerHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -15,29 +18,6 @@ fn start(cores: usize) -> (ServerHandle, tempfile::TempDir) {
     cfg.listen_metrics_urls = vec!["http://127.0.0.1:0".into(), "http://localhost:0".into()];
     let handle = basalt_net::start(cfg).expect("server starts");
     (handle, dir)
-}
-
-/// One raw request; returns (status code, headers, body).
-fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"),
-    )
 }
 
 /// The value of an unlabelled series in a /metrics body.
