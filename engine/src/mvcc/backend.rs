@@ -15,13 +15,18 @@ use crate::btree::{CompactedFile, CompactionJob, Snapshot, Tree, TreeOptions};
 
 use super::error::MvccError;
 use super::keyspace::{space_bounds, KeyBounds, LAYOUT_SHARDS, VERSION};
-use super::layers::Overlay;
 use super::shard::{
     parse_shard_file, route, shard_file, targets, ShardTargets, INDEX_FILE, MAX_SHARDS,
 };
 
 /// Ascending (key, value) pairs of a scan.
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), MvccError>> + 'a>;
+
+/// Tree writes in key order, `None` a removal: an [`super::layers::Overlay`]
+/// or a [`super::layers::Staging`].
+pub trait Writes<'w>: IntoIterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)> {}
+
+impl<'w, T: IntoIterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)>> Writes<'w> for T {}
 
 /// The writers of every tree of one store.
 pub struct Backend {
@@ -136,15 +141,15 @@ impl Backend {
     /// in every tree written and in the index tree. Shard trees commit
     /// first and the index tree last: a crash in between leaves shards at
     /// most one commit ahead of the index, which `open` rolls back.
-    pub fn commit(&mut self, writes: &Overlay, user_meta: u64) -> Result<(), MvccError> {
+    pub fn commit<'w>(&mut self, writes: impl Writes<'w>, user_meta: u64) -> Result<(), MvccError> {
         let index_writes = self.commit_shards(writes, user_meta)?;
         commit_tree(&mut self.index, &index_writes, user_meta)
     }
 
     /// The first half of `commit`, for crash tests: the shard trees only.
-    pub fn commit_shards_only(
+    pub fn commit_shards_only<'w>(
         &mut self,
-        writes: &Overlay,
+        writes: impl Writes<'w>,
         user_meta: u64,
     ) -> Result<(), MvccError> {
         self.commit_shards(writes, user_meta).map(drop)
@@ -153,7 +158,7 @@ impl Backend {
     /// Commits the shard trees' share of `writes`; returns the index's.
     fn commit_shards<'w>(
         &mut self,
-        writes: &'w Overlay,
+        writes: impl Writes<'w>,
         user_meta: u64,
     ) -> Result<Vec<TreeWrite<'w>>, MvccError> {
         let n = self.shards.len();

@@ -35,11 +35,9 @@
 //! the store is reopened (which rolls the shard back to match the index;
 //! the WAL replays the rest).
 
-use std::sync::Arc;
-
 use super::backend::{Backend, BackendView};
 use super::error::MvccError;
-use super::layers::{LivePresence, Overlay};
+use super::layers::{LivePresence, Staging};
 use super::store::Store;
 
 /// The commit half of a checkpoint: owns the tree writers and the frozen
@@ -47,7 +45,7 @@ use super::store::Store;
 /// [`Store::finish_checkpoint`].
 pub struct CheckpointTask {
     backend: Backend,
-    writes: Arc<Overlay>,
+    writes: Staging,
     user_meta: u64,
     fail_index_commit: bool,
     /// What the previous checkpoint left, freed here, off the store's thread.
@@ -58,7 +56,7 @@ pub struct CheckpointTask {
 /// the next task, on its thread.
 pub(super) struct Retired {
     _view: BackendView,
-    _overlay: Arc<Overlay>,
+    _overlay: Staging,
     _presence: LivePresence,
 }
 
@@ -136,12 +134,12 @@ impl Store {
         }
         let backend = self.backend.take().ok_or(MvccError::CheckpointInFlight)?;
         debug_assert!(self.frozen.is_empty() && self.frozen_presence.is_empty());
-        self.frozen = Arc::new(std::mem::take(&mut self.pending));
+        self.frozen = std::mem::take(&mut self.pending);
         self.frozen_presence = std::mem::take(&mut self.presence);
         self.frozen_index = Some(self.last_applied);
         Ok(Some(CheckpointTask {
             backend,
-            writes: Arc::clone(&self.frozen),
+            writes: self.frozen.clone(),
             user_meta: self.last_applied,
             fail_index_commit: false,
             retired: self.retired.take(),
@@ -166,7 +164,7 @@ impl Store {
             // Nothing moves: reads keep the old view, under which the frozen
             // writes are still unwritten. Newer pending writes win; their
             // presence is rebased from "after frozen" to the view.
-            let mut writes = Arc::unwrap_or_clone(frozen);
+            let mut writes = frozen;
             writes.extend(std::mem::take(&mut self.pending));
             self.pending = writes;
             let mut presence = frozen_presence;

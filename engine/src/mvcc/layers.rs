@@ -18,13 +18,22 @@ use super::backend::{BackendView, ScanIter};
 use super::error::MvccError;
 use super::keyspace::{KeyBounds, LIVE};
 
-/// Staged tree writes: `Some(value)` = insert, `None` = remove.
+/// Tree writes of the entry being applied: `Some(value)` = insert, `None`
+/// = remove.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Tree writes applied since the last checkpoint (pending) or being
+/// committed by one (frozen), as [`Overlay`]. A persistent map: a clone is
+/// O(1) and shares structure, so a [`super::ReadView`] of the store can be
+/// taken after every applied batch and read on other threads while the
+/// store goes on writing (each later write copies only its path).
+pub type Staging = imbl::OrdMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// For each live-space tree key an overlay writes: whether the layer below
 /// the overlay has it, and whether it is present after the overlay. Lets
 /// `count` correct the tree's count without a tree lookup per key.
-pub type LivePresence = BTreeMap<Vec<u8>, (bool, bool)>;
+/// Persistent for the same reason as [`Staging`].
+pub type LivePresence = imbl::OrdMap<Vec<u8>, (bool, bool)>;
 
 /// Presence of the live keys of `frozen` (pinned view → after frozen) and
 /// of `pending` (after frozen → now). Kept apart so a finished checkpoint
@@ -52,9 +61,9 @@ impl Presence<'_> {
 pub struct Staged<'a> {
     pub base: &'a BackendView,
     /// Being committed by a checkpoint task (empty when none runs).
-    pub frozen: &'a Overlay,
+    pub frozen: &'a Staging,
     /// Applied since the last checkpoint started.
-    pub pending: &'a Overlay,
+    pub pending: &'a Staging,
     /// Covers every live-space key of `pending` and `frozen` (see `count`).
     pub presence: Presence<'a>,
 }
@@ -62,8 +71,8 @@ pub struct Staged<'a> {
 /// The layers as one ordered map.
 pub struct Layered<'a> {
     pub base: &'a BackendView,
-    pub frozen: &'a Overlay,
-    pub pending: &'a Overlay,
+    pub frozen: &'a Staging,
+    pub pending: &'a Staging,
     pub scratch: &'a Overlay,
     /// Covers every pending and frozen key of the live space (see `count`);
     /// `None` makes `count` look them up in the tree instead.
@@ -126,6 +135,16 @@ fn overlay_range<'o>(
     }
 }
 
+type StagingIter<'o> = Box<dyn DoubleEndedIterator<Item = (&'o Vec<u8>, &'o Option<Vec<u8>>)> + 'o>;
+
+fn staging_range<'o>(staging: &'o Staging, bounds: &KeyBounds) -> StagingIter<'o> {
+    if staging.is_empty() || !bounds_nonempty(bounds) {
+        Box::new(std::iter::empty())
+    } else {
+        Box::new(staging.range::<_, [u8]>(as_slices(bounds)))
+    }
+}
+
 impl<'a> Layered<'a> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
         if let Some(v) = self.scratch.get(key) {
@@ -158,20 +177,26 @@ impl<'a> Layered<'a> {
         } else {
             self.base.scan_rev(bounds)
         };
-        let overlay = |o: &'a Overlay| -> Peekable<OverlayIter<'a>> {
-            let range = overlay_range(o, bounds);
+        let scratch = overlay_range(self.scratch, bounds);
+        let scratch: OverlayIter<'a> = if forward {
+            Box::new(scratch)
+        } else {
+            Box::new(scratch.rev())
+        };
+        let staged = |s: &'a Staging| -> OverlayIter<'a> {
+            let range = staging_range(s, bounds);
             if forward {
-                (Box::new(range) as OverlayIter<'a>).peekable()
+                range
             } else {
-                (Box::new(range.rev()) as OverlayIter<'a>).peekable()
+                Box::new(range.rev())
             }
         };
         Merge {
             base: base.peekable(),
             overlays: [
-                overlay(self.scratch),
-                overlay(self.pending),
-                overlay(self.frozen),
+                scratch.peekable(),
+                staged(self.pending).peekable(),
+                staged(self.frozen).peekable(),
             ],
             forward,
         }
@@ -187,7 +212,7 @@ impl<'a> Layered<'a> {
         let mut n = self.base.count(bounds)? as i64;
         if let Some(presence) = self.presence.filter(|_| within_live_space(bounds)) {
             for map in [presence.frozen, presence.pending] {
-                for (_, &(below, now)) in map.range::<[u8], _>(as_slices(bounds)) {
+                for (_, &(below, now)) in map.range::<_, [u8]>(as_slices(bounds)) {
                     n += i64::from(now) - i64::from(below);
                 }
             }
@@ -212,12 +237,12 @@ impl<'a> Layered<'a> {
             }
             Ok(())
         };
-        for (k, v) in overlay_range(self.frozen, bounds) {
+        for (k, v) in staging_range(self.frozen, bounds) {
             if !self.scratch.contains_key(k) && !self.pending.contains_key(k) {
                 adjust(k, v.is_some())?;
             }
         }
-        for (k, v) in overlay_range(self.pending, bounds) {
+        for (k, v) in staging_range(self.pending, bounds) {
             if !self.scratch.contains_key(k) {
                 adjust(k, v.is_some())?;
             }
@@ -234,7 +259,7 @@ impl<'a> Layered<'a> {
     }
 }
 
-type OverlayIter<'o> = Box<dyn Iterator<Item = (&'o Vec<u8>, &'o Option<Vec<u8>>)> + 'o>;
+type OverlayIter<'o> = StagingIter<'o>;
 
 /// Merge of the tree scan and the overlays, all sorted in one direction;
 /// see [`Layered::scan`].
@@ -322,7 +347,10 @@ mod tests {
             )
             .unwrap();
         let base = backend.view();
-        let pending = overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))]);
+        let pending: Staging =
+            overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))])
+                .into_iter()
+                .collect();
         let scratch = overlay(&[
             ("a", None),
             ("b", Some("scratch")),
@@ -331,12 +359,14 @@ mod tests {
         ]);
         // Under pending: "c" is overridden, "d" removed, "g" added, "e"'s
         // removal here is overridden by pending's insert.
-        let frozen = overlay(&[
+        let frozen: Staging = overlay(&[
             ("c", Some("frozen")),
             ("d", None),
             ("e", None),
             ("g", Some("frozen")),
-        ]);
+        ])
+        .into_iter()
+        .collect();
         let view = Layered {
             base: &base,
             frozen: &frozen,

@@ -58,6 +58,7 @@ mod shard;
 mod snapshot;
 mod store;
 mod types;
+mod view;
 
 pub use checkpoint::{CheckpointDone, CheckpointTask};
 pub use defrag::{DefragCopy, DefragJob};
@@ -66,3 +67,4 @@ pub use revision::Revision;
 pub use shard::{shard_file, shard_of_user_key, MAX_SHARDS};
 pub use store::{Store, StoreOptions, TREE_FILE};
 pub use types::*;
+pub use view::ReadView;

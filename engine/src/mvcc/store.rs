@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::btree::TreeOptions;
 
@@ -15,11 +14,12 @@ use super::keyspace::{
     parse_version_key, space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION,
     META_CURRENT_REVISION, VERSION,
 };
-use super::layers::{Layered, LivePresence, Overlay, Presence, Staged};
+use super::layers::{Layered, LivePresence, Overlay, Presence, Staged, Staging};
 use super::read;
 use super::types::{
     Applied, Event, Lease, Op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
+use super::view::ReadView;
 
 /// File name of the store's index tree inside its directory (the shard
 /// trees are `shard-000.btree`, …).
@@ -64,11 +64,11 @@ pub struct Store {
     /// Index recorded by the commit `view` shows.
     pub(super) durable: u64,
     /// Writes a checkpoint task is committing (empty when none runs).
-    pub(super) frozen: Arc<Overlay>,
+    pub(super) frozen: Staging,
     /// Index the running checkpoint task records; `None` when none runs.
     pub(super) frozen_index: Option<u64>,
     /// Tree writes applied since the last checkpoint started.
-    pub(super) pending: Overlay,
+    pub(super) pending: Staging,
     /// Presence of the live-space keys of `pending`: after `frozen` vs now.
     pub(super) presence: LivePresence,
     /// Presence of the live-space keys of `frozen`: in `view` vs after it.
@@ -131,9 +131,9 @@ impl Store {
             dir: dir.to_path_buf(),
             view,
             durable: last_applied,
-            frozen: Arc::new(Overlay::new()),
+            frozen: Staging::new(),
             frozen_index: None,
-            pending: Overlay::new(),
+            pending: Staging::new(),
             presence: LivePresence::new(),
             frozen_presence: LivePresence::new(),
             retired: None,
@@ -223,20 +223,23 @@ impl Store {
     /// at the current revision, without logging it or changing anything:
     /// the same response `apply` would give, for the server's read path.
     pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
-        if !req.is_read_only() {
-            return Err(MvccError::InvalidRequest(
-                "read_txn given a txn that writes".into(),
-            ));
+        self.read_view().read_txn(req)
+    }
+
+    /// The store as it is now, for reading on any thread while this store
+    /// goes on applying (see [`ReadView`]). O(1): shares structure.
+    pub fn read_view(&self) -> ReadView {
+        debug_assert!(self.scratch.is_empty());
+        ReadView {
+            base: self.view.clone(),
+            frozen: self.frozen.clone(),
+            pending: self.pending.clone(),
+            frozen_presence: self.frozen_presence.clone(),
+            presence: self.presence.clone(),
+            current: self.current,
+            compacted: self.compacted,
+            applied: self.last_applied,
         }
-        let mut scratch = Overlay::default();
-        Applier::new(
-            self.staged(),
-            &mut scratch,
-            &self.leases,
-            self.current,
-            self.compacted,
-        )
-        .read_txn(req)
     }
 
     /// Applies one committed log entry. On error nothing changed except that
