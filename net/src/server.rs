@@ -1,15 +1,19 @@
 //! The basalt server: one pinned glommio executor per core, each accepting
 //! client connections on the same port (SO_REUSEPORT) and serving gRPC;
-//! executor 0 also runs the [`Sequencer`]. Other executors forward to it
-//! over a channel mesh; connections on executor 0 call it directly.
-//! Watch and Lease keep their state on executor 0 too; a call for them that
-//! arrives on another executor is bridged there whole
-//! ([`crate::grpc::forwarding_handler`]).
+//! executor 0 also runs the [`Sequencer`].
 //!
-//! First slice: the keyspace is not sharded yet. The sequencer's store
-//! holds every key and serves every read (Range, and Txn, which goes
-//! through the log), so other executors add connection handling and
-//! protobuf work in parallel but every request takes one hop to executor 0.
+//! Reads run on the executor that received them: the store's versions are
+//! hash-sharded into one tree file per executor, and after every applied
+//! batch the sequencer publishes a read view of all of them
+//! ([`crate::sequencer::PublishedViews`]), so a Range or read-only Txn on
+//! any core reads every shard file itself and merges them at one revision,
+//! with no hop. Writes and the other calls go to the sequencer: directly on
+//! executor 0, over a channel mesh from the others (one hop each way).
+//! Watch and Lease keep their state on executor 0; a call for them that
+//! arrives on another executor is bridged there whole
+//! ([`crate::grpc::forwarding_handler`]). Tree writes are all made by the
+//! sequencer's checkpoints (on a blocking thread), not yet by the executor
+//! owning each shard (see docs/sharding.md).
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir().unwrap();
@@ -36,7 +40,8 @@ use crate::error::Error;
 use crate::grpc::{forwarding_handler, serve_connection, CallForwarder, Limits, Router, Shutdown};
 use crate::member::ClusterInfo;
 use crate::sequencer::{
-    serve_mesh, Sequencer, SequencerClient, SequencerConfig, SequencerMesh, MESH_CHANNEL_CAPACITY,
+    serve_mesh, PublishedViews, Sequencer, SequencerClient, SequencerConfig, SequencerMesh,
+    MESH_CHANNEL_CAPACITY,
 };
 use crate::services::{router, ServiceContext};
 
@@ -148,7 +153,9 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         max_request_bytes: cfg.limits.max_request_bytes,
         wal: cfg.wal.clone(),
         shards: cores,
+        views: PublishedViews::default(),
     };
+    let views = seq_cfg.views.clone();
     let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
@@ -221,11 +228,11 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             calls: calls.clone(),
             auto_compaction: None,
         };
-        let (cl, kv) = (cluster.clone(), cfg.limits);
+        let (cl, kv, views) = (cluster.clone(), cfg.limits, views.clone());
         let mesh = mesh.clone();
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         executors.push(spawn_executor(i, cpu, spin, move || async move {
-            exec.run_forwarder(cl, kv, mesh, drained).await
+            exec.run_forwarder(cl, kv, views, mesh, drained).await
         })?);
     }
     for _ in 1..cores {
@@ -381,6 +388,7 @@ impl Executor {
         fix_advertised_ports(&mut cluster, &bound);
         let ctx = Rc::new(ServiceContext {
             sequencer: SequencerClient::Local(seq.clone()),
+            views: seq.views(),
             cluster,
             limits: kv,
         });
@@ -422,6 +430,7 @@ impl Executor {
         self,
         cluster: ClusterInfo,
         kv: crate::services::KvLimits,
+        views: PublishedViews,
         mesh: Option<SequencerMesh>,
         drained: oneshot::Sender<()>,
     ) -> Result<(), String> {
@@ -433,6 +442,7 @@ impl Executor {
         let client = SequencerClient::Remote(Rc::new(senders));
         let ctx = Rc::new(ServiceContext {
             sequencer: client.clone(),
+            views,
             cluster,
             limits: kv,
         });

@@ -44,7 +44,9 @@ impl Sequencer {
         self.checkpoint().await?;
         let job = {
             let _no_checkpoint = self.checkpoint_permit().await?;
-            self.store.borrow_mut().begin_defragment()?
+            let job = self.store.borrow_mut().begin_defragment();
+            self.publish();
+            job?
         };
         let copy = build_off_executor(job).await?;
         if self.stopping.get() {
@@ -79,7 +81,10 @@ impl Sequencer {
         }
         self.checkpoint().await?;
         let _no_checkpoint = self.checkpoint_permit().await?;
-        self.store.borrow_mut().finish_defragment(copy)?;
+        let finished = self.store.borrow_mut().finish_defragment(copy);
+        // Views stop holding the old files, which can then be freed.
+        self.publish();
+        finished?;
         Ok(rounds)
     }
 

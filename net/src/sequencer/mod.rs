@@ -7,11 +7,13 @@
 //! log order and answers each request with its header revision. Everything
 //! applied is checkpointed into the store's B+tree every `snapshot_count`
 //! entries or `checkpoint_interval`, and WAL segments below the checkpoint
-//! are released. Reads are served here too in this first slice, read-only
-//! txns included: they are evaluated on the applied store and never logged.
+//! are released. Reads are not served here: after each applied batch the
+//! sequencer publishes a read view of the store ([`PublishedViews`]) and
+//! every executor answers Range and read-only Txn from it on its own core.
 //!
 //! Invariants: log index `i` is applied only after `i - 1`; an entry is
-//! answered only after it is durable in the WAL and applied; an entry that
+//! answered only after it is durable in the WAL, applied, and published in
+//! a read view; an entry that
 //! fails in `apply` (compacted revision, missing lease, …) changed nothing
 //! and fails again identically on replay.
 
@@ -21,11 +23,13 @@ mod command;
 mod defrag;
 mod log_entry;
 mod read_txn;
+mod views;
 
 pub use client::{serve_mesh, Envelope, SequencerClient, SequencerMesh, MESH_CHANNEL_CAPACITY};
-pub use command::{Command, PageOut, RangePage, Reply, StatusInfo};
+pub use command::{Command, Reply, StatusInfo};
 pub use log_entry::{LogEntry, Request as LogRequest};
 pub use read_txn::{is_read_only, ReadOnlyTxn};
+pub use views::{Published, PublishedViews};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -87,6 +91,8 @@ pub struct SequencerConfig {
     /// Shard trees for a new store (one per executor); an existing store
     /// keeps the count it was created with.
     pub shards: usize,
+    /// Where read views are published for every executor.
+    pub views: PublishedViews,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -276,13 +282,32 @@ impl Sequencer {
             disk: Rc::default(),
         });
         seq.check_quota_alarm();
+        seq.publish();
         Ok(seq)
+    }
+
+    /// Publishes the store as it is now for reads on every executor; after
+    /// each applied batch (before its answers), and after a checkpoint or a
+    /// defragmentation step so the views stop holding the files and writes
+    /// those replaced.
+    fn publish(&self) {
+        self.cfg.views.publish(Published {
+            view: self.store.borrow().read_view(),
+            cluster_id: self.cfg.cluster_id,
+            member_id: self.cfg.member_id,
+            raft_term: self.term,
+        });
     }
 
     /// Spawns the writer and checkpoint tasks on the current executor.
     pub fn start(self: &Rc<Self>) {
         glommio::spawn_local(self.clone().run_writer()).detach();
         glommio::spawn_local(self.clone().run_checkpointer()).detach();
+    }
+
+    /// Where this sequencer publishes its read views.
+    pub fn views(&self) -> PublishedViews {
+        self.cfg.views.clone()
     }
 
     /// Registers a listener for applied events (watch).
@@ -308,20 +333,7 @@ impl Sequencer {
     /// Executes one command. Writes wait for durability and apply.
     pub async fn execute(&self, cmd: Command) -> Result<Reply, Status> {
         match cmd {
-            Command::Range(r) => {
-                let store = self.store.borrow();
-                let resp = store.range(&r)?;
-                Ok(Reply::Range(resp, self.header()))
-            }
-            Command::RangePage(page) => {
-                let out = page.run(&self.store.borrow())?;
-                Ok(Reply::RangePage(out, self.header()))
-            }
             Command::Propose(entry) => self.propose(entry).await,
-            Command::ReadTxn(txn) => {
-                let resp = txn.evaluate(&self.store.borrow())?;
-                Ok(Reply::Applied(m::OpResponse::Txn(resp), self.header()))
-            }
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Hash => {
                 let hash = self.store.borrow().hash()?;
@@ -515,8 +527,13 @@ impl Sequencer {
         }
         self.disk.wal_fsync.observe(sync_started.elapsed());
         let n = entries.len() as u64;
+        let mut answers = Vec::with_capacity(rest.len());
         for (entry, (op, reply)) in entries.iter().zip(rest) {
-            let result = self.apply(entry.index, &op);
+            answers.push((reply, self.apply(entry.index, &op)));
+        }
+        // Visible to reads on every executor before anyone hears of it.
+        self.publish();
+        for (reply, result) in answers {
             let _ = reply.send(result);
         }
         self.check_quota_alarm();
@@ -582,17 +599,16 @@ impl Sequencer {
                 (done, started.elapsed())
             })
             .await;
-        let applied = {
-            let mut store = self.store.borrow_mut();
-            if let Err(e) = store.finish_checkpoint(done) {
-                // The frozen writes are pending again; count their entries
-                // toward the next attempt.
-                self.since_checkpoint
-                    .set(self.since_checkpoint.get() + entries);
-                return Err(e.into());
-            }
-            store.applied_index()
-        };
+        let finished = self.store.borrow_mut().finish_checkpoint(done);
+        self.publish();
+        if let Err(e) = finished {
+            // The frozen writes are pending again; count their entries
+            // toward the next attempt.
+            self.since_checkpoint
+                .set(self.since_checkpoint.get() + entries);
+            return Err(e.into());
+        }
+        let applied = self.store.borrow().applied_index();
         self.disk.backend_commit.observe(took);
         if took > SLOW_CHECKPOINT {
             tracing::info!(

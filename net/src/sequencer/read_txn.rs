@@ -2,15 +2,17 @@
 //! WAL.
 //!
 //! A txn with no Put or DeleteRange on either branch, at any depth, changes
-//! nothing, so logging it buys nothing but an fdatasync. Evaluated at the
-//! sequencer against the applied store it stays linearizable: a write
-//! becomes visible only when applied, which is after its fdatasync, and
-//! everything acknowledged before the txn arrived is already applied.
+//! nothing, so logging it buys nothing but an fdatasync. Evaluated on the
+//! latest published read view of the applied store (on whichever executor
+//! received it) it stays linearizable: a write becomes visible only when
+//! applied, which is after its fdatasync, and everything acknowledged
+//! before the txn arrived is in that view (views are published before
+//! their writes are answered).
 //! The answer is the one the log path gives: compares and ranges see the
 //! current revision, the header carries the current revision, and range
 //! errors (future or compacted revision) are the same.
 
-use basalt_engine::mvcc::{MvccError, Store, TxnRequest, TxnResponse};
+use basalt_engine::mvcc::{MvccError, ReadView, TxnRequest, TxnResponse};
 
 use crate::proto::etcdserverpb as pb;
 
@@ -38,10 +40,10 @@ impl ReadOnlyTxn {
         req.is_read_only().then_some(ReadOnlyTxn(req))
     }
 
-    /// Evaluates the txn at the store's current revision, with the engine's
+    /// Evaluates the txn at the view's current revision, with the engine's
     /// own txn code (the same the log path applies).
-    pub fn evaluate(&self, store: &Store) -> Result<TxnResponse, MvccError> {
-        store.read_txn(&self.0)
+    pub fn evaluate(&self, view: &ReadView) -> Result<TxnResponse, MvccError> {
+        view.read_txn(&self.0)
     }
 }
 
@@ -160,7 +162,7 @@ mod tests {
         let (mut store, mut index) = store_with_history(dir.path());
         for txn in txns() {
             let read = ReadOnlyTxn::new(txn.clone()).expect("read-only");
-            let fast = read.evaluate(&store);
+            let fast = read.evaluate(&store.read_view());
             let revision = store.current_revision();
             index += 1;
             let logged = store.apply(index, &Op::Txn(txn.clone()));

@@ -1,17 +1,19 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
 mod large_range;
+mod page;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use basalt_engine::mvcc::OpResponse;
 
 use crate::grpc::{unary, HandlerFuture, Metadata, RequestStream, ResponseSink, Router, Status};
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{
-    is_read_only, Command, LogEntry, LogRequest, PageOut, RangePage, ReadOnlyTxn, Reply,
-};
+use crate::sequencer::{is_read_only, LogEntry, LogRequest, Published, ReadOnlyTxn, Reply};
 use crate::{validate, wire};
+
+use self::page::{PageOut, RangePage};
 
 use super::{unexpected, ServiceContext};
 
@@ -56,8 +58,10 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     );
 }
 
-/// A Range in key order is answered in pages, written into the response
-/// as it is read (see [`large_range`]); other sort orders are read whole.
+/// Read on this executor from the latest published view (every shard
+/// file, merged at one revision; no hop to the sequencer). A Range in key
+/// order is answered in pages, written into the response as it is read
+/// (see [`large_range`]); other sort orders are read whole.
 async fn range(
     ctx: Rc<ServiceContext>,
     req: pb::RangeRequest,
@@ -65,9 +69,11 @@ async fn range(
 ) -> Result<(), Status> {
     validate::range(&req)?;
     let r = wire::range_request(&req)?;
+    let published = ctx.views.latest()?;
     if large_range::eligible(&r) {
         let sizes = large_range::PageSizes::default();
-        return match large_range::answer(&*ctx, r, sizes, responses).await? {
+        let source = ViewSource(published);
+        return match large_range::answer(&source, r, sizes, responses).await? {
             Some(whole) => responses.send(&whole).await,
             None => {
                 responses.message_sent();
@@ -75,18 +81,22 @@ async fn range(
             }
         };
     }
-    match ctx.sequencer.call(Command::Range(r)).await? {
-        Reply::Range(resp, header) => responses.send(&wire::range_response(resp, &header)).await,
-        _ => Err(unexpected("Range")),
-    }
+    let resp = published.view.range(&r)?;
+    responses
+        .send(&wire::range_response(resp, &published.header()))
+        .await
 }
 
-impl large_range::PageSource for ServiceContext {
+/// The pages of one response, all from the view it started with.
+struct ViewSource(Arc<Published>);
+
+impl large_range::PageSource for ViewSource {
     async fn page(&self, page: RangePage) -> Result<(PageOut, pb::ResponseHeader), Status> {
-        match self.sequencer.call(Command::RangePage(page)).await? {
-            Reply::RangePage(out, header) => Ok((out, header)),
-            _ => Err(unexpected("RangePage")),
-        }
+        // A LIST of many pages must not hold this core from its other
+        // connections: each page is a synchronous read.
+        glommio::yield_if_needed().await;
+        let out = page.run(&self.0.view)?;
+        Ok((out, self.0.header()))
     }
 }
 
@@ -113,16 +123,15 @@ async fn delete_range(
 }
 
 /// A txn that writes nothing skips the log (no fdatasync) and is evaluated
-/// on the sequencer's applied store; every other txn is proposed.
+/// here on the latest published view; every other txn is proposed.
 async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
     validate::txn(&req, ctx.limits.max_txn_ops)?;
     if is_read_only(&req) {
         let read = wire::txn_request(&req)?;
         if let Some(read) = ReadOnlyTxn::new(read) {
-            return match ctx.sequencer.call(Command::ReadTxn(read)).await? {
-                Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
-                _ => Err(unexpected("Txn")),
-            };
+            let published = ctx.views.latest()?;
+            let resp = read.evaluate(&published.view)?;
+            return Ok(wire::txn_response(resp, &published.header()));
         }
     }
     match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use crate::grpc::{Router, Status};
 use crate::member::ClusterInfo;
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{Command, LogEntry, Reply, SequencerClient};
+use crate::sequencer::{Command, LogEntry, PublishedViews, Reply, SequencerClient};
 
 /// The etcd version basalt reports in Maintenance.Status: the etcd API
 /// release basalt's behaviour follows. Clients gate features on it
@@ -46,6 +46,9 @@ impl Default for KvLimits {
 /// What every service handler on one executor shares.
 pub struct ServiceContext {
     pub sequencer: SequencerClient,
+    /// The sequencer's latest read view: Range and read-only Txn read it
+    /// on this executor.
+    pub views: PublishedViews,
     pub cluster: ClusterInfo,
     pub limits: KvLimits,
 }

@@ -3,8 +3,8 @@
 //! etcd-io/etcd#12342).
 //!
 //! A Range in key order (etcd's default, and `ASCEND` by key) is answered
-//! in pages at one fixed revision R, each page one short read on the
-//! sequencer ([`RangePage`]), so writes are applied between pages:
+//! in pages at one fixed revision R, each page one short read
+//! ([`RangePage`]) of the same read view, pinned for the whole response:
 //! 1. the first page fixes R and gives etcd's `count`; a result that fits
 //!    in it is answered whole, as before;
 //! 2. a size pass reads the rest of the range at R page by page, keeping
@@ -14,9 +14,11 @@
 //! 3. an encode pass reads the range again at R and writes each page into
 //!    HTTP/2 DATA as flow control allows, freeing it before the next.
 //!
-//! Reads at R are stable until R is compacted. A compaction past R between
-//! two pages of the encode pass leaves a message that cannot be finished:
-//! the call ends with etcd's status for a compacted revision (OutOfRange,
+//! The server's pages all read one view, so they agree even if R is
+//! compacted meanwhile (as etcd's one read transaction would). A source
+//! whose pages can fail between the two passes (a read error, or in tests
+//! a compaction past R) leaves a message that cannot be finished: the call
+//! ends with that error's status (for a compacted revision OutOfRange,
 //! "etcdserver: mvcc: required revision has been compacted") after the
 //! part already sent.
 
@@ -25,15 +27,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::grpc::{Code, ResponseSink, Status, PREFIX_LEN};
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{PageOut, RangePage};
 use crate::wire::range_parts;
+
+use super::page::{PageOut, RangePage};
 
 /// How much each kind of page holds, in encoded bytes of KeyValues.
 #[derive(Debug, Clone, Copy)]
 pub struct PageSizes {
     /// A result up to this size is answered whole from the first page.
     pub first: u64,
-    /// Size-pass pages: read and measured on the sequencer, never held.
+    /// Size-pass pages: read and measured, never held.
     pub measure: u64,
     /// Encode-pass pages: held (as KeyValues, then as bytes) while sent.
     pub encode: u64,
@@ -49,7 +52,7 @@ impl Default for PageSizes {
     }
 }
 
-/// Where pages are read: the sequencer, or a store in tests.
+/// Where pages are read: a pinned read view, or a store in tests.
 pub trait PageSource {
     async fn page(&self, page: RangePage) -> Result<(PageOut, pb::ResponseHeader), Status>;
 }
@@ -272,7 +275,7 @@ mod tests {
 
     impl PageSource for StoreSource {
         async fn page(&self, page: RangePage) -> Result<(PageOut, pb::ResponseHeader), Status> {
-            let out = page.run(&self.store.borrow())?;
+            let out = page.run(&self.store.borrow().read_view())?;
             self.pages.set(self.pages.get() + 1);
             if let Some((after, mut revision)) = self.compact_after {
                 if self.pages.get() == after {
