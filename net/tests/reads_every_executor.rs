@@ -23,7 +23,7 @@ async fn writes_are_seen_at_once_by_reads_on_every_connection() {
     for _ in 0..CONNECTIONS {
         clients.push(Client::connect([url.as_str()], None).await.unwrap());
     }
-    let mut last_seen = vec![0i64; CONNECTIONS];
+    let mut last_seen = [0i64; CONNECTIONS];
     for i in 0..150usize {
         let key = format!("k/{:03}", i % 40);
         let value = format!("v{i}");
