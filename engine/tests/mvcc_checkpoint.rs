@@ -224,5 +224,77 @@ fn tasks_and_results_cross_threads() {
     fn send_static<T: Send + 'static>() {}
     send_static::<CheckpointTask>();
     send_static::<CheckpointDone>();
+    send_static::<ShardCommit>();
+    send_static::<ShardCommitted>();
+    send_static::<IndexCommit>();
     send_static::<DefragJob>();
+}
+
+#[test]
+fn a_split_checkpoint_commits_every_shard_on_its_own_thread() {
+    let work = ops(2400);
+    let (first, second) = work.split_at(1600);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reference(dir.path(), 4, first);
+    let (parts, index) = store.start_checkpoint().unwrap().unwrap().split();
+    assert_eq!(
+        parts.iter().map(ShardCommit::shard).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    // Every shard at once, while the store goes on applying.
+    let threads: Vec<_> = parts
+        .into_iter()
+        .rev()
+        .map(|part| std::thread::spawn(move || part.run()))
+        .collect();
+    for (i, op) in second.iter().enumerate() {
+        let _ = store.apply((first.len() + i + 1) as u64, op);
+    }
+    let committed = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let done = index.finish(committed).unwrap();
+    assert!(done.is_ok());
+    store.finish_checkpoint(done).unwrap();
+    assert_eq!(store.applied_index(), first.len() as u64);
+    store.verify().unwrap();
+    let ref_dir = tempfile::tempdir().unwrap();
+    let never = reference(ref_dir.path(), 4, &work);
+    assert_eq!(store.hash().unwrap(), never.hash().unwrap());
+    drop(store);
+    // What the split committed, and the WAL's rest replayed, is the state.
+    let mut store = Store::open(dir.path(), opts(4)).unwrap();
+    assert_eq!(store.applied_index(), first.len() as u64);
+    for (i, op) in second.iter().enumerate() {
+        let _ = store.apply((first.len() + i + 1) as u64, op);
+    }
+    assert_eq!(store.hash().unwrap(), never.hash().unwrap());
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_split_checkpoint_missing_a_part_keeps_the_trees_until_reopen() {
+    let work = ops(400);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = reference(dir.path(), 2, &work);
+    let (mut parts, index) = store.start_checkpoint().unwrap().unwrap().split();
+    let lost = parts.pop().unwrap();
+    let committed = parts.into_iter().map(ShardCommit::run).collect();
+    assert!(matches!(
+        index.finish(committed),
+        Err(MvccError::InvalidRequest(_))
+    ));
+    drop(lost);
+    assert!(matches!(
+        store.start_checkpoint(),
+        Err(MvccError::CheckpointInFlight)
+    ));
+    drop(store);
+    // Nothing was lost that the WAL does not have: reopen and replay.
+    let mut store = Store::open(dir.path(), opts(2)).unwrap();
+    for (i, op) in work.iter().enumerate().skip(store.applied_index() as usize) {
+        let _ = store.apply(i as u64 + 1, op);
+    }
+    let ref_dir = tempfile::tempdir().unwrap();
+    let never = reference(ref_dir.path(), 2, &work);
+    assert_eq!(store.hash().unwrap(), never.hash().unwrap());
+    store.verify().unwrap();
 }

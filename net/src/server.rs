@@ -40,8 +40,8 @@ use crate::error::Error;
 use crate::grpc::{forwarding_handler, serve_connection, CallForwarder, Limits, Router, Shutdown};
 use crate::member::ClusterInfo;
 use crate::sequencer::{
-    serve_mesh, PublishedViews, Sequencer, SequencerClient, SequencerConfig, SequencerMesh,
-    MESH_CHANNEL_CAPACITY,
+    serve_mesh, serve_shard_commits, PublishedViews, Sequencer, SequencerClient, SequencerConfig,
+    SequencerMesh, ShardWorker, ShardWorkers, MESH_CHANNEL_CAPACITY,
 };
 use crate::services::{router, ServiceContext};
 
@@ -143,6 +143,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             e,
         )
     })?;
+    let (shard_workers, workers) = ShardWorkers::new(cores);
     let seq_cfg = SequencerConfig {
         data_dir,
         member_id: cluster.local.id,
@@ -154,6 +155,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         wal: cfg.wal.clone(),
         shards: cores,
         views: PublishedViews::default(),
+        shard_workers,
     };
     let views = seq_cfg.views.clone();
     let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
@@ -215,7 +217,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         }
     };
     fix_advertised_ports(&mut cluster, &bound);
-    for (i, drained) in (1..cores).zip(drained_txs) {
+    for ((i, drained), worker) in (1..cores).zip(drained_txs).zip(workers) {
         let (stop_tx, stop_rx) = oneshot::channel();
         stops.push(stop_tx);
         let exec = Executor {
@@ -232,7 +234,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         let mesh = mesh.clone();
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         executors.push(spawn_executor(i, cpu, spin, move || async move {
-            exec.run_forwarder(cl, kv, views, mesh, drained).await
+            exec.run_forwarder(cl, kv, views, mesh, drained, worker)
+                .await
         })?);
     }
     for _ in 1..cores {
@@ -433,7 +436,11 @@ impl Executor {
         views: PublishedViews,
         mesh: Option<SequencerMesh>,
         drained: oneshot::Sender<()>,
+        shard_worker: ShardWorker,
     ) -> Result<(), String> {
+        // This executor writes its shard trees at every checkpoint, until
+        // the sequencer's last one (at shutdown) is done.
+        let shard_commits = glommio::spawn_local(serve_shard_commits(shard_worker));
         let mesh = mesh.ok_or_else(|| "forwarder without a mesh".to_string())?;
         let (senders, _) = mesh
             .join(Role::Producer)
@@ -460,6 +467,7 @@ impl Executor {
             .run(Rc::new(methods), self.stop, self.drain_timeout)
             .await;
         let _ = drained.send(());
+        shard_commits.await;
         Ok(())
     }
 }

@@ -146,15 +146,6 @@ impl Backend {
         commit_tree(&mut self.index, &index_writes, user_meta)
     }
 
-    /// The first half of `commit`, for crash tests: the shard trees only.
-    pub fn commit_shards_only<'w>(
-        &mut self,
-        writes: impl Writes<'w>,
-        user_meta: u64,
-    ) -> Result<(), MvccError> {
-        self.commit_shards(writes, user_meta).map(drop)
-    }
-
     /// Commits the shard trees' share of `writes`; returns the index's.
     fn commit_shards<'w>(
         &mut self,
@@ -187,6 +178,33 @@ impl Backend {
             }
         }
         Ok(index_writes)
+    }
+
+    /// Moves the shard trees out, for commits on other threads
+    /// ([`super::ShardCommit`]); [`Backend::restore_shards`] puts them back.
+    pub(super) fn take_shards(&mut self) -> Vec<Tree> {
+        std::mem::take(&mut self.shards)
+    }
+
+    pub(super) fn restore_shards(&mut self, shards: Vec<Tree>) {
+        debug_assert!(self.shards.is_empty());
+        self.shards = shards;
+    }
+
+    /// Commits the index tree's share of `writes` (what no shard of
+    /// `shards` holds), after every shard tree committed its own.
+    pub(super) fn commit_index<'w>(
+        &mut self,
+        writes: impl Writes<'w>,
+        shards: usize,
+        user_meta: u64,
+    ) -> Result<(), MvccError> {
+        let mine: Vec<TreeWrite<'_>> = writes
+            .into_iter()
+            .filter(|(k, _)| route(k, shards).is_none())
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
+        commit_tree(&mut self.index, &mine, user_meta)
     }
 
     /// The index tree's `user_meta`: the applied index every tree matches.
@@ -318,6 +336,37 @@ fn decode_shard_count(bytes: &[u8]) -> Result<usize, MvccError> {
 
 /// One staged write routed to a tree: `None` = remove.
 type TreeWrite<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// Commits to shard tree `shard` (of `shards`) its share of `writes`, if
+/// any, recording `user_meta`. `index_meta` is the index tree's applied
+/// index: a shard already ahead of it holds the commit of a checkpoint
+/// torn before its index commit, whose previous commit `open` needs to
+/// roll back to, so it is not written again.
+pub(super) fn commit_shard<'w>(
+    tree: &mut Tree,
+    shard: usize,
+    shards: usize,
+    writes: impl Writes<'w>,
+    index_meta: u64,
+    user_meta: u64,
+) -> Result<(), MvccError> {
+    let mine: Vec<TreeWrite<'_>> = writes
+        .into_iter()
+        .filter(|(k, _)| route(k, shards) == Some(shard))
+        .map(|(k, v)| (k.as_slice(), v.as_deref()))
+        .collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    if tree.user_meta() > index_meta {
+        return Err(MvccError::CheckpointTorn {
+            path: tree.path().to_path_buf(),
+            tree_index: tree.user_meta(),
+            index: index_meta,
+        });
+    }
+    commit_tree(tree, &mine, user_meta)
+}
 
 fn commit_tree(tree: &mut Tree, writes: &[TreeWrite<'_>], user_meta: u64) -> Result<(), MvccError> {
     let mut batch = tree.write();

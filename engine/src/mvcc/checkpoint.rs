@@ -35,7 +35,9 @@
 //! the store is reopened (which rolls the shard back to match the index;
 //! the WAL replays the rest).
 
-use super::backend::{Backend, BackendView};
+use crate::btree::Tree;
+
+use super::backend::{commit_shard, Backend, BackendView};
 use super::error::MvccError;
 use super::layers::{LivePresence, Staging};
 use super::store::Store;
@@ -67,28 +69,79 @@ pub struct CheckpointDone {
     result: Result<(), MvccError>,
 }
 
+/// One shard tree's part of a split checkpoint ([`CheckpointTask::split`]):
+/// commits the frozen writes routed to that shard. `Send`; the server runs
+/// it on the executor that owns the shard.
+pub struct ShardCommit {
+    shard: usize,
+    shards: usize,
+    tree: Tree,
+    writes: Staging,
+    index_meta: u64,
+    user_meta: u64,
+}
+
+/// A run [`ShardCommit`]: its tree, and whether the commit worked.
+pub struct ShardCommitted {
+    shard: usize,
+    tree: Tree,
+    result: Result<(), MvccError>,
+}
+
+/// The rest of a split checkpoint: the index tree's commit, made once every
+/// shard's commit is back ([`IndexCommit::finish`]).
+pub struct IndexCommit {
+    backend: Backend,
+    shards: usize,
+    writes: Staging,
+    user_meta: u64,
+    fail_index_commit: bool,
+    retired: Option<Retired>,
+}
+
 impl CheckpointTask {
     /// Commits the frozen writes to every tree that has some, the index
-    /// tree last, recording the applied index. Never fails itself: the
-    /// outcome travels in the [`CheckpointDone`] (with the trees, so the
-    /// store stays usable either way).
-    pub fn run(mut self) -> CheckpointDone {
-        drop(self.retired.take());
-        let result = if self.fail_index_commit {
-            self.backend
-                .commit_shards_only(&self.writes, self.user_meta)
-                .and(Err(MvccError::Io {
-                    path: "<index tree>".into(),
-                    source: std::io::Error::other("injected fault before the index commit"),
-                }))
-        } else {
-            self.backend.commit(&self.writes, self.user_meta)
-        };
-        CheckpointDone {
-            backend: self.backend,
-            user_meta: self.user_meta,
-            result,
+    /// tree last, recording the applied index: the parts of
+    /// [`CheckpointTask::split`], one after another on this thread. Never
+    /// fails itself: the outcome travels in the [`CheckpointDone`] (with the
+    /// trees, so the store stays usable either way).
+    pub fn run(self) -> CheckpointDone {
+        let (shards, index) = self.split();
+        let committed = shards.into_iter().map(ShardCommit::run).collect();
+        match index.finish(committed) {
+            Ok(done) => done,
+            Err(_) => unreachable!("every part of the split is given back"),
         }
+    }
+
+    /// Splits the checkpoint into one commit per shard tree, which may run
+    /// at the same time on different threads, and the index tree's commit,
+    /// which must come after all of them (`finish`).
+    pub fn split(mut self) -> (Vec<ShardCommit>, IndexCommit) {
+        let trees = self.backend.take_shards();
+        let shards = trees.len();
+        let index_meta = self.backend.user_meta();
+        let parts = trees
+            .into_iter()
+            .enumerate()
+            .map(|(shard, tree)| ShardCommit {
+                shard,
+                shards,
+                tree,
+                writes: self.writes.clone(),
+                index_meta,
+                user_meta: self.user_meta,
+            })
+            .collect();
+        let index = IndexCommit {
+            backend: self.backend,
+            shards,
+            writes: self.writes,
+            user_meta: self.user_meta,
+            fail_index_commit: self.fail_index_commit,
+            retired: self.retired.take(),
+        };
+        (parts, index)
     }
 
     /// The log index this checkpoint records.
@@ -106,6 +159,72 @@ impl CheckpointTask {
     #[doc(hidden)]
     pub fn fail_before_index_commit(&mut self) {
         self.fail_index_commit = true;
+    }
+}
+
+impl ShardCommit {
+    /// Which shard tree this commits.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    pub fn run(mut self) -> ShardCommitted {
+        let result = commit_shard(
+            &mut self.tree,
+            self.shard,
+            self.shards,
+            &self.writes,
+            self.index_meta,
+            self.user_meta,
+        );
+        ShardCommitted {
+            shard: self.shard,
+            tree: self.tree,
+            result,
+        }
+    }
+}
+
+impl IndexCommit {
+    /// Takes back every shard's commit and, if they all worked, commits the
+    /// index tree. Fails only when `shards` is not every part of the split
+    /// (then the trees are lost to the store, as with a task never
+    /// finished: it cannot checkpoint again until reopened).
+    pub fn finish(mut self, mut shards: Vec<ShardCommitted>) -> Result<CheckpointDone, MvccError> {
+        drop(self.retired.take());
+        shards.sort_by_key(|c| c.shard);
+        if shards.len() != self.shards || shards.iter().enumerate().any(|(i, c)| c.shard != i) {
+            return Err(MvccError::InvalidRequest(format!(
+                "a checkpoint split into {} shard commits got {} back",
+                self.shards,
+                shards.len()
+            )));
+        }
+        let mut result = Ok(());
+        let mut trees = Vec::with_capacity(shards.len());
+        for c in shards {
+            if result.is_ok() {
+                result = c.result;
+            }
+            trees.push(c.tree);
+        }
+        self.backend.restore_shards(trees);
+        if result.is_ok() {
+            result = if self.fail_index_commit {
+                Err(MvccError::Io {
+                    path: "<index tree>".into(),
+                    source: std::io::Error::other("injected fault before the index commit"),
+                })
+            } else {
+                self.backend
+                    .commit_index(&self.writes, self.shards, self.user_meta)
+            };
+        }
+        Ok(CheckpointDone {
+            backend: self.backend,
+            user_meta: self.user_meta,
+            result,
+        })
     }
 }
 

@@ -60,7 +60,7 @@ mod store;
 mod types;
 mod view;
 
-pub use checkpoint::{CheckpointDone, CheckpointTask};
+pub use checkpoint::{CheckpointDone, CheckpointTask, IndexCommit, ShardCommit, ShardCommitted};
 pub use defrag::{DefragCopy, DefragJob};
 pub use error::MvccError;
 pub use revision::Revision;

@@ -23,12 +23,14 @@ mod command;
 mod defrag;
 mod log_entry;
 mod read_txn;
+mod shard_commits;
 mod views;
 
 pub use client::{serve_mesh, Envelope, SequencerClient, SequencerMesh, MESH_CHANNEL_CAPACITY};
 pub use command::{Command, Reply, StatusInfo};
 pub use log_entry::{LogEntry, Request as LogRequest};
 pub use read_txn::{is_read_only, ReadOnlyTxn};
+pub use shard_commits::{serve as serve_shard_commits, ShardWorker, ShardWorkers};
 pub use views::{Published, PublishedViews};
 
 use std::cell::{Cell, RefCell};
@@ -93,6 +95,8 @@ pub struct SequencerConfig {
     pub shards: usize,
     /// Where read views are published for every executor.
     pub views: PublishedViews,
+    /// The executors that commit the shard trees at a checkpoint.
+    pub shard_workers: ShardWorkers,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -422,7 +426,9 @@ impl Sequencer {
         self.stopping.set(true);
         self.work.ring();
         self.writer_done.wait().await;
-        self.checkpoint().await?;
+        let checkpointed = self.checkpoint().await;
+        self.cfg.shard_workers.close();
+        checkpointed?;
         let Some(wal) = self.wal.borrow_mut().take() else {
             return Ok(());
         };
@@ -592,13 +598,25 @@ impl Sequencer {
             }
         };
         let writes = task.writes();
-        let (done, took) = glommio::executor()
-            .spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let done = task.run();
-                (done, started.elapsed())
-            })
+        let started = std::time::Instant::now();
+        // Every shard tree at once, each by the executor that owns it;
+        // then the index tree.
+        let (parts, index) = task.split();
+        let committed = self.cfg.shard_workers.run(parts).await;
+        let done = glommio::executor()
+            .spawn_blocking(move || index.finish(committed))
             .await;
+        let took = started.elapsed();
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // A shard's trees never came back: the store cannot
+                // checkpoint again until restarted; the WAL keeps
+                // everything meanwhile.
+                tracing::error!(error = %e, "checkpoint lost a shard tree");
+                return Err(e.into());
+            }
+        };
         let finished = self.store.borrow_mut().finish_checkpoint(done);
         self.publish();
         if let Err(e) = finished {
