@@ -45,7 +45,8 @@ fn ops(n: usize) -> Vec<Op> {
 }
 
 /// The reads each view is checked with: whole keyspace now, a prefix with a
-/// limit (exact count, `more`), keys at an older revision, a read-only txn.
+/// limit (exact count, `more`), keys at an older revision, a read-only txn
+/// (and, in the answers, the recent events of a prefix).
 fn probes(rev: i64) -> (Vec<RangeRequest>, TxnRequest) {
     let ranges = vec![
         RangeRequest {
@@ -94,6 +95,7 @@ fn probes(rev: i64) -> (Vec<RangeRequest>, TxnRequest) {
 type Answers = (
     Vec<Result<RangeResponse, String>>,
     Result<TxnResponse, String>,
+    Result<Vec<Event>, String>,
 );
 
 fn answers_of_store(store: &Store) -> Answers {
@@ -104,6 +106,9 @@ fn answers_of_store(store: &Store) -> Answers {
             .map(|r| store.range(r).map_err(|e| e.to_string()))
             .collect(),
         store.read_txn(&txn).map_err(|e| e.to_string()),
+        store
+            .events_from(b"k", b"l", store.current_revision() - 40, 50)
+            .map_err(|e| e.to_string()),
     )
 }
 
@@ -115,6 +120,8 @@ fn answers_of_view(view: &ReadView) -> Answers {
             .map(|r| view.range(r).map_err(|e| e.to_string()))
             .collect(),
         view.read_txn(&txn).map_err(|e| e.to_string()),
+        view.events_from(b"k", b"l", view.current_revision() - 40, 50)
+            .map_err(|e| e.to_string()),
     )
 }
 

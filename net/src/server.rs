@@ -144,6 +144,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         )
     })?;
     let (shard_workers, workers) = ShardWorkers::new(cores);
+    let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
     let seq_cfg = SequencerConfig {
         data_dir,
         member_id: cluster.local.id,
@@ -156,6 +157,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         shards: cores,
         views: PublishedViews::default(),
         shard_workers,
+        event_feeds,
     };
     let views = seq_cfg.views.clone();
     let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
@@ -217,7 +219,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         }
     };
     fix_advertised_ports(&mut cluster, &bound);
-    for ((i, drained), worker) in (1..cores).zip(drained_txs).zip(workers) {
+    let per_executor = drained_txs.into_iter().zip(workers).zip(feeds);
+    for (i, ((drained, worker), feed)) in (1..cores).zip(per_executor) {
         let (stop_tx, stop_rx) = oneshot::channel();
         stops.push(stop_tx);
         let exec = Executor {
@@ -230,12 +233,18 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             calls: calls.clone(),
             auto_compaction: None,
         };
-        let (cl, kv, views) = (cluster.clone(), cfg.limits, views.clone());
-        let mesh = mesh.clone();
+        let links = Links {
+            cluster: cluster.clone(),
+            kv: cfg.limits,
+            views: views.clone(),
+            mesh: mesh.clone(),
+            drained,
+            shard_worker: worker,
+            event_feed: feed,
+        };
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         executors.push(spawn_executor(i, cpu, spin, move || async move {
-            exec.run_forwarder(cl, kv, views, mesh, drained, worker)
-                .await
+            exec.run_forwarder(links).await
         })?);
     }
     for _ in 1..cores {
@@ -334,6 +343,22 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// What an executor other than the sequencer's shares with the rest.
+struct Links {
+    cluster: ClusterInfo,
+    kv: crate::services::KvLimits,
+    /// The sequencer's read views (Range, read-only Txn, watch history).
+    views: PublishedViews,
+    /// To the sequencer (writes, Lease, Maintenance).
+    mesh: Option<SequencerMesh>,
+    /// Told once this executor's calls are finished.
+    drained: oneshot::Sender<()>,
+    /// This executor's shard tree commits.
+    shard_worker: ShardWorker,
+    /// Applied events for this executor's watch hub.
+    event_feed: crate::watch::EventFeed,
+}
+
 /// What one executor needs to serve clients.
 struct Executor {
     id: usize,
@@ -429,15 +454,16 @@ impl Executor {
         result
     }
 
-    async fn run_forwarder(
-        self,
-        cluster: ClusterInfo,
-        kv: crate::services::KvLimits,
-        views: PublishedViews,
-        mesh: Option<SequencerMesh>,
-        drained: oneshot::Sender<()>,
-        shard_worker: ShardWorker,
-    ) -> Result<(), String> {
+    async fn run_forwarder(self, links: Links) -> Result<(), String> {
+        let Links {
+            cluster,
+            kv,
+            views,
+            mesh,
+            drained,
+            shard_worker,
+            event_feed,
+        } = links;
         // This executor writes its shard trees at every checkpoint, until
         // the sequencer's last one (at shutdown) is done.
         let shard_commits = glommio::spawn_local(serve_shard_commits(shard_worker));
@@ -449,13 +475,20 @@ impl Executor {
         let client = SequencerClient::Remote(Rc::new(senders));
         let ctx = Rc::new(ServiceContext {
             sequencer: client.clone(),
-            views,
+            views: views.clone(),
             cluster,
             limits: kv,
         });
         let mut methods = router(ctx);
-        // Methods served only on the sequencer's executor (Watch, Lease)
-        // are forwarded there whole.
+        // Watch streams of this executor's connections are served here.
+        let hub = crate::watch::HubConfig {
+            max_response_bytes: kv.max_request_bytes,
+            ..Default::default()
+        };
+        crate::watch::attach_fed(&mut methods, event_feed, &views, hub)
+            .map_err(|e| format!("cannot serve Watch: {}", e.message))?;
+        // Methods served only on the sequencer's executor (Lease) are
+        // forwarded there whole.
         let forward: CallForwarder = Rc::new(move |call| {
             let client = client.clone();
             Box::pin(async move { client.forward_call(call).await })

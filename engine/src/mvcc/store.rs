@@ -11,8 +11,8 @@ use super::checkpoint::Retired;
 use super::error::MvccError;
 use super::keyspace::{
     attached_bounds, decode_i64, logical_bounds, parse_attached_key, parse_lease_key,
-    parse_version_key, space_bounds, UserRange, LEASE, LIVE, META_COMPACT_REVISION,
-    META_CURRENT_REVISION, VERSION,
+    parse_version_key, space_bounds, LEASE, LIVE, META_COMPACT_REVISION, META_CURRENT_REVISION,
+    VERSION,
 };
 use super::layers::{Layered, LivePresence, Overlay, Presence, Staged, Staging};
 use super::read;
@@ -333,18 +333,8 @@ impl Store {
         start_revision: i64,
         max: usize,
     ) -> Result<Vec<Event>, MvccError> {
-        if start_revision < self.compacted {
-            return Err(MvccError::Compacted {
-                requested: start_revision,
-                compacted: self.compacted,
-            });
-        }
-        read::events_from(
-            &self.layered(),
-            UserRange::new(key, range_end),
-            start_revision,
-            max,
-        )
+        self.read_view()
+            .events_from(key, range_end, start_revision, max)
     }
 
     fn lease_keys(&self, view: &Layered<'_>, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {

@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 use super::apply::Applier;
 use super::backend::BackendView;
 use super::error::MvccError;
+use super::keyspace::UserRange;
 use super::layers::{Layered, LivePresence, Overlay, Presence, Staged, Staging};
 use super::read;
-use super::types::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use super::types::{Event, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 
 /// The store as of one applied entry; cheap to clone, `Send + Sync`.
 #[derive(Clone)]
@@ -101,5 +102,28 @@ impl ReadView {
             self.compacted,
         )
         .read_txn(req)
+    }
+
+    /// Changes in `[key, range_end)` at revisions >= `start_revision`, as
+    /// [`super::Store::events_from`] gives them (up to the view's revision).
+    pub fn events_from(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_revision: i64,
+        max: usize,
+    ) -> Result<Vec<Event>, MvccError> {
+        if start_revision < self.compacted {
+            return Err(MvccError::Compacted {
+                requested: start_revision,
+                compacted: self.compacted,
+            });
+        }
+        read::events_from(
+            &self.layered(),
+            UserRange::new(key, range_end),
+            start_revision,
+            max,
+        )
     }
 }

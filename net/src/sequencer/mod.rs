@@ -97,6 +97,8 @@ pub struct SequencerConfig {
     pub views: PublishedViews,
     /// The executors that commit the shard trees at a checkpoint.
     pub shard_workers: ShardWorkers,
+    /// The watch hubs of the other executors, fed each applied batch.
+    pub event_feeds: crate::watch::EventFeeds,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -534,11 +536,16 @@ impl Sequencer {
         self.disk.wal_fsync.observe(sync_started.elapsed());
         let n = entries.len() as u64;
         let mut answers = Vec::with_capacity(rest.len());
+        let mut events = Vec::new();
         for (entry, (op, reply)) in entries.iter().zip(rest) {
-            answers.push((reply, self.apply(entry.index, &op)));
+            answers.push((reply, self.apply(entry.index, &op, &mut events)));
         }
-        // Visible to reads on every executor before anyone hears of it.
+        // Visible to reads on every executor before anyone hears of it,
+        // then to the other executors' watchers.
         self.publish();
+        if !events.is_empty() {
+            self.cfg.event_feeds.send(&std::sync::Arc::new(events));
+        }
         for (reply, result) in answers {
             let _ = reply.send(result);
         }
@@ -546,7 +553,14 @@ impl Sequencer {
         self.since_checkpoint.set(self.since_checkpoint.get() + n);
     }
 
-    fn apply(&self, index: u64, op: &m::Op) -> Result<Reply, Status> {
+    /// Applies one entry and hands its events to this executor's watch
+    /// hook; `fed` collects them for the other executors' hubs.
+    fn apply(
+        &self,
+        index: u64,
+        op: &m::Op,
+        fed: &mut Vec<(i64, Vec<Event>)>,
+    ) -> Result<Reply, Status> {
         let applied = {
             let mut store = self.store.borrow_mut();
             store.apply(index, op)
@@ -556,6 +570,9 @@ impl Sequencer {
                 if !a.events.is_empty() {
                     for l in self.listeners.borrow_mut().iter_mut() {
                         l(a.revision, &a.events);
+                    }
+                    if !self.cfg.event_feeds.is_empty() {
+                        fed.push((a.revision, a.events));
                     }
                 }
                 let mut header = self.header();

@@ -2,8 +2,8 @@
 //! the parts of Auth a server without auth answers. Each executor builds its
 //! own [`Router`] from a [`ServiceContext`].
 //!
-//! Watch and Lease live in `crate::watch` and `crate::lease` (a separate
-//! slice); they register their methods on the same router in [`router`].
+//! Watch and Lease live in `crate::watch` and `crate::lease`; the server
+//! registers them on each executor's router next to these.
 
 mod auth;
 mod cluster;
@@ -75,16 +75,6 @@ pub fn router(ctx: Rc<ServiceContext>) -> Router {
     maintenance::register(&mut r, &ctx);
     cluster::register(&mut r, &ctx);
     auth::register(&mut r, &ctx);
-    // Watch and Lease keep state on the sequencer's executor; forwarding
-    // them from other executors is not built yet (see crate::watch).
-    if let Some(seq) = ctx.sequencer.local() {
-        let hub = crate::watch::HubConfig {
-            max_response_bytes: ctx.limits.max_request_bytes,
-            ..Default::default()
-        };
-        crate::watch::attach(&mut r, seq, hub);
-        crate::lease::attach(&mut r, seq, crate::lease::LeaseConfig::default());
-    }
     r
 }
 

@@ -1,10 +1,13 @@
 //! etcd's Watch service.
 //!
-//! [`Hub`] keeps every watcher of the sequencer's executor and the
-//! responses queued for each stream; the sequencer hands it each applied
-//! revision ([`Hub::publish`]), and lagging or historical watchers catch up
-//! from the store ([`Hub::catch_up`]) so a slow client never slows writes.
-//! [`register`] serves `/etcdserverpb.Watch/Watch` on top of it.
+//! Every executor has a [`Hub`]: the watchers of the watch streams of its
+//! connections and the responses queued for each stream. The hub gets each
+//! applied revision ([`Hub::publish`]) — straight from the apply hook on
+//! the sequencer's executor ([`attach`]), as one message per applied batch
+//! on the others ([`attach_fed`]) — and lagging or historical watchers
+//! catch up from history ([`Hub::catch_up`]: the store, or the published
+//! read view) so a slow client never slows writes. [`register`] serves
+//! `/etcdserverpb.Watch/Watch` on top of it.
 //!
 //! ```
 //! use basalt_net::proto::etcdserverpb as pb;
@@ -24,12 +27,14 @@
 //! assert!(created.created && created.watch_id == 0);
 //! ```
 
+mod feed;
 mod fragment;
 mod hub;
 mod range;
 mod service;
 mod wiring;
 
+pub use feed::{attach_fed, EventBatch, EventFeed, EventFeeds};
 pub use fragment::fragments;
 pub use hub::{
     History, Hub, HubConfig, Outgoing, StreamId, DEFAULT_PROGRESS_INTERVAL, INVALID_WATCH_ID,
