@@ -15,6 +15,7 @@ use crate::btree::{CompactedFile, CompactionJob, Snapshot, Tree, TreeOptions};
 
 use super::error::MvccError;
 use super::keyspace::{space_bounds, KeyBounds, LAYOUT_SHARDS, VERSION};
+use super::layers::Write;
 use super::shard::{
     parse_shard_file, route, shard_file, targets, ShardTargets, INDEX_FILE, MAX_SHARDS,
 };
@@ -22,11 +23,11 @@ use super::shard::{
 /// Ascending (key, value) pairs of a scan.
 pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), MvccError>> + 'a>;
 
-/// Tree writes in key order, `None` a removal: an [`super::layers::Overlay`]
-/// or a [`super::layers::Staging`].
-pub trait Writes<'w>: IntoIterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)> {}
+/// Tree writes in key order ([`super::layers::overlay_writes`],
+/// [`super::layers::staging_writes`]).
+pub trait Writes<'w>: IntoIterator<Item = Write<'w>> {}
 
-impl<'w, T: IntoIterator<Item = (&'w Vec<u8>, &'w Option<Vec<u8>>)>> Writes<'w> for T {}
+impl<'w, T: IntoIterator<Item = Write<'w>>> Writes<'w> for T {}
 
 /// The writers of every tree of one store.
 pub struct Backend {
@@ -156,7 +157,7 @@ impl Backend {
         let mut per_tree: Vec<Vec<TreeWrite<'_>>> = vec![Vec::new(); n + 1];
         for (k, v) in writes {
             let slot = route(k, n).unwrap_or(n);
-            per_tree[slot].push((k.as_slice(), v.as_deref()));
+            per_tree[slot].push((k, v));
         }
         let index_writes = per_tree.pop().unwrap_or_default();
         // A shard ahead of the index holds a commit of a checkpoint that
@@ -202,7 +203,6 @@ impl Backend {
         let mine: Vec<TreeWrite<'_>> = writes
             .into_iter()
             .filter(|(k, _)| route(k, shards).is_none())
-            .map(|(k, v)| (k.as_slice(), v.as_deref()))
             .collect();
         commit_tree(&mut self.index, &mine, user_meta)
     }
@@ -335,7 +335,7 @@ fn decode_shard_count(bytes: &[u8]) -> Result<usize, MvccError> {
 }
 
 /// One staged write routed to a tree: `None` = remove.
-type TreeWrite<'a> = (&'a [u8], Option<&'a [u8]>);
+type TreeWrite<'a> = Write<'a>;
 
 /// Commits to shard tree `shard` (of `shards`) its share of `writes`, if
 /// any, recording `user_meta`. `index_meta` is the index tree's applied
@@ -353,7 +353,6 @@ pub(super) fn commit_shard<'w>(
     let mine: Vec<TreeWrite<'_>> = writes
         .into_iter()
         .filter(|(k, _)| route(k, shards) == Some(shard))
-        .map(|(k, v)| (k.as_slice(), v.as_deref()))
         .collect();
     if mine.is_empty() {
         return Ok(());

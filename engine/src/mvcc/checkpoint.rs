@@ -39,7 +39,7 @@ use crate::btree::Tree;
 
 use super::backend::{commit_shard, Backend, BackendView};
 use super::error::MvccError;
-use super::layers::{LivePresence, Staging};
+use super::layers::{staging_writes, LivePresence, Staging};
 use super::store::Store;
 
 /// The commit half of a checkpoint: owns the tree writers and the frozen
@@ -173,7 +173,7 @@ impl ShardCommit {
             &mut self.tree,
             self.shard,
             self.shards,
-            &self.writes,
+            staging_writes(&self.writes),
             self.index_meta,
             self.user_meta,
         );
@@ -217,7 +217,7 @@ impl IndexCommit {
                 })
             } else {
                 self.backend
-                    .commit_index(&self.writes, self.shards, self.user_meta)
+                    .commit_index(staging_writes(&self.writes), self.shards, self.user_meta)
             };
         }
         Ok(CheckpointDone {

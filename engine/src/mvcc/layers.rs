@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::backend::{BackendView, ScanIter};
 use super::error::MvccError;
@@ -27,13 +28,38 @@ pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// O(1) and shares structure, so a [`super::ReadView`] of the store can be
 /// taken after every applied batch and read on other threads while the
 /// store goes on writing (each later write copies only its path).
-pub type Staging = imbl::OrdMap<Vec<u8>, Option<Vec<u8>>>;
+/// Keys and values are shared slices, so the nodes a write copies (those
+/// a view still shares) are copied without copying their bytes.
+pub type Staging = imbl::OrdMap<Shared, Option<Shared>>;
+
+/// Bytes shared between the staging maps and the read views that hold them.
+pub type Shared = Arc<[u8]>;
+
+/// Moves one applied entry's writes into `staging`, newest winning.
+pub fn stage(staging: &mut Staging, writes: Overlay) {
+    for (k, v) in writes {
+        staging.insert(Shared::from(k), v.map(Shared::from));
+    }
+}
+
+/// A tree write: `(key, Some(value))` inserts, `(key, None)` removes.
+pub type Write<'w> = (&'w [u8], Option<&'w [u8]>);
+
+/// The writes of an [`Overlay`] in key order.
+pub fn overlay_writes(o: &Overlay) -> impl Iterator<Item = Write<'_>> + '_ {
+    o.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+}
+
+/// The writes of a [`Staging`] in key order.
+pub fn staging_writes(s: &Staging) -> impl Iterator<Item = Write<'_>> + '_ {
+    s.iter().map(|(k, v)| (&**k, v.as_deref()))
+}
 
 /// For each live-space tree key an overlay writes: whether the layer below
 /// the overlay has it, and whether it is present after the overlay. Lets
 /// `count` correct the tree's count without a tree lookup per key.
 /// Persistent for the same reason as [`Staging`].
-pub type LivePresence = imbl::OrdMap<Vec<u8>, (bool, bool)>;
+pub type LivePresence = imbl::OrdMap<Shared, (bool, bool)>;
 
 /// Presence of the live keys of `frozen` (pinned view → after frozen) and
 /// of `pending` (after frozen → now). Kept apart so a finished checkpoint
@@ -135,14 +161,22 @@ fn overlay_range<'o>(
     }
 }
 
-type StagingIter<'o> = Box<dyn DoubleEndedIterator<Item = (&'o Vec<u8>, &'o Option<Vec<u8>>)> + 'o>;
+type OverlayIter<'o> = Box<dyn DoubleEndedIterator<Item = Write<'o>> + 'o>;
 
-fn staging_range<'o>(staging: &'o Staging, bounds: &KeyBounds) -> StagingIter<'o> {
+fn staging_range<'o>(staging: &'o Staging, bounds: &KeyBounds) -> OverlayIter<'o> {
     if staging.is_empty() || !bounds_nonempty(bounds) {
         Box::new(std::iter::empty())
     } else {
-        Box::new(staging.range::<_, [u8]>(as_slices(bounds)))
+        Box::new(
+            staging
+                .range::<_, [u8]>(as_slices(bounds))
+                .map(|(k, v)| (&**k, v.as_deref())),
+        )
     }
+}
+
+fn scratch_range<'o>(overlay: &'o Overlay, bounds: &KeyBounds) -> OverlayIter<'o> {
+    Box::new(overlay_range(overlay, bounds).map(|(k, v)| (k.as_slice(), v.as_deref())))
 }
 
 impl<'a> Layered<'a> {
@@ -150,11 +184,10 @@ impl<'a> Layered<'a> {
         if let Some(v) = self.scratch.get(key) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.pending.get(key) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.frozen.get(key) {
-            return Ok(v.clone());
+        for staged in [self.pending, self.frozen] {
+            if let Some(v) = staged.get(key) {
+                return Ok(v.as_deref().map(<[u8]>::to_vec));
+            }
         }
         self.base.get(key)
     }
@@ -177,9 +210,9 @@ impl<'a> Layered<'a> {
         } else {
             self.base.scan_rev(bounds)
         };
-        let scratch = overlay_range(self.scratch, bounds);
+        let scratch = scratch_range(self.scratch, bounds);
         let scratch: OverlayIter<'a> = if forward {
-            Box::new(scratch)
+            scratch
         } else {
             Box::new(scratch.rev())
         };
@@ -216,7 +249,7 @@ impl<'a> Layered<'a> {
                     n += i64::from(now) - i64::from(below);
                 }
             }
-            for (k, v) in overlay_range(self.scratch, bounds) {
+            for (k, v) in scratch_range(self.scratch, bounds) {
                 let staged = self.pending.get(k).or_else(|| self.frozen.get(k));
                 let before = match (presence.now(k), staged) {
                     (Some(now), _) => now,
@@ -247,7 +280,7 @@ impl<'a> Layered<'a> {
                 adjust(k, v.is_some())?;
             }
         }
-        for (k, v) in overlay_range(self.scratch, bounds) {
+        for (k, v) in scratch_range(self.scratch, bounds) {
             adjust(k, v.is_some())?;
         }
         if n < 0 {
@@ -258,8 +291,6 @@ impl<'a> Layered<'a> {
         Ok(n as u64)
     }
 }
-
-type OverlayIter<'o> = StagingIter<'o>;
 
 /// Merge of the tree scan and the overlays, all sorted in one direction;
 /// see [`Layered::scan`].
@@ -286,9 +317,9 @@ impl Iterator for Merge<'_> {
             let [scratch, pending, frozen] = &mut self.overlays;
             let keys = [
                 b,
-                scratch.peek().map(|(k, _)| k.as_slice()),
-                pending.peek().map(|(k, _)| k.as_slice()),
-                frozen.peek().map(|(k, _)| k.as_slice()),
+                scratch.peek().map(|(k, _)| *k),
+                pending.peek().map(|(k, _)| *k),
+                frozen.peek().map(|(k, _)| *k),
             ];
             let present = keys.into_iter().flatten();
             let min = if self.forward {
@@ -307,7 +338,7 @@ impl Iterator for Merge<'_> {
                 }
             }
             match top {
-                Some((k, Some(v))) => return Some(Ok((k.clone(), v.clone()))),
+                Some((k, Some(v))) => return Some(Ok((k.to_vec(), v.to_vec()))),
                 Some((_, None)) => continue,
                 None => match from_base {
                     Some(item) => return Some(item),
@@ -337,20 +368,21 @@ mod tests {
         let mut backend = Backend::open(dir.path(), TreeOptions::default(), 1).unwrap();
         backend
             .commit(
-                &overlay(&[
+                overlay_writes(&overlay(&[
                     ("a", Some("base")),
                     ("b", Some("base")),
                     ("c", Some("base")),
                     ("d", Some("base")),
-                ]),
+                ])),
                 1,
             )
             .unwrap();
         let base = backend.view();
-        let pending: Staging =
-            overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))])
-                .into_iter()
-                .collect();
+        let mut pending = Staging::new();
+        stage(
+            &mut pending,
+            overlay(&[("b", None), ("c", Some("pending")), ("e", Some("pending"))]),
+        );
         let scratch = overlay(&[
             ("a", None),
             ("b", Some("scratch")),
@@ -359,14 +391,16 @@ mod tests {
         ]);
         // Under pending: "c" is overridden, "d" removed, "g" added, "e"'s
         // removal here is overridden by pending's insert.
-        let frozen: Staging = overlay(&[
-            ("c", Some("frozen")),
-            ("d", None),
-            ("e", None),
-            ("g", Some("frozen")),
-        ])
-        .into_iter()
-        .collect();
+        let mut frozen = Staging::new();
+        stage(
+            &mut frozen,
+            overlay(&[
+                ("c", Some("frozen")),
+                ("d", None),
+                ("e", None),
+                ("g", Some("frozen")),
+            ]),
+        );
         let view = Layered {
             base: &base,
             frozen: &frozen,

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use super::backend::{recorded_shards, remove_stale_shard_files, Backend};
 use super::error::MvccError;
-use super::layers::Overlay;
+use super::layers::{overlay_writes, Overlay};
 use super::shard::{shard_file, INDEX_FILE, MAX_SHARDS};
 use super::store::{Store, StoreOptions};
 
@@ -273,7 +273,7 @@ fn restore_into(input: &mut dyn Read, dir: &Path, opts: &StoreOptions) -> Result
         batch.insert(key, Some(value));
         entries += 1;
         if batch.len() >= RESTORE_BATCH {
-            backend.commit(&batch, 0)?;
+            backend.commit(overlay_writes(&batch), 0)?;
             batch.clear();
         }
     }
@@ -298,7 +298,7 @@ fn restore_into(input: &mut dyn Read, dir: &Path, opts: &StoreOptions) -> Result
             "snapshot holds {entries} entries, trailer says {count}"
         )));
     }
-    backend.commit(&batch, applied)?;
+    backend.commit(overlay_writes(&batch), applied)?;
     // The checksum proves the bytes arrived intact; this proves they make a
     // consistent store (e.g. not one written by an incompatible version).
     Store::from_backend(dir, backend)?.verify()

@@ -14,7 +14,7 @@ use super::keyspace::{
     parse_version_key, space_bounds, LEASE, LIVE, META_COMPACT_REVISION, META_CURRENT_REVISION,
     VERSION,
 };
-use super::layers::{Layered, LivePresence, Overlay, Presence, Staged, Staging};
+use super::layers::{stage, Layered, LivePresence, Overlay, Presence, Shared, Staged, Staging};
 use super::read;
 use super::types::{
     Applied, Event, Lease, Op, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
@@ -295,7 +295,7 @@ impl Store {
             None => {}
         }
         let scratch = std::mem::take(&mut self.scratch);
-        self.pending.extend(scratch);
+        stage(&mut self.pending, scratch);
         Ok(Applied {
             revision: outcome.revision,
             response: outcome.response,
@@ -313,12 +313,13 @@ impl Store {
         );
         for (k, v) in self.scratch.range::<[u8], _>(bounds) {
             // Relative to the state after `frozen`, like the whole map.
+            let k = k.as_slice();
             let in_base = match (self.presence.get(k), self.frozen_presence.get(k)) {
                 (Some(&(in_base, _)), _) => in_base,
                 (None, Some(&(_, after_frozen))) => after_frozen,
                 (None, None) => self.view.get(k)?.is_some(),
             };
-            out.insert(k.clone(), (in_base, v.is_some()));
+            out.insert(Shared::from(k), (in_base, v.is_some()));
         }
         Ok(out)
     }
