@@ -621,7 +621,7 @@ impl Sequencer {
         let (parts, index) = task.split();
         let committed = self.cfg.shard_workers.run(parts).await;
         let done = glommio::executor()
-            .spawn_blocking(move || shard_commits::in_background(|| index.finish(committed)))
+            .spawn_blocking(move || index.finish(committed))
             .await;
         let took = started.elapsed();
         let done = match done {

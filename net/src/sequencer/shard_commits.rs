@@ -71,11 +71,7 @@ impl ShardWorkers {
         }
         let mut done = Vec::new();
         for part in local {
-            done.push(
-                glommio::executor()
-                    .spawn_blocking(move || in_background(|| part.run()))
-                    .await,
-            );
+            done.push(glommio::executor().spawn_blocking(move || part.run()).await);
         }
         for rx in remote {
             match rx.await {
@@ -93,26 +89,7 @@ impl ShardWorkers {
 pub async fn serve(worker: ShardWorker) {
     let mut jobs = worker.0;
     while let Some((part, reply)) = jobs.next().await {
-        let committed = glommio::executor()
-            .spawn_blocking(move || in_background(|| part.run()))
-            .await;
+        let committed = glommio::executor().spawn_blocking(move || part.run()).await;
         let _ = reply.send(committed);
     }
-}
-
-/// Niceness of the threads that write checkpoints.
-const BACKGROUND_NICE: libc::c_int = 10;
-
-/// Runs `f` at a lower CPU priority: a checkpoint is off the request path,
-/// and on a machine with as many cores as executors its threads would
-/// otherwise take the executors' cores for tens of ms at a time. The
-/// calling thread (one of glommio's blocking threads, which only ever run
-/// such work) keeps the lower priority.
-pub fn in_background<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: plain syscalls on the calling thread; no memory is passed.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
-    }
-    f()
 }
