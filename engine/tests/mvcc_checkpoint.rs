@@ -298,3 +298,41 @@ fn a_split_checkpoint_missing_a_part_keeps_the_trees_until_reopen() {
     assert_eq!(store.hash().unwrap(), never.hash().unwrap());
     store.verify().unwrap();
 }
+
+#[test]
+fn staged_bytes_count_what_the_next_checkpoints_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), opts(2)).unwrap();
+    assert_eq!(store.staged_bytes(), 0);
+    store.apply(1, &put("a".into(), 1)).unwrap();
+    let one = store.staged_bytes();
+    assert!(one > 256, "a 256-byte value staged only {one} bytes");
+    // A failed entry stages nothing.
+    let missing_lease = Op::Put(PutRequest {
+        key: b"b".to_vec(),
+        value: vec![0; 1000],
+        lease: 42,
+        ..Default::default()
+    });
+    assert!(store.apply(2, &missing_lease).is_err());
+    assert_eq!(store.staged_bytes(), one);
+    let task = store.start_checkpoint().unwrap().unwrap();
+    store.apply(3, &put("c".into(), 3)).unwrap();
+    let both = store.staged_bytes();
+    assert!(both > one, "frozen and pending both count");
+    // A failed commit keeps everything staged; a good one clears what it
+    // committed.
+    let mut failing = task;
+    failing.fail_before_index_commit();
+    assert!(store.finish_checkpoint(failing.run()).is_err());
+    assert_eq!(store.staged_bytes(), both);
+    drop(store);
+    let mut store = Store::open(dir.path(), opts(2)).unwrap();
+    for (i, op) in [(1, put("a".into(), 1)), (3, put("c".into(), 3))] {
+        store.apply(i, &op).unwrap();
+    }
+    let before = store.db_size();
+    store.checkpoint().unwrap();
+    assert_eq!(store.staged_bytes(), 0);
+    assert!(store.db_size() > before);
+}

@@ -254,6 +254,7 @@ impl Store {
         let backend = self.backend.take().ok_or(MvccError::CheckpointInFlight)?;
         debug_assert!(self.frozen.is_empty() && self.frozen_presence.is_empty());
         self.frozen = std::mem::take(&mut self.pending);
+        self.frozen_bytes = std::mem::take(&mut self.pending_bytes);
         self.frozen_presence = std::mem::take(&mut self.presence);
         self.frozen_index = Some(self.last_applied);
         Ok(Some(CheckpointTask {
@@ -279,7 +280,9 @@ impl Store {
         self.backend = Some(done.backend);
         let frozen = std::mem::take(&mut self.frozen);
         let frozen_presence = std::mem::take(&mut self.frozen_presence);
+        let frozen_bytes = std::mem::take(&mut self.frozen_bytes);
         if let Err(e) = done.result {
+            self.pending_bytes += frozen_bytes;
             // Nothing moves: reads keep the old view, under which the frozen
             // writes are still unwritten. Newer pending writes win; their
             // presence is rebased from "after frozen" to the view.

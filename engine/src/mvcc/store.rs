@@ -88,6 +88,10 @@ pub struct Store {
     requested_shards: usize,
     /// (file, live) bytes of the trees as of the last installed commit.
     pub(super) sizes: (u64, u64),
+    /// Key and value bytes of the tree writes in `pending`.
+    pub(super) pending_bytes: u64,
+    /// The same for `frozen`.
+    pub(super) frozen_bytes: u64,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError + '_ {
@@ -145,6 +149,8 @@ impl Store {
             shards: backend.shard_count(),
             requested_shards: backend.requested_shards(),
             sizes: (backend.used_bytes(), backend.live_bytes()),
+            pending_bytes: 0,
+            frozen_bytes: 0,
             backend: Some(backend),
         })
     }
@@ -295,6 +301,10 @@ impl Store {
             None => {}
         }
         let scratch = std::mem::take(&mut self.scratch);
+        self.pending_bytes += scratch
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+            .sum::<u64>();
         stage(&mut self.pending, scratch);
         Ok(Applied {
             revision: outcome.revision,
@@ -422,6 +432,14 @@ impl Store {
     /// Space a file was grown by ahead of need is not counted.
     pub fn db_size(&self) -> u64 {
         self.sizes.0
+    }
+
+    /// Key and value bytes written by the entries applied since the last
+    /// finished checkpoint: about what the next checkpoints add to
+    /// [`Store::db_size`] (page overhead not counted, replaced versions
+    /// counted). Lets a quota see writes before they are committed.
+    pub fn staged_bytes(&self) -> u64 {
+        self.pending_bytes + self.frozen_bytes
     }
 
     /// Bytes of the tree files that hold live pages.
