@@ -106,5 +106,44 @@ async fn every_stream_gets_every_revision_once_in_order() {
         collect(w, id, last, &mut replayed).await;
         assert_eq!(replayed, expected, "history of connection {n}");
     }
+
+    // Every stream closes; writes go on (an executor with no stream is sent
+    // nothing); new streams start from the current revision, and history
+    // still has the writes made while none was open.
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut gap: Seen = Vec::new();
+    for i in 0..20usize {
+        let key = format!("w/gap{i}");
+        let r = clients[i % CONNECTIONS]
+            .put(key.as_str(), "g", None)
+            .await
+            .unwrap();
+        gap.push((r.header().unwrap().revision(), EventType::Put, key));
+    }
+    let gap_end = gap.last().unwrap().0;
+    for (n, c) in clients.iter_mut().enumerate() {
+        let mut w = c
+            .watch("w/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let created = next(&mut w).await;
+        assert!(created.created());
+        let at = created.header().unwrap().revision();
+        assert!(at >= gap_end, "connection {n}: created at {at} < {gap_end}");
+        let r = c.put(format!("w/after{n}"), "a", None).await.unwrap();
+        let rev = r.header().unwrap().revision();
+        let mut seen = Vec::new();
+        collect(&mut w, 0, rev, &mut seen).await;
+        assert_eq!(seen, vec![(rev, EventType::Put, format!("w/after{n}"))]);
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(gap[0].0);
+        w.watch("w/gap", Some(opts)).await.unwrap();
+        let id = next(&mut w).await.watch_id();
+        let mut replayed = Vec::new();
+        collect(&mut w, id, gap_end, &mut replayed).await;
+        assert_eq!(replayed, gap, "gap history on connection {n}");
+    }
     server.shutdown().unwrap();
 }

@@ -12,31 +12,43 @@
 //! `RequestProgress` answer then never claims a revision whose events this
 //! hub has not yet handed out; a catch-up that reads past it moves the
 //! watcher past it, and the fed revisions it already has are skipped.
+//!
+//! An executor with no open watch stream is not sent anything (a message
+//! would wake its core for nothing on every write). A stream that opens
+//! there first moves the hub to the latest view: every batch not sent was
+//! published in a view before the sequencer saw no stream open, so that
+//! view holds it.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use basalt_engine::mvcc::{Event, MvccError};
 use futures_channel::mpsc;
 use futures_lite::StreamExt;
 
-use crate::grpc::Router;
+use crate::grpc::{Handler, HandlerFuture, Metadata, RequestStream, ResponseSink, Router};
 use crate::sequencer::{Published, PublishedViews};
 
 use super::hub::{History, Hub, HubConfig};
-use super::service::{register, run_progress_notifier, HistorySource};
+use super::service::{register, run_progress_notifier, HistorySource, WATCH_METHOD};
 
 /// One applied batch's events: `(revision, events of that revision)`,
 /// ascending, only revisions that have events.
 pub type EventBatch = Arc<Vec<(i64, Vec<Event>)>>;
 
-/// The sequencer's side: one sender per executor other than its own.
+/// The sequencer's side: one sender per executor other than its own, with
+/// that executor's count of open watch streams.
 #[derive(Clone, Default)]
-pub struct EventFeeds(Vec<mpsc::UnboundedSender<EventBatch>>);
+pub struct EventFeeds(Vec<(mpsc::UnboundedSender<EventBatch>, Arc<AtomicUsize>)>);
 
 /// What one executor's hub is fed from.
-pub struct EventFeed(mpsc::UnboundedReceiver<EventBatch>);
+pub struct EventFeed {
+    batches: mpsc::UnboundedReceiver<EventBatch>,
+    /// Watch streams open on this executor.
+    streams: Arc<AtomicUsize>,
+}
 
 impl std::fmt::Debug for EventFeeds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +62,12 @@ impl EventFeeds {
         let (senders, feeds) = (1..executors.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded();
-                (tx, EventFeed(rx))
+                let streams = Arc::new(AtomicUsize::new(0));
+                let feed = EventFeed {
+                    batches: rx,
+                    streams: streams.clone(),
+                };
+                ((tx, streams), feed)
             })
             .unzip();
         (EventFeeds(senders), feeds)
@@ -61,11 +78,14 @@ impl EventFeeds {
         self.0.is_empty()
     }
 
-    /// Hands `batch` to every executor's hub. An executor that stopped is
-    /// skipped.
+    /// Hands `batch` to the hub of every executor with a watch stream
+    /// open. Call it after publishing the batch's view. An executor that
+    /// stopped is skipped.
     pub fn send(&self, batch: &EventBatch) {
-        for tx in &self.0 {
-            let _ = tx.unbounded_send(batch.clone());
+        for (tx, streams) in &self.0 {
+            if streams.load(Ordering::SeqCst) > 0 {
+                let _ = tx.unbounded_send(batch.clone());
+            }
         }
     }
 }
@@ -118,6 +138,16 @@ pub fn attach_fed(
     let history = Rc::new(RefCell::new(FedHistory { view, fed }));
     let source: Rc<dyn HistorySource> = history.clone();
     register(router, hub.clone(), source.clone());
+    let inner = router.route(WATCH_METHOD)?;
+    router.add(
+        WATCH_METHOD,
+        Rc::new(CountedStreams {
+            inner,
+            streams: feed.streams.clone(),
+            views: views.clone(),
+            history: Rc::downgrade(&history),
+        }),
+    );
     let weak_source: Weak<dyn HistorySource> = Rc::downgrade(&source);
     glommio::spawn_local(run_progress_notifier(Rc::downgrade(&hub), weak_source)).detach();
     glommio::spawn_local(run_feed(
@@ -138,7 +168,7 @@ async fn run_feed(
     hub: Weak<RefCell<Hub>>,
     history: Weak<RefCell<FedHistory>>,
 ) {
-    let mut batches = feed.0;
+    let mut batches = feed.batches;
     while let Some(batch) = batches.next().await {
         let (Some(hub), Some(history)) = (hub.upgrade(), history.upgrade()) else {
             return;
@@ -155,5 +185,48 @@ async fn run_feed(
                 history.fed = *revision;
             }
         }
+    }
+}
+
+/// The Watch handler of an executor with a fed hub, counting its open
+/// streams for [`EventFeeds::send`].
+struct CountedStreams {
+    inner: Rc<dyn Handler>,
+    streams: Arc<AtomicUsize>,
+    views: PublishedViews,
+    history: Weak<RefCell<FedHistory>>,
+}
+
+/// Counts one open stream until dropped.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Handler for CountedStreams {
+    fn call(
+        &self,
+        meta: Metadata,
+        requests: RequestStream,
+        responses: ResponseSink,
+    ) -> HandlerFuture {
+        let open = OpenStream(self.streams.clone());
+        if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Batches may have been skipped while no stream was open: they
+            // are all in the latest view (published before each skip).
+            if let (Some(history), Ok(view)) = (self.history.upgrade(), self.views.latest()) {
+                let mut history = history.borrow_mut();
+                history.fed = history.fed.max(view.view.current_revision());
+                history.view = view;
+            }
+        }
+        let call = self.inner.call(meta, requests, responses);
+        Box::pin(async move {
+            let _open = open;
+            call.await
+        })
     }
 }
