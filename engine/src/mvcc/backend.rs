@@ -142,43 +142,17 @@ impl Backend {
     /// in every tree written and in the index tree. Shard trees commit
     /// first and the index tree last: a crash in between leaves shards at
     /// most one commit ahead of the index, which `open` rolls back.
-    pub fn commit<'w>(&mut self, writes: impl Writes<'w>, user_meta: u64) -> Result<(), MvccError> {
-        let index_writes = self.commit_shards(writes, user_meta)?;
-        commit_tree(&mut self.index, &index_writes, user_meta)
-    }
-
-    /// Commits the shard trees' share of `writes`; returns the index's.
-    fn commit_shards<'w>(
+    pub fn commit<'w>(
         &mut self,
-        writes: impl Writes<'w>,
+        writes: impl Writes<'w> + Clone,
         user_meta: u64,
-    ) -> Result<Vec<TreeWrite<'w>>, MvccError> {
-        let n = self.shards.len();
-        let mut per_tree: Vec<Vec<TreeWrite<'_>>> = vec![Vec::new(); n + 1];
-        for (k, v) in writes {
-            let slot = route(k, n).unwrap_or(n);
-            per_tree[slot].push((k, v));
-        }
-        let index_writes = per_tree.pop().unwrap_or_default();
-        // A shard ahead of the index holds a commit of a checkpoint that
-        // failed before its index commit; its other slot is the rollback
-        // point `open` needs, and another commit would overwrite it.
+    ) -> Result<(), MvccError> {
+        let shards = self.shards.len();
         let index_meta = self.index.user_meta();
-        for (tree, writes) in self.shards.iter().zip(&per_tree) {
-            if !writes.is_empty() && tree.user_meta() > index_meta {
-                return Err(MvccError::CheckpointTorn {
-                    path: tree.path().to_path_buf(),
-                    tree_index: tree.user_meta(),
-                    index: index_meta,
-                });
-            }
+        for (shard, tree) in self.shards.iter_mut().enumerate() {
+            commit_shard(tree, shard, shards, writes.clone(), index_meta, user_meta)?;
         }
-        for (tree, writes) in self.shards.iter_mut().zip(per_tree) {
-            if !writes.is_empty() {
-                commit_tree(tree, &writes, user_meta)?;
-            }
-        }
-        Ok(index_writes)
+        self.commit_index(writes, shards, user_meta)
     }
 
     /// Moves the shard trees out, for commits on other threads

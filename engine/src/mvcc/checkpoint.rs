@@ -107,11 +107,8 @@ impl CheckpointTask {
     /// trees, so the store stays usable either way).
     pub fn run(self) -> CheckpointDone {
         let (shards, index) = self.split();
-        let committed = shards.into_iter().map(ShardCommit::run).collect();
-        match index.finish(committed) {
-            Ok(done) => done,
-            Err(_) => unreachable!("every part of the split is given back"),
-        }
+        // The parts come back whole and in shard order.
+        index.complete(shards.into_iter().map(ShardCommit::run).collect())
     }
 
     /// Splits the checkpoint into one commit per shard tree, which may run
@@ -190,8 +187,7 @@ impl IndexCommit {
     /// index tree. Fails only when `shards` is not every part of the split
     /// (then the trees are lost to the store, as with a task never
     /// finished: it cannot checkpoint again until reopened).
-    pub fn finish(mut self, mut shards: Vec<ShardCommitted>) -> Result<CheckpointDone, MvccError> {
-        drop(self.retired.take());
+    pub fn finish(self, mut shards: Vec<ShardCommitted>) -> Result<CheckpointDone, MvccError> {
         shards.sort_by_key(|c| c.shard);
         if shards.len() != self.shards || shards.iter().enumerate().any(|(i, c)| c.shard != i) {
             return Err(MvccError::InvalidRequest(format!(
@@ -200,6 +196,12 @@ impl IndexCommit {
                 shards.len()
             )));
         }
+        Ok(self.complete(shards))
+    }
+
+    /// [`IndexCommit::finish`] given every part, in shard order.
+    fn complete(mut self, shards: Vec<ShardCommitted>) -> CheckpointDone {
+        drop(self.retired.take());
         let mut result = Ok(());
         let mut trees = Vec::with_capacity(shards.len());
         for c in shards {
@@ -220,11 +222,11 @@ impl IndexCommit {
                     .commit_index(staging_writes(&self.writes), self.shards, self.user_meta)
             };
         }
-        Ok(CheckpointDone {
+        CheckpointDone {
             backend: self.backend,
             user_meta: self.user_meta,
             result,
-        })
+        }
     }
 }
 

@@ -46,12 +46,12 @@ pub fn stage(staging: &mut Staging, writes: Overlay) {
 pub type Write<'w> = (&'w [u8], Option<&'w [u8]>);
 
 /// The writes of an [`Overlay`] in key order.
-pub fn overlay_writes(o: &Overlay) -> impl Iterator<Item = Write<'_>> + '_ {
+pub fn overlay_writes(o: &Overlay) -> impl Iterator<Item = Write<'_>> + Clone + '_ {
     o.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
 /// The writes of a [`Staging`] in key order.
-pub fn staging_writes(s: &Staging) -> impl Iterator<Item = Write<'_>> + '_ {
+pub fn staging_writes(s: &Staging) -> impl Iterator<Item = Write<'_>> + Clone + '_ {
     s.iter().map(|(k, v)| (&**k, v.as_deref()))
 }
 

@@ -68,14 +68,6 @@ impl SequencerClient {
                 .map_err(|_| Error::Stopped.into()),
         }
     }
-
-    /// The sequencer itself when it lives on this executor.
-    pub fn local(&self) -> Option<&Rc<Sequencer>> {
-        match self {
-            SequencerClient::Local(seq) => Some(seq),
-            SequencerClient::Remote(_) => None,
-        }
-    }
 }
 
 /// Runs on the sequencer's executor: executes every forwarded command and
