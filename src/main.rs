@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use basalt_net::config::InitialClusterState;
 use basalt_net::services::{KvLimits, ETCD_COMPAT_VERSION};
 use basalt_net::Config;
 use clap::Parser;
@@ -39,9 +40,9 @@ struct Flags {
     /// This member's client URLs to advertise to the cluster.
     #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
     advertise_client_urls: Vec<String>,
-    /// URLs to listen on for peer traffic (accepted; no peers yet).
-    #[arg(long, value_delimiter = ',')]
-    listen_peer_urls: Option<Vec<String>>,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    listen_peer_urls: Vec<String>,
     /// This member's peer URLs to advertise to the cluster.
     #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
     initial_advertise_peer_urls: Vec<String>,
@@ -49,8 +50,8 @@ struct Flags {
     #[arg(long)]
     initial_cluster: Option<String>,
     /// Initial cluster state ("new" or "existing").
-    #[arg(long)]
-    initial_cluster_state: Option<String>,
+    #[arg(long, value_enum, default_value = "new")]
+    initial_cluster_state: ClusterState,
     /// Initial cluster token; part of the member and cluster ids.
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
@@ -97,6 +98,13 @@ struct Flags {
     /// (e.g. 50us); pays only on dedicated cores. Default: park at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_spin)]
     spin_before_park: Option<Duration>,
+}
+
+/// `--initial-cluster-state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterState {
+    New,
+    Existing,
 }
 
 /// Parses `50us`, `1ms`, `200ns` or a bare number of microseconds; capped at
@@ -207,6 +215,11 @@ fn config(f: &Flags) -> Result<Config, String> {
     c.initial_advertise_peer_urls = f.initial_advertise_peer_urls.clone();
     c.initial_cluster = f.initial_cluster.clone().unwrap_or_default();
     c.initial_cluster_token = f.initial_cluster_token.clone();
+    c.initial_cluster_state = match f.initial_cluster_state {
+        ClusterState::New => InitialClusterState::New,
+        ClusterState::Existing => InitialClusterState::Existing,
+    };
+    c.listen_peer_urls = f.listen_peer_urls.clone();
     c.snapshot_count = f.snapshot_count;
     c.limits = KvLimits {
         max_txn_ops: f.max_txn_ops,
@@ -228,11 +241,6 @@ fn config(f: &Flags) -> Result<Config, String> {
 /// act on yet; each one given is reported, never silently ignored.
 fn log_flags_not_acted_on(f: &Flags) {
     let given = [
-        (
-            "--listen-peer-urls",
-            f.listen_peer_urls.as_ref().map(|v| v.join(",")),
-        ),
-        ("--initial-cluster-state", f.initial_cluster_state.clone()),
         (
             "--heartbeat-interval",
             f.heartbeat_interval.map(|v| v.to_string()),

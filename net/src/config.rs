@@ -11,6 +11,14 @@ use crate::compactor::AutoCompaction;
 use crate::error::Error;
 use crate::services::KvLimits;
 
+/// `--initial-cluster-state`: found a new cluster, or join a running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialClusterState {
+    #[default]
+    New,
+    Existing,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `--name`.
@@ -24,12 +32,17 @@ pub struct Config {
     pub advertise_client_urls: Vec<String>,
     /// `--listen-metrics-urls`: `/metrics`, `/health`, `/livez`, `/readyz`.
     pub listen_metrics_urls: Vec<String>,
+    /// `--listen-peer-urls`: bound (so no other process takes them) even
+    /// before members talk to peers.
+    pub listen_peer_urls: Vec<String>,
     /// `--initial-advertise-peer-urls`.
     pub initial_advertise_peer_urls: Vec<String>,
     /// `--initial-cluster` ("name=url,…"); empty means `name=first peer url`.
     pub initial_cluster: String,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: InitialClusterState,
     /// `--snapshot-count`: checkpoint the store after this many entries.
     pub snapshot_count: u64,
     /// Checkpoint at least this often while there are unsaved entries.
@@ -61,9 +74,11 @@ impl Config {
             listen_client_urls: vec!["http://localhost:2379".into()],
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_metrics_urls: Vec::new(),
+            listen_peer_urls: vec!["http://localhost:2380".into()],
             initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
             initial_cluster: String::new(),
             initial_cluster_token: "etcd-cluster".into(),
+            initial_cluster_state: InitialClusterState::New,
             snapshot_count: 10_000,
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),
@@ -82,6 +97,7 @@ impl Config {
         let mut c = Config::new(dir.join("data"));
         c.listen_client_urls = vec!["http://127.0.0.1:0".into()];
         c.advertise_client_urls = vec!["http://127.0.0.1:0".into()];
+        c.listen_peer_urls = Vec::new();
         c.initial_advertise_peer_urls = vec!["http://127.0.0.1:2380".into()];
         c.cores = 1;
         c.wal.segment_bytes = 1 << 20;

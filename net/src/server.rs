@@ -1,6 +1,13 @@
-//! The basalt server: one pinned glommio executor per core, each accepting
-//! client connections on the same port (SO_REUSEPORT) and serving gRPC;
-//! executor 0 also runs the [`Sequencer`].
+//! The basalt server: one pinned glommio executor per core, each serving
+//! gRPC on the client connections handed to it; executor 0 also runs the
+//! [`Sequencer`].
+//!
+//! Every listening port is bound once, by this process alone (no
+//! SO_REUSEPORT, so a second process on the same address gets "address
+//! already in use" instead of half of our connections), with SO_REUSEADDR
+//! so a restarted member rebinds at once while old connections sit in
+//! TIME_WAIT. Executor 0 accepts on it and deals the connections out to the
+//! executors in turn ([`Acceptor`]).
 //!
 //! Reads run on the executor that received them: the store's versions are
 //! hash-sharded into one tree file per executor, and after every applied
@@ -28,14 +35,17 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use futures_channel::mpsc as mpsc_async;
 use futures_channel::oneshot;
-use futures_lite::future;
+use futures_lite::{future, StreamExt};
 use glommio::channels::channel_mesh::{MeshBuilder, Role};
-use glommio::net::TcpListener;
+use glommio::net::{AcceptedTcpStream, TcpListener, TcpStream};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::compactor::AutoCompaction;
-use crate::config::{parse_listen_url, Config};
+use crate::config::{parse_listen_url, Config, InitialClusterState};
 use crate::error::Error;
 use crate::grpc::{forwarding_handler, serve_connection, CallForwarder, Limits, Router, Shutdown};
 use crate::member::ClusterInfo;
@@ -136,6 +146,22 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         &cfg.initial_advertise_peer_urls,
         &cfg.advertise_client_urls,
     )?;
+    refuse_unreplicated_cluster(&cfg, &cluster)?;
+    let client_listeners = listen
+        .iter()
+        .map(|&addr| bind_exclusive(addr, "client"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bound = client_listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("reading a bound client address", e))?;
+    let peer_listeners = cfg
+        .listen_peer_urls
+        .iter()
+        .map(|u| bind_exclusive(parse_listen_url(u)?, "peer"))
+        .collect::<Result<Vec<_>, _>>()?;
+    fix_advertised_ports(&mut cluster, &bound);
     // glommio cannot open a relative WAL directory (EBADF); resolve it once.
     let data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| {
         Error::io(
@@ -171,9 +197,17 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let calls = crate::grpc::CallMetrics::new(cores);
     let mut stops = Vec::new();
     let mut executors = Vec::new();
-    // Executor 0 first: it opens the store (which may fail) and binds the
-    // ports; the others then bind the same, now known, ports.
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, String>>();
+    // Every executor is handed its connections by executor 0's acceptor.
+    let (deal_to, mut incoming): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| mpsc_async::channel::<std::net::TcpStream>(CONNECTION_QUEUE))
+        .unzip();
+    let acceptor = Acceptor {
+        client: client_listeners,
+        peer: peer_listeners,
+        executors: deal_to,
+    };
+    // Executor 0 first: it opens the store, which may fail.
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut drained_rxs = Vec::new();
     let mut drained_txs = Vec::new();
     for _ in 1..cores {
@@ -183,9 +217,10 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     }
     let (stop_tx, stop_rx) = oneshot::channel();
     stops.push(stop_tx);
+    let mut incoming = incoming.drain(..);
     let exec = Executor {
         id: 0,
-        listen: listen.clone(),
+        incoming: incoming.next().expect("one queue per executor"),
         limits,
         drain_timeout: cfg.drain_timeout,
         stop: stop_rx,
@@ -203,12 +238,19 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         cpus.first().copied(),
         spin,
         move || async move {
-            exec.run_sequencer(seq_cfg, cl, kv, mesh0, drained_rxs, metrics_listeners)
-                .await
+            let links = SequencerLinks {
+                cluster: cl,
+                kv,
+                mesh: mesh0,
+                drained: drained_rxs,
+                metrics_listeners,
+                acceptor,
+            };
+            exec.run_sequencer(seq_cfg, links).await
         },
     )?);
-    let bound = match ready_rx.recv() {
-        Ok(Ok(addrs)) => addrs,
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             join_all(executors);
             return Err(Error::Startup(e));
@@ -217,15 +259,14 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             join_all(executors);
             return Err(Error::Startup("executor 0 exited before starting".into()));
         }
-    };
-    fix_advertised_ports(&mut cluster, &bound);
+    }
     let per_executor = drained_txs.into_iter().zip(workers).zip(feeds);
-    for (i, ((drained, worker), feed)) in (1..cores).zip(per_executor) {
+    for (i, (((drained, worker), feed), incoming)) in (1..cores).zip(per_executor.zip(incoming)) {
         let (stop_tx, stop_rx) = oneshot::channel();
         stops.push(stop_tx);
         let exec = Executor {
             id: i,
-            listen: bound.clone(),
+            incoming,
             limits,
             drain_timeout: cfg.drain_timeout,
             stop: stop_rx,
@@ -249,7 +290,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     }
     for _ in 1..cores {
         match ready_rx.recv() {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let h = ServerHandle {
                     client_addrs: bound,
@@ -279,6 +320,54 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         stops,
         executors,
     })
+}
+
+/// Until members replicate, a configuration that would have clients
+/// believe in replication is refused: each member would serve its own
+/// diverging copy of the data.
+fn refuse_unreplicated_cluster(cfg: &Config, cluster: &ClusterInfo) -> Result<(), Error> {
+    if cluster.members.len() > 1 {
+        let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+        return Err(Error::Config(format!(
+            "--initial-cluster names {} members ({}): multi-member clusters are not supported \
+             yet. basalt does not replicate between members yet, so each member would serve \
+             its own diverging copy of the data. Start a single member (--initial-cluster \
+             {}={})",
+            names.len(),
+            names.join(", "),
+            cluster.local.name,
+            cluster
+                .local
+                .peer_urls
+                .join(&format!(",{}=", cluster.local.name)),
+        )));
+    }
+    if cfg.initial_cluster_state == InitialClusterState::Existing {
+        return Err(Error::Config(
+            "--initial-cluster-state existing (joining a running cluster) is not supported \
+             yet: basalt does not replicate between members yet. Start a new single-member \
+             cluster (--initial-cluster-state new)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds `addr` for this process alone: SO_REUSEADDR (as etcd, so a
+/// restarted member rebinds at once while the old connections sit in
+/// TIME_WAIT) but not SO_REUSEPORT, with which a second process could bind
+/// the same port and take half of the connections.
+fn bind_exclusive(addr: SocketAddr, traffic: &str) -> Result<std::net::TcpListener, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let context = || format!("cannot listen for {traffic} traffic on {addr}");
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| Error::io(context(), e))?;
+    socket
+        .set_reuse_address(true)
+        .and_then(|()| socket.bind(&addr.into()))
+        .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        .map_err(|e| Error::io(context(), e))?;
+    Ok(socket.into())
 }
 
 fn spawn_executor<G, F>(
@@ -359,14 +448,27 @@ struct Links {
     event_feed: crate::watch::EventFeed,
 }
 
+/// What the sequencer's executor runs besides its own connections.
+struct SequencerLinks {
+    cluster: ClusterInfo,
+    kv: crate::services::KvLimits,
+    /// From the other executors (writes, Lease, Maintenance).
+    mesh: Option<SequencerMesh>,
+    /// One per other executor, told when its calls are finished.
+    drained: Vec<oneshot::Receiver<()>>,
+    metrics_listeners: Vec<std::net::TcpListener>,
+    acceptor: Acceptor,
+}
+
 /// What one executor needs to serve clients.
 struct Executor {
     id: usize,
-    listen: Vec<SocketAddr>,
+    /// Connections the acceptor dealt to this executor.
+    incoming: ConnectionQueue,
     limits: Limits,
     drain_timeout: Duration,
     stop: oneshot::Receiver<()>,
-    ready: mpsc::Sender<Result<Vec<SocketAddr>, String>>,
+    ready: mpsc::Sender<Result<(), String>>,
     /// The server's gRPC call counters (one slot per executor).
     calls: std::sync::Arc<crate::grpc::CallMetrics>,
     /// `--auto-compaction-*` and revision mode's check interval; only the
@@ -378,12 +480,16 @@ impl Executor {
     async fn run_sequencer(
         self,
         seq_cfg: SequencerConfig,
-        cluster: ClusterInfo,
-        kv: crate::services::KvLimits,
-        mesh: Option<SequencerMesh>,
-        drained: Vec<oneshot::Receiver<()>>,
-        metrics_listeners: Vec<std::net::TcpListener>,
+        links: SequencerLinks,
     ) -> Result<(), String> {
+        let SequencerLinks {
+            cluster,
+            kv,
+            mesh,
+            drained,
+            metrics_listeners,
+            acceptor,
+        } = links;
         let seq = match Sequencer::open(seq_cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -401,19 +507,6 @@ impl Executor {
             seq.clone(),
             kv.quota_backend_bytes,
         );
-        let Executor {
-            id,
-            listen,
-            limits,
-            drain_timeout,
-            stop,
-            ready,
-            calls,
-            auto_compaction: _,
-        } = self;
-        let (serving, bound) = Serving::bind(id, &listen, limits, &ready)?;
-        let mut cluster = cluster;
-        fix_advertised_ports(&mut cluster, &bound);
         let ctx = Rc::new(ServiceContext {
             sequencer: SequencerClient::Local(seq.clone()),
             views: seq.views(),
@@ -421,7 +514,7 @@ impl Executor {
             limits: kv,
         });
         let mut methods = router(ctx);
-        methods.count_calls(calls.executor(id));
+        methods.count_calls(self.calls.executor(self.id));
         metrics.attach(&mut methods);
         // Watch and Lease keep their state on this executor.
         crate::watch::attach(
@@ -434,6 +527,8 @@ impl Executor {
         );
         crate::lease::attach(&mut methods, &seq, crate::lease::LeaseConfig::default());
         let methods = Rc::new(methods);
+        // Before joining the mesh: the other executors start only then.
+        let _ = self.ready.send(Ok(()));
         if let Some(mesh) = mesh {
             let (_, receivers) = mesh
                 .join(Role::Consumer)
@@ -441,7 +536,17 @@ impl Executor {
                 .map_err(|_| "cannot join the sequencer mesh".to_string())?;
             serve_mesh(seq.clone(), methods.clone(), receivers);
         }
-        serving.run(methods, stop, drain_timeout).await;
+        let shutdown = Rc::new(Shutdown::new());
+        let accepting = glommio::spawn_local(acceptor.run(shutdown.clone()));
+        let serving = Serving {
+            id: self.id,
+            incoming: self.incoming,
+            limits: self.limits,
+        };
+        serving
+            .run(methods, self.stop, self.drain_timeout, shutdown)
+            .await;
+        accepting.await;
         // Dropping the task cancels it: no compaction after shutdown began.
         drop(compactor);
         metrics.stop().await;
@@ -495,9 +600,19 @@ impl Executor {
         });
         methods.set_fallback(forwarding_handler(forward));
         methods.count_calls(self.calls.executor(self.id));
-        let (serving, _) = Serving::bind(self.id, &self.listen, self.limits, &self.ready)?;
+        let _ = self.ready.send(Ok(()));
+        let serving = Serving {
+            id: self.id,
+            incoming: self.incoming,
+            limits: self.limits,
+        };
         serving
-            .run(Rc::new(methods), self.stop, self.drain_timeout)
+            .run(
+                Rc::new(methods),
+                self.stop,
+                self.drain_timeout,
+                Rc::new(Shutdown::new()),
+            )
             .await;
         let _ = drained.send(());
         shard_commits.await;
@@ -505,72 +620,175 @@ impl Executor {
     }
 }
 
-/// The accept loops of one executor.
+/// Connections accepted by executor 0 for one executor; bounded, so a
+/// flood of connections waits in the kernel's backlog, not in our memory.
+type ConnectionQueue = mpsc_async::Receiver<std::net::TcpStream>;
+/// Accepted connections queued for one executor before the acceptor waits.
+const CONNECTION_QUEUE: usize = 64;
+/// Pending connections the kernel keeps per listening socket.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Accepts on every listening socket of the process (on executor 0) and
+/// deals client connections to the executors in turn, so every executor
+/// serves a share, and only this process ever accepts on its ports.
+struct Acceptor {
+    client: Vec<std::net::TcpListener>,
+    /// `--listen-peer-urls`: held so no other process takes the port;
+    /// connections are closed at once (members do not talk to peers yet).
+    peer: Vec<std::net::TcpListener>,
+    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+}
+
+impl Acceptor {
+    /// Accepts until `shutdown` fires.
+    async fn run(self, shutdown: Rc<Shutdown>) {
+        let next = Rc::new(Cell::new(0usize));
+        let mut loops = Vec::new();
+        for l in self.client {
+            let deal = Deal {
+                executors: self.executors.clone(),
+                next: next.clone(),
+            };
+            loops.push(glommio::spawn_local(accept_loop(
+                glommio_listener(l),
+                shutdown.clone(),
+                move |s| deal.clone().give(s),
+            )));
+        }
+        drop(self.executors);
+        for l in self.peer {
+            loops.push(glommio::spawn_local(accept_loop(
+                glommio_listener(l),
+                shutdown.clone(),
+                |s| {
+                    tracing::debug!("peer connection closed: members do not talk to peers yet");
+                    drop(s.bind_to_executor());
+                    Box::pin(async {})
+                },
+            )));
+        }
+        for l in loops {
+            l.await;
+        }
+    }
+}
+
+fn glommio_listener(l: std::net::TcpListener) -> TcpListener {
+    // SAFETY: the fd comes from a bound, listening std listener whose
+    // ownership `into_raw_fd` hands over; nothing else closes it.
+    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}
+
+type Handoff = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+async fn accept_loop(
+    listener: TcpListener,
+    shutdown: Rc<Shutdown>,
+    handle: impl Fn(AcceptedTcpStream) -> Handoff,
+) {
+    loop {
+        let next = future::or(async { Some(listener.shared_accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        match next {
+            None => break,
+            Some(Ok(s)) => handle(s).await,
+            Some(Err(e)) => {
+                // EMFILE and the like: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The executors' queues and whose turn is next.
+#[derive(Clone)]
+struct Deal {
+    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+    next: Rc<Cell<usize>>,
+}
+
+impl Deal {
+    fn give(mut self, accepted: AcceptedTcpStream) -> Handoff {
+        Box::pin(async move {
+            // glommio's AcceptedTcpStream is a bare fd that nothing closes;
+            // an owned std stream closes itself wherever it is dropped.
+            let stream = match owned_stream(accepted) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand an accepted connection over");
+                    return;
+                }
+            };
+            let n = self.executors.len();
+            let turn = self.next.get() % n;
+            self.next.set((turn + 1) % n);
+            let queue = &mut self.executors[turn];
+            let ready = std::future::poll_fn(|cx| queue.poll_ready(cx)).await;
+            // A stopped executor's queue is closed: the connection is
+            // dropped (closed), as it would be during shutdown anyway.
+            if ready.is_ok() {
+                let _ = queue.start_send(stream);
+            }
+        })
+    }
+}
+
+/// Moves an accepted connection into an owned std stream (Send, closed on
+/// drop) for the executor that will serve it.
+fn owned_stream(accepted: AcceptedTcpStream) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+    let here = accepted.bind_to_executor();
+    // SAFETY: `here` owns the fd and outlives the borrow; the clone is a
+    // new fd (dup) that the returned stream owns.
+    let owned: OwnedFd =
+        unsafe { BorrowedFd::borrow_raw(here.as_raw_fd()) }.try_clone_to_owned()?;
+    Ok(std::net::TcpStream::from(owned))
+}
+
+/// The connections one executor serves.
 struct Serving {
     id: usize,
-    listeners: Vec<TcpListener>,
+    incoming: ConnectionQueue,
     limits: Limits,
 }
 
 impl Serving {
-    fn bind(
-        id: usize,
-        listen: &[SocketAddr],
-        limits: Limits,
-        ready: &mpsc::Sender<Result<Vec<SocketAddr>, String>>,
-    ) -> Result<(Serving, Vec<SocketAddr>), String> {
-        let mut listeners = Vec::new();
-        let mut bound = Vec::new();
-        for addr in listen {
-            match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
-                Ok((a, l)) => {
-                    bound.push(a);
-                    listeners.push(l);
-                }
-                Err(e) => {
-                    let msg = format!("cannot listen on {addr}: {e}");
-                    let _ = ready.send(Err(msg.clone()));
-                    return Err(msg);
-                }
-            }
-        }
-        let _ = ready.send(Ok(bound.clone()));
-        Ok((
-            Serving {
-                id,
-                listeners,
-                limits,
-            },
-            bound,
-        ))
-    }
-
-    /// Accepts until `stop`, then waits (bounded) for open connections to
-    /// finish their calls.
-    async fn run(self, router: Rc<Router>, stop: oneshot::Receiver<()>, drain_timeout: Duration) {
-        let shutdown = Rc::new(Shutdown::new());
+    /// Serves the connections dealt to this executor until `stop`, then
+    /// fires `shutdown` and waits (bounded) for open connections to finish
+    /// their calls.
+    async fn run(
+        self,
+        router: Rc<Router>,
+        stop: oneshot::Receiver<()>,
+        drain_timeout: Duration,
+        shutdown: Rc<Shutdown>,
+    ) {
+        let Serving {
+            id,
+            mut incoming,
+            limits,
+        } = self;
         let open = Rc::new(Cell::new(0usize));
-        let mut loops = Vec::new();
-        for listener in self.listeners {
-            let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
-            let limits = self.limits;
-            let id = self.id;
-            loops.push(glommio::spawn_local(async move {
+        let receiving = {
+            let (shutdown, open) = (shutdown.clone(), open.clone());
+            glommio::spawn_local(async move {
                 loop {
-                    let next = future::or(async { Some(listener.accept().await) }, async {
+                    let next = future::or(async { incoming.next().await }, async {
                         shutdown.wait().await;
                         None
                     })
                     .await;
-                    let stream = match next {
-                        None => break,
-                        Some(Ok(s)) => s,
-                        Some(Err(e)) => {
-                            tracing::warn!(executor = id, error = %e, "accept failed");
-                            glommio::timer::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
+                    let Some(accepted) = next else { break };
+                    // SAFETY: the fd is an accepted, connected socket that
+                    // `into_raw_fd` hands over; the glommio stream owns it.
+                    let stream = unsafe { TcpStream::from_raw_fd(accepted.into_raw_fd()) };
+                    if let Some(calls) = router.calls() {
+                        calls.connection_opened();
+                    }
                     open.set(open.get() + 1);
                     let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
                     glommio::spawn_local(async move {
@@ -581,20 +799,18 @@ impl Serving {
                     })
                     .detach();
                 }
-            }));
-        }
+            })
+        };
         let _ = stop.await;
         shutdown.fire();
-        for l in loops {
-            l.await;
-        }
+        receiving.await;
         let deadline = Instant::now() + drain_timeout;
         while open.get() > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         if open.get() > 0 {
             tracing::warn!(
-                executor = self.id,
+                executor = id,
                 open = open.get(),
                 "closing connections still open after the drain timeout"
             );

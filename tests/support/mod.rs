@@ -45,6 +45,8 @@ pub struct Server {
     child: Child,
     _dir: tempfile::TempDir,
     pub data_dir: PathBuf,
+    /// Client and peer ports, kept by [`Server::restart_on_same_ports`].
+    ports: (u16, u16),
 }
 
 impl Server {
@@ -57,7 +59,7 @@ impl Server {
     pub async fn start_with(kind: Kind, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        Self::start_in(kind, dir, data_dir, extra).await
+        Self::start_in(kind, dir, data_dir, extra, (free_port(), free_port())).await
     }
 
     async fn start_in(
@@ -65,9 +67,9 @@ impl Server {
         dir: tempfile::TempDir,
         data_dir: PathBuf,
         extra: &[&str],
+        ports: (u16, u16),
     ) -> Server {
-        let client_port = free_port();
-        let peer_port = free_port();
+        let (client_port, peer_port) = ports;
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let self_check = std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some();
@@ -108,6 +110,7 @@ impl Server {
             child,
             _dir: dir,
             data_dir,
+            ports,
         };
         server.wait_ready().await;
         server
@@ -185,13 +188,24 @@ impl Server {
 
     /// Kills (or has already stopped) this server and starts the same kind
     /// again on the same data dir; returns the new server.
-    pub async fn restart(mut self, extra: &[&str]) -> Server {
+    pub async fn restart(self, extra: &[&str]) -> Server {
+        self.restart_with_ports(extra, (free_port(), free_port()))
+            .await
+    }
+
+    /// Like [`Server::restart`], on the ports the server had.
+    pub async fn restart_on_same_ports(self, extra: &[&str]) -> Server {
+        let ports = self.ports;
+        self.restart_with_ports(extra, ports).await
+    }
+
+    async fn restart_with_ports(mut self, extra: &[&str], ports: (u16, u16)) -> Server {
         self.kill();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
         let data_dir = self.data_dir.clone();
         let kind = self.kind;
         drop(self);
-        Self::start_in(kind, dir, data_dir, extra).await
+        Self::start_in(kind, dir, data_dir, extra, ports).await
     }
 
     /// Runs etcdctl (API v3) against this server.

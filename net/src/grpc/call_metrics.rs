@@ -149,10 +149,17 @@ struct Row {
     handled: [AtomicU64; CODES],
 }
 
+/// One executor's connection count, on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Connections(AtomicU64);
+
 /// The counters of one server, shared by its executors (`Send + Sync`).
 pub struct CallMetrics {
     /// `slots[executor][method]`.
     slots: Box<[Box<[Row]>]>,
+    /// Client connections each executor was given to serve.
+    connections: Box<[Connections]>,
     by_path: HashMap<&'static str, usize>,
 }
 
@@ -178,7 +185,14 @@ impl CallMetrics {
             .enumerate()
             .map(|(i, m)| (m.path, i))
             .collect();
-        Arc::new(CallMetrics { slots, by_path })
+        let connections = (0..executors.max(1))
+            .map(|_| Connections::default())
+            .collect();
+        Arc::new(CallMetrics {
+            slots,
+            connections,
+            by_path,
+        })
     }
 
     /// The handle executor `id` counts through. An id past the count
@@ -189,6 +203,14 @@ impl CallMetrics {
             metrics: self.clone(),
             index: id.min(self.slots.len() - 1),
         }))
+    }
+
+    /// Client connections served so far, per executor.
+    pub fn connections(&self) -> Vec<u64> {
+        self.connections
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Every method's counters summed over the executors, in [`METHODS`]
@@ -234,6 +256,11 @@ impl ExecutorCalls {
     /// The whole server's counters this slot belongs to.
     pub fn metrics(&self) -> &Arc<CallMetrics> {
         &self.0.metrics
+    }
+
+    /// Counts a client connection this executor began to serve.
+    pub fn connection_opened(&self) {
+        bump(&self.0.metrics.connections[self.0.index].0);
     }
 
     /// Counts a call to `path` as started and returns its tally; `None`

@@ -8,6 +8,23 @@ use std::fmt::Write;
 
 use crate::grpc::{Code, MethodTotals};
 
+/// Appends basalt's `basalt_executor_client_connections_total`: the client
+/// connections each executor was given, so an operator sees whether the
+/// load is spread over the cores.
+pub fn render_executor_connections(out: &mut String, per_executor: &[u64]) {
+    family(
+        out,
+        "basalt_executor_client_connections_total",
+        "Client connections each executor has served.",
+    );
+    for (executor, n) in per_executor.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "basalt_executor_client_connections_total{{executor=\"{executor}\"}} {n}"
+        );
+    }
+}
+
 /// Appends `grpc_server_handled_total`, `grpc_server_msg_received_total`,
 /// `grpc_server_msg_sent_total` and `grpc_server_started_total`.
 pub fn render_grpc_server(out: &mut String, totals: &[MethodTotals]) {
