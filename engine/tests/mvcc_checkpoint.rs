@@ -336,3 +336,40 @@ fn staged_bytes_count_what_the_next_checkpoints_commit() {
     assert_eq!(store.staged_bytes(), 0);
     assert!(store.db_size() > before);
 }
+
+/// Member metadata is durable with the checkpoint after it was staged
+/// (with that checkpoint's applied index), survives a reopen, and stays out
+/// of the logical state: hashes and ranges do not see it.
+#[test]
+fn member_meta_is_durable_with_the_next_checkpoint_and_outside_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), opts(2)).unwrap();
+    for (i, op) in ops(20).iter().enumerate() {
+        let _ = store.apply(i as u64 + 1, op);
+    }
+    let hash_before = store.hash().unwrap();
+    store.stage_member_meta(b"term 3, voters [1]".to_vec());
+    assert_eq!(
+        store.durable_member_meta().unwrap(),
+        None,
+        "not before a checkpoint"
+    );
+    assert_eq!(store.hash().unwrap(), hash_before);
+    store.skip(22);
+    store.checkpoint().unwrap();
+    assert_eq!(store.applied_index(), 22, "skip counts as applied");
+    assert_eq!(
+        store.durable_member_meta().unwrap().as_deref(),
+        Some(&b"term 3, voters [1]"[..])
+    );
+    let range = all(&store, 0);
+    drop(store);
+    let store = Store::open(dir.path(), opts(2)).unwrap();
+    assert_eq!(store.applied_index(), 22);
+    assert_eq!(
+        store.durable_member_meta().unwrap().as_deref(),
+        Some(&b"term 3, voters [1]"[..])
+    );
+    assert_eq!(store.hash().unwrap(), hash_before);
+    assert_eq!(all(&store, 0), range);
+}

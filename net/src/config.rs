@@ -43,6 +43,8 @@ pub struct Config {
     pub initial_cluster_token: String,
     /// `--initial-cluster-state`.
     pub initial_cluster_state: InitialClusterState,
+    /// `--heartbeat-interval` and `--election-timeout`.
+    pub timing: crate::node::NodeTiming,
     /// `--snapshot-count`: checkpoint the store after this many entries.
     pub snapshot_count: u64,
     /// Checkpoint at least this often while there are unsaved entries.
@@ -79,6 +81,7 @@ impl Config {
             initial_cluster: String::new(),
             initial_cluster_token: "etcd-cluster".into(),
             initial_cluster_state: InitialClusterState::New,
+            timing: crate::node::NodeTiming::default(),
             snapshot_count: 10_000,
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),

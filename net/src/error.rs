@@ -52,6 +52,16 @@ pub enum Error {
     NotCapable,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutLeaderFail,
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    TimeoutConnectionLost,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
 
     // ---- server-side failures ----
     #[error("storage: {0}")]
@@ -92,7 +102,13 @@ impl Error {
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | AuthNotEnabled => Code::FailedPrecondition,
-            Stopped | NotCapable => Code::Unavailable,
+            Stopped
+            | NotCapable
+            | NoLeader
+            | Timeout
+            | TimeoutLeaderFail
+            | TimeoutConnectionLost
+            | LeaderChanged => Code::Unavailable,
             Corrupt => Code::DataLoss,
             Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) | SnapshotFile(_) => {
                 Code::Internal

@@ -173,8 +173,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
     let seq_cfg = SequencerConfig {
         data_dir,
-        member_id: cluster.local.id,
-        cluster_id: cluster.cluster_id,
+        cluster: cluster.clone(),
+        timing: cfg.timing,
         quota_backend_bytes: cfg.limits.quota_backend_bytes,
         snapshot_count: cfg.snapshot_count.max(1),
         checkpoint_interval: cfg.checkpoint_interval,
@@ -207,7 +207,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         executors: deal_to,
     };
     // Executor 0 first: it opens the store, which may fail.
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ClusterInfo, String>>();
     let mut drained_rxs = Vec::new();
     let mut drained_txs = Vec::new();
     for _ in 1..cores {
@@ -220,6 +220,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let mut incoming = incoming.drain(..);
     let exec = Executor {
         id: 0,
+        bound: bound.clone(),
         incoming: incoming.next().expect("one queue per executor"),
         limits,
         drain_timeout: cfg.drain_timeout,
@@ -230,7 +231,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             .auto_compaction
             .map(|mode| (mode, cfg.revision_compaction_interval)),
     };
-    let (cl, kv) = (cluster.clone(), cfg.limits);
+    let kv = cfg.limits;
     let mesh0 = mesh.clone();
     let spin = cfg.spin_before_park;
     executors.push(spawn_executor(
@@ -239,7 +240,6 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         spin,
         move || async move {
             let links = SequencerLinks {
-                cluster: cl,
                 kv,
                 mesh: mesh0,
                 drained: drained_rxs,
@@ -249,8 +249,9 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             exec.run_sequencer(seq_cfg, links).await
         },
     )?);
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
+    // The membership and ids the data dir holds win over the flags.
+    let mut cluster = match ready_rx.recv() {
+        Ok(Ok(recorded)) => recorded,
         Ok(Err(e)) => {
             join_all(executors);
             return Err(Error::Startup(e));
@@ -259,13 +260,15 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             join_all(executors);
             return Err(Error::Startup("executor 0 exited before starting".into()));
         }
-    }
+    };
+    fix_advertised_ports(&mut cluster, &bound);
     let per_executor = drained_txs.into_iter().zip(workers).zip(feeds);
     for (i, (((drained, worker), feed), incoming)) in (1..cores).zip(per_executor.zip(incoming)) {
         let (stop_tx, stop_rx) = oneshot::channel();
         stops.push(stop_tx);
         let exec = Executor {
             id: i,
+            bound: bound.clone(),
             incoming,
             limits,
             drain_timeout: cfg.drain_timeout,
@@ -290,7 +293,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     }
     for _ in 1..cores {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 let h = ServerHandle {
                     client_addrs: bound,
@@ -450,7 +453,6 @@ struct Links {
 
 /// What the sequencer's executor runs besides its own connections.
 struct SequencerLinks {
-    cluster: ClusterInfo,
     kv: crate::services::KvLimits,
     /// From the other executors (writes, Lease, Maintenance).
     mesh: Option<SequencerMesh>,
@@ -463,12 +465,15 @@ struct SequencerLinks {
 /// What one executor needs to serve clients.
 struct Executor {
     id: usize,
+    /// The client addresses bound (advertised port 0 becomes the real one).
+    bound: Vec<SocketAddr>,
     /// Connections the acceptor dealt to this executor.
     incoming: ConnectionQueue,
     limits: Limits,
     drain_timeout: Duration,
     stop: oneshot::Receiver<()>,
-    ready: mpsc::Sender<Result<(), String>>,
+    /// Told once the executor serves (with the cluster it serves).
+    ready: mpsc::Sender<Result<ClusterInfo, String>>,
     /// The server's gRPC call counters (one slot per executor).
     calls: std::sync::Arc<crate::grpc::CallMetrics>,
     /// `--auto-compaction-*` and revision mode's check interval; only the
@@ -483,7 +488,6 @@ impl Executor {
         links: SequencerLinks,
     ) -> Result<(), String> {
         let SequencerLinks {
-            cluster,
             kv,
             mesh,
             drained,
@@ -507,10 +511,12 @@ impl Executor {
             seq.clone(),
             kv.quota_backend_bytes,
         );
+        let mut cluster = seq.cluster();
+        fix_advertised_ports(&mut cluster, &self.bound);
         let ctx = Rc::new(ServiceContext {
             sequencer: SequencerClient::Local(seq.clone()),
             views: seq.views(),
-            cluster,
+            cluster: cluster.clone(),
             limits: kv,
         });
         let mut methods = router(ctx);
@@ -528,7 +534,7 @@ impl Executor {
         crate::lease::attach(&mut methods, &seq, crate::lease::LeaseConfig::default());
         let methods = Rc::new(methods);
         // Before joining the mesh: the other executors start only then.
-        let _ = self.ready.send(Ok(()));
+        let _ = self.ready.send(Ok(cluster));
         if let Some(mesh) = mesh {
             let (_, receivers) = mesh
                 .join(Role::Consumer)
@@ -578,6 +584,7 @@ impl Executor {
             .await
             .map_err(|_| "cannot join the sequencer mesh".to_string())?;
         let client = SequencerClient::Remote(Rc::new(senders));
+        let ctx_cluster = cluster.clone();
         let ctx = Rc::new(ServiceContext {
             sequencer: client.clone(),
             views: views.clone(),
@@ -600,7 +607,7 @@ impl Executor {
         });
         methods.set_fallback(forwarding_handler(forward));
         methods.count_calls(self.calls.executor(self.id));
-        let _ = self.ready.send(Ok(()));
+        let _ = self.ready.send(Ok(ctx_cluster));
         let serving = Serving {
             id: self.id,
             incoming: self.incoming,

@@ -39,6 +39,12 @@ pub const ATTACHED: u8 = b'a';
 /// out, so hashes and snapshot streams do not depend on the layout.
 pub const LAYOUT_SHARDS: &[u8] = b"\0shards";
 
+/// Where a replicated member records what it needs to re-enter Raft at a
+/// checkpoint (the term of the applied index, the membership): beside the
+/// layout, outside the logical state, so hashes and snapshot streams are
+/// equal on members whatever their membership records say.
+pub const MEMBER_META: &[u8] = b"\0member";
+
 pub const META_CURRENT_REVISION: &[u8] = b"mcurrent_revision";
 pub const META_COMPACT_REVISION: &[u8] = b"mcompact_revision";
 

@@ -11,8 +11,8 @@ use super::checkpoint::Retired;
 use super::error::MvccError;
 use super::keyspace::{
     attached_bounds, decode_i64, logical_bounds, parse_attached_key, parse_lease_key,
-    parse_version_key, space_bounds, LEASE, LIVE, META_COMPACT_REVISION, META_CURRENT_REVISION,
-    VERSION,
+    parse_version_key, space_bounds, LEASE, LIVE, MEMBER_META, META_COMPACT_REVISION,
+    META_CURRENT_REVISION, VERSION,
 };
 use super::layers::{stage, Layered, LivePresence, Overlay, Presence, Shared, Staged, Staging};
 use super::read;
@@ -375,6 +375,30 @@ impl Store {
         };
         let keys = self.lease_keys(&self.layered(), id)?;
         Ok(Some(Lease { id, ttl, keys }))
+    }
+
+    /// Records `value` as the member's metadata (opaque to the store: what
+    /// the server needs to re-enter Raft at the applied index). Like an
+    /// applied entry's writes it becomes durable at the next checkpoint,
+    /// atomically with the applied index that checkpoint records; call it
+    /// after applying the entry it describes.
+    pub fn stage_member_meta(&mut self, value: Vec<u8>) {
+        let mut writes = Overlay::new();
+        writes.insert(MEMBER_META.to_vec(), Some(value));
+        stage(&mut self.pending, writes);
+    }
+
+    /// The member metadata of the last finished checkpoint (what a restart
+    /// finds), if any was ever recorded.
+    pub fn durable_member_meta(&self) -> Result<Option<Vec<u8>>, MvccError> {
+        self.view.get(MEMBER_META)
+    }
+
+    /// Counts `index` as applied without an operation (a log entry that
+    /// carries none for the store: a new leader's empty entry, a
+    /// membership change). Indices never go back.
+    pub fn skip(&mut self, index: u64) {
+        self.last_applied = self.last_applied.max(index);
     }
 
     /// Lease ids and TTLs only (cheap: no tree read).

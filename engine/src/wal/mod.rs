@@ -205,8 +205,9 @@ pub(crate) struct Shared {
     pub(crate) fault: Cell<Option<Fault>>,
     /// Read handles for `Wal::entries`.
     reader: RefCell<SegmentReader>,
-    /// Released when the last owner (handle or writer task) is gone.
-    _lock: dir_lock::DirLock,
+    /// Released when the last owner (handle or writer task) is gone, or
+    /// by [`Wal::close_shared`].
+    lock: RefCell<Option<dir_lock::DirLock>>,
 }
 
 pub(crate) struct State {
@@ -250,7 +251,7 @@ enum Op<'a> {
 /// The WAL handle. See the module documentation.
 pub struct Wal {
     shared: Rc<Shared>,
-    writer: Option<glommio::task::JoinHandle<()>>,
+    writer: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl Wal {
@@ -283,7 +284,7 @@ impl Wal {
             }),
             fault: Cell::new(None),
             reader: RefCell::new(SegmentReader::new(dir)),
-            _lock: lock,
+            lock: RefCell::new(Some(lock)),
         });
 
         if log.segments.is_empty() {
@@ -330,7 +331,7 @@ impl Wal {
         Ok((
             Wal {
                 shared,
-                writer: Some(writer),
+                writer: RefCell::new(Some(writer)),
             },
             recovered,
         ))
@@ -508,11 +509,21 @@ impl Wal {
 
     /// Writes everything accepted so far, then stops the writer and closes
     /// the files.
-    pub async fn close(mut self) -> Result<(), WalError> {
+    pub async fn close(self) -> Result<(), WalError> {
+        self.close_shared().await
+    }
+
+    /// [`Wal::close`] for a log with several owners (an `Rc<Wal>`): writes
+    /// everything accepted so far, stops the writer and releases the
+    /// directory lock now, while the handles live on (the log is closed:
+    /// nothing more is written through them).
+    pub async fn close_shared(&self) -> Result<(), WalError> {
         self.begin_close();
-        if let Some(w) = self.writer.take() {
+        let writer = self.writer.borrow_mut().take();
+        if let Some(w) = writer {
             w.await;
         }
+        self.shared.lock.borrow_mut().take();
         let st = self.shared.st.borrow();
         match &st.failed {
             Some(e) => Err(e.clone()),

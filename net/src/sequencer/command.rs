@@ -12,6 +12,9 @@ use super::log_entry::LogEntry;
 pub enum Command {
     /// A write: appended to the WAL, then applied in log order.
     Propose(LogEntry),
+    /// Waits until this member applied everything committed when asked
+    /// (a ReadIndex round), for a linearizable read; answers `Done`.
+    ReadIndex,
     Status,
     Hash,
     HashKv {
@@ -54,6 +57,9 @@ pub enum Reply {
 /// What Maintenance.Status reports.
 pub struct StatusInfo {
     pub header: pb::ResponseHeader,
+    /// The leader this member knows of (0: none).
+    pub leader: u64,
+    pub is_learner: bool,
     pub db_size: u64,
     pub db_size_in_use: u64,
     pub raft_index: u64,

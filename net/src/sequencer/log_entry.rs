@@ -11,10 +11,17 @@ use crate::proto::etcdserverpb as pb;
 use crate::wire;
 
 /// The envelope. Field numbers are basalt's on-disk format: never reuse one.
+/// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
     #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6")]
     pub request: Option<Request>,
+    /// The member that proposed the entry: only it has a client waiting.
+    #[prost(uint64, tag = "7")]
+    pub member_id: u64,
+    /// Names the waiting client among the proposer's requests.
+    #[prost(uint64, tag = "8")]
+    pub request_id: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -38,6 +45,8 @@ impl LogEntry {
     pub fn new(request: Request) -> LogEntry {
         LogEntry {
             request: Some(request),
+            member_id: 0,
+            request_id: 0,
         }
     }
 

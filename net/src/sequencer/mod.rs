@@ -1,21 +1,25 @@
-//! The sequencer: the one place where writes are ordered.
+//! The sequencer: this member's replicated state machine on one executor.
 //!
-//! It owns the engine's [`Store`] and [`Wal`] on one executor. A write is
-//! validated and encoded by the connection that received it, then queued
-//! here; the writer task takes everything queued as one batch, appends it
-//! to the WAL with one fdatasync (group commit), applies it to the store in
-//! log order and answers each request with its header revision. Everything
-//! applied is checkpointed into the store's B+tree every `snapshot_count`
-//! entries or `checkpoint_interval`, and WAL segments below the checkpoint
-//! are released. Reads are not served here: after each applied batch the
-//! sequencer publishes a read view of the store ([`PublishedViews`]) and
-//! every executor answers Range and read-only Txn from it on its own core.
+//! It runs the member's Raft node ([`crate::node::Driver`]) over the WAL
+//! and owns the engine's [`Store`]. A write is validated and encoded by the
+//! connection that received it, then proposed here; one pass of the Ready
+//! loop ([`Sequencer::run_node`]) persists every entry Raft hands out with
+//! one fdatasync (the group commit), sends the messages, applies the
+//! committed entries to the store in log order and answers the clients
+//! waiting for them (by request id). Everything applied is checkpointed
+//! into the store's B+tree every `snapshot_count` entries or
+//! `checkpoint_interval`, with the member metadata Raft needs to re-enter
+//! there; only then is the log compacted. Reads are not served here: after
+//! each applied batch the sequencer publishes a read view of the store
+//! ([`PublishedViews`]) and every executor answers Range and read-only Txn
+//! from it on its own core (after a ReadIndex round unless this member is
+//! the only voter).
 //!
 //! Invariants: log index `i` is applied only after `i - 1`; an entry is
-//! answered only after it is durable in the WAL, applied, and published in
-//! a read view; an entry that
-//! fails in `apply` (compacted revision, missing lease, …) changed nothing
-//! and fails again identically on replay.
+//! answered only after it is durable on a quorum, applied here, and
+//! published in a read view; an entry that fails in `apply` (compacted
+//! revision, missing lease, …) changed nothing and fails again identically
+//! on every member and on replay.
 
 mod alarms;
 mod client;
@@ -34,33 +38,29 @@ pub use shard_commits::{serve as serve_shard_commits, ShardWorker, ShardWorkers}
 pub use views::{Published, PublishedViews};
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use basalt_engine::mvcc::{self as m, Event, Store, StoreOptions};
-use basalt_engine::wal::{Entry, EntryKind, HardState, Wal, WalOptions};
-use futures_channel::oneshot;
-use prost::Message;
+use basalt_engine::wal::{Wal, WalOptions};
+use basalt_raft::{ConfChange, EntryType};
 
 use self::alarms::{AlarmFile, AlarmSet};
 use crate::error::Error;
 use crate::grpc::{Shutdown, Status};
+use crate::member::{ClusterInfo, MemberInfo};
+use crate::node::{Driver, MemberMeta, NodeTiming};
 use crate::proto::etcdserverpb as pb;
 
-/// Most proposals waiting for the writer before new ones are refused with
-/// etcd's "too many requests" (etcd refuses when apply lags commit by 5000).
-const MAX_QUEUED_PROPOSALS: usize = 16_384;
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
-
-/// Bytes of log entries read back per step of recovery's replay.
-const REPLAY_CHUNK_BYTES: u64 = 4 << 20;
-/// Most entries appended with one fdatasync.
-const MAX_BATCH_ENTRIES: usize = 4096;
-/// Most payload bytes appended with one fdatasync.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How long a stop waits for proposals in flight to apply.
+const STOP_DRAIN: Duration = Duration::from_secs(2);
+/// Entries a leader keeps in its log behind the applied index so a
+/// follower that fell a little behind catches up from the log rather than
+/// a snapshot (etcd's `--snapshot-catchup-entries`).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 
 /// Where things live under `--data-dir` (etcd keeps `member/wal` and
 /// `member/snap` there; we keep the WAL and the store's tree).
@@ -79,8 +79,11 @@ fn member_dir(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SequencerConfig {
     pub data_dir: PathBuf,
-    pub member_id: u64,
-    pub cluster_id: u64,
+    /// The cluster `--initial-cluster` describes (used by a new member;
+    /// a restarted one keeps the membership its data dir records).
+    pub cluster: ClusterInfo,
+    /// `--heartbeat-interval`, `--election-timeout`.
+    pub timing: NodeTiming,
     /// `--quota-backend-bytes`; writes fail with NOSPACE past it.
     pub quota_backend_bytes: u64,
     /// `--snapshot-count`: checkpoint after this many applied entries.
@@ -105,20 +108,16 @@ pub struct SequencerConfig {
 /// hook the watch service subscribes to).
 pub type EventListener = Box<dyn FnMut(i64, &[Event])>;
 
-struct Proposal {
-    entry: Vec<u8>,
-    op: m::Op,
-    reply: oneshot::Sender<Result<Reply, Status>>,
-}
-
 pub struct Sequencer {
     cfg: SequencerConfig,
     store: RefCell<Store>,
     /// `None` once closed by [`Sequencer::stop`].
     wal: RefCell<Option<Rc<Wal>>>,
-    term: u64,
-    queue: RefCell<VecDeque<Proposal>>,
-    work: Doorbell,
+    /// This member's Raft node.
+    driver: Driver,
+    /// The membership and position as of the last applied entry; staged
+    /// into the store whenever it changes.
+    meta: RefCell<MemberMeta>,
     stopping: Cell<bool>,
     /// Set once the WAL failed: nothing more can be made durable.
     poisoned: RefCell<Option<String>>,
@@ -138,38 +137,11 @@ pub struct Sequencer {
     disk: Rc<crate::metrics::DiskMetrics>,
 }
 
-/// Wakes the one writer task when work arrives; a ring while the writer is
-/// busy is remembered, so no proposal is left waiting.
-#[derive(Default)]
-struct Doorbell {
-    rung: Cell<bool>,
-    waiter: RefCell<Option<std::task::Waker>>,
-}
-
-impl Doorbell {
-    fn ring(&self) {
-        self.rung.set(true);
-        if let Some(w) = self.waiter.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.rung.replace(false) {
-                return std::task::Poll::Ready(());
-            }
-            *self.waiter.borrow_mut() = Some(cx.waker().clone());
-            std::task::Poll::Pending
-        })
-        .await
-    }
-}
-
 impl Sequencer {
-    /// Opens the store and the WAL, replays every WAL entry the store has
-    /// not yet made durable, and starts a new term (as a restarted etcd
-    /// member starts a new election).
+    /// Opens the store and the WAL, enters Raft at the store's checkpoint
+    /// (founding the cluster if this member is new) and applies what was
+    /// committed after that checkpoint, so the member serves its whole
+    /// state from its first request. A sole voter elects itself at once.
     pub async fn open(cfg: SequencerConfig) -> Result<Rc<Sequencer>, Error> {
         let mut store = Store::open(
             &store_dir(&cfg.data_dir),
@@ -185,8 +157,8 @@ impl Sequencer {
                 "the store keeps the shard count it was created with"
             );
         }
-        // Recovery keeps only the log's index in memory; the entries to
-        // replay are read back from the segments a chunk at a time.
+        // Recovery keeps only the log's index in memory; entries are read
+        // back from the segments when Raft asks for them.
         let wal_opts = WalOptions {
             materialize_recovered: false,
             ..cfg.wal.clone()
@@ -197,72 +169,15 @@ impl Sequencer {
         if recovered.torn_tail_cut {
             tracing::warn!("WAL had a torn tail (an unacknowledged write); it was cut");
         }
-        let applied = store.applied_index();
-        let last = wal.last_index();
-        if last > applied && wal.first_index() > applied + 1 {
-            return Err(Error::Wal(format!(
-                "WAL starts at index {} but the store has applied only up to {applied}",
-                wal.first_index()
-            )));
-        }
-        let mut replayed = 0u64;
-        let mut next = applied + 1;
-        while next <= last {
-            let chunk = wal
-                .entries(next, last + 1, REPLAY_CHUNK_BYTES)
-                .map_err(|e| Error::Wal(e.to_string()))?;
-            let Some(end) = chunk.last().map(|e| e.index) else {
-                break;
-            };
-            for e in chunk {
-                if e.kind != EntryKind::Normal {
-                    continue;
-                }
-                let op = LogEntry::decode_from(&e.data)?.op()?;
-                // A client error here was a client error the first time too.
-                match store.apply(e.index, &op) {
-                    Ok(_) => {}
-                    Err(err) => match Error::from(err) {
-                        Error::Storage(s) => return Err(Error::Storage(s)),
-                        _client_error => {}
-                    },
-                }
-                replayed += 1;
-            }
-            next = end + 1;
-            // A long replay checkpoints as it goes, as the server would
-            // have: memory stays bounded and progress survives a crash.
-            if next - 1 - store.applied_index() >= cfg.snapshot_count {
-                store.checkpoint()?;
-            }
-        }
-        if replayed > 0 {
-            store.checkpoint()?;
-        }
-        // A store restored from a snapshot is ahead of an empty log: move
-        // the log's start past it so indices keep increasing.
-        if wal.last_index() < store.applied_index() {
-            wal.release_below(store.applied_index() + 1)
-                .await
-                .map_err(|e| Error::Wal(e.to_string()))?;
-        }
-        // etcd's first election moves a new member to term 2.
-        let term = (recovered.hard_state.term + 1).max(2);
-        wal.save_hard_state(HardState {
-            term,
-            vote: cfg.member_id,
-            commit: wal.last_index(),
-        })
-        .await
-        .map_err(|e| Error::Wal(e.to_string()))?;
-        tracing::info!(
-            replayed,
-            applied_index = store.applied_index(),
-            revision = store.current_revision(),
-            shards = store.shards(),
-            term,
-            "sequencer recovered"
-        );
+        let wal = Rc::new(wal);
+        let entered = crate::node::enter(
+            &mut store,
+            wal.clone(),
+            recovered.hard_state,
+            &cfg.cluster,
+            cfg.timing,
+        )
+        .await?;
         let alarm_file = AlarmFile::new(&member_dir(&cfg.data_dir));
         let alarms = alarm_file.load()?;
         if !alarms.is_empty() {
@@ -271,10 +186,9 @@ impl Sequencer {
         let seq = Rc::new(Sequencer {
             cfg,
             store: RefCell::new(store),
-            wal: RefCell::new(Some(Rc::new(wal))),
-            term,
-            queue: RefCell::new(VecDeque::new()),
-            work: Doorbell::default(),
+            wal: RefCell::new(Some(wal)),
+            driver: entered.driver,
+            meta: RefCell::new(entered.meta),
             stopping: Cell::new(false),
             poisoned: RefCell::new(None),
             alarms: RefCell::new(alarms),
@@ -287,9 +201,44 @@ impl Sequencer {
             checkpoint_spawned: Cell::new(false),
             disk: Rc::default(),
         });
+        seq.catch_up_at_open().await?;
+        let status = seq.driver.status();
+        tracing::info!(
+            applied_index = seq.store.borrow().last_applied(),
+            revision = seq.store.borrow().current_revision(),
+            shards = seq.store.borrow().shards(),
+            term = status.term,
+            member_id = format!("{:x}", status.id),
+            voters = status.voters,
+            "sequencer recovered"
+        );
         seq.check_quota_alarm();
         seq.publish();
         Ok(seq)
+    }
+
+    /// Applies what this member's log holds committed (a sole voter: all
+    /// of it, once it has elected itself) before serving anything.
+    async fn catch_up_at_open(&self) -> Result<(), Error> {
+        let log = self.driver.log().clone();
+        let sole_voter = self.driver.status().voters == 1
+            && self.meta.borrow().conf_state.voters == [self.driver.status().id];
+        if sole_voter {
+            self.driver.campaign();
+        }
+        // A sole voter commits its whole log with its first entry as
+        // leader; others apply what they know to be committed.
+        let target = if sole_voter {
+            log.wal().last_index() + 1
+        } else {
+            log.hard_state().commit
+        };
+        while self.store.borrow().last_applied() < target {
+            if !self.pass().await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes the store as it is now for reads on every executor; after
@@ -297,18 +246,54 @@ impl Sequencer {
     /// defragmentation step so the views stop holding the files and writes
     /// those replaced.
     fn publish(&self) {
+        let status = self.driver.status();
+        let view = self.store.borrow().read_view();
         self.cfg.views.publish(Published {
-            view: self.store.borrow().read_view(),
-            cluster_id: self.cfg.cluster_id,
-            member_id: self.cfg.member_id,
-            raft_term: self.term,
+            reads_are_local: status.reads_are_local() && view.applied_index() >= status.committed,
+            view,
+            cluster_id: self.meta.borrow().cluster_id,
+            member_id: status.id,
+            raft_term: status.term,
         });
     }
 
-    /// Spawns the writer and checkpoint tasks on the current executor.
+    /// Spawns the Ready loop, the Raft clock and the checkpoint task on the
+    /// current executor.
     pub fn start(self: &Rc<Self>) {
-        glommio::spawn_local(self.clone().run_writer()).detach();
+        glommio::spawn_local(self.clone().run_node()).detach();
+        glommio::spawn_local(self.clone().run_clock()).detach();
         glommio::spawn_local(self.clone().run_checkpointer()).detach();
+    }
+
+    /// This member's Raft node.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// What clients see of the cluster: the membership as applied, with
+    /// this member and its cluster id.
+    /// This member's client URLs are the ones it was started with (etcd
+    /// publishes them anew at every start).
+    pub fn cluster(&self) -> ClusterInfo {
+        let meta = self.meta.borrow();
+        let own_urls = &self.cfg.cluster.local.client_urls;
+        let mut members = meta.members.clone();
+        for m in members.iter_mut().filter(|m| m.id == meta.member_id) {
+            m.client_urls = own_urls.clone();
+        }
+        let local = members
+            .iter()
+            .find(|m| m.id == meta.member_id)
+            .cloned()
+            .unwrap_or_else(|| MemberInfo {
+                id: meta.member_id,
+                ..self.cfg.cluster.local.clone()
+            });
+        ClusterInfo {
+            cluster_id: meta.cluster_id,
+            local,
+            members,
+        }
     }
 
     /// Where this sequencer publishes its read views.
@@ -328,11 +313,12 @@ impl Sequencer {
     }
 
     pub fn header(&self) -> pb::ResponseHeader {
+        let status = self.driver.status();
         pb::ResponseHeader {
-            cluster_id: self.cfg.cluster_id,
-            member_id: self.cfg.member_id,
+            cluster_id: self.meta.borrow().cluster_id,
+            member_id: status.id,
             revision: self.store.borrow().current_revision(),
-            raft_term: self.term,
+            raft_term: status.term,
         }
     }
 
@@ -340,6 +326,10 @@ impl Sequencer {
     pub async fn execute(&self, cmd: Command) -> Result<Reply, Status> {
         match cmd {
             Command::Propose(entry) => self.propose(entry).await,
+            Command::ReadIndex => {
+                self.read_index().await?;
+                Ok(Reply::Done(self.header()))
+            }
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Hash => {
                 let hash = self.store.borrow().hash()?;
@@ -403,20 +393,18 @@ impl Sequencer {
             }
         }
         let op = entry.op()?;
-        let bytes = entry.encode_to_vec();
-        if bytes.len() > self.cfg.max_request_bytes {
-            return Err(Error::RequestTooLarge.into());
+        let rx = self.driver.propose(entry, op, self.cfg.max_request_bytes)?;
+        rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
+    }
+
+    /// Resolves once this member has applied everything committed when it
+    /// was called (a ReadIndex round, shared by every read waiting for
+    /// one); then the latest read view answers a linearizable read.
+    pub async fn read_index(&self) -> Result<(), Status> {
+        if let Some(why) = self.poisoned.borrow().as_ref() {
+            return Err(Error::Wal(why.clone()).into());
         }
-        if self.queue.borrow().len() >= MAX_QUEUED_PROPOSALS {
-            return Err(Error::TooManyRequests.into());
-        }
-        let (tx, rx) = oneshot::channel();
-        self.queue.borrow_mut().push_back(Proposal {
-            entry: bytes,
-            op,
-            reply: tx,
-        });
-        self.work.ring();
+        let rx = self.driver.read_index()?;
         rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
     }
 
@@ -426,7 +414,7 @@ impl Sequencer {
     /// tasks still hold the sequencer.
     pub async fn stop(&self) -> Result<(), Error> {
         self.stopping.set(true);
-        self.work.ring();
+        self.driver.wake();
         self.writer_done.wait().await;
         let checkpointed = self.checkpoint().await;
         self.cfg.shard_workers.close();
@@ -434,111 +422,132 @@ impl Sequencer {
         let Some(wal) = self.wal.borrow_mut().take() else {
             return Ok(());
         };
-        match Rc::try_unwrap(wal) {
-            Ok(wal) => wal.close().await.map_err(|e| Error::Wal(e.to_string())),
-            // Only a task between its `wal()` call and its await holds a
-            // clone; the writer has finished, so this is a checkpoint racing
-            // us. Its drop releases the lock.
-            Err(_) => Ok(()),
-        }
+        // Raft's log shares the WAL: close it for every owner at once,
+        // releasing its directory lock now.
+        wal.close_shared()
+            .await
+            .map_err(|e| Error::Wal(e.to_string()))
     }
 
-    async fn run_writer(self: Rc<Self>) {
+    /// The Ready loop: one pass per wake-up, until stopped (after the
+    /// proposals in flight applied, bounded by [`STOP_DRAIN`]).
+    async fn run_node(self: Rc<Self>) {
+        let mut drain_deadline = None;
         loop {
-            let batch = self.take_batch();
-            if batch.is_empty() {
-                if self.stopping.get() {
+            if self.stopping.get() {
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| std::time::Instant::now() + STOP_DRAIN);
+                if self.driver.waiting_proposals() == 0 || std::time::Instant::now() > deadline {
                     break;
                 }
-                self.wait_for_work().await;
-                continue;
             }
-            self.write_batch(batch).await;
-            if self.since_checkpoint.get() >= self.cfg.snapshot_count
-                && !self.checkpoint_spawned.replace(true)
-            {
-                // In the background: the writer goes on with the next batch
-                // while the trees are written on another thread.
-                let seq = self.clone();
-                glommio::spawn_local(async move {
-                    if let Err(e) = seq.checkpoint().await {
-                        tracing::error!(error = %e, "checkpoint failed");
+            match self.pass().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.stopping.get() {
+                        // Waiting for proposals in flight: wake on the clock.
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        self.driver.wait().await;
                     }
-                    seq.checkpoint_spawned.set(false);
-                })
-                .detach();
+                }
+                Err(e) => {
+                    let why = format!("the raft log failed, refusing requests until restart: {e}");
+                    tracing::error!("{why}");
+                    *self.poisoned.borrow_mut() = Some(why.clone());
+                    self.driver.fail_all(Error::Wal(why));
+                    break;
+                }
             }
+            self.maybe_checkpoint();
         }
+        self.driver.fail_all(Error::Stopped);
         self.writer_done.fire();
     }
 
-    async fn wait_for_work(&self) {
-        if !self.queue.borrow().is_empty() || self.stopping.get() {
-            return;
-        }
-        self.work.wait().await;
-    }
-
-    fn take_batch(&self) -> Vec<Proposal> {
-        let mut q = self.queue.borrow_mut();
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while let Some(p) = q.front() {
-            if !batch.is_empty()
-                && (batch.len() >= MAX_BATCH_ENTRIES || bytes + p.entry.len() > MAX_BATCH_BYTES)
-            {
-                break;
-            }
-            bytes += p.entry.len();
-            batch.extend(q.pop_front());
-        }
-        batch
-    }
-
-    /// The WAL, unless it was closed.
-    fn wal(&self) -> Result<Rc<Wal>, Error> {
-        self.wal.borrow().clone().ok_or(Error::Stopped)
-    }
-
-    async fn write_batch(&self, batch: Vec<Proposal>) {
-        let wal = match self.wal() {
-            Ok(w) => w,
-            Err(e) => {
-                let status = crate::grpc::Status::from(e);
-                for p in batch {
-                    let _ = p.reply.send(Err(status.clone()));
-                }
-                return;
-            }
+    /// One pass of the Ready loop; false when Raft had nothing to do.
+    /// Persist (one fdatasync), send, apply, answer reads, advance.
+    async fn pass(&self) -> Result<bool, Error> {
+        let Some(mut rd) = self.driver.take_ready() else {
+            return Ok(false);
         };
-        let first = wal.last_index() + 1;
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut rest = Vec::with_capacity(batch.len());
-        for (i, p) in batch.into_iter().enumerate() {
-            entries.push(Entry {
-                term: self.term,
-                index: first + i as u64,
-                kind: EntryKind::Normal,
-                data: p.entry,
-            });
-            rest.push((p.op, p.reply));
+        if let Some(ss) = rd.soft_state {
+            tracing::info!(
+                leader = format!("{:x}", ss.leader_id),
+                role = ?ss.role,
+                term = self.driver.status().term,
+                "raft role changed"
+            );
+        }
+        if let Some(snapshot) = rd.snapshot.take() {
+            return Err(Error::Wal(format!(
+                "a snapshot from the leader (index {}) cannot be installed yet",
+                snapshot.metadata.index
+            )));
         }
         let sync_started = std::time::Instant::now();
-        if let Err(e) = wal.append(&entries).await {
-            let why = format!("WAL append failed, refusing writes until restart: {e}");
-            tracing::error!("{why}");
-            *self.poisoned.borrow_mut() = Some(why.clone());
-            for (_, reply) in rest {
-                let _ = reply.send(Err(Error::Wal(why.clone()).into()));
-            }
-            return;
+        let wrote = !rd.entries.is_empty() || rd.must_sync;
+        self.driver.persist(&mut rd).await?;
+        if wrote {
+            self.disk.wal_fsync.observe(sync_started.elapsed());
         }
-        self.disk.wal_fsync.observe(sync_started.elapsed());
+        self.driver.send(std::mem::take(&mut rd.messages));
+        let committed = std::mem::take(&mut rd.committed_entries);
+        if !committed.is_empty() {
+            self.apply_committed(committed);
+        } else if rd.soft_state.is_some() {
+            // Role or leader changed: headers and the local-read flag.
+            self.publish();
+        }
+        let applied = self.store.borrow().last_applied();
+        self.driver
+            .read_states(std::mem::take(&mut rd.read_states), applied);
+        self.driver.advance();
+        Ok(true)
+    }
+
+    /// Applies a pass's committed entries in log order, publishes the read
+    /// view, feeds the watch hubs, then answers the clients of this member.
+    fn apply_committed(&self, entries: Vec<basalt_raft::Entry>) {
         let n = entries.len() as u64;
-        let mut answers = Vec::with_capacity(rest.len());
+        let mut answers = Vec::new();
         let mut events = Vec::new();
-        for (entry, (op, reply)) in entries.iter().zip(rest) {
-            answers.push((reply, self.apply(entry.index, &op, &mut events)));
+        for e in entries {
+            match e.entry_type {
+                EntryType::Normal if e.data.is_empty() => self.store.borrow_mut().skip(e.index),
+                EntryType::Normal => match LogEntry::decode_from(&e.data) {
+                    Ok(entry) => {
+                        let waiter = self.driver.take_waiter(&entry);
+                        let (reply, op) = match waiter {
+                            Some((reply, op)) => (Some(reply), op),
+                            None => (None, None),
+                        };
+                        let op = match op.map(Ok).unwrap_or_else(|| entry.op()) {
+                            Ok(op) => op,
+                            Err(err) => {
+                                tracing::error!(index = e.index, error = %err, "undecodable entry skipped");
+                                self.store.borrow_mut().skip(e.index);
+                                continue;
+                            }
+                        };
+                        let result = self.apply(e.index, &op, &mut events);
+                        if let Some(reply) = reply {
+                            answers.push((reply, result));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(index = e.index, error = %err, "undecodable entry skipped");
+                        self.store.borrow_mut().skip(e.index);
+                    }
+                },
+                EntryType::ConfChange => {
+                    self.apply_conf_change(e.index, &e.data);
+                }
+            }
+            if e.term != self.meta.borrow().applied_term {
+                self.meta.borrow_mut().applied_term = e.term;
+                self.stage_meta();
+            }
         }
         // Visible to reads on every executor before anyone hears of it,
         // then to the other executors' watchers.
@@ -547,10 +556,65 @@ impl Sequencer {
             self.cfg.event_feeds.send(&std::sync::Arc::new(events));
         }
         for (reply, result) in answers {
-            let _ = reply.send(result);
+            reply.send(result);
         }
         self.check_quota_alarm();
         self.since_checkpoint.set(self.since_checkpoint.get() + n);
+    }
+
+    fn apply_conf_change(&self, index: u64, data: &[u8]) {
+        self.store.borrow_mut().skip(index);
+        let cc = match ConfChange::decode(data) {
+            Ok(cc) => cc,
+            Err(e) => {
+                tracing::error!(index, error = %e, "undecodable membership change skipped");
+                return;
+            }
+        };
+        match self.driver.apply_conf_change(&cc) {
+            Ok(cs) => {
+                tracing::info!(index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+                self.meta.borrow_mut().conf_state = cs;
+                self.stage_meta();
+            }
+            Err(e) => tracing::error!(index, error = %e, "membership change refused"),
+        }
+    }
+
+    /// Stages the member metadata for the next checkpoint.
+    fn stage_meta(&self) {
+        let bytes = self.meta.borrow().encode();
+        self.store.borrow_mut().stage_member_meta(bytes);
+    }
+
+    /// Starts a background checkpoint once `--snapshot-count` entries
+    /// applied since the last one.
+    fn maybe_checkpoint(self: &Rc<Self>) {
+        if self.since_checkpoint.get() >= self.cfg.snapshot_count
+            && !self.checkpoint_spawned.replace(true)
+        {
+            // In the background: the loop goes on with the next pass while
+            // the trees are written on other threads.
+            let seq = self.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = seq.checkpoint().await {
+                    tracing::error!(error = %e, "checkpoint failed");
+                }
+                seq.checkpoint_spawned.set(false);
+            })
+            .detach();
+        }
+    }
+
+    /// Raft's clock: one tick per `--heartbeat-interval`.
+    async fn run_clock(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(self.cfg.timing.heartbeat).await;
+            if self.writer_done.is_fired() {
+                return;
+            }
+            self.driver.tick();
+        }
     }
 
     /// Applies one entry and hands its events to this executor's watch
@@ -643,7 +707,7 @@ impl Sequencer {
                 .set(self.since_checkpoint.get() + entries);
             return Err(e.into());
         }
-        let applied = self.store.borrow().applied_index();
+        let durable = self.store.borrow().applied_index();
         self.disk.backend_commit.observe(took);
         if took > SLOW_CHECKPOINT {
             tracing::info!(
@@ -660,10 +724,29 @@ impl Sequencer {
                 "checkpoint"
             );
         }
-        self.wal()?
-            .release_below(applied + 1)
-            .await
-            .map_err(|e| Error::Wal(e.to_string()))
+        self.compact_log(durable).await
+    }
+
+    /// Lets the log go below what the store has made durable, keeping a
+    /// catch-up margin for followers when there are any.
+    async fn compact_log(&self, durable: u64) -> Result<(), Error> {
+        let log = self.driver.log();
+        let status = self.driver.status();
+        let conf = self.meta.borrow().conf_state.clone();
+        let members = conf.voters.len() + conf.learners.len();
+        let margin = if members > 1 {
+            SNAPSHOT_CATCHUP_ENTRIES
+        } else {
+            0
+        };
+        let upto = durable
+            .saturating_sub(margin)
+            .min(log.hard_state().commit)
+            .min(status.committed);
+        if upto <= log.snapshot_metadata().index {
+            return Ok(());
+        }
+        log.compact(upto, conf).await
     }
 
     async fn run_checkpointer(self: Rc<Self>) {
@@ -693,13 +776,16 @@ impl Sequencer {
                 format!("memberID:{member} alarm:{name} ")
             })
             .collect();
+        let node = self.driver.status();
         StatusInfo {
             header: self.header(),
+            leader: node.leader,
+            is_learner: node.is_learner,
             db_size: store.db_size(),
             db_size_in_use: store.db_size_in_use(),
-            raft_index: self.wal.borrow().as_ref().map_or(0, |w| w.last_index()),
+            raft_index: node.committed,
             raft_applied_index: store.last_applied(),
-            raft_term: self.term,
+            raft_term: node.term,
             errors,
         }
     }
@@ -725,7 +811,7 @@ impl Sequencer {
         let inserted = self
             .alarms
             .borrow_mut()
-            .insert((self.cfg.member_id, pb::AlarmType::Nospace as i32));
+            .insert((self.driver.status().id, pb::AlarmType::Nospace as i32));
         if inserted {
             tracing::warn!(
                 quota = self.cfg.quota_backend_bytes,
@@ -764,7 +850,7 @@ impl Sequencer {
         use pb::alarm_request::AlarmAction;
         let mut alarms = self.alarms.borrow_mut();
         let member = if req.member_id == 0 {
-            self.cfg.member_id
+            self.driver.status().id
         } else {
             req.member_id
         };

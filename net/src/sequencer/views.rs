@@ -21,6 +21,10 @@ use crate::proto::etcdserverpb as pb;
 /// One published state: the view and what a response header needs.
 pub struct Published {
     pub view: ReadView,
+    /// A linearizable read may be answered from this view without a
+    /// ReadIndex round: this member is the only voter, leads, and had
+    /// applied everything committed when the view was published.
+    pub reads_are_local: bool,
     pub cluster_id: u64,
     pub member_id: u64,
     pub raft_term: u64,

@@ -69,7 +69,7 @@ async fn range(
 ) -> Result<(), Status> {
     validate::range(&req)?;
     let r = wire::range_request(&req)?;
-    let published = ctx.views.latest()?;
+    let published = ctx.read_view(req.serializable).await?;
     if large_range::eligible(&r) {
         let sizes = large_range::PageSizes::default();
         let source = ViewSource(published);
@@ -131,7 +131,7 @@ async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResp
     if is_read_only(&req) {
         let read = wire::txn_request(&req)?;
         if let Some(read) = ReadOnlyTxn::new(read) {
-            let published = ctx.views.latest()?;
+            let published = ctx.read_view(txn_is_serializable(&req)).await?;
             let resp = read.evaluate(&published.view)?;
             return Ok(wire::txn_response(resp, &published.header()));
         }
@@ -140,6 +140,20 @@ async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResp
         Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
         _ => Err(unexpected("Txn")),
     }
+}
+
+/// etcd's rule: a read-only txn is serializable when every range in it
+/// (nested txns included) asks to be.
+fn txn_is_serializable(req: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(t)) => txn_is_serializable(t),
+            _ => true,
+        })
 }
 
 /// Compaction is applied synchronously in the engine, so `physical` is

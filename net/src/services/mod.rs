@@ -11,11 +11,12 @@ mod kv;
 mod maintenance;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::grpc::{Router, Status};
 use crate::member::ClusterInfo;
 use crate::proto::etcdserverpb as pb;
-use crate::sequencer::{Command, LogEntry, PublishedViews, Reply, SequencerClient};
+use crate::sequencer::{Command, LogEntry, Published, PublishedViews, Reply, SequencerClient};
 
 /// The etcd version basalt reports in Maintenance.Status: the etcd API
 /// release basalt's behaviour follows. Clients gate features on it
@@ -56,6 +57,19 @@ pub struct ServiceContext {
 impl ServiceContext {
     async fn propose(&self, entry: LogEntry) -> Result<Reply, Status> {
         self.sequencer.call(Command::Propose(entry)).await
+    }
+
+    /// The view a read is answered from: the latest for a serializable
+    /// read, or where this member alone decides what is committed (the
+    /// only voter); else the latest once a ReadIndex round says this
+    /// member has applied everything committed when the read began.
+    async fn read_view(&self, serializable: bool) -> Result<Arc<Published>, Status> {
+        let latest = self.views.latest()?;
+        if serializable || latest.reads_are_local {
+            return Ok(latest);
+        }
+        self.sequencer.call(Command::ReadIndex).await?;
+        self.views.latest()
     }
 
     fn empty_header(&self) -> pb::ResponseHeader {
