@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod lease;
 pub mod member;
 pub mod metrics;
+pub mod peer;
 pub mod proto;
 pub mod raftlog;
 pub mod sequencer;
