@@ -58,12 +58,13 @@ pub enum PeerWireError {
     InvalidPayload { kind: FrameKind, reason: String },
 
     #[error(
-        "{kind:?} payload claims more than it holds: {claimed} bytes decoded \
-         from a {payload}-byte payload"
+        "{kind:?} payload of {payload} bytes is not the archive of what it decodes to \
+         ({accounted} bytes accounted for{}); a peer's encoder never pads or overlaps",
+        if accounted > payload { " so far" } else { "" }
     )]
-    PayloadOverclaimed {
+    PayloadSizeMismatch {
         kind: FrameKind,
-        claimed: usize,
+        accounted: usize,
         payload: usize,
     },
 

@@ -1,4 +1,77 @@
-//! Peer wire format (WIP).
+//! The peer transport's wire format: how members' bytes are framed, and
+//! what the frames carry. Pure code: the socket side feeds bytes in and
+//! writes bytes out.
+//!
+//! A connection is opened by the member that has something to send. It
+//! sends a [`Hello`] (cluster id, its member id, the member it believes it
+//! reached, what the stream will carry); the other member answers with a
+//! [`HelloReply`], accepting or refusing with a [`Refusal`]. After
+//! acceptance the dialer sends `Messages` frames (batches of Raft
+//! messages) or, on a connection of its own, `SnapshotChunk` frames.
+//!
+//! ```
+//! use basalt_net::peer::{check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply,
+//!     StreamKind, WireLimits};
+//! use basalt_raft::{Message, MessageType};
+//!
+//! let limits = WireLimits::default();
+//! let (cluster, leader, follower) = (0xc1, 1, 2);
+//! let mut encoder = FrameEncoder::new(limits);
+//! let mut decoder = FrameDecoder::new(limits);
+//! let mut wire = Vec::new();
+//!
+//! // The leader dials and says who it is, then sends a batch.
+//! encoder.hello(&Hello::new(cluster, leader, follower, StreamKind::Messages), &mut wire).unwrap();
+//! let heartbeat = Message::new(MessageType::Heartbeat, leader, follower);
+//! encoder.messages(&[heartbeat.clone()], &mut wire).unwrap();
+//!
+//! // The follower cuts the stream into frames as bytes arrive.
+//! decoder.push(&wire);
+//! let Frame::Hello(hello) = decoder.next_frame().unwrap().unwrap().decode().unwrap() else {
+//!     panic!("a connection opens with a hello");
+//! };
+//! assert_eq!(hello.check(cluster, follower), Ok(()));
+//! let reply = HelloReply::accept(follower, hello.protocol_version, limits);
+//! # let _ = reply;
+//! let Frame::Messages(batch) = decoder.next_frame().unwrap().unwrap().decode().unwrap() else {
+//!     panic!("then messages");
+//! };
+//! check_batch(hello.from, follower, &batch).unwrap();
+//! assert_eq!(batch, vec![heartbeat]);
+//! assert_eq!(decoder.next_frame().unwrap(), None);
+//! ```
+//!
+//! Layers, each a file: [`frame`](FrameDecoder) cuts bytes into checksummed
+//! frames (the byte layout is in `frame.rs`); `wire.rs` builds and checks
+//! payloads, which are rkyv archives validated with bytecheck before use;
+//! `raft_archive.rs` mirrors `basalt-raft`'s types for rkyv; `hello.rs` is
+//! the handshake; `snapshot_chunk.rs` the snapshot stream; `limits.rs` the
+//! size limits.
+//!
+//! Trust: nothing a peer sends is believed before it is checked. A length
+//! is believed (and memory reserved for it) only after the header checksum
+//! matches and the length is within the limit for the frame's kind; a
+//! payload is read only after its checksum matches and bytecheck validated
+//! it (checksums catch damage, validation catches malice: a hostile peer
+//! computes valid checksums); a decoded payload never holds more bytes of
+//! values than it had bytes, and is exactly the archive of what it decodes
+//! to (`PayloadSizeMismatch`); and [`check_batch`]
+//! refuses messages not from the handshaken peer or not to us. No input
+//! makes any of this panic.
+//!
+//! For the socket side:
+//! - read in chunks of `min(decoder.needed().max(16 KiB), 1 MiB)` (or a
+//!   fixed 64 KiB buffer), [`FrameDecoder::push`] each read and call
+//!   [`FrameDecoder::next_frame`] until `Ok(None)`; at end of stream call
+//!   [`FrameDecoder::finish`]. A connection buffers at most one frame:
+//!   [`WireLimits::max_payload`] + [`HEADER_LEN`] plus one read.
+//! - any [`PeerWireError`] from a peer's bytes means: log, close, let the
+//!   peer reconnect. The decoder is poisoned after its first error.
+//! - keep one [`FrameEncoder`] and one output `Vec<u8>` per connection and
+//!   clear (not drop) the `Vec` after each write: encoding then allocates
+//!   nothing in steady state. After the handshake, `set_limits` to ours
+//!   [`WireLimits::min`] the peer's ([`HelloReply::peer_limits`]).
+
 mod error;
 mod frame;
 mod hello;

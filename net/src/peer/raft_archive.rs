@@ -194,15 +194,21 @@ pub(crate) fn archived_len(m: &Message) -> usize {
     size_of::<ArchivedMessage>() + entries + m.context.len() + snapshot
 }
 
-/// Counts the payload bytes a conversion copies out against the payload's
-/// size. bytecheck already refuses archives whose parts overlap, so a valid
-/// archive never overdraws; the count makes "a payload of n bytes never
-/// decodes into much more than n bytes of values" hold by construction, not
-/// by trust in a dependency.
+/// Accounts for a payload's bytes as a conversion reads them: every
+/// archived part is charged its exact size (there is no padding), before
+/// anything is allocated for it.
+///
+/// Two promises follow. A payload of n bytes never decodes into values of
+/// more than n archived bytes, whatever rkyv's validation lets through
+/// (bytecheck already refuses overlapping parts; this holds by construction
+/// rather than by trust in a dependency). And with [`CopyBudget::finish`],
+/// a payload is exactly the archive of what it decodes to: no bytes beside
+/// it, so a prefix, a foreign payload or junk that happens to validate is
+/// refused instead of decoding to something.
 pub(crate) struct CopyBudget {
     kind: FrameKind,
     payload: usize,
-    claimed: usize,
+    accounted: usize,
 }
 
 impl CopyBudget {
@@ -210,20 +216,34 @@ impl CopyBudget {
         CopyBudget {
             kind,
             payload,
-            claimed: 0,
+            accounted: 0,
         }
     }
 
-    fn take(&mut self, items: usize, item_len: usize) -> Result<(), PeerWireError> {
-        self.claimed = self.claimed.saturating_add(items.saturating_mul(item_len));
-        if self.claimed > self.payload {
-            return Err(PeerWireError::PayloadOverclaimed {
-                kind: self.kind,
-                claimed: self.claimed,
-                payload: self.payload,
-            });
+    pub(crate) fn take(&mut self, items: usize, item_len: usize) -> Result<(), PeerWireError> {
+        self.accounted = self
+            .accounted
+            .saturating_add(items.saturating_mul(item_len));
+        if self.accounted > self.payload {
+            return Err(self.mismatch());
         }
         Ok(())
+    }
+
+    /// Checks that every byte of the payload was accounted for.
+    pub(crate) fn finish(self) -> Result<(), PeerWireError> {
+        if self.accounted != self.payload {
+            return Err(self.mismatch());
+        }
+        Ok(())
+    }
+
+    fn mismatch(&self) -> PeerWireError {
+        PeerWireError::PayloadSizeMismatch {
+            kind: self.kind,
+            accounted: self.accounted,
+            payload: self.payload,
+        }
     }
 }
 
@@ -233,6 +253,7 @@ pub(crate) fn messages_from_archived(
     budget: &mut CopyBudget,
     out: &mut Vec<Message>,
 ) -> Result<(), PeerWireError> {
+    budget.take(1, BATCH_ROOT_LEN)?;
     budget.take(batch.len(), size_of::<ArchivedMessage>())?;
     out.reserve(batch.len());
     for m in batch.iter() {
@@ -332,4 +353,104 @@ fn bytes_from_archived(
 ) -> Result<Vec<u8>, PeerWireError> {
     budget.take(bytes.len(), 1)?;
     Ok(bytes.as_slice().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+    use crate::peer::{decode_messages, FrameEncoder, WireLimits, HEADER_LEN};
+
+    fn payload(batch: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        FrameEncoder::new(WireLimits::default())
+            .messages(batch, &mut out)
+            .unwrap();
+        out.split_off(HEADER_LEN)
+    }
+
+    fn assert_invalid(payload: &[u8]) {
+        let mut out = Vec::new();
+        match decode_messages(payload, &mut out) {
+            Err(PeerWireError::InvalidPayload { kind, .. }) => {
+                assert_eq!(kind, FrameKind::Messages)
+            }
+            other => panic!("expected InvalidPayload, got {other:?}"),
+        }
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn out_of_range_tags_are_refused() {
+        // Catches: converting enums, bools or option tags without
+        // validating them (an archived enum with a bad tag is UB to read).
+        let bare = payload(&[Message::new(MessageType::Heartbeat, 1, 2)]);
+        // One message with nothing out of line: it starts the payload.
+        for (at, bad) in [
+            (offset_of!(ArchivedMessage, msg_type), 14u8),
+            (offset_of!(ArchivedMessage, msg_type), 0xff),
+            (offset_of!(ArchivedMessage, reject), 2),
+            (offset_of!(ArchivedMessage, snapshot), 2),
+        ] {
+            let mut p = bare.clone();
+            p[at] = bad;
+            assert_invalid(&p);
+        }
+        let mut with_entry = Message::new(MessageType::Append, 1, 2);
+        with_entry.entries.push(Entry::default());
+        let mut p = payload(&[with_entry]);
+        // The entry has no data, so it is the first thing written.
+        p[offset_of!(ArchivedEntry, entry_type)] = 2;
+        assert_invalid(&p);
+    }
+
+    #[test]
+    fn lengths_past_the_payload_are_refused() {
+        // Catches: trusting an archived vector's length (a peer claiming
+        // four billion entries must not make us allocate for them).
+        let mut m = Message::new(MessageType::Append, 1, 2);
+        m.context = vec![7; 3];
+        let p = payload(&[m]);
+        let len_at = p.len() - BATCH_ROOT_LEN - size_of::<ArchivedMessage>()
+            + offset_of!(ArchivedMessage, context)
+            + 4;
+        assert_eq!(&p[len_at..len_at + 4], &3u32.to_le_bytes());
+        for bad in [4u32, 1 << 20, u32::MAX] {
+            let mut p = p.clone();
+            p[len_at..len_at + 4].copy_from_slice(&bad.to_le_bytes());
+            assert_invalid(&p);
+        }
+        let root_len_at = p.len() - 4;
+        let mut p = p.clone();
+        p[root_len_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_invalid(&p);
+    }
+
+    #[test]
+    fn the_copy_budget_must_come_out_even() {
+        let mut budget = CopyBudget::new(FrameKind::Messages, 100);
+        assert!(budget.take(10, 9).is_ok());
+        assert!(budget.take(1, 10).is_ok());
+        assert_eq!(
+            budget.take(1, 1),
+            Err(PeerWireError::PayloadSizeMismatch {
+                kind: FrameKind::Messages,
+                accounted: 101,
+                payload: 100
+            })
+        );
+        let mut budget = CopyBudget::new(FrameKind::Messages, 100);
+        assert!(budget.take(usize::MAX, usize::MAX).is_err());
+        let mut budget = CopyBudget::new(FrameKind::Messages, 100);
+        budget.take(99, 1).unwrap();
+        assert_eq!(
+            budget.finish(),
+            Err(PeerWireError::PayloadSizeMismatch {
+                kind: FrameKind::Messages,
+                accounted: 99,
+                payload: 100
+            })
+        );
+    }
 }

@@ -7,6 +7,8 @@
 //! them belong to the same snapshot. A received chunk's data is a slice of
 //! the frame's payload: it reaches the disk without another copy.
 
+use std::mem::size_of;
+
 use basalt_raft::SnapshotMetadata;
 use bytes::Bytes;
 use rkyv::with::InlineAsBox;
@@ -54,8 +56,11 @@ pub(crate) fn decode_snapshot_chunk(payload: &Bytes) -> Result<SnapshotChunk, Pe
             }
         })?;
     let mut budget = CopyBudget::new(kind, payload.len());
+    budget.take(1, size_of::<ArchivedChunk>())?;
     let metadata = snapshot_metadata_from_archived(&chunk.metadata, &mut budget)?;
     let data: &[u8] = chunk.data.get();
+    budget.take(data.len(), 1)?;
+    budget.finish()?;
     // Validation proved `data` lies inside `payload`; find where without
     // trusting that proof with a panic.
     let start = (data.as_ptr() as usize).wrapping_sub(payload.as_ptr() as usize);

@@ -7,7 +7,7 @@
 
 use basalt_raft::{Message, NodeId, SnapshotMetadata};
 use rkyv::rancor;
-use rkyv::ser::allocator::Arena;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
 use rkyv::ser::{Positional, Writer};
 
 use super::error::PeerWireError;
@@ -65,16 +65,54 @@ pub fn decode_messages(payload: &[u8], out: &mut Vec<Message>) -> Result<(), Pee
         .map_err(|e| invalid(kind, e))?;
     let before = out.len();
     let mut budget = CopyBudget::new(kind, payload.len());
-    messages_from_archived(batch, &mut budget, out).inspect_err(|_| out.truncate(before))
+    messages_from_archived(batch, &mut budget, out)
+        .and_then(|()| budget.finish())
+        .inspect_err(|_| out.truncate(before))
 }
 
+/// Validates and deserializes a handshake payload, then requires it to be
+/// exactly what we would have sent for the value it decodes to. Handshakes
+/// are two frames per connection, so the second encoding costs nothing that
+/// matters, and it refuses the payloads that validate by accident (another
+/// kind's payload, a prefix, trailing bytes).
 fn decode_owned<T>(kind: FrameKind, payload: &[u8]) -> Result<T, PeerWireError>
 where
-    T: rkyv::Archive,
+    T: rkyv::Archive
+        + for<'a, 'b> rkyv::Serialize<
+            rkyv::api::low::LowSerializer<PayloadWriter<'a>, ArenaHandle<'b>, rancor::Error>,
+        >,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'a, rancor::Error>>
         + rkyv::Deserialize<T, rancor::Strategy<rkyv::de::pooling::Unpool, rancor::Error>>,
 {
-    rkyv::api::low::from_bytes::<T, rancor::Error>(payload).map_err(|e| invalid(kind, e))
+    let value =
+        rkyv::api::low::from_bytes::<T, rancor::Error>(payload).map_err(|e| invalid(kind, e))?;
+    let mut again = Vec::with_capacity(payload.len());
+    serialize_into(&value, &mut again, &mut Arena::new()).map_err(|e| PeerWireError::Encode {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if again != payload {
+        return Err(PeerWireError::PayloadSizeMismatch {
+            kind,
+            accounted: again.len(),
+            payload: payload.len(),
+        });
+    }
+    Ok(value)
+}
+
+/// Appends the archive of `value` to `out`, positions counted from where
+/// it starts.
+fn serialize_into<T>(value: &T, out: &mut Vec<u8>, arena: &mut Arena) -> Result<(), rancor::Error>
+where
+    T: for<'a, 'b> rkyv::Serialize<
+        rkyv::api::low::LowSerializer<PayloadWriter<'a>, ArenaHandle<'b>, rancor::Error>,
+    >,
+{
+    let base = out.len();
+    let writer = PayloadWriter { out, base };
+    rkyv::api::low::to_bytes_in_with_alloc::<_, _, rancor::Error>(value, writer, arena.acquire())?;
+    Ok(())
 }
 
 fn invalid(kind: FrameKind, e: rancor::Error) -> PeerWireError {
@@ -255,7 +293,7 @@ impl FrameEncoder {
 /// Serializes into the tail of a frame buffer. rkyv's positions are
 /// relative to the payload's start, so the payload is a self-contained
 /// archive whatever precedes it in the buffer.
-struct PayloadWriter<'a> {
+pub(crate) struct PayloadWriter<'a> {
     out: &'a mut Vec<u8>,
     base: usize,
 }
