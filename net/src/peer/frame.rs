@@ -1,19 +1,7 @@
 //! Frames: how bytes on a peer connection are cut into checksummed units.
 //!
-//! Every frame is a fixed 20-byte header and a payload. All integers are
-//! little-endian; checksums are CRC-32 (IEEE, as `crc32fast` computes it).
-//!
-//! ```text
-//! offset  size  field
-//!      0     4  magic            b"BSLP"
-//!      4     1  frame version    FRAME_VERSION (1)
-//!      5     1  kind             1 Hello, 2 HelloReply, 3 Messages, 4 SnapshotChunk
-//!      6     2  flags            none defined; must be 0
-//!      8     4  payload length   <= the limit for the kind (WireLimits)
-//!     12     4  payload crc      CRC-32 of the payload bytes
-//!     16     4  header crc       CRC-32 of bytes 0..16
-//!     20     -  payload
-//! ```
+//! Every frame is a fixed 20-byte header and a payload; [`FrameHeader`]
+//! gives the byte layout.
 //!
 //! The header has its own checksum so that a damaged length is caught before
 //! the decoder waits for (or reserves room for) a payload that never comes;
@@ -34,7 +22,7 @@ use super::limits::{WireLimits, MAX_FRAME_BYTES};
 
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"BSLP";
-/// Version of the frame header layout above. Payload layouts are versioned
+/// Version of the header layout (see [`FrameHeader`]). Payload layouts are versioned
 /// separately, by [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION) in the
 /// handshake.
 pub const FRAME_VERSION: u8 = 1;
@@ -68,6 +56,21 @@ impl FrameKind {
 }
 
 /// A frame header that passed every check.
+///
+/// Every frame is this 20-byte header and a payload. Integers are
+/// little-endian; checksums are CRC-32 (IEEE, as `crc32fast` computes it).
+///
+/// ```text
+/// offset  size  field
+///      0     4  magic            b"BSLP"
+///      4     1  frame version    FRAME_VERSION (1)
+///      5     1  kind             1 Hello, 2 HelloReply, 3 Messages, 4 SnapshotChunk
+///      6     2  flags            none defined; must be 0
+///      8     4  payload length   <= the limit for the kind (WireLimits)
+///     12     4  payload crc      CRC-32 of the payload bytes
+///     16     4  header crc       CRC-32 of bytes 0..16
+///     20     -  payload          an rkyv archive (see the module docs)
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub kind: FrameKind,

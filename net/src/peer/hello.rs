@@ -64,8 +64,11 @@ impl Hello {
     /// The refusal this hello earns from member `local` of `cluster_id` on
     /// version, cluster and addressee alone; whether `from` is a current
     /// member is the caller's to check (`UnknownMember`, `MemberRemoved`).
+    ///
+    /// A dialer newer than us is accepted: the reply names our version,
+    /// and the dialer closes if it no longer speaks it.
     pub fn check(&self, cluster_id: u64, local: NodeId) -> Result<(), Refusal> {
-        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&self.protocol_version) {
+        if self.protocol_version < MIN_PROTOCOL_VERSION {
             return Err(Refusal::VersionUnsupported {
                 min: MIN_PROTOCOL_VERSION,
                 max: PROTOCOL_VERSION,
@@ -96,6 +99,7 @@ impl Hello {
 pub enum HelloReply {
     Accepted {
         /// Payload version both ends use from now on: the lower of the two.
+        /// A dialer that cannot speak it closes the connection.
         protocol_version: u16,
         /// The answering member's id.
         member_id: NodeId,
@@ -150,7 +154,8 @@ pub enum Refusal {
     UnknownMember { id: NodeId },
     /// The dialer was a member and has been removed; it must not rejoin.
     MemberRemoved { id: NodeId },
-    /// This member reads payload versions `min..=max`.
+    /// The dialer's version is older than this member still reads; this
+    /// member reads `min..=max`.
     VersionUnsupported { min: u16, max: u16, theirs: u16 },
 }
 

@@ -16,33 +16,45 @@
 //!
 //! let limits = WireLimits::default();
 //! let (cluster, leader, follower) = (0xc1, 1, 2);
-//! let mut encoder = FrameEncoder::new(limits);
-//! let mut decoder = FrameDecoder::new(limits);
-//! let mut wire = Vec::new();
+//! let (mut leader_enc, mut leader_dec) = (FrameEncoder::new(limits), FrameDecoder::new(limits));
+//! let (mut follower_enc, mut follower_dec) = (FrameEncoder::new(limits), FrameDecoder::new(limits));
+//! let (mut to_follower, mut to_leader) = (Vec::new(), Vec::new());
 //!
-//! // The leader dials and says who it is, then sends a batch.
-//! encoder.hello(&Hello::new(cluster, leader, follower, StreamKind::Messages), &mut wire).unwrap();
-//! let heartbeat = Message::new(MessageType::Heartbeat, leader, follower);
-//! encoder.messages(&[heartbeat.clone()], &mut wire).unwrap();
+//! // The leader dials and says who it is.
+//! let hello = Hello::new(cluster, leader, follower, StreamKind::Messages);
+//! leader_enc.hello(&hello, &mut to_follower).unwrap();
 //!
-//! // The follower cuts the stream into frames as bytes arrive.
-//! decoder.push(&wire);
-//! let Frame::Hello(hello) = decoder.next_frame().unwrap().unwrap().decode().unwrap() else {
+//! // The follower cuts the stream into frames as bytes arrive, checks the
+//! // hello (and, not shown, that `hello.from` is a current member), answers.
+//! follower_dec.push(&to_follower);
+//! to_follower.clear();
+//! let Frame::Hello(hello) = follower_dec.next_frame().unwrap().unwrap().decode().unwrap() else {
 //!     panic!("a connection opens with a hello");
 //! };
 //! assert_eq!(hello.check(cluster, follower), Ok(()));
 //! let reply = HelloReply::accept(follower, hello.protocol_version, limits);
-//! # let _ = reply;
-//! let Frame::Messages(batch) = decoder.next_frame().unwrap().unwrap().decode().unwrap() else {
-//!     panic!("then messages");
+//! follower_enc.hello_reply(&reply, &mut to_leader).unwrap();
+//!
+//! // Accepted: the leader frames with both members' limits, and sends.
+//! leader_dec.push(&to_leader);
+//! let Frame::HelloReply(reply) = leader_dec.next_frame().unwrap().unwrap().decode().unwrap() else {
+//!     panic!("a hello is answered");
 //! };
+//! leader_enc.set_limits(limits.min(reply.peer_limits().expect("accepted")));
+//! let heartbeat = Message::new(MessageType::Heartbeat, leader, follower);
+//! leader_enc.messages(&[heartbeat.clone()], &mut to_follower).unwrap();
+//!
+//! follower_dec.push(&to_follower);
+//! let mut batch = Vec::new();
+//! while let Some(frame) = follower_dec.next_frame().unwrap() {
+//!     frame.decode_messages_into(&mut batch).unwrap();
+//! }
 //! check_batch(hello.from, follower, &batch).unwrap();
 //! assert_eq!(batch, vec![heartbeat]);
-//! assert_eq!(decoder.next_frame().unwrap(), None);
 //! ```
 //!
-//! Layers, each a file: [`frame`](FrameDecoder) cuts bytes into checksummed
-//! frames (the byte layout is in `frame.rs`); `wire.rs` builds and checks
+//! Layers, each a file: `frame.rs` cuts bytes into checksummed frames
+//! ([`FrameDecoder`]; the byte layout is on [`FrameHeader`]); `wire.rs` builds and checks
 //! payloads, which are rkyv archives validated with bytecheck before use;
 //! `raft_archive.rs` mirrors `basalt-raft`'s types for rkyv; `hello.rs` is
 //! the handshake; `snapshot_chunk.rs` the snapshot stream; `limits.rs` the
