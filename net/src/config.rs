@@ -162,15 +162,15 @@ mod tests {
     fn parses_listen_urls() {
         assert_eq!(
             parse_listen_url("http://localhost:2379").unwrap(),
-            "127.0.0.1:2379".parse().unwrap()
+            "127.0.0.1:2379".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
             parse_listen_url("http://127.0.0.1:0/").unwrap(),
-            "127.0.0.1:0".parse().unwrap()
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
             parse_listen_url("http://[::1]:2379").unwrap(),
-            "[::1]:2379".parse().unwrap()
+            "[::1]:2379".parse::<SocketAddr>().unwrap()
         );
         assert!(parse_listen_url("https://127.0.0.1:2379").is_err());
         assert!(parse_listen_url("127.0.0.1:2379").is_err());

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod member;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod proto;
 pub mod raftlog;
 pub mod sequencer;
