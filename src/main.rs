@@ -56,11 +56,11 @@ struct Flags {
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
     /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long)]
-    heartbeat_interval: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
     /// Time (in milliseconds) for an election to timeout.
-    #[arg(long)]
-    election_timeout: Option<u64>,
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
     /// Applied entries between store checkpoints (WAL is released below a
     /// checkpoint).
     #[arg(long, default_value_t = 10_000)]
@@ -167,7 +167,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    log_flags_not_acted_on(&flags);
 
     // Block the stop signals before any executor thread exists, so they
     // inherit the mask and the main thread alone receives them.
@@ -220,6 +219,7 @@ fn config(f: &Flags) -> Result<Config, String> {
         ClusterState::Existing => InitialClusterState::Existing,
     };
     c.listen_peer_urls = f.listen_peer_urls.clone();
+    c.timing = timing(f.heartbeat_interval, f.election_timeout)?;
     c.snapshot_count = f.snapshot_count;
     c.limits = KvLimits {
         max_txn_ops: f.max_txn_ops,
@@ -237,28 +237,28 @@ fn config(f: &Flags) -> Result<Config, String> {
     Ok(c)
 }
 
-/// etcd flags basalt accepts so existing configurations start, but does not
-/// act on yet; each one given is reported, never silently ignored.
-fn log_flags_not_acted_on(f: &Flags) {
-    let given = [
-        (
-            "--heartbeat-interval",
-            f.heartbeat_interval.map(|v| v.to_string()),
-        ),
-        (
-            "--election-timeout",
-            f.election_timeout.map(|v| v.to_string()),
-        ),
-    ];
-    for (flag, value) in given {
-        if let Some(value) = value {
-            tracing::warn!(
-                flag,
-                value,
-                "flag accepted but not acted on yet (single member, no peers)"
-            );
-        }
+/// etcd's rules for `--heartbeat-interval` and `--election-timeout` (its
+/// `embed.Config.Validate`), with its messages.
+fn timing(heartbeat: u64, election: u64) -> Result<basalt_net::node::NodeTiming, String> {
+    if heartbeat == 0 {
+        return Err(format!(
+            "--heartbeat-interval must be >0 (set to {heartbeat}ms)"
+        ));
     }
+    if 5 * heartbeat > election {
+        return Err(format!(
+            "--election-timeout[{election}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat}ms]"
+        ));
+    }
+    if election > 50_000 {
+        return Err(format!(
+            "--election-timeout[{election}ms] is too long, and should be set less than 50000ms"
+        ));
+    }
+    Ok(basalt_net::node::NodeTiming {
+        heartbeat: Duration::from_millis(heartbeat),
+        election_timeout: Duration::from_millis(election),
+    })
 }
 
 /// SIGTERM and SIGINT, delivered synchronously to the main thread.

@@ -111,3 +111,39 @@ async fn periodic_auto_compaction_runs_from_the_flags() {
         server.log()
     );
 }
+
+/// etcd's checks of the Raft timing flags, with its messages and exit 1.
+#[test]
+fn bad_raft_timing_flags_are_refused_like_etcd() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--heartbeat-interval=300", "--election-timeout=1000"],
+            "--election-timeout[1000ms] should be at least as 5 times as --heartbeat-interval[300ms]",
+        ),
+        (
+            &["--heartbeat-interval=1000", "--election-timeout=60000"],
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms",
+        ),
+        (
+            &["--heartbeat-interval=0"],
+            "--heartbeat-interval must be >0 (set to 0ms)",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, message) in cases {
+        for (binary, kind) in [
+            (env!("CARGO_BIN_EXE_basalt"), "basalt"),
+            ("/usr/bin/etcd", "etcd"),
+        ] {
+            let out = Command::new(binary)
+                .args(args)
+                .arg("--data-dir")
+                .arg(dir.path().join(kind))
+                .output()
+                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{kind} {args:?}: {stderr}");
+            assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The setups in which basalt would silently serve diverging copies of the
-//! data are refused: a multi-member `--initial-cluster` (members do not
-//! replicate yet) and a second process on a port basalt holds. And the
-//! port rules etcd users rely on: a restarted member rebinds its port at
-//! once, and basalt's own executors all serve the one port.
+//! data are refused: joining a running cluster (members cannot be added
+//! yet, so the member would start alone) and a second process on a port
+//! basalt holds. And the port rules etcd users rely on: a restarted member
+//! rebinds its port at once, and basalt's own executors all serve the one
+//! port.
 
 mod support;
 
@@ -13,8 +14,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{free_port, Kind, Server};
-
-const REFUSED_CLUSTER: &str = "multi-member clusters are not supported yet";
 
 /// Runs basalt to completion with `args` (it must exit by itself).
 fn run_basalt(data_dir: &Path, args: &[String]) -> Output {
@@ -72,44 +71,6 @@ fn nothing_listens_on(port: u16) -> bool {
         Duration::from_millis(200),
     )
     .is_err()
-}
-
-/// Three processes started as etcd's clustering guide starts them: each
-/// exits 1 with the message, and none ever serves.
-#[test]
-fn a_three_member_initial_cluster_is_refused_by_every_member() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let cluster = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let children: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &(client, peer))| {
-            let data = dir.path().join(format!("m{i}"));
-            let args = member_args(&format!("m{i}"), client, peer, &cluster);
-            std::thread::spawn(move || run_basalt(&data, &args))
-        })
-        .collect();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.join().expect("member thread");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "member m{i}: {stderr}");
-        assert!(stderr.contains(REFUSED_CLUSTER), "member m{i}: {stderr}");
-        assert!(stderr.contains("(m0, m1, m2)"), "member m{i}: {stderr}");
-        assert!(
-            nothing_listens_on(ports[i].0),
-            "m{i} left a client listener"
-        );
-        assert!(
-            !dir.path().join(format!("m{i}/member/wal")).exists(),
-            "m{i} created a data dir it could never serve from"
-        );
-    }
 }
 
 #[test]

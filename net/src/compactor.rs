@@ -189,8 +189,13 @@ async fn run_revision(seq: Rc<Sequencer>, keep: i64, every: Duration) {
     }
 }
 
-/// True when `revision` is compacted now (by this call or before).
+/// True when `revision` is compacted now (by this call or before). Only
+/// the leader compacts (as etcd): a follower's turn is skipped, and its
+/// samples stay ready should it become leader.
 async fn compact(seq: &Sequencer, revision: i64) -> bool {
+    if seq.driver().status().role != basalt_raft::StateRole::Leader {
+        return false;
+    }
     tracing::info!(revision, "starting auto compaction");
     let started = Instant::now();
     let entry = LogEntry::new(LogRequest::Compaction(pb::CompactionRequest {

@@ -146,7 +146,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         &cfg.initial_advertise_peer_urls,
         &cfg.advertise_client_urls,
     )?;
-    refuse_unreplicated_cluster(&cfg, &cluster)?;
+    refuse_joining(&cfg)?;
     let client_listeners = listen
         .iter()
         .map(|&addr| bind_exclusive(addr, "client"))
@@ -325,31 +325,14 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     })
 }
 
-/// Until members replicate, a configuration that would have clients
-/// believe in replication is refused: each member would serve its own
-/// diverging copy of the data.
-fn refuse_unreplicated_cluster(cfg: &Config, cluster: &ClusterInfo) -> Result<(), Error> {
-    if cluster.members.len() > 1 {
-        let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
-        return Err(Error::Config(format!(
-            "--initial-cluster names {} members ({}): multi-member clusters are not supported \
-             yet. basalt does not replicate between members yet, so each member would serve \
-             its own diverging copy of the data. Start a single member (--initial-cluster \
-             {}={})",
-            names.len(),
-            names.join(", "),
-            cluster.local.name,
-            cluster
-                .local
-                .peer_urls
-                .join(&format!(",{}=", cluster.local.name)),
-        )));
-    }
+/// Until members can join a running cluster (membership changes), a
+/// member told to join one is refused rather than started alone.
+fn refuse_joining(cfg: &Config) -> Result<(), Error> {
     if cfg.initial_cluster_state == InitialClusterState::Existing {
         return Err(Error::Config(
             "--initial-cluster-state existing (joining a running cluster) is not supported \
-             yet: basalt does not replicate between members yet. Start a new single-member \
-             cluster (--initial-cluster-state new)"
+             yet: members cannot be added to a running cluster yet. Found the cluster with \
+             every member at once (--initial-cluster-state new)"
                 .into(),
         ));
     }
@@ -531,7 +514,12 @@ impl Executor {
                 ..Default::default()
             },
         );
-        crate::lease::attach(&mut methods, &seq, crate::lease::LeaseConfig::default());
+        let timing = seq.timing();
+        crate::lease::attach(
+            &mut methods,
+            &seq,
+            crate::lease::LeaseConfig::new(timing.heartbeat, timing.election_timeout),
+        );
         let methods = Rc::new(methods);
         // Before joining the mesh: the other executors start only then.
         let _ = self.ready.send(Ok(cluster));
@@ -543,7 +531,12 @@ impl Executor {
             serve_mesh(seq.clone(), methods.clone(), receivers);
         }
         let shutdown = Rc::new(Shutdown::new());
-        let accepting = glommio::spawn_local(acceptor.run(shutdown.clone()));
+        let transport = seq.start_peers();
+        let gate = {
+            let seq = seq.clone();
+            Box::pin(async move { seq.wait_published().await }) as Gate
+        };
+        let accepting = glommio::spawn_local(acceptor.run(shutdown.clone(), transport, gate));
         let serving = Serving {
             id: self.id,
             incoming: self.incoming,
@@ -640,36 +633,64 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// serves a share, and only this process ever accepts on its ports.
 struct Acceptor {
     client: Vec<std::net::TcpListener>,
-    /// `--listen-peer-urls`: held so no other process takes the port;
-    /// connections are closed at once (members do not talk to peers yet).
+    /// `--listen-peer-urls`: streams other members open to us.
     peer: Vec<std::net::TcpListener>,
     executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
 }
 
 impl Acceptor {
-    /// Accepts until `shutdown` fires.
-    async fn run(self, shutdown: Rc<Shutdown>) {
+    /// Accepts until `shutdown` fires; peer streams go to `transport` at
+    /// once, client connections wait (in the kernel's backlog) for
+    /// `clients_from`: etcd serves clients once its member is published.
+    async fn run(
+        self,
+        shutdown: Rc<Shutdown>,
+        transport: Rc<crate::peer::Transport>,
+        clients_from: Gate,
+    ) {
         let next = Rc::new(Cell::new(0usize));
         let mut loops = Vec::new();
+        let gate = Rc::new(Shutdown::new());
+        {
+            let (gate, shutdown) = (gate.clone(), shutdown.clone());
+            loops.push(glommio::spawn_local(async move {
+                future::or(clients_from, shutdown.wait()).await;
+                gate.fire();
+            }));
+        }
         for l in self.client {
+            let gate = gate.clone();
+            let shutdown = shutdown.clone();
             let deal = Deal {
                 executors: self.executors.clone(),
                 next: next.clone(),
             };
-            loops.push(glommio::spawn_local(accept_loop(
-                glommio_listener(l),
-                shutdown.clone(),
-                move |s| deal.clone().give(s),
-            )));
+            loops.push(glommio::spawn_local(async move {
+                let open = future::or(
+                    async {
+                        gate.wait().await;
+                        true
+                    },
+                    async {
+                        shutdown.wait().await;
+                        false
+                    },
+                )
+                .await;
+                if open {
+                    accept_loop(glommio_listener(l), shutdown, move |s| deal.clone().give(s)).await;
+                }
+            }));
         }
         drop(self.executors);
         for l in self.peer {
+            let transport = transport.clone();
             loops.push(glommio::spawn_local(accept_loop(
                 glommio_listener(l),
                 shutdown.clone(),
-                |s| {
-                    tracing::debug!("peer connection closed: members do not talk to peers yet");
-                    drop(s.bind_to_executor());
+                move |s| {
+                    let stream = s.bind_to_executor();
+                    glommio::spawn_local(transport.clone().serve_inbound(stream)).detach();
                     Box::pin(async {})
                 },
             )));
@@ -687,6 +708,8 @@ fn glommio_listener(l: std::net::TcpListener) -> TcpListener {
 }
 
 type Handoff = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+/// Resolves when client connections may be served.
+type Gate = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 async fn accept_loop(
     listener: TcpListener,

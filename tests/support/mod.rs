@@ -350,3 +350,4 @@ pub fn assert_transcripts_match(
         basalt.lines.join("\n")
     );
 }
+pub mod cluster;

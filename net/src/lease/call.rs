@@ -41,7 +41,7 @@ impl Lessor {
         Ok(match call {
             LeaseCall::Grant(r) => LeaseReply::Grant(self.grant(r).await?),
             LeaseCall::Revoke(r) => LeaseReply::Revoke(self.revoke(r).await?),
-            LeaseCall::KeepAlive(r) => LeaseReply::KeepAlive(self.keep_alive(&r)),
+            LeaseCall::KeepAlive(r) => LeaseReply::KeepAlive(self.keep_alive(&r).await?),
             LeaseCall::TimeToLive(r) => LeaseReply::TimeToLive(self.time_to_live(&r)?),
             LeaseCall::Leases => LeaseReply::Leases(self.leases()),
         })

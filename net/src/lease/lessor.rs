@@ -40,6 +40,30 @@ pub trait LeaseLog {
     fn lease_ttls(&self) -> Vec<(i64, i64)>;
     /// A header at the current revision.
     fn header(&self) -> pb::ResponseHeader;
+    /// Whether this member leads: only the leader expires leases, and
+    /// keepalives elsewhere go through the log to reach it.
+    fn is_leader(&self) -> bool {
+        true
+    }
+    /// Carries a keepalive received by a follower to every member's
+    /// lessor through the log; resolves with the lease's TTL (0: gone).
+    fn propose_keepalive(&self, id: i64) -> LogFuture<'_, i64> {
+        let _ = id;
+        Box::pin(async {
+            Err(Status::new(
+                Code::Unimplemented,
+                "keepalive through the log",
+            ))
+        })
+    }
+}
+
+/// A lease change applied from the log, on every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Granted { id: i64, ttl: i64 },
+    Revoked(i64),
+    Renewed(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +106,8 @@ pub struct Lessor {
     log: Rc<dyn LeaseLog>,
     cfg: LeaseConfig,
     keeper: RefCell<Keeper>,
+    /// Whether this member led at the last expiry tick.
+    leading: Cell<bool>,
     random: RandomState,
     draws: Cell<u64>,
 }
@@ -94,10 +120,14 @@ impl Lessor {
         for (id, ttl) in log.lease_ttls() {
             keeper.grant(id, ttl, now);
         }
+        // A member leading already (a sole voter) just gave every lease
+        // its full TTL: nothing to promote.
+        let leading = Cell::new(log.is_leader());
         Lessor {
             log,
             cfg,
             keeper: RefCell::new(keeper),
+            leading,
             random: RandomState::new(),
             draws: Cell::new(0),
         }
@@ -192,19 +222,44 @@ impl Lessor {
         })
     }
 
+    /// A lease change applied from the log: every member's keeper follows
+    /// the leases (so a new leader expires them from what it saw).
+    pub fn applied(&self, event: LeaseEvent) {
+        let now = Instant::now();
+        let mut keeper = self.keeper.borrow_mut();
+        match event {
+            LeaseEvent::Granted { id, ttl } => {
+                if !keeper.contains(id) {
+                    keeper.grant(id, ttl, now);
+                }
+            }
+            LeaseEvent::Revoked(id) => keeper.forget(id),
+            LeaseEvent::Renewed(id) => {
+                let _ = keeper.renew(id, now);
+            }
+        }
+    }
+
     /// One LeaseKeepAlive message: the TTL again from now, or TTL 0 for a
     /// lease that does not exist or already expired (what etcd answers).
-    pub fn keep_alive(&self, req: &pb::LeaseKeepAliveRequest) -> pb::LeaseKeepAliveResponse {
-        let ttl = self
-            .keeper
-            .borrow_mut()
-            .renew(req.id, Instant::now())
-            .unwrap_or(0);
-        pb::LeaseKeepAliveResponse {
+    /// On a follower it travels through the log to the leader's lessor.
+    pub async fn keep_alive(
+        &self,
+        req: &pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let ttl = if self.log.is_leader() {
+            self.keeper
+                .borrow_mut()
+                .renew(req.id, Instant::now())
+                .unwrap_or(0)
+        } else {
+            self.log.propose_keepalive(req.id).await?
+        };
+        Ok(pb::LeaseKeepAliveResponse {
             header: Some(self.log.header()),
             id: req.id,
             ttl,
-        }
+        })
     }
 
     /// LeaseTimeToLive: an unknown lease is not an error but TTL -1.
@@ -252,6 +307,13 @@ impl Lessor {
     /// worth), all at once so they share a WAL sync. Returns how many were
     /// revoked.
     pub async fn expire(&self, now: Instant) -> usize {
+        if !self.log.is_leader() {
+            self.leading.set(false);
+            return 0;
+        }
+        if !self.leading.replace(true) {
+            self.promote(now);
+        }
         let due = self
             .keeper
             .borrow_mut()
@@ -279,6 +341,20 @@ impl Lessor {
             }
         }
         revoked
+    }
+
+    /// This member became leader: every lease gets at least its full TTL
+    /// from now (etcd's promote), so none dies because leadership moved
+    /// (the old leader may have renewed it without the log).
+    fn promote(&self, now: Instant) {
+        let mut keeper = self.keeper.borrow_mut();
+        for (id, ttl) in self.log.lease_ttls() {
+            keeper.grant(id, ttl, now);
+        }
+        tracing::info!(
+            leases = self.log.lease_ttls().len(),
+            "lessor promoted: leases extended"
+        );
     }
 
     /// Revokes expired leases every `expiry_tick` for as long as the lessor
@@ -408,9 +484,9 @@ mod tests {
     fn keepalive_renews_known_leases_and_answers_unknown_with_zero() {
         let (_, l) = lessor();
         grant(&l, 7, 30).unwrap();
-        let r = l.keep_alive(&pb::LeaseKeepAliveRequest { id: 7 });
+        let r = block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 7 })).unwrap();
         assert_eq!((r.id, r.ttl), (7, 30));
-        let r = l.keep_alive(&pb::LeaseKeepAliveRequest { id: 8 });
+        let r = block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 8 })).unwrap();
         assert_eq!((r.id, r.ttl), (8, 0));
         assert!(r.header.is_some());
     }
@@ -450,7 +526,12 @@ mod tests {
             (e.code, e.message.as_str()),
             (Code::NotFound, "etcdserver: requested lease not found")
         );
-        assert_eq!(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 2 }).ttl, 0);
+        assert_eq!(
+            block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 2 }))
+                .unwrap()
+                .ttl,
+            0
+        );
     }
 
     #[test]
@@ -462,7 +543,9 @@ mod tests {
         log.fail_revokes.set(true);
         assert_eq!(block_on(l.expire(later)), 0);
         assert_eq!(
-            l.keep_alive(&pb::LeaseKeepAliveRequest { id: 1 }).ttl,
+            block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 1 }))
+                .unwrap()
+                .ttl,
             0,
             "expired"
         );

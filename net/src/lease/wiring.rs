@@ -45,6 +45,23 @@ impl LeaseLog for Sequencer {
     fn header(&self) -> pb::ResponseHeader {
         Sequencer::header(self)
     }
+
+    fn is_leader(&self) -> bool {
+        self.driver().status().role == basalt_raft::StateRole::Leader
+    }
+
+    fn propose_keepalive(&self, id: i64) -> LogFuture<'_, i64> {
+        let entry = LogEntry::new(LogRequest::LeaseKeepAlive(pb::LeaseKeepAliveRequest { id }));
+        Box::pin(async move {
+            match self.execute(Command::Propose(entry)).await? {
+                Reply::Renewed(ttl, _) => Ok(ttl),
+                _ => Err(Status::new(
+                    Code::Internal,
+                    "sequencer answered a keepalive with another reply",
+                )),
+            }
+        })
+    }
 }
 
 /// Serves Lease on the sequencer's executor: creates the lessor (every
@@ -54,6 +71,12 @@ impl LeaseLog for Sequencer {
 pub fn attach(router: &mut Router, seq: &Rc<Sequencer>, cfg: LeaseConfig) -> Rc<Lessor> {
     let log: Rc<dyn LeaseLog> = seq.clone();
     let lessor = Rc::new(Lessor::new(log, cfg));
+    let weak = Rc::downgrade(&lessor);
+    seq.subscribe_leases(Box::new(move |event| {
+        if let Some(l) = weak.upgrade() {
+            l.applied(event);
+        }
+    }));
     let api: Rc<dyn LeaseApi> = lessor.clone();
     register(router, api);
     glommio::spawn_local(Lessor::run_expiry(Rc::downgrade(&lessor))).detach();

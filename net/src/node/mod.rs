@@ -16,6 +16,6 @@ pub mod driver;
 pub mod meta;
 pub mod open;
 
-pub use driver::{Driver, NodeStatus, Outbox, ProposalReply};
+pub use driver::{Doorbell, Driver, NodeStatus, Outbox, ProposalReply};
 pub use meta::MemberMeta;
 pub use open::{enter, Entered, NodeTiming};

@@ -91,11 +91,7 @@ pub async fn enter(
     };
     let member_id = meta_member_id(&meta, flags)?;
     let applied = store.applied_index();
-    let snapshot = SnapshotMetadata {
-        index: applied,
-        term: meta.applied_term,
-        conf_state: meta.conf_state.clone(),
-    };
+    let snapshot = log_start(&wal, applied, &meta);
     let storage = if bootstrapped {
         WalStorage::bootstrap(wal, &meta.conf_state.voters).await?
     } else {
@@ -117,7 +113,7 @@ pub async fn enter(
     let mut cfg = basalt_raft::Config::new(member_id);
     cfg.election_tick = timing.election_ticks();
     cfg.heartbeat_tick = 1;
-    cfg.applied = log.snapshot_metadata().index;
+    cfg.applied = applied.max(log.snapshot_metadata().index);
     cfg.max_committed_size_per_ready = MAX_APPLY_BYTES_PER_PASS;
     cfg.max_size_per_msg = MAX_APPEND_BYTES;
     cfg.max_inflight_msgs = MAX_INFLIGHT_APPENDS;
@@ -135,6 +131,31 @@ pub async fn enter(
         meta,
         member_id,
     })
+}
+
+/// Where Raft's log starts after a restart: as far back as the WAL still
+/// holds entries (the catch-up margin the last run kept for followers),
+/// not at the checkpoint, so a follower behind the checkpoint still
+/// catches up from the log. The membership is the one at `applied`: no
+/// entry at or below `applied` is applied again.
+fn log_start(wal: &Wal, applied: u64, meta: &MemberMeta) -> SnapshotMetadata {
+    let at_checkpoint = SnapshotMetadata {
+        index: applied,
+        term: meta.applied_term,
+        conf_state: meta.conf_state.clone(),
+    };
+    let first = wal.first_index();
+    if first == 0 || first >= applied || wal.last_readable_index() < applied {
+        return at_checkpoint;
+    }
+    match wal.term(first) {
+        Ok(term) => SnapshotMetadata {
+            index: first,
+            term,
+            conf_state: meta.conf_state.clone(),
+        },
+        Err(_) => at_checkpoint,
+    }
 }
 
 /// Nothing was ever written: a new member.

@@ -90,6 +90,7 @@ mod hello;
 mod limits;
 mod raft_archive;
 mod snapshot_chunk;
+mod transport;
 mod wire;
 
 pub use error::PeerWireError;
@@ -103,4 +104,5 @@ pub use limits::{
     MAX_FRAME_BYTES, SNAPSHOT_CHUNK_OVERHEAD,
 };
 pub use snapshot_chunk::SnapshotChunk;
+pub use transport::{PeerSink, Transport, MAX_QUEUED_MESSAGES};
 pub use wire::{check_batch, decode_messages, messages_payload_len, Frame, FrameEncoder};

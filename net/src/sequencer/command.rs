@@ -28,6 +28,8 @@ pub enum Command {
     Lease {
         id: i64,
     },
+    /// The members as applied, with the raft term for the header.
+    Members,
 }
 
 /// A successful answer; each variant carries the header of the response.
@@ -45,12 +47,15 @@ pub enum Reply {
         header: pb::ResponseHeader,
     },
     Done(pb::ResponseHeader),
+    /// A keepalive went through the log: the lease's TTL, 0 if it is gone.
+    Renewed(i64, pb::ResponseHeader),
     Snapshot {
         blob: Vec<u8>,
         header: pb::ResponseHeader,
     },
     Alarms(Vec<pb::AlarmMember>, pb::ResponseHeader),
     Leases(Vec<m::Lease>, pb::ResponseHeader),
+    Members(crate::member::ClusterInfo, pb::ResponseHeader),
     Lease(Option<m::Lease>, pb::ResponseHeader),
 }
 

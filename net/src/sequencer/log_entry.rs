@@ -14,7 +14,7 @@ use crate::wire;
 /// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10")]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
     #[prost(uint64, tag = "7")]
@@ -22,6 +22,18 @@ pub struct LogEntry {
     /// Names the waiting client among the proposer's requests.
     #[prost(uint64, tag = "8")]
     pub request_id: u64,
+}
+
+/// A member's name and client URLs, published through the log when it
+/// starts (etcd's attribute publication), so every member lists them.
+#[derive(Clone, PartialEq, Message)]
+pub struct MemberAttributes {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -39,6 +51,13 @@ pub enum Request {
     LeaseGrant(pb::LeaseGrantRequest),
     #[prost(message, tag = "6")]
     LeaseRevoke(pb::LeaseRevokeRequest),
+    /// Not a store operation: the member table.
+    #[prost(message, tag = "9")]
+    MemberAttributes(MemberAttributes),
+    /// Not a store operation: a keepalive received by a follower, carried
+    /// to the leader's lessor (and every member's) through the log.
+    #[prost(message, tag = "10")]
+    LeaseKeepAlive(pb::LeaseKeepAliveRequest),
 }
 
 impl LogEntry {
@@ -48,6 +67,15 @@ impl LogEntry {
             member_id: 0,
             request_id: 0,
         }
+    }
+
+    /// Whether the entry changes the store (else the member applies it:
+    /// [`Request::MemberAttributes`], [`Request::LeaseKeepAlive`]).
+    pub fn is_store_op(&self) -> bool {
+        !matches!(
+            self.request,
+            Some(Request::MemberAttributes(_)) | Some(Request::LeaseKeepAlive(_))
+        )
     }
 
     /// The engine operation this entry applies.
@@ -64,6 +92,9 @@ impl LogEntry {
                 ttl: r.ttl,
             },
             Some(Request::LeaseRevoke(r)) => Op::LeaseRevoke { id: r.id },
+            Some(Request::MemberAttributes(_)) | Some(Request::LeaseKeepAlive(_)) => {
+                return Err(Error::Wal("log entry is not a store operation".into()))
+            }
             None => return Err(Error::Wal("log entry without a request".into())),
         })
     }

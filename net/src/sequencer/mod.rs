@@ -49,18 +49,23 @@ use basalt_raft::{ConfChange, EntryType};
 use self::alarms::{AlarmFile, AlarmSet};
 use crate::error::Error;
 use crate::grpc::{Shutdown, Status};
+use crate::lease::LeaseEvent;
 use crate::member::{ClusterInfo, MemberInfo};
 use crate::node::{Driver, MemberMeta, NodeTiming};
+use crate::peer::{PeerSink, Transport};
 use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
-/// Entries a leader keeps in its log behind the applied index so a
-/// follower that fell a little behind catches up from the log rather than
-/// a snapshot (etcd's `--snapshot-catchup-entries`).
-pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
+/// Entries a member with peers keeps in its log behind its checkpoint, so
+/// a follower that fell behind (down for a while, or partitioned) catches
+/// up from the log: etcd keeps 5,000 (`--snapshot-catchup-entries`) and
+/// sends a snapshot of its store to a follower further behind; basalt
+/// cannot stream its store to a follower yet, so it keeps more (about
+/// 30 MB of WAL for 300-byte writes).
+pub const CATCHUP_ENTRIES: u64 = 100_000;
 
 /// Where things live under `--data-dir` (etcd keeps `member/wal` and
 /// `member/snap` there; we keep the WAL and the store's tree).
@@ -108,6 +113,9 @@ pub struct SequencerConfig {
 /// hook the watch service subscribes to).
 pub type EventListener = Box<dyn FnMut(i64, &[Event])>;
 
+/// Called with every lease change applied (the lessor subscribes).
+pub type LeaseListener = Box<dyn FnMut(LeaseEvent)>;
+
 pub struct Sequencer {
     cfg: SequencerConfig,
     store: RefCell<Store>,
@@ -125,6 +133,7 @@ pub struct Sequencer {
     alarm_file: AlarmFile,
     since_checkpoint: Cell<u64>,
     listeners: RefCell<Vec<EventListener>>,
+    lease_listeners: RefCell<Vec<LeaseListener>>,
     writer_done: Shutdown,
     /// Held by the one defragmentation running.
     defrag_lock: glommio::sync::Semaphore,
@@ -135,6 +144,23 @@ pub struct Sequencer {
     checkpoint_spawned: Cell<bool>,
     /// Latencies of WAL syncs and store checkpoints, for `/metrics`.
     disk: Rc<crate::metrics::DiskMetrics>,
+    /// The peer transport, once started.
+    transport: RefCell<Option<Rc<Transport>>>,
+    /// Fired once this member's attributes are applied (etcd serves
+    /// clients only from then on).
+    published: Shutdown,
+}
+
+impl PeerSink for Sequencer {
+    fn deliver(&self, batch: Vec<basalt_raft::Message>) {
+        self.driver.receive(batch);
+    }
+    fn unreachable(&self, peer: u64) {
+        self.driver.report_unreachable(peer);
+    }
+    fn snapshot_failed(&self, peer: u64) {
+        self.driver.report_snapshot(peer, false);
+    }
 }
 
 impl Sequencer {
@@ -195,11 +221,14 @@ impl Sequencer {
             alarm_file,
             since_checkpoint: Cell::new(0),
             listeners: RefCell::new(Vec::new()),
+            lease_listeners: RefCell::new(Vec::new()),
             writer_done: Shutdown::new(),
             defrag_lock: glommio::sync::Semaphore::new(1),
             checkpoint_lock: glommio::sync::Semaphore::new(1),
             checkpoint_spawned: Cell::new(false),
             disk: Rc::default(),
+            transport: RefCell::new(None),
+            published: Shutdown::new(),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -261,13 +290,49 @@ impl Sequencer {
     /// current executor.
     pub fn start(self: &Rc<Self>) {
         glommio::spawn_local(self.clone().run_node()).detach();
+        glommio::spawn_local(self.clone().publish_attributes()).detach();
         glommio::spawn_local(self.clone().run_clock()).detach();
         glommio::spawn_local(self.clone().run_checkpointer()).detach();
+    }
+
+    /// Resolves once this member's name and client URLs are applied: as
+    /// etcd, a member serves clients from then on (a member that starts
+    /// without a quorum waits for one).
+    pub async fn wait_published(&self) {
+        self.published.wait().await
+    }
+
+    /// `--heartbeat-interval` and `--election-timeout`.
+    pub fn timing(&self) -> NodeTiming {
+        self.cfg.timing
     }
 
     /// This member's Raft node.
     pub fn driver(&self) -> &Driver {
         &self.driver
+    }
+
+    /// Starts the peer transport to the other members and makes it the
+    /// driver's outbox; serve the streams peers open with
+    /// [`Transport::serve_inbound`].
+    pub fn start_peers(self: &Rc<Self>) -> Rc<Transport> {
+        let cluster = self.cluster();
+        let peers = cluster
+            .members
+            .iter()
+            .filter(|m| m.id != cluster.local.id)
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        let sink: Rc<dyn PeerSink> = self.clone();
+        let transport = Transport::new(
+            cluster.local.id,
+            cluster.cluster_id,
+            peers,
+            Rc::downgrade(&sink),
+        );
+        self.driver.set_outbox(transport.clone());
+        *self.transport.borrow_mut() = Some(transport.clone());
+        transport
     }
 
     /// What clients see of the cluster: the membership as applied, with
@@ -304,6 +369,11 @@ impl Sequencer {
     /// Registers a listener for applied events (watch).
     pub fn subscribe(&self, listener: EventListener) {
         self.listeners.borrow_mut().push(listener);
+    }
+
+    /// Registers a listener for applied lease changes (the lessor).
+    pub fn subscribe_leases(&self, listener: LeaseListener) {
+        self.lease_listeners.borrow_mut().push(listener);
     }
 
     /// The store, for read-only use by services on this executor (watch
@@ -368,6 +438,7 @@ impl Sequencer {
                 let leases = self.store.borrow().leases()?;
                 Ok(Reply::Leases(leases, self.header()))
             }
+            Command::Members => Ok(Reply::Members(self.cluster(), self.header())),
             Command::Lease { id } => {
                 let lease = self.store.borrow().lease(id)?;
                 Ok(Reply::Lease(lease, self.header()))
@@ -392,7 +463,11 @@ impl Sequencer {
                 return Err(Error::NoSpace.into());
             }
         }
-        let op = entry.op()?;
+        let op = if entry.is_store_op() {
+            Some(entry.op()?)
+        } else {
+            None
+        };
         let rx = self.driver.propose(entry, op, self.cfg.max_request_bytes)?;
         rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
     }
@@ -462,6 +537,9 @@ impl Sequencer {
             self.maybe_checkpoint();
         }
         self.driver.fail_all(Error::Stopped);
+        if let Some(t) = self.transport.borrow_mut().take() {
+            t.stop();
+        }
         self.writer_done.fire();
     }
 
@@ -516,6 +594,13 @@ impl Sequencer {
             match e.entry_type {
                 EntryType::Normal if e.data.is_empty() => self.store.borrow_mut().skip(e.index),
                 EntryType::Normal => match LogEntry::decode_from(&e.data) {
+                    Ok(entry) if !entry.is_store_op() => {
+                        self.store.borrow_mut().skip(e.index);
+                        let result = self.apply_member_entry(&entry);
+                        if let Some((reply, _)) = self.driver.take_waiter(&entry) {
+                            answers.push((reply, result));
+                        }
+                    }
                     Ok(entry) => {
                         let waiter = self.driver.take_waiter(&entry);
                         let (reply, op) = match waiter {
@@ -560,6 +645,63 @@ impl Sequencer {
         }
         self.check_quota_alarm();
         self.since_checkpoint.set(self.since_checkpoint.get() + n);
+    }
+
+    /// Applies an entry addressed to the member rather than the store.
+    fn apply_member_entry(&self, entry: &LogEntry) -> Result<Reply, Status> {
+        match &entry.request {
+            Some(LogRequest::MemberAttributes(a)) => {
+                let mut meta = self.meta.borrow_mut();
+                let Some(m) = meta.members.iter_mut().find(|m| m.id == a.id) else {
+                    return Err(Error::MemberNotFound.into());
+                };
+                m.name = a.name.clone();
+                m.client_urls = a.client_urls.clone();
+                drop(meta);
+                self.stage_meta();
+                Ok(Reply::Done(self.header()))
+            }
+            Some(LogRequest::LeaseKeepAlive(k)) => {
+                let ttl = self
+                    .store
+                    .borrow()
+                    .lease_ttls()
+                    .find(|l| l.0 == k.id)
+                    .map_or(0, |l| l.1);
+                for l in self.lease_listeners.borrow_mut().iter_mut() {
+                    l(LeaseEvent::Renewed(k.id));
+                }
+                Ok(Reply::Renewed(ttl, self.header()))
+            }
+            _ => Err(Error::Wal("not a member entry".into()).into()),
+        }
+    }
+
+    /// Publishes this member's name and client URLs through the log once
+    /// a leader is known (etcd publishes its attributes at every start).
+    async fn publish_attributes(self: Rc<Self>) {
+        let cluster = self.cfg.cluster.clone();
+        let entry = LogEntry::new(LogRequest::MemberAttributes(log_entry::MemberAttributes {
+            id: self.driver.status().id,
+            name: cluster.local.name.clone(),
+            client_urls: cluster.local.client_urls.clone(),
+        }));
+        loop {
+            if self.stopping.get() {
+                return;
+            }
+            if self.driver.status().leader != 0 {
+                match self.propose(entry.clone()).await {
+                    Ok(_) => {
+                        tracing::info!("published this member's attributes to the cluster");
+                        self.published.fire();
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "publishing attributes failed; retrying"),
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     fn apply_conf_change(&self, index: u64, data: &[u8]) {
@@ -631,6 +773,16 @@ impl Sequencer {
         };
         match applied {
             Ok(a) => {
+                let lease_event = match *op {
+                    m::Op::LeaseGrant { id, ttl } => Some(LeaseEvent::Granted { id, ttl }),
+                    m::Op::LeaseRevoke { id } => Some(LeaseEvent::Revoked(id)),
+                    _ => None,
+                };
+                if let Some(event) = lease_event {
+                    for l in self.lease_listeners.borrow_mut().iter_mut() {
+                        l(event);
+                    }
+                }
                 if !a.events.is_empty() {
                     for l in self.listeners.borrow_mut().iter_mut() {
                         l(a.revision, &a.events);
@@ -734,11 +886,7 @@ impl Sequencer {
         let status = self.driver.status();
         let conf = self.meta.borrow().conf_state.clone();
         let members = conf.voters.len() + conf.learners.len();
-        let margin = if members > 1 {
-            SNAPSHOT_CATCHUP_ENTRIES
-        } else {
-            0
-        };
+        let margin = if members > 1 { CATCHUP_ENTRIES } else { 0 };
         let upto = durable
             .saturating_sub(margin)
             .min(log.hard_state().commit)

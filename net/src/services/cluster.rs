@@ -16,17 +16,23 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
         unary(move |_: pb::MemberListRequest, _| {
             let c = c.clone();
             async move {
-                let mut header = c.empty_header();
-                // etcd fills raft_term on MemberList; ask the sequencer.
-                if let Ok(crate::sequencer::Reply::Status(s)) =
-                    c.sequencer.call(crate::sequencer::Command::Status).await
-                {
-                    header.raft_term = s.raft_term;
+                // The membership as applied (with the client URLs members
+                // published), and etcd's raft_term in the header.
+                match c.sequencer.call(crate::sequencer::Command::Members).await? {
+                    crate::sequencer::Reply::Members(cluster, header) => {
+                        Ok(pb::MemberListResponse {
+                            header: Some(pb::ResponseHeader {
+                                revision: 0,
+                                ..header
+                            }),
+                            members: cluster.members.iter().map(member).collect(),
+                        })
+                    }
+                    _ => Err(Status::new(
+                        Code::Internal,
+                        "unexpected reply to MemberList",
+                    )),
                 }
-                Ok(pb::MemberListResponse {
-                    header: Some(header),
-                    members: c.cluster.members.iter().map(member).collect(),
-                })
             }
         }),
     );

@@ -1,0 +1,449 @@
+//! The peer transport on the sequencer's executor: one outbound TCP stream
+//! per peer, opened by the member that has messages to send (so each pair
+//! of members has two streams, one each way), carrying batches of Raft
+//! messages in the frames of [`super::frame`].
+//!
+//! - **Bounded.** Each peer has a queue of at most [`MAX_QUEUED_MESSAGES`]
+//!   messages; a full queue drops the message and reports the peer
+//!   unreachable to Raft (which then probes it instead of pipelining). The
+//!   driver never waits on a peer.
+//! - **Reconnecting.** A lost or refused connection drops what was queued
+//!   (Raft retransmits), reports the peer unreachable, and is dialled
+//!   again after a backoff from [`MIN_BACKOFF`] doubling to
+//!   [`MAX_BACKOFF`]. A write that does not finish within
+//!   [`WRITE_TIMEOUT`] (a peer paused or gone silent) closes the stream.
+//! - **Checked.** Every stream opens with a [`Hello`] naming the cluster
+//!   and both members; a member of another cluster, an unknown member or a
+//!   misrouted stream is refused with the reason, as etcd refuses with
+//!   "cluster ID mismatch". After that every batch must come from the
+//!   member that said hello and be addressed to us ([`check_batch`]).
+//! - Snapshots are not streamed yet: a Raft snapshot message is not sent,
+//!   and Raft is told the snapshot failed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use basalt_raft::{Message, MessageType, NodeId};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::{
+    check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, Refusal, StreamKind,
+    WireLimits,
+};
+use crate::config::parse_listen_url;
+use crate::grpc::Shutdown;
+use crate::node::Doorbell;
+
+/// Messages queued for one peer, at most.
+pub const MAX_QUEUED_MESSAGES: usize = 4096;
+pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A write to a peer taking longer than this closes the stream (etcd's
+/// `ConnWriteTimeout`).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a dial and for either side of the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bytes read from a peer's stream per read.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Where received messages and transport reports go (the member's Raft
+/// driver).
+pub trait PeerSink {
+    fn deliver(&self, batch: Vec<Message>);
+    fn unreachable(&self, peer: NodeId);
+    fn snapshot_failed(&self, peer: NodeId);
+}
+
+/// The transport of one member.
+pub struct Transport {
+    /// This transport, for the link tasks it starts.
+    this: Weak<Transport>,
+    me: NodeId,
+    cluster_id: u64,
+    limits: WireLimits,
+    sink: Weak<dyn PeerSink>,
+    /// Current members other than us, with their peer URLs.
+    peers: RefCell<HashMap<NodeId, Vec<String>>>,
+    links: RefCell<HashMap<NodeId, Rc<Link>>>,
+    shutdown: Rc<Shutdown>,
+}
+
+impl Transport {
+    /// A transport for member `me` of `cluster_id`; `peers` are the other
+    /// members and their peer URLs. Must be created on the executor it
+    /// serves.
+    pub fn new(
+        me: NodeId,
+        cluster_id: u64,
+        peers: HashMap<NodeId, Vec<String>>,
+        sink: Weak<dyn PeerSink>,
+    ) -> Rc<Transport> {
+        Rc::new_cyclic(|this| Transport {
+            this: this.clone(),
+            me,
+            cluster_id,
+            limits: WireLimits::default(),
+            sink,
+            peers: RefCell::new(peers),
+            links: RefCell::new(HashMap::new()),
+            shutdown: Rc::new(Shutdown::new()),
+        })
+    }
+
+    /// Closes every stream and stops dialling.
+    pub fn stop(&self) {
+        self.shutdown.fire();
+        for link in self.links.borrow().values() {
+            link.bell.ring();
+        }
+    }
+
+    /// Queues messages for their peers (never waits).
+    pub fn queue(&self, messages: Vec<Message>) {
+        let mut full: Vec<NodeId> = Vec::new();
+        for m in messages {
+            let to = m.to;
+            if m.msg_type == MessageType::Snapshot {
+                tracing::warn!(
+                    peer = format!("{to:x}"),
+                    "the peer needs a snapshot of the store, which cannot be sent yet"
+                );
+                if let Some(sink) = self.sink.upgrade() {
+                    sink.snapshot_failed(to);
+                }
+                continue;
+            }
+            let Some(link) = self.link(to) else {
+                full.push(to);
+                continue;
+            };
+            let mut q = link.queue.borrow_mut();
+            if q.len() >= MAX_QUEUED_MESSAGES {
+                full.push(to);
+                continue;
+            }
+            q.push_back(m);
+            drop(q);
+            link.bell.ring();
+        }
+        full.dedup();
+        if let Some(sink) = self.sink.upgrade() {
+            for peer in full {
+                sink.unreachable(peer);
+            }
+        }
+    }
+
+    /// The link to `peer`, started on first use; `None` for a stranger.
+    fn link(&self, peer: NodeId) -> Option<Rc<Link>> {
+        if let Some(l) = self.links.borrow().get(&peer) {
+            return Some(l.clone());
+        }
+        let urls = self.peers.borrow().get(&peer).cloned()?;
+        let link = Rc::new(Link {
+            peer,
+            urls,
+            queue: RefCell::new(VecDeque::new()),
+            bell: Doorbell::default(),
+            connected: Cell::new(false),
+        });
+        self.links.borrow_mut().insert(peer, link.clone());
+        glommio::spawn_local(run_link(self.this.clone(), link.clone())).detach();
+        Some(link)
+    }
+
+    /// Serves a stream a peer opened to us until it closes or misbehaves.
+    pub async fn serve_inbound(self: Rc<Self>, stream: TcpStream) {
+        let peer_addr = stream.peer_addr().ok();
+        if let Err(e) = self.inbound(stream).await {
+            tracing::debug!(peer = ?peer_addr, error = %e, "peer stream closed");
+        }
+    }
+
+    async fn inbound(&self, mut stream: TcpStream) -> Result<(), String> {
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut decoder = FrameDecoder::new(self.limits);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let hello = loop {
+            if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                match frame.decode().map_err(|e| e.to_string())? {
+                    Frame::Hello(h) => break h,
+                    _ => return Err("a peer stream must open with a hello".into()),
+                }
+            }
+            let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
+            decoder.push(&buf[..n]);
+        };
+        let mut verdict = hello.check(self.cluster_id, self.me);
+        if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
+            verdict = Err(Refusal::UnknownMember { id: hello.from });
+        }
+        if verdict.is_ok() && hello.stream != StreamKind::Messages {
+            return Err("snapshot streams are not served yet".into());
+        }
+        let reply = match &verdict {
+            Ok(()) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
+            Err(r) => HelloReply::Refused(r.clone()),
+        };
+        let mut out = Vec::new();
+        FrameEncoder::new(self.limits)
+            .hello_reply(&reply, &mut out)
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        if let Err(r) = verdict {
+            tracing::warn!(from = format!("{:x}", hello.from), reason = %r, "refused a peer");
+            return Err(r.to_string());
+        }
+        stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+        let from = hello.from;
+        let mut batch = Vec::new();
+        loop {
+            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                frame
+                    .decode_messages_into(&mut batch)
+                    .map_err(|e| e.to_string())?;
+            }
+            if !batch.is_empty() {
+                check_batch(from, self.me, &batch).map_err(|e| e.to_string())?;
+                let Some(sink) = self.sink.upgrade() else {
+                    return Ok(());
+                };
+                sink.deliver(std::mem::take(&mut batch));
+            }
+            let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
+            decoder.push(&buf[..n]);
+        }
+    }
+
+    /// The other members and their peer URLs, from now on.
+    pub fn set_peers(&self, peers: HashMap<NodeId, Vec<String>>) {
+        *self.peers.borrow_mut() = peers;
+    }
+
+    /// Whether a stream to `peer` is up (for metrics and health).
+    pub fn connected(&self, peer: NodeId) -> bool {
+        self.links
+            .borrow()
+            .get(&peer)
+            .is_some_and(|l| l.connected.get())
+    }
+}
+
+/// Reads at least one byte, or fails at the end of the stream or on stop.
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    shutdown: &Shutdown,
+) -> Result<usize, String> {
+    let read = futures_lite::future::or(async { Some(stream.read(buf).await) }, async {
+        shutdown.wait().await;
+        None
+    })
+    .await;
+    match read {
+        None => Err("stopping".into()),
+        Some(Ok(0)) => Err("the peer closed the stream".into()),
+        Some(Ok(n)) => Ok(n),
+        Some(Err(e)) => Err(e.to_string()),
+    }
+}
+
+/// One peer's outbound stream and queue.
+struct Link {
+    peer: NodeId,
+    urls: Vec<String>,
+    queue: RefCell<VecDeque<Message>>,
+    bell: Doorbell,
+    connected: Cell<bool>,
+}
+
+/// Dials, handshakes and pumps the queue, again and again, until stop.
+async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let Some(t) = transport.upgrade() else {
+            return;
+        };
+        if t.shutdown.is_fired() {
+            return;
+        }
+        let (me, cluster_id, limits, shutdown) = (t.me, t.cluster_id, t.limits, t.shutdown.clone());
+        drop(t);
+        match dial(&link, me, cluster_id, limits).await {
+            Ok((stream, encoder)) => {
+                backoff = MIN_BACKOFF;
+                link.connected.set(true);
+                tracing::info!(peer = format!("{:x}", link.peer), "peer stream up");
+                let e = pump(stream, encoder, &link, &shutdown).await;
+                link.connected.set(false);
+                if !shutdown.is_fired() {
+                    tracing::warn!(peer = format!("{:x}", link.peer), error = %e, "peer stream lost");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = format!("{:x}", link.peer), error = %e, "cannot reach peer");
+            }
+        }
+        // What was queued is stale by the time a new stream is up: Raft
+        // sends again what still matters once told the peer was lost.
+        link.queue.borrow_mut().clear();
+        if let Some(t) = transport.upgrade() {
+            if let Some(sink) = t.sink.upgrade() {
+                sink.unreachable(link.peer);
+            }
+        }
+        let stopped = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(backoff).await;
+                false
+            },
+            async {
+                shutdown.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Opens a stream to one of the peer's URLs and makes the handshake.
+async fn dial(
+    link: &Link,
+    me: NodeId,
+    cluster_id: u64,
+    limits: WireLimits,
+) -> Result<(TcpStream, FrameEncoder), String> {
+    let mut last_error = String::from("no peer URL");
+    for url in &link.urls {
+        let addr: SocketAddr = match parse_listen_url(url) {
+            Ok(a) => a,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        match handshake(addr, link.peer, me, cluster_id, limits).await {
+            Ok(ok) => return Ok(ok),
+            Err(e) => last_error = format!("{url}: {e}"),
+        }
+    }
+    Err(last_error)
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    peer: NodeId,
+    me: NodeId,
+    cluster_id: u64,
+    limits: WireLimits,
+) -> Result<(TcpStream, FrameEncoder), String> {
+    let mut stream = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    let mut encoder = FrameEncoder::new(limits);
+    let mut out = Vec::new();
+    encoder
+        .hello(
+            &Hello::new(cluster_id, me, peer, StreamKind::Messages),
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(limits);
+    let mut buf = vec![0u8; 4096];
+    let reply = loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            match frame.decode().map_err(|e| e.to_string())? {
+                Frame::HelloReply(r) => break r,
+                _ => return Err("the peer did not answer the hello".into()),
+            }
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the stream during the handshake".into());
+        }
+        decoder.push(&buf[..n]);
+    };
+    match reply {
+        HelloReply::Refused(r) => {
+            tracing::warn!(peer = format!("{peer:x}"), reason = %r, "the peer refused us");
+            Err(format!("refused: {r}"))
+        }
+        accepted => {
+            let theirs = accepted
+                .peer_limits()
+                .ok_or("the peer announced invalid limits")?;
+            encoder.set_limits(limits.min(theirs));
+            Ok((stream, encoder))
+        }
+    }
+}
+
+/// Writes whatever is queued, batch by batch, until an error or stop.
+async fn pump(
+    mut stream: TcpStream,
+    mut encoder: FrameEncoder,
+    link: &Link,
+    shutdown: &Shutdown,
+) -> String {
+    let mut out = Vec::new();
+    let mut batch: Vec<Message> = Vec::new();
+    loop {
+        if link.queue.borrow().is_empty() {
+            let stopped = futures_lite::future::or(
+                async {
+                    link.bell.wait().await;
+                    false
+                },
+                async {
+                    shutdown.wait().await;
+                    true
+                },
+            )
+            .await;
+            if stopped {
+                return "stopping".into();
+            }
+        }
+        batch.extend(link.queue.borrow_mut().drain(..));
+        if batch.is_empty() {
+            continue;
+        }
+        out.clear();
+        while !batch.is_empty() {
+            match encoder.messages(&batch, &mut out) {
+                Ok(_) => batch.clear(),
+                Err(super::PeerWireError::MessageTooLarge { index, len, max }) => {
+                    tracing::warn!(len, max, "a raft message too large for a frame was dropped");
+                    batch.remove(index);
+                }
+                Err(e) => return format!("encoding: {e}"),
+            }
+        }
+        if let Err(e) = stream.write_all(&out).await {
+            return e.to_string();
+        }
+    }
+}
+
+impl crate::node::Outbox for Transport {
+    fn send(&self, messages: Vec<Message>) {
+        self.queue(messages);
+    }
+}

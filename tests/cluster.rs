@@ -1,0 +1,272 @@
+//! Three basalt members replicate through Raft: writes on any member are
+//! read on every member, a leader killed is replaced while the others go
+//! on serving and comes back caught up, leases and watches work through
+//! followers; and what etcdctl shows of the cluster, and the errors when
+//! there is no quorum, are what a real 3-member etcd 3.4 shows.
+
+mod support;
+
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, PutOptions};
+use support::cluster::Cluster;
+use support::{describe_error, Kind};
+
+async fn get_value(c: &mut etcd_client::Client, key: &str) -> Option<Vec<u8>> {
+    let r = c.get(key, None).await.expect("get");
+    r.kvs().first().map(|kv| kv.value().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_any_member_are_read_on_every_member() {
+    let cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(cluster.client(i).await);
+    }
+    for round in 0..5 {
+        for i in 0..clients.len() {
+            let key = format!("k/{round}/{i}");
+            clients[i]
+                .put(key.as_str(), format!("v{round}{i}"), None)
+                .await
+                .expect("put on any member");
+            // Linearizable: every member sees it at once.
+            for (j, other) in clients.iter_mut().enumerate() {
+                assert_eq!(
+                    get_value(other, &key).await.as_deref(),
+                    Some(format!("v{round}{i}").as_bytes()),
+                    "write on m{i} not read on m{j}"
+                );
+            }
+        }
+    }
+    // Same revision and the same data on every member.
+    let mut seen = Vec::new();
+    for c in clients.iter_mut() {
+        let r = c
+            .get("k/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let kvs: Vec<(Vec<u8>, Vec<u8>, i64)> = r
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()))
+            .collect();
+        seen.push((r.header().unwrap().revision(), kvs));
+    }
+    assert_eq!(seen[0].1.len(), 15);
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "members differ");
+    // Hash at one revision is the same on every member.
+    let rev = seen[0].0;
+    let mut hashes = Vec::new();
+    for c in clients.iter_mut() {
+        hashes.push(c.hash_kv(rev).await.unwrap().hash());
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_catches_up_when_back() {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let survivor = (leader + 1) % 3;
+    let mut c = cluster.client(survivor).await;
+    c.put("before", "1", None).await.unwrap();
+    cluster.kill(leader);
+    // The others elect a new leader and go on taking writes.
+    let mut written = 0;
+    for attempt in 0..100 {
+        match c.put(format!("during/{attempt}"), "x", None).await {
+            Ok(_) => written += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+        if written >= 20 {
+            break;
+        }
+    }
+    assert_eq!(written, 20, "the two survivors did not take writes");
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    cluster.restart(leader).await;
+    let mut back = cluster.client(leader).await;
+    let r = back
+        .get(
+            "during/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 20, "the restarted member caught up");
+    assert_eq!(
+        get_value(&mut back, "before").await.as_deref(),
+        Some(&b"1"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_watches_work_through_followers() {
+    let cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let mut f = cluster.client(follower).await;
+    let mut o = cluster.client(other).await;
+    // A watch on one follower sees a write made through the other.
+    let mut stream = o
+        .watch("w/", Some(etcd_client::WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let lease = f.lease_grant(3, None).await.unwrap();
+    f.put(
+        "w/leased",
+        "v",
+        Some(PutOptions::new().with_lease(lease.id())),
+    )
+    .await
+    .unwrap();
+    let event = loop {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("watch event in time")
+            .unwrap()
+            .unwrap();
+        if let Some(e) = resp.events().first() {
+            break e.clone();
+        }
+    };
+    assert_eq!(event.event_type(), EventType::Put);
+    // Keepalives sent to a follower keep the lease alive past its TTL.
+    let (mut keeper, mut acks) = f.lease_keep_alive(lease.id()).await.unwrap();
+    for _ in 0..5 {
+        keeper.keep_alive().await.unwrap();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(ack.ttl(), 3, "keepalive through a follower");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        get_value(&mut o, "w/leased").await.is_some(),
+        "expired despite keepalives"
+    );
+    drop(keeper);
+    // Without keepalives the leader expires it; every member sees the delete.
+    let delete = loop {
+        let resp = tokio::time::timeout(Duration::from_secs(15), stream.message())
+            .await
+            .expect("expiry in time")
+            .unwrap()
+            .unwrap();
+        if let Some(e) = resp.events().first() {
+            break e.clone();
+        }
+    };
+    assert_eq!(delete.event_type(), EventType::Delete);
+    assert!(get_value(&mut f, "w/leased").await.is_none());
+}
+
+/// Replaces what differs between two clusters: member ids, ports, times.
+fn normalise_etcdctl(text: &str, cluster: &Cluster) -> String {
+    let mut out = text.to_string();
+    for (i, m) in cluster.members.iter().enumerate() {
+        out = out.replace(&m.client_url, &format!("<client{i}>"));
+        out = out.replace(&m.peer_url, &format!("<peer{i}>"));
+    }
+    out.lines()
+        .map(|line| {
+            // "id, status, name, peer URLs, client URLs, is learner": the
+            // id (hex, without leading zeros) differs with the ports.
+            line.split(", ")
+                .enumerate()
+                .map(|(i, f)| {
+                    if i == 0 {
+                        "<id>".to_string()
+                    } else {
+                        f.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_sees_the_cluster_as_it_sees_a_real_etcd_cluster() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let cluster = Cluster::start(kind, 3, &[]).await;
+        let mut lines = Vec::new();
+        let out = cluster.etcdctl(&["member", "list"]);
+        assert!(out.status.success(), "{kind:?}: {out:?}");
+        let mut members: Vec<String> =
+            normalise_etcdctl(&String::from_utf8_lossy(&out.stdout), &cluster)
+                .lines()
+                .map(str::to_string)
+                .collect();
+        members.sort();
+        lines.extend(members);
+        let out = cluster.etcdctl(&["endpoint", "health", "--cluster"]);
+        assert!(out.status.success(), "{kind:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let healthy = text
+            .matches("is healthy: successfully committed proposal")
+            .count();
+        lines.push(format!("healthy members: {healthy}"));
+        let out = cluster.etcdctl(&["endpoint", "status", "--cluster", "-w", "json"]);
+        assert!(out.status.success(), "{kind:?}: {out:?}");
+        let json = String::from_utf8_lossy(&out.stdout);
+        let leaders: std::collections::BTreeSet<String> = json
+            .split("\"leader\":")
+            .skip(1)
+            .map(|s| s.split(',').next().unwrap().to_string())
+            .collect();
+        lines.push(format!("distinct leaders reported: {}", leaders.len()));
+        lines.push(format!(
+            "members reporting: {}",
+            json.matches("\"Endpoint\"").count()
+        ));
+        // Writes through one member are read through another.
+        let out = cluster.etcdctl(&["put", "greeting", "hello"]);
+        lines.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let mut c = cluster.client(2).await;
+        lines.push(format!("{:?}", get_value(&mut c, "greeting").await));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}
+
+/// With two of three members gone, a write and a linearizable read fail
+/// with what etcd answers (and a serializable read is still served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_requests_fail_as_on_etcd() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let mut cluster = Cluster::start(kind, 3, &[]).await;
+        let mut c = cluster.client(0).await;
+        c.put("k", "v", None).await.unwrap();
+        cluster.kill(1);
+        cluster.kill(2);
+        let mut lines = Vec::new();
+        let put = c.put("k", "v2", None).await;
+        lines.push(format!(
+            "put: {}",
+            put.map(|_| "ok".to_string())
+                .unwrap_or_else(|e| describe_error(&e))
+        ));
+        let get = c.get("k", None).await;
+        lines.push(format!(
+            "linearizable get: {}",
+            get.map(|_| "ok".to_string())
+                .unwrap_or_else(|e| describe_error(&e))
+        ));
+        let get = c
+            .get("k", Some(GetOptions::new().with_serializable()))
+            .await
+            .map(|r| r.kvs()[0].value().to_vec());
+        lines.push(format!("serializable get: {get:?}"));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

@@ -1,0 +1,285 @@
+//! Multi-member clusters of real processes on loopback (etcd or basalt,
+//! started with the same flags), for cluster tests and fault runs: kill,
+//! pause (SIGSTOP) and resume members, restart them on their data dirs.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+
+use super::{free_port, Kind, ETCDCTL_BIN, ETCD_BIN};
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Member {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub kind: Kind,
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    extra: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members founding a new cluster and waits until every
+    /// one answers a linearizable read.
+    pub async fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("m{i}")),
+                log: dir.path().join(format!("m{i}.log")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            kind,
+            members,
+            initial_cluster,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let bin = match self.kind {
+            Kind::Etcd => PathBuf::from(ETCD_BIN),
+            Kind::Basalt => PathBuf::from(env!("CARGO_BIN_EXE_basalt")),
+        };
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("log file");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&m.client_url)
+            .arg("--advertise-client-urls")
+            .arg(&m.client_url)
+            .arg("--listen-peer-urls")
+            .arg(&m.peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&m.peer_url)
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-token")
+            .arg("test-cluster")
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if self.kind == Kind::Basalt && !self.extra.iter().any(|a| a == "--cores") {
+            cmd.arg("--cores").arg("1");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let m = &mut self.members[i];
+        m.child = Some(child);
+        m.paused = false;
+    }
+
+    /// Waits until member `i` answers a linearizable read (which needs a
+    /// leader and a quorum).
+    pub async fn wait_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = &mut self.members[i];
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{} exited early with {status}; log:\n{}", m.name, m.log());
+            }
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                Client::connect([m.client_url.as_str()], None),
+            )
+            .await
+            {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(2), c.get("cluster-test-probe", None))
+                        .await
+                {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{} did not answer within 30 s; log:\n{}", m.name, m.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// A client of member `i` only.
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect([self.members[i].client_url.as_str()], None)
+            .await
+            .expect("connect")
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(mut c) = m.child.take() {
+            if m.paused {
+                signal(c.id(), "CONT");
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        m.paused = false;
+    }
+
+    /// SIGSTOP: the process stays, silent.
+    pub fn pause(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(pid) = m.pid() {
+            signal(pid, "STOP");
+            m.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(pid) = m.pid() {
+            signal(pid, "CONT");
+            m.paused = false;
+        }
+    }
+
+    /// Starts a killed member again on its data dir (the `--initial-*`
+    /// flags are ignored then, as etcd ignores them).
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_ready(i).await;
+    }
+
+    /// Starts a killed member again without waiting for it.
+    pub fn respawn(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    /// The index of the member every running member names as leader, if
+    /// they agree.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leader_id = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() || m.paused {
+                continue;
+            }
+            let Ok(mut c) = Client::connect([m.client_url.as_str()], None).await else {
+                return None;
+            };
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await else {
+                return None;
+            };
+            let _ = i;
+            match leader_id {
+                None => leader_id = Some(s.leader()),
+                Some(l) if l == s.leader() => {}
+                Some(_) => return None,
+            }
+        }
+        let leader_id = leader_id?;
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() || m.paused {
+                continue;
+            }
+            let mut c = Client::connect([m.client_url.as_str()], None).await.ok()?;
+            let s = c.status().await.ok()?;
+            if s.header().map(|h| h.member_id()) == Some(leader_id) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits (bounded) until the running members agree on a leader.
+    pub async fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = self.leader().await {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// etcdctl (API v3) against every member.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ETCDCTL_BIN)
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoints().join(","))
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl")
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
