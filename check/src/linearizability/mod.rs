@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use self::model::{Action, CasOutcome, CompareOn, Deleted, KeyOp, Model, ModRevision, State, Values};
-use self::search::{search, Budget, Found, Partial};
+use self::model::{Action, CasOutcome, CompareOn, Deleted, KeyOp, Model, ModRevision, Reject, State, Values};
+use self::search::{search, Budget, Found, Partial, RevisionOrder};
 use crate::bytes::Bytes;
 use crate::error::Error;
 use crate::history::{Compare, History, OpId, Outcome, Request, Response};
@@ -247,24 +247,32 @@ fn explain(key: &KeyHistory, ops: &[KeyOp], model: &Model<'_>, partial: &Partial
         due.id,
         offset(due.ret.expect("definite"), evidence.origin)
     );
+    let order = RevisionOrder::after(ops, &partial.order);
     let mut quiet_indeterminate = 0;
     for (index, op) in ops.iter().enumerate() {
         let candidate = !linearized.contains(&(index as u32)) && op.call <= due.ret.expect("definite");
         if !candidate {
             continue;
         }
-        let why = match model.step(&partial.state, index as u32, op) {
+        if !op.is_definite() {
+            quiet_indeterminate += 1;
+            continue;
+        }
+        let step = match order.first_blocking(index as u32) {
+            Some(first) => Err(Reject::RevisionOrder { first }),
+            None => model.step(&partial.state, index as u32, op),
+        };
+        let why = match step {
             Ok(_) => "could come next, but then nothing else could".to_string(),
-            Err(_) if !op.is_definite() => {
-                quiet_indeterminate += 1;
-                continue;
-            }
             Err(reject) => reject.describe(&key.values, ops),
         };
         let _ = writeln!(text, "  {}: {why}", evidence.op(op.id));
     }
     if quiet_indeterminate > 0 {
-        let _ = writeln!(text, "  (and {quiet_indeterminate} indeterminate writes, none of which can take effect here)");
+        let _ = writeln!(
+            text,
+            "  (and {quiet_indeterminate} of the other writes, each may take effect here or not, which does not help)"
+        );
     }
     text
 }

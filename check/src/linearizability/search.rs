@@ -23,11 +23,11 @@
 //! more of them is never better. That keeps the search from trying every
 //! subset of indeterminate writes that leave the same state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use super::model::{KeyOp, Model, ModRevision, State};
+use super::model::{position, Effect, KeyOp, Model, ModRevision, State, Wants};
 
 const NIL: u32 = u32::MAX;
 /// Steps between two looks at the clock.
@@ -63,23 +63,21 @@ pub(super) struct Searched {
     pub steps: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    Definite,
-    Indeterminate,
-}
-
+/// Where the search stands at the current node.
 #[derive(Clone, Copy, Debug)]
-struct Cursor {
-    entry: u32,
-    phase: Phase,
+enum Cursor {
+    /// At an entry of the timeline, trying definite operations.
+    Definite(u32),
+    /// At an index of `alternatives`, trying indeterminate operations.
+    Indeterminate(usize),
 }
 
-/// A linearized operation, and where to resume when it is taken back.
+/// A linearized operation, and how to resume when it is taken back.
 struct Frame {
     op: u32,
     before: State,
-    phase: Phase,
+    /// `order.next` before it.
+    next: usize,
 }
 
 /// Searches a linearization of `ops` (one key's, ordered by call time).
@@ -91,12 +89,22 @@ struct Search<'a> {
     ops: &'a [KeyOp],
     model: &'a Model<'a>,
     timeline: Timeline,
+    /// What the candidates at the current node could use, and the
+    /// indeterminate operations worth trying there (one per effect);
+    /// filled when its indeterminate phase starts.
+    wants: Wants,
+    alternatives: Vec<u32>,
+    frontier: Vec<u32>,
+    effects: HashSet<Effect>,
     memo: Memo,
     linearized: Vec<u64>,
     /// Zobrist hash of the definite operations in `linearized`.
     definite_hash: u64,
     definite: usize,
     pending_definite: usize,
+    /// Definite operations by [`position`]; all before `next` are
+    /// linearized, and only one at `next`'s position may come now.
+    order: RevisionOrder,
     state: State,
     stack: Vec<Frame>,
     best: Option<(usize, Partial)>,
@@ -117,6 +125,11 @@ impl<'a> Search<'a> {
             definite_hash: 0,
             definite,
             pending_definite: definite,
+            order: RevisionOrder::new(ops),
+            wants: Wants::default(),
+            alternatives: Vec::new(),
+            frontier: Vec::new(),
+            effects: HashSet::new(),
             state: State::INITIAL,
             stack: Vec::new(),
             best: None,
@@ -125,41 +138,91 @@ impl<'a> Search<'a> {
     }
 
     fn run(mut self, budget: &Budget) -> Searched {
-        let mut cursor = self.front(Phase::Definite);
+        let mut cursor = self.front();
         loop {
             if self.pending_definite == 0 {
                 return self.answer(Found::Linearizable);
             }
-            let entry = cursor.entry;
-            if entry == NIL || Timeline::is_return(entry) {
-                if cursor.phase == Phase::Definite {
-                    cursor = self.front(Phase::Indeterminate);
+            let (op, otherwise) = match cursor {
+                Cursor::Definite(entry) if entry == NIL || Timeline::is_return(entry) => {
+                    self.gather_alternatives();
+                    cursor = Cursor::Indeterminate(0);
                     continue;
                 }
-                self.remember_dead_end();
-                match self.backtrack() {
-                    Some(resume) => cursor = resume,
-                    None => {
-                        let best = self.best.take().map(|(_, partial)| partial);
-                        return self.answer(Found::Illegal(best.expect("a dead end was remembered")));
+                Cursor::Definite(entry) => {
+                    let next = Cursor::Definite(self.timeline.next[entry as usize]);
+                    let op = Timeline::op(entry);
+                    if !self.ops[op as usize].is_definite() {
+                        cursor = next;
+                        continue;
                     }
+                    (op, next)
                 }
-                continue;
-            }
-            let op = Timeline::op(entry);
-            if self.ops[op as usize].is_definite() != (cursor.phase == Phase::Definite) {
-                cursor.entry = self.timeline.next[entry as usize];
-                continue;
-            }
+                Cursor::Indeterminate(index) => match self.alternatives.get(index) {
+                    Some(&op) => (op, Cursor::Indeterminate(index + 1)),
+                    None => {
+                        self.remember_dead_end();
+                        match self.backtrack() {
+                            Some(resume) => cursor = resume,
+                            None => {
+                                let best = self.best.take().map(|(_, partial)| partial);
+                                return self.answer(Found::Illegal(best.expect("a dead end was remembered")));
+                            }
+                        }
+                        continue;
+                    }
+                },
+            };
             if let Some(why) = self.over_budget(budget) {
                 self.remember_dead_end();
                 let best = self.best.take().map(|(_, partial)| partial).expect("just remembered");
                 return self.answer(Found::Unknown(best, why));
             }
-            if self.try_linearize(op, cursor.phase) {
-                cursor = self.front(Phase::Definite);
-            } else {
-                cursor.entry = self.timeline.next[entry as usize];
+            cursor = if self.try_linearize(op) { self.front() } else { otherwise };
+        }
+    }
+
+    /// Fills `wants` and `alternatives` for the current node. Wanted is
+    /// what the definite candidates that revision order allows now could
+    /// use, and, as they may follow an indeterminate write, what wanted
+    /// indeterminate compare-and-puts could use. Of indeterminate
+    /// operations with the same effect, only the first is an alternative:
+    /// both are callable from here on, so which one is used is immaterial.
+    fn gather_alternatives(&mut self) {
+        self.wants.clear();
+        self.alternatives.clear();
+        self.frontier.clear();
+        self.effects.clear();
+        let mut entry = self.timeline.next[self.timeline.head()];
+        while entry != NIL && !Timeline::is_return(entry) {
+            let op = Timeline::op(entry);
+            let key_op = &self.ops[op as usize];
+            if !key_op.is_definite() {
+                self.frontier.push(op);
+            } else if self.order.allows(op) {
+                self.wants.add(key_op, &self.state);
+            }
+            entry = self.timeline.next[entry as usize];
+        }
+        let mut followed = vec![false; self.frontier.len()];
+        loop {
+            let mut grew = false;
+            for (index, &op) in self.frontier.iter().enumerate() {
+                let key_op = &self.ops[op as usize];
+                if !followed[index] && key_op.reads_before_writing() && self.wants.wanted(key_op) {
+                    self.wants.add(key_op, &self.state);
+                    followed[index] = true;
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        for &op in &self.frontier {
+            let key_op = &self.ops[op as usize];
+            if self.wants.wanted(key_op) && self.effects.insert(key_op.effect()) {
+                self.alternatives.push(op);
             }
         }
     }
@@ -168,8 +231,8 @@ impl<'a> Search<'a> {
         Searched { found, steps: self.steps }
     }
 
-    fn front(&self, phase: Phase) -> Cursor {
-        Cursor { entry: self.timeline.next[self.timeline.head()], phase }
+    fn front(&self) -> Cursor {
+        Cursor::Definite(self.timeline.next[self.timeline.head()])
     }
 
     fn over_budget(&mut self, budget: &Budget) -> Option<String> {
@@ -188,8 +251,12 @@ impl<'a> Search<'a> {
 
     /// Linearizes `op` next if the model allows it and the resulting
     /// (set, state) was not explored before.
-    fn try_linearize(&mut self, op: u32, phase: Phase) -> bool {
-        let Ok(next) = self.model.step(&self.state, op, &self.ops[op as usize]) else {
+    fn try_linearize(&mut self, op: u32) -> bool {
+        let key_op = &self.ops[op as usize];
+        if !self.order.allows(op) {
+            return false;
+        }
+        let Ok(next) = self.model.step(&self.state, op, key_op) else {
             return false;
         };
         let definite = self.ops[op as usize].is_definite();
@@ -199,13 +266,14 @@ impl<'a> Search<'a> {
             clear_bit(&mut self.linearized, op);
             return false;
         }
-        self.stack.push(Frame { op, before: self.state, phase });
+        self.stack.push(Frame { op, before: self.state, next: self.order.next });
         self.timeline.lift(op, definite);
         self.state = next;
         self.definite_hash = hash;
         if definite {
             self.pending_definite -= 1;
         }
+        self.order.skip_linearized(&self.linearized);
         true
     }
 
@@ -220,17 +288,76 @@ impl<'a> Search<'a> {
             self.definite_hash ^= self.memo.zobrist[frame.op as usize];
             self.pending_definite += 1;
         }
-        let call = Timeline::call(frame.op);
-        Some(Cursor { entry: self.timeline.next[call as usize], phase: frame.phase })
+        self.order.next = frame.next;
+        if definite {
+            let call = Timeline::call(frame.op);
+            return Some(Cursor::Definite(self.timeline.next[call as usize]));
+        }
+        self.gather_alternatives();
+        let at = self.alternatives.iter().position(|&op| op == frame.op);
+        Some(Cursor::Indeterminate(at.expect("the node's alternatives are gathered again the same") + 1))
     }
 
     fn remember_dead_end(&mut self) {
+        // The most definite operations, then the fewest indeterminate ones:
+        // what is shown is then what had to happen, not what merely could.
         let definite_done = self.definite - self.pending_definite;
-        if self.best.as_ref().is_some_and(|(done, _)| *done >= definite_done) {
+        let better = self.best.as_ref().is_none_or(|(done, best)| {
+            definite_done > *done || (definite_done == *done && self.stack.len() < best.order.len())
+        });
+        if !better {
             return;
         }
         let order = self.stack.iter().map(|frame| frame.op).collect();
         self.best = Some((definite_done, Partial { order, state: self.state }));
+    }
+}
+
+/// The definite operations in etcd's order (see [`position`]).
+pub(super) struct RevisionOrder {
+    /// Operation indices by position.
+    sorted: Vec<u32>,
+    /// Per operation: its position, `None` for indeterminate ones.
+    positions: Vec<Option<(i64, bool)>>,
+    /// The first of `sorted` not linearized.
+    next: usize,
+}
+
+impl RevisionOrder {
+    pub(super) fn new(ops: &[KeyOp]) -> Self {
+        let positions: Vec<_> = ops.iter().map(position).collect();
+        let mut sorted: Vec<u32> = (0..ops.len() as u32).filter(|&i| positions[i as usize].is_some()).collect();
+        sorted.sort_by_key(|&i| positions[i as usize]);
+        RevisionOrder { sorted, positions, next: 0 }
+    }
+
+    /// Whether `op` may be linearized now: it is indeterminate, or nothing
+    /// definite not yet linearized sits before it.
+    fn allows(&self, op: u32) -> bool {
+        self.first_blocking(op).is_none()
+    }
+
+    /// The definite operation not yet linearized that must come before
+    /// `op`, if any.
+    pub(super) fn first_blocking(&self, op: u32) -> Option<u32> {
+        let mine = self.positions[op as usize]?;
+        let &first = self.sorted.get(self.next)?;
+        (self.positions[first as usize].expect("definite") < mine).then_some(first)
+    }
+
+    fn skip_linearized(&mut self, linearized: &[u64]) {
+        while self.sorted.get(self.next).is_some_and(|&op| is_set(linearized, op)) {
+            self.next += 1;
+        }
+    }
+
+    /// The order after the operations of a partial linearization.
+    pub(super) fn after(ops: &[KeyOp], done: &[u32]) -> Self {
+        let mut order = RevisionOrder::new(ops);
+        let mut linearized = vec![0; ops.len().div_ceil(64).max(1)];
+        done.iter().for_each(|&op| set_bit(&mut linearized, op));
+        order.skip_linearized(&linearized);
+        order
     }
 }
 
@@ -375,6 +502,10 @@ fn dominates(stored: &[u64], current: &[u64], indeterminate: &[u64]) -> bool {
 
 fn set_bit(set: &mut [u64], index: u32) {
     set[index as usize / 64] |= 1 << (index % 64);
+}
+
+fn is_set(set: &[u64], index: u32) -> bool {
+    set[index as usize / 64] & (1 << (index % 64)) != 0
 }
 
 fn clear_bit(set: &mut [u64], index: u32) {

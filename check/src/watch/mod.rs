@@ -225,6 +225,7 @@ pub fn check_watches(history: &History, watchers: &[Watcher]) -> Result<Report, 
     let evidence = Evidence::new(history, watchers);
     let mut report = Report::default();
     report.stats.operations = history.ops.len();
+    report.stats.keys = history.ops.iter().map(|op| op.key()).collect::<std::collections::HashSet<_>>().len();
     report.stats.watchers = watchers.len();
     report.stats.events = watchers.iter().flat_map(|w| &w.responses).map(|r| r.events.len()).sum();
 
