@@ -57,7 +57,7 @@ impl Default for Limits {
             max_memo_bytes: 1 << 30,
             max_time: Duration::from_secs(300),
             shrink: true,
-            max_shrink_states: 2_000_000,
+            max_shrink_states: 500_000,
         }
     }
 }

@@ -7,16 +7,24 @@
 //! indeterminate (it may now also not have happened, or have happened with
 //! another revision). Indeterminate operations are never dropped: a read
 //! may need one to be explained. What remains acknowledged is the core: the
-//! responses that cannot all be true together. Groups are weakened
-//! halves first, then quarters, down to single operations (as delta
-//! debugging does), keeping each weakening that leaves the history
-//! non-linearizable.
+//! responses that cannot all be true together.
+//!
+//! Reads go first, while every acknowledged write still fixes the order by
+//! its revision and each search is quick; then writes. Each pass weakens
+//! halves, then quarters, down to single operations (as delta debugging
+//! does), keeping each weakening that leaves the history non-linearizable.
+//! A weakening whose search runs out of its share of the budget is not
+//! kept: the core is then larger than it could be, never wrong.
 
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::model::{Action, KeyOp, Model};
+use super::model::{position, Action, KeyOp, Model};
 use super::search::{search, Budget, Found, Partial};
+
+/// Most steps one shrinking search may take: a weakening that needs more
+/// is not worth the wait.
+const MAX_STEPS_PER_TRIAL: u64 = 20_000;
 
 /// A weakened copy of the key's operations that is still not
 /// linearizable, with the search's longest linearization of it.
@@ -35,33 +43,67 @@ pub(super) fn shrink(
     max_memo_bytes: usize,
     deadline: Instant,
 ) -> (Option<Core>, u64) {
-    let mut weakened = vec![false; ops.len()];
-    let mut best: Option<Core> = None;
-    let mut steps = 0u64;
-    let definite: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].is_definite()).collect();
-    let mut group = definite.len().div_ceil(2).max(1);
-    loop {
-        let remaining: Vec<usize> = definite.iter().copied().filter(|&i| !weakened[i]).collect();
-        for chunk in remaining.chunks(group) {
-            if steps >= max_steps || Instant::now() >= deadline {
-                return (best, steps);
+    let mut shrinker = Shrinker {
+        ops,
+        taken,
+        weakened: vec![false; ops.len()],
+        best: None,
+        steps: 0,
+        max_steps,
+        max_memo_bytes,
+        deadline,
+    };
+    let writes = |op: &KeyOp| position(op).is_some_and(|(_, read)| !read);
+    let reads: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].is_definite() && !writes(&ops[i])).collect();
+    let written: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].is_definite() && writes(&ops[i])).collect();
+    shrinker.pass(&reads);
+    shrinker.pass(&written);
+    (shrinker.best, shrinker.steps)
+}
+
+struct Shrinker<'a> {
+    ops: &'a [KeyOp],
+    taken: &'a HashSet<i64>,
+    weakened: Vec<bool>,
+    best: Option<Core>,
+    steps: u64,
+    max_steps: u64,
+    max_memo_bytes: usize,
+    deadline: Instant,
+}
+
+impl Shrinker<'_> {
+    /// Weakens what it can of `candidates`, in ever smaller groups.
+    fn pass(&mut self, candidates: &[usize]) {
+        let mut group = candidates.len().div_ceil(2).max(1);
+        loop {
+            let remaining: Vec<usize> = candidates.iter().copied().filter(|&i| !self.weakened[i]).collect();
+            for chunk in remaining.chunks(group) {
+                if self.steps >= self.max_steps || Instant::now() >= self.deadline {
+                    return;
+                }
+                self.try_weaken(chunk);
             }
-            let mut trial = weakened.clone();
-            chunk.iter().for_each(|&i| trial[i] = true);
-            let (weaker, released) = weaken(ops, &trial);
-            let model = Model { taken, released: &released };
-            let budget = Budget { max_steps: max_steps - steps, max_memo_bytes, deadline };
-            let searched = search(&weaker, &model, &budget);
-            steps += searched.steps;
-            if let Found::Illegal(partial) = searched.found {
-                weakened = trial;
-                best = Some(Core { ops: weaker, released, partial });
+            if group == 1 {
+                return;
             }
+            group = group.div_ceil(2);
         }
-        if group == 1 {
-            return (best, steps);
+    }
+
+    fn try_weaken(&mut self, chunk: &[usize]) {
+        let mut trial = self.weakened.clone();
+        chunk.iter().for_each(|&i| trial[i] = true);
+        let (weaker, released) = weaken(self.ops, &trial);
+        let model = Model { taken: self.taken, released: &released };
+        let max_steps = (self.max_steps - self.steps).min(MAX_STEPS_PER_TRIAL);
+        let budget = Budget { max_steps, max_memo_bytes: self.max_memo_bytes, deadline: self.deadline };
+        let searched = search(&weaker, &model, &budget);
+        self.steps += searched.steps;
+        if let Found::Illegal(partial) = searched.found {
+            self.weakened = trial;
+            self.best = Some(Core { ops: weaker, released, partial });
         }
-        group = group.div_ceil(2);
     }
 }
 
