@@ -133,10 +133,20 @@ mod tests {
     fn text_and_binary_round_trip_through_json() {
         for bytes in [Bytes::from("k1"), Bytes(vec![0, 255, 7]), Bytes::default()] {
             let json = serde_json::to_string(&bytes).unwrap();
-            assert_eq!(serde_json::from_str::<Bytes>(&json).unwrap(), bytes, "{json}");
+            assert_eq!(
+                serde_json::from_str::<Bytes>(&json).unwrap(),
+                bytes,
+                "{json}"
+            );
         }
-        assert_eq!(serde_json::to_string(&Bytes(vec![0xff])).unwrap(), r#"{"hex":"ff"}"#);
-        assert_eq!(serde_json::from_str::<Bytes>("[104, 105]").unwrap(), Bytes::from("hi"));
+        assert_eq!(
+            serde_json::to_string(&Bytes(vec![0xff])).unwrap(),
+            r#"{"hex":"ff"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Bytes>("[104, 105]").unwrap(),
+            Bytes::from("hi")
+        );
         assert!(serde_json::from_str::<Bytes>(r#"{"hex":"f"}"#).is_err());
     }
 

@@ -10,9 +10,16 @@ use crate::watch::WatcherId;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("operation {op} was recorded wrong: {reason}")]
     InvalidOperation { op: OpId, reason: String },
     #[error("watcher {watcher} was recorded wrong: {reason}")]

@@ -53,12 +53,23 @@ pub struct Operation {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// A linearizable Range of one key.
-    Get { key: Bytes },
-    Put { key: Bytes, value: Bytes },
+    Get {
+        key: Bytes,
+    },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
     /// A DeleteRange of one key.
-    Delete { key: Bytes },
+    Delete {
+        key: Bytes,
+    },
     /// A Txn: `if compare(key) then put(key, value) else get(key)`.
-    CasPut { key: Bytes, compare: Compare, value: Bytes },
+    CasPut {
+        key: Bytes,
+        compare: Compare,
+        value: Bytes,
+    },
 }
 
 /// The condition of a [`Request::CasPut`], with etcd's meaning for a key
@@ -155,7 +166,10 @@ impl History {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (OpId, &Operation)> {
-        self.ops.iter().enumerate().map(|(index, op)| (OpId(index), op))
+        self.ops
+            .iter()
+            .enumerate()
+            .map(|(index, op)| (OpId(index), op))
     }
 
     /// The earliest call: reports print times relative to it.
@@ -192,7 +206,10 @@ impl Request {
     }
 
     pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        Request::Put { key: key.into(), value: value.into() }
+        Request::Put {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 
     pub fn delete(key: impl Into<Bytes>) -> Self {
@@ -200,7 +217,11 @@ impl Request {
     }
 
     /// etcd's compare-and-swap on mod_revision (0: "if the key is absent").
-    pub fn cas_put(key: impl Into<Bytes>, expected_mod_revision: i64, value: impl Into<Bytes>) -> Self {
+    pub fn cas_put(
+        key: impl Into<Bytes>,
+        expected_mod_revision: i64,
+        value: impl Into<Bytes>,
+    ) -> Self {
         Request::CasPut {
             key: key.into(),
             compare: Compare::ModRevision(expected_mod_revision),
@@ -228,7 +249,11 @@ impl Request {
 
 impl Response {
     pub fn get(value: Option<&str>, mod_revision: i64, header_revision: i64) -> Self {
-        Response::Get(GetResponse { value: value.map(Bytes::from), mod_revision, header_revision })
+        Response::Get(GetResponse {
+            value: value.map(Bytes::from),
+            mod_revision,
+            header_revision,
+        })
     }
 
     pub fn put(header_revision: i64) -> Self {
@@ -236,11 +261,18 @@ impl Response {
     }
 
     pub fn delete(deleted: i64, header_revision: i64) -> Self {
-        Response::Delete(DeleteResponse { deleted, header_revision })
+        Response::Delete(DeleteResponse {
+            deleted,
+            header_revision,
+        })
     }
 
     pub fn cas_succeeded(header_revision: i64) -> Self {
-        Response::CasPut(CasPutResponse { succeeded: true, header_revision, current: None })
+        Response::CasPut(CasPutResponse {
+            succeeded: true,
+            header_revision,
+            current: None,
+        })
     }
 
     /// A failed compare; `current` is the key's (value, mod_revision).
@@ -248,7 +280,10 @@ impl Response {
         Response::CasPut(CasPutResponse {
             succeeded: false,
             header_revision,
-            current: current.map(|(value, mod_revision)| Current { value: value.into(), mod_revision }),
+            current: current.map(|(value, mod_revision)| Current {
+                value: value.into(),
+                mod_revision,
+            }),
         })
     }
 
@@ -273,8 +308,20 @@ impl Response {
 }
 
 impl Operation {
-    pub fn new(client: ClientId, called_at: u64, returned_at: u64, request: Request, outcome: Outcome) -> Self {
-        Operation { client, called_at, returned_at, request, outcome }
+    pub fn new(
+        client: ClientId,
+        called_at: u64,
+        returned_at: u64,
+        request: Request,
+        outcome: Outcome,
+    ) -> Self {
+        Operation {
+            client,
+            called_at,
+            returned_at,
+            request,
+            outcome,
+        }
     }
 
     pub fn key(&self) -> &Bytes {
@@ -291,7 +338,9 @@ impl Operation {
     /// The revision this operation is known to have created: an
     /// acknowledged put, successful compare-and-put, or delete of a key.
     pub fn written_revision(&self) -> Option<i64> {
-        self.response().filter(|r| r.wrote()).map(Response::header_revision)
+        self.response()
+            .filter(|r| r.wrote())
+            .map(Response::header_revision)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -299,7 +348,10 @@ impl Operation {
             return Ok(());
         };
         if self.returned_at < self.called_at {
-            return Err(format!("returned at {} before its call at {}", self.returned_at, self.called_at));
+            return Err(format!(
+                "returned at {} before its call at {}",
+                self.returned_at, self.called_at
+            ));
         }
         let matches = matches!(
             (&self.request, response),
@@ -309,7 +361,10 @@ impl Operation {
                 | (Request::CasPut { .. }, Response::CasPut(_))
         );
         if !matches {
-            return Err(format!("response {response:?} does not answer request {:?}", self.request));
+            return Err(format!(
+                "response {response:?} does not answer request {:?}",
+                self.request
+            ));
         }
         if let Response::CasPut(r) = response {
             if r.succeeded && r.current.is_some() {
@@ -327,7 +382,10 @@ impl Operation {
             Outcome::Ok(_) => format!("[{call}, {}]", offset(self.returned_at, origin)),
             Outcome::Failed | Outcome::Indeterminate => format!("[{call}, ∞)"),
         };
-        format!("{id} client {} {span} {} → {}", self.client, self.request, self.outcome)
+        format!(
+            "{id} client {} {span} {} → {}",
+            self.client, self.request, self.outcome
+        )
     }
 }
 
@@ -337,7 +395,11 @@ impl fmt::Display for Request {
             Request::Get { key } => write!(f, "get {key}"),
             Request::Put { key, value } => write!(f, "put {key} = {value}"),
             Request::Delete { key } => write!(f, "delete {key}"),
-            Request::CasPut { key, compare, value } => {
+            Request::CasPut {
+                key,
+                compare,
+                value,
+            } => {
                 write!(f, "if {compare} then put {key} = {value}")
             }
         }
@@ -366,27 +428,47 @@ impl fmt::Display for Outcome {
 impl fmt::Display for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Response::Get(GetResponse { value: Some(value), mod_revision, header_revision }) => {
-                write!(f, "{value} @ mod_revision {mod_revision}, header {header_revision}")
+            Response::Get(GetResponse {
+                value: Some(value),
+                mod_revision,
+                header_revision,
+            }) => {
+                write!(
+                    f,
+                    "{value} @ mod_revision {mod_revision}, header {header_revision}"
+                )
             }
-            Response::Get(GetResponse { value: None, mod_revision, header_revision }) => {
-                write!(f, "absent (mod_revision {mod_revision}), header {header_revision}")
+            Response::Get(GetResponse {
+                value: None,
+                mod_revision,
+                header_revision,
+            }) => {
+                write!(
+                    f,
+                    "absent (mod_revision {mod_revision}), header {header_revision}"
+                )
             }
             Response::Put(r) => write!(f, "revision {}", r.header_revision),
             Response::Delete(r) => write!(f, "deleted {}, header {}", r.deleted, r.header_revision),
-            Response::CasPut(CasPutResponse { succeeded: true, header_revision, .. }) => {
+            Response::CasPut(CasPutResponse {
+                succeeded: true,
+                header_revision,
+                ..
+            }) => {
                 write!(f, "succeeded, revision {header_revision}")
             }
-            Response::CasPut(CasPutResponse { succeeded: false, header_revision, current }) => {
-                match current {
-                    Some(current) => write!(
-                        f,
-                        "compare failed, current {} @ mod_revision {}, header {header_revision}",
-                        current.value, current.mod_revision
-                    ),
-                    None => write!(f, "compare failed, key absent, header {header_revision}"),
-                }
-            }
+            Response::CasPut(CasPutResponse {
+                succeeded: false,
+                header_revision,
+                current,
+            }) => match current {
+                Some(current) => write!(
+                    f,
+                    "compare failed, current {} @ mod_revision {}, header {header_revision}",
+                    current.value, current.mod_revision
+                ),
+                None => write!(f, "compare failed, key absent, header {header_revision}"),
+            },
         }
     }
 }
@@ -411,13 +493,22 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), op);
         let lost = r#"{"client":1,"call":5,"return":9,"request":{"get":{"key":"k"}},"outcome":"indeterminate"}"#;
-        assert_eq!(serde_json::from_str::<Operation>(lost).unwrap().outcome, Outcome::Indeterminate);
+        assert_eq!(
+            serde_json::from_str::<Operation>(lost).unwrap().outcome,
+            Outcome::Indeterminate
+        );
     }
 
     #[test]
     fn validate_refuses_what_the_recorder_got_wrong() {
         let wrong_kind = Operation::new(1, 0, 1, Request::get("k"), Outcome::Ok(Response::put(3)));
-        let backwards = Operation::new(1, 5, 1, Request::put("k", "v"), Outcome::Ok(Response::put(3)));
+        let backwards = Operation::new(
+            1,
+            5,
+            1,
+            Request::put("k", "v"),
+            Outcome::Ok(Response::put(3)),
+        );
         for op in [wrong_kind, backwards] {
             assert!(History::from(vec![op]).validate().is_err());
         }

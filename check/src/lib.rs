@@ -94,14 +94,17 @@ use std::time::Instant;
 pub use crate::bytes::Bytes;
 pub use crate::error::Error;
 pub use crate::history::{
-    CasPutResponse, ClientId, Compare, Current, DeleteResponse, GetResponse, History, OpId, Operation, Outcome,
-    PutResponse, Request, Response,
+    CasPutResponse, ClientId, Compare, Current, DeleteResponse, GetResponse, History, OpId,
+    Operation, Outcome, PutResponse, Request, Response,
 };
 pub use crate::linearizability::{check_linearizability, Limits};
 pub use crate::recording::{ReceivedResponse, Record, Recording, WatchOpened};
-pub use crate::report::{offset, Inconclusive, Report, Stats, Verdict, Violation, ViolationKind, MAX_VIOLATIONS_PER_KIND};
+pub use crate::report::{
+    offset, Inconclusive, Report, Stats, Verdict, Violation, ViolationKind, MAX_VIOLATIONS_PER_KIND,
+};
 pub use crate::watch::{
-    check_watches, stitch, Event, EventKind, KeyValue, Stream, WatchRequest, WatchResponse, Watcher, WatcherId,
+    check_watches, stitch, Event, EventKind, KeyValue, Stream, WatchRequest, WatchResponse,
+    Watcher, WatcherId,
 };
 
 /// Runs both checks on a recording and merges their reports.

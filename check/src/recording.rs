@@ -61,7 +61,10 @@ pub struct Recording {
 
 impl Recording {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::read_jsonl(BufReader::new(file), path)
     }
 
@@ -71,19 +74,33 @@ impl Recording {
         let mut recording = Recording::default();
         let mut watchers: HashMap<WatcherId, usize> = HashMap::new();
         for (index, line) in reader.lines().enumerate() {
-            let parse_error = |message: String| Error::Parse { path: path.to_path_buf(), line: index + 1, message };
-            let line = line.map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            let parse_error = |message: String| Error::Parse {
+                path: path.to_path_buf(),
+                line: index + 1,
+                message,
+            };
+            let line = line.map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Record = serde_json::from_str(&line).map_err(|e| parse_error(e.to_string()))?;
+            let record: Record =
+                serde_json::from_str(&line).map_err(|e| parse_error(e.to_string()))?;
             match record {
                 Record::Op(op) => {
                     recording.history.push(op);
                 }
                 Record::Watch(opened) => {
-                    if watchers.insert(opened.id, recording.watchers.len()).is_some() {
-                        return Err(parse_error(format!("watcher {} is opened twice", opened.id)));
+                    if watchers
+                        .insert(opened.id, recording.watchers.len())
+                        .is_some()
+                    {
+                        return Err(parse_error(format!(
+                            "watcher {} is opened twice",
+                            opened.id
+                        )));
                     }
                     recording.watchers.push(Watcher {
                         id: opened.id,
@@ -94,9 +111,12 @@ impl Recording {
                     });
                 }
                 Record::WatchResponse(received) => {
-                    let &at = watchers
-                        .get(&received.watcher)
-                        .ok_or_else(|| parse_error(format!("watcher {} was not opened before", received.watcher)))?;
+                    let &at = watchers.get(&received.watcher).ok_or_else(|| {
+                        parse_error(format!(
+                            "watcher {} was not opened before",
+                            received.watcher
+                        ))
+                    })?;
                     recording.watchers[at].responses.push(received.response);
                 }
             }
@@ -116,7 +136,10 @@ impl Recording {
                 resumes: watcher.resumes,
             });
             let responses = watcher.responses.iter().map(|response| {
-                Record::WatchResponse(ReceivedResponse { watcher: watcher.id, response: response.clone() })
+                Record::WatchResponse(ReceivedResponse {
+                    watcher: watcher.id,
+                    response: response.clone(),
+                })
             });
             std::iter::once(opened).chain(responses)
         });
@@ -131,7 +154,10 @@ impl Recording {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::create(path).map_err(io)?;
         self.write_jsonl(BufWriter::new(file)).map_err(io)
     }
@@ -146,8 +172,20 @@ mod tests {
     #[test]
     fn a_recording_round_trips_through_json_lines() {
         let mut recording = Recording::default();
-        recording.history.push(Operation::new(1, 10, 20, Request::put("k", "v"), Outcome::Ok(Response::put(2))));
-        recording.history.push(Operation::new(2, 15, 99, Request::delete("k"), Outcome::Indeterminate));
+        recording.history.push(Operation::new(
+            1,
+            10,
+            20,
+            Request::put("k", "v"),
+            Outcome::Ok(Response::put(2)),
+        ));
+        recording.history.push(Operation::new(
+            2,
+            15,
+            99,
+            Request::delete("k"),
+            Outcome::Indeterminate,
+        ));
         recording.watchers.push(Watcher {
             id: 7,
             client: 3,
@@ -170,6 +208,11 @@ mod tests {
     fn errors_name_the_line() {
         let text = "\n{\"watch_response\":{\"watcher\":4,\"header_revision\":1}}\n";
         let error = Recording::read_jsonl(text.as_bytes(), Path::new("run.jsonl")).unwrap_err();
-        assert!(error.to_string().starts_with("run.jsonl:2: watcher 4 was not opened"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("run.jsonl:2: watcher 4 was not opened"),
+            "{error}"
+        );
     }
 }

@@ -81,11 +81,14 @@ impl ViolationKind {
             WatchDuplicateEvent => "watch: unique",
             WatchSplitRevision => "watch: atomic",
             WatchMissingEvent => "watch: reliable",
-            WatchEventBeforeStart | WatchEventAfterCancel | WatchMalformedEvent | WatchPrevKvWrong => {
-                "watch: events as requested"
-            }
+            WatchEventBeforeStart
+            | WatchEventAfterCancel
+            | WatchMalformedEvent
+            | WatchPrevKvWrong => "watch: events as requested",
             WatchBookmarkBroken => "watch: bookmarkable",
-            WatchEventConflict | WatchEventNotInHistory | StaleAfterWatch => "watch: agrees with the KV history",
+            WatchEventConflict | WatchEventNotInHistory | StaleAfterWatch => {
+                "watch: agrees with the KV history"
+            }
         }
     }
 }
@@ -158,7 +161,11 @@ impl Report {
     }
 
     pub(crate) fn push(&mut self, violation: Violation) {
-        let kept = self.violations.iter().filter(|v| v.kind == violation.kind).count();
+        let kept = self
+            .violations
+            .iter()
+            .filter(|v| v.kind == violation.kind)
+            .count();
         if kept < MAX_VIOLATIONS_PER_KIND {
             self.violations.push(violation);
         } else {
@@ -166,8 +173,19 @@ impl Report {
         }
     }
 
-    pub(crate) fn violation(&mut self, kind: ViolationKind, key: Option<&Bytes>, ops: Vec<OpId>, detail: String) {
-        self.push(Violation { kind, key: key.cloned(), ops, detail });
+    pub(crate) fn violation(
+        &mut self,
+        kind: ViolationKind,
+        key: Option<&Bytes>,
+        ops: Vec<OpId>,
+        detail: String,
+    ) {
+        self.push(Violation {
+            kind,
+            key: key.cloned(),
+            ops,
+            detail,
+        });
     }
 
     /// Folds `other` in, as when both the KV and the watch checks ran.
@@ -195,7 +213,9 @@ impl fmt::Display for Report {
         let verdict = match self.verdict() {
             Verdict::Ok => "OK: every check passed",
             Verdict::Violated => "VIOLATED",
-            Verdict::Unknown => "UNKNOWN: nothing found broken, but the search gave up on some keys (not a pass)",
+            Verdict::Unknown => {
+                "UNKNOWN: nothing found broken, but the search gave up on some keys (not a pass)"
+            }
         };
         writeln!(f, "{verdict}")?;
         writeln!(
@@ -210,7 +230,13 @@ impl fmt::Display for Report {
         )?;
         for (index, violation) in self.violations.iter().enumerate() {
             writeln!(f)?;
-            write!(f, "violation {}: {:?} (breaks {})", index + 1, violation.kind, violation.kind.guarantee())?;
+            write!(
+                f,
+                "violation {}: {:?} (breaks {})",
+                index + 1,
+                violation.kind,
+                violation.kind.guarantee()
+            )?;
             if let Some(key) = &violation.key {
                 write!(f, " on key {key}")?;
             }
@@ -223,7 +249,11 @@ impl fmt::Display for Report {
             writeln!(f, "\n… and {count} more {kind:?} violations not shown")?;
         }
         for undecided in &self.inconclusive {
-            writeln!(f, "\nundecided: key {}: {}", undecided.key, undecided.reason)?;
+            writeln!(
+                f,
+                "\nundecided: key {}: {}",
+                undecided.key, undecided.reason
+            )?;
             for line in undecided.detail.lines() {
                 writeln!(f, "  {line}")?;
             }
@@ -234,7 +264,11 @@ impl fmt::Display for Report {
 
 /// `t` relative to `origin`, for a person: `+1.234ms`, `+12.345s`.
 pub fn offset(t: u64, origin: u64) -> String {
-    let (sign, nanos) = if t >= origin { ("+", t - origin) } else { ("-", origin - t) };
+    let (sign, nanos) = if t >= origin {
+        ("+", t - origin)
+    } else {
+        ("-", origin - t)
+    };
     let duration = Duration::from_nanos(nanos);
     if duration < Duration::from_secs(1) {
         format!("{sign}{:.3}ms", duration.as_secs_f64() * 1e3)
@@ -258,7 +292,12 @@ mod tests {
     fn violations_beyond_the_cap_are_counted_not_kept() {
         let mut report = Report::default();
         for _ in 0..MAX_VIOLATIONS_PER_KIND + 3 {
-            report.violation(ViolationKind::DuplicateRevision, None, vec![], String::new());
+            report.violation(
+                ViolationKind::DuplicateRevision,
+                None,
+                vec![],
+                String::new(),
+            );
         }
         assert_eq!(report.violations.len(), MAX_VIOLATIONS_PER_KIND);
         assert_eq!(report.omitted[&ViolationKind::DuplicateRevision], 3);

@@ -8,7 +8,7 @@
 //! revision (the write that got it, reads of the key at that mod_revision,
 //! watch events, prev_kv) tells the same story: one key, one value.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::bytes::Bytes;
 use crate::history::{History, OpId, Outcome, Request, Response};
@@ -24,9 +24,17 @@ pub(crate) enum Source {
     /// mod_revision.
     Read(OpId),
     /// An event: indices into the watchers, their responses, its events.
-    Event { watcher: usize, response: usize, event: usize },
+    Event {
+        watcher: usize,
+        response: usize,
+        event: usize,
+    },
     /// The prev_kv of that event.
-    PrevKv { watcher: usize, response: usize, event: usize },
+    PrevKv {
+        watcher: usize,
+        response: usize,
+        event: usize,
+    },
 }
 
 impl Source {
@@ -83,24 +91,46 @@ impl Ledger {
     pub(crate) fn from_history(history: &History) -> Self {
         let mut ledger = Ledger::default();
         for (id, op) in history.iter() {
-            let Some(response) = op.response() else { continue };
+            let Some(response) = op.response() else {
+                continue;
+            };
             let key = op.key().clone();
             let (revision, change, source) = match (&op.request, response) {
-                (Request::Put { value, .. } | Request::CasPut { value, .. }, r) if r.wrote() => {
-                    (r.header_revision(), Change::Put(value.clone()), Source::Write(id))
+                (Request::Put { value, .. } | Request::CasPut { value, .. }, r) if r.wrote() => (
+                    r.header_revision(),
+                    Change::Put(value.clone()),
+                    Source::Write(id),
+                ),
+                (Request::Delete { .. }, r) if r.wrote() => {
+                    (r.header_revision(), Change::Delete, Source::Write(id))
                 }
-                (Request::Delete { .. }, r) if r.wrote() => (r.header_revision(), Change::Delete, Source::Write(id)),
                 (_, Response::Get(get)) => match &get.value {
-                    Some(value) => (get.mod_revision, Change::Put(value.clone()), Source::Read(id)),
+                    Some(value) => (
+                        get.mod_revision,
+                        Change::Put(value.clone()),
+                        Source::Read(id),
+                    ),
                     None => continue,
                 },
                 (_, Response::CasPut(cas)) => match &cas.current {
-                    Some(current) => (current.mod_revision, Change::Put(current.value.clone()), Source::Read(id)),
+                    Some(current) => (
+                        current.mod_revision,
+                        Change::Put(current.value.clone()),
+                        Source::Read(id),
+                    ),
                     None => continue,
                 },
                 _ => continue,
             };
-            ledger.add(revision, Fact { key, change, meta: None, source });
+            ledger.add(
+                revision,
+                Fact {
+                    key,
+                    change,
+                    meta: None,
+                    source,
+                },
+            );
         }
         ledger
     }
@@ -112,10 +142,18 @@ impl Ledger {
     /// Reports facts of one revision that disagree. With `watch_only`,
     /// only disagreements a watch takes part in (the KV check reports the
     /// others).
-    pub(crate) fn report_conflicts(&self, evidence: &Evidence<'_>, watch_only: bool, report: &mut Report) {
+    pub(crate) fn report_conflicts(
+        &self,
+        evidence: &Evidence<'_>,
+        watch_only: bool,
+        report: &mut Report,
+    ) {
         for (&revision, facts) in &self.by_revision {
             // Acknowledged writes first: they are the reference.
-            let reference = facts.iter().find(|f| f.source.is_write()).unwrap_or(&facts[0]);
+            let reference = facts
+                .iter()
+                .find(|f| f.source.is_write())
+                .unwrap_or(&facts[0]);
             for fact in facts {
                 let both_writes = fact.source.is_write() && reference.source.is_write();
                 if both_writes || !fact.disagrees(reference) {
@@ -125,15 +163,60 @@ impl Ledger {
                 if watch_only && !watch {
                     continue;
                 }
-                let kind = if watch { ViolationKind::WatchEventConflict } else { ViolationKind::RevisionConflict };
+                let kind = match (fact.source, reference.source) {
+                    (Source::PrevKv { .. }, _) | (_, Source::PrevKv { .. }) => {
+                        ViolationKind::WatchPrevKvWrong
+                    }
+                    _ if watch => ViolationKind::WatchEventConflict,
+                    _ => ViolationKind::RevisionConflict,
+                };
                 let detail = format!(
                     "revision {revision}: two accounts disagree\n  {}\n  {}",
                     evidence.fact(revision, reference),
                     evidence.fact(revision, fact)
                 );
-                report.violation(kind, Some(&fact.key), evidence.ops_of(&[reference.source, fact.source]), detail);
+                report.violation(
+                    kind,
+                    Some(&fact.key),
+                    evidence.ops_of(&[reference.source, fact.source]),
+                    detail,
+                );
             }
         }
+    }
+}
+
+/// The revisions known to have written each key.
+pub(crate) struct KeyWrites<'a> {
+    by_key: HashMap<&'a Bytes, BTreeSet<i64>>,
+}
+
+impl<'a> KeyWrites<'a> {
+    pub(crate) fn new(ledger: &'a Ledger) -> Self {
+        let mut by_key: HashMap<&Bytes, BTreeSet<i64>> = HashMap::new();
+        for (&revision, facts) in &ledger.by_revision {
+            for fact in facts {
+                by_key.entry(&fact.key).or_default().insert(revision);
+            }
+        }
+        KeyWrites { by_key }
+    }
+
+    /// The first revision strictly between `after` and `before` known to
+    /// have written `key`.
+    pub(crate) fn first_between(&self, key: &Bytes, after: i64, before: i64) -> Option<i64> {
+        if before <= after + 1 {
+            return None;
+        }
+        self.by_key
+            .get(key)?
+            .range(after + 1..before)
+            .next()
+            .copied()
+    }
+
+    pub(crate) fn any_between(&self, key: &Bytes, after: i64, before: i64) -> bool {
+        self.first_between(key, after, before).is_some()
     }
 }
 
@@ -146,9 +229,22 @@ pub(crate) struct Evidence<'a> {
 
 impl<'a> Evidence<'a> {
     pub(crate) fn new(history: &'a History, watchers: &'a [Watcher]) -> Self {
-        let watched = watchers.iter().flat_map(|w| &w.responses).filter_map(|r| r.received_at);
-        let origin = history.ops.iter().map(|op| op.called_at).chain(watched).min().unwrap_or(0);
-        Evidence { history, watchers, origin }
+        let watched = watchers
+            .iter()
+            .flat_map(|w| &w.responses)
+            .filter_map(|r| r.received_at);
+        let origin = history
+            .ops
+            .iter()
+            .map(|op| op.called_at)
+            .chain(watched)
+            .min()
+            .unwrap_or(0);
+        Evidence {
+            history,
+            watchers,
+            origin,
+        }
     }
 
     pub(crate) fn op(&self, id: OpId) -> String {
@@ -172,7 +268,10 @@ impl<'a> Evidence<'a> {
             Some(at) => format!(" (received at {})", offset(at, self.origin)),
             None => String::new(),
         };
-        format!("watcher {}, response {response}, event {event}{received}", w.id)
+        format!(
+            "watcher {}, response {response}, event {event}{received}",
+            w.id
+        )
     }
 
     pub(crate) fn fact(&self, revision: i64, fact: &Fact) -> String {
@@ -183,12 +282,29 @@ impl<'a> Evidence<'a> {
         };
         match fact.source {
             Source::Write(id) => format!("{change} got it: {}", self.op(id)),
-            Source::Read(id) => format!("{change} per a read of mod_revision {revision}: {}", self.op(id)),
-            Source::Event { watcher, response, event } => {
-                format!("{change}{meta} per {}", self.event_position(watcher, response, event))
+            Source::Read(id) => format!(
+                "{change} per a read of mod_revision {revision}: {}",
+                self.op(id)
+            ),
+            Source::Event {
+                watcher,
+                response,
+                event,
+            } => {
+                format!(
+                    "{change}{meta} per {}",
+                    self.event_position(watcher, response, event)
+                )
             }
-            Source::PrevKv { watcher, response, event } => {
-                format!("{change}{meta} per the prev_kv of {}", self.event_position(watcher, response, event))
+            Source::PrevKv {
+                watcher,
+                response,
+                event,
+            } => {
+                format!(
+                    "{change}{meta} per the prev_kv of {}",
+                    self.event_position(watcher, response, event)
+                )
             }
         }
     }
@@ -198,14 +314,21 @@ impl<'a> Evidence<'a> {
 pub(crate) fn check_unique(history: &History, evidence: &Evidence<'_>, report: &mut Report) {
     let mut first: HashMap<i64, OpId> = HashMap::new();
     for (id, op) in history.iter() {
-        let Some(revision) = op.written_revision() else { continue };
+        let Some(revision) = op.written_revision() else {
+            continue;
+        };
         if let Some(&earlier) = first.get(&revision) {
             let detail = format!(
                 "two acknowledged writes got revision {revision}\n  {}\n  {}",
                 evidence.op(earlier),
                 evidence.op(id)
             );
-            report.violation(ViolationKind::DuplicateRevision, Some(op.key()), vec![earlier, id], detail);
+            report.violation(
+                ViolationKind::DuplicateRevision,
+                Some(op.key()),
+                vec![earlier, id],
+                detail,
+            );
         } else {
             first.insert(revision, id);
         }
@@ -214,7 +337,11 @@ pub(crate) fn check_unique(history: &History, evidence: &Evidence<'_>, report: &
 
 /// The revisions acknowledged writes got, on any key.
 pub(crate) fn acknowledged(history: &History) -> HashSet<i64> {
-    history.ops.iter().filter_map(|op| op.written_revision()).collect()
+    history
+        .ops
+        .iter()
+        .filter_map(|op| op.written_revision())
+        .collect()
 }
 
 /// Reports an operation whose revision is lower than one returned before
@@ -226,8 +353,12 @@ pub(crate) fn check_real_time(history: &History, evidence: &Evidence<'_>, report
             .filter_map(|(id, op)| Some((op.returned_at, op.response()?.header_revision(), id.0))),
     );
     for (id, op) in history.iter() {
-        let Some(response) = op.response() else { continue };
-        let Some((highest, by)) = returned.highest_before(op.called_at) else { continue };
+        let Some(response) = op.response() else {
+            continue;
+        };
+        let Some((highest, by)) = returned.highest_before(op.called_at) else {
+            continue;
+        };
         let revision = response.header_revision();
         let behind = revision < highest || (response.wrote() && revision == highest);
         if behind {
@@ -240,7 +371,12 @@ pub(crate) fn check_real_time(history: &History, evidence: &Evidence<'_>, report
                 evidence.op(by),
                 evidence.op(id)
             );
-            report.violation(ViolationKind::RevisionWentBackwards, Some(op.key()), vec![by, id], detail);
+            report.violation(
+                ViolationKind::RevisionWentBackwards,
+                Some(op.key()),
+                vec![by, id],
+                detail,
+            );
         }
     }
 }

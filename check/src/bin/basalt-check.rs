@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use basalt_check::{check, Limits, Recording, Verdict};
 
-const USAGE: &str = "usage: basalt-check <history.jsonl> [--max-states N] [--max-seconds S] [--no-shrink]";
+const USAGE: &str =
+    "usage: basalt-check <history.jsonl> [--max-states N] [--max-seconds S] [--no-shrink]";
 
 fn main() -> ExitCode {
     let (path, limits) = match parse(std::env::args().skip(1)) {
@@ -52,5 +53,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Limits), St
 
 fn number(value: Option<String>, flag: &str) -> Result<u64, String> {
     let value = value.ok_or(format!("{flag} needs a number"))?;
-    value.parse().map_err(|_| format!("{flag} needs a number, not {value:?}"))
+    value
+        .parse()
+        .map_err(|_| format!("{flag} needs a number, not {value:?}"))
 }

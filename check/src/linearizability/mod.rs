@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use self::model::{Action, CasOutcome, CompareOn, Deleted, KeyOp, Model, ModRevision, Reject, State, Values};
+use self::model::{
+    Action, CasOutcome, CompareOn, Deleted, KeyOp, ModRevision, Model, Reject, State, Values,
+};
 use self::search::{search, Budget, Found, Partial, RevisionOrder};
 use crate::bytes::Bytes;
 use crate::error::Error;
@@ -102,9 +104,15 @@ fn check_key(
     report: &mut Report,
 ) {
     let released = HashSet::new();
-    let model = Model { taken, released: &released };
-    let budget =
-        Budget { max_steps: limits.max_states_per_key, max_memo_bytes: limits.max_memo_bytes, deadline };
+    let model = Model {
+        taken,
+        released: &released,
+    };
+    let budget = Budget {
+        max_steps: limits.max_states_per_key,
+        max_memo_bytes: limits.max_memo_bytes,
+        deadline,
+    };
     let searched = search(&key.ops, &model, &budget);
     report.stats.states_explored += searched.steps;
     match searched.found {
@@ -116,19 +124,40 @@ fn check_key(
         }),
         Found::Illegal(partial) => {
             let (core, steps) = match limits.shrink {
-                true => shrink::shrink(&key.ops, taken, limits.max_shrink_states, limits.max_memo_bytes, deadline),
+                true => shrink::shrink(
+                    &key.ops,
+                    taken,
+                    limits.max_shrink_states,
+                    limits.max_memo_bytes,
+                    deadline,
+                ),
                 false => (None, 0),
             };
             report.stats.states_explored += steps;
             let (ops, detail) = match &core {
                 Some(core) => {
-                    let model = Model { taken, released: &core.released };
-                    (&core.ops, explain(key, &core.ops, &model, &core.partial, evidence))
+                    let model = Model {
+                        taken,
+                        released: &core.released,
+                    };
+                    (
+                        &core.ops,
+                        explain(key, &core.ops, &model, &core.partial, evidence),
+                    )
                 }
                 None => (&key.ops, explain(key, &key.ops, &model, &partial, evidence)),
             };
-            let listed = ops.iter().filter(|op| op.is_definite()).map(|op| op.id).collect();
-            report.violation(ViolationKind::NotLinearizable, Some(&key.key), listed, detail);
+            let listed = ops
+                .iter()
+                .filter(|op| op.is_definite())
+                .map(|op| op.id)
+                .collect();
+            report.violation(
+                ViolationKind::NotLinearizable,
+                Some(&key.key),
+                listed,
+                detail,
+            );
         }
     }
 }
@@ -150,9 +179,16 @@ fn partition(history: &History) -> Vec<KeyHistory> {
         .into_iter()
         .map(|(key, ids)| {
             let mut values = Values::default();
-            let mut ops: Vec<KeyOp> = ids.into_iter().map(|id| key_op(history, id, &mut values)).collect();
+            let mut ops: Vec<KeyOp> = ids
+                .into_iter()
+                .map(|id| key_op(history, id, &mut values))
+                .collect();
             ops.sort_by_key(|op| (op.call, op.id));
-            KeyHistory { key: key.clone(), ops, values }
+            KeyHistory {
+                key: key.clone(),
+                ops,
+                values,
+            }
         })
         .collect()
 }
@@ -172,7 +208,10 @@ fn key_op(history: &History, id: OpId, values: &mut Values) -> KeyOp {
         },
         (Request::Delete { .. }, response) => Action::Delete {
             outcome: match response {
-                Some(Response::Delete(r)) => Some(Deleted { count: r.deleted, header: r.header_revision }),
+                Some(Response::Delete(r)) => Some(Deleted {
+                    count: r.deleted,
+                    header: r.header_revision,
+                }),
                 _ => None,
             },
         },
@@ -186,24 +225,44 @@ fn key_op(history: &History, id: OpId, values: &mut Values) -> KeyOp {
                 Some(Response::CasPut(r)) => Some(CasOutcome {
                     succeeded: r.succeeded,
                     header: r.header_revision,
-                    current: r.current.as_ref().map(|c| (values.intern(&c.value), c.mod_revision)),
+                    current: r
+                        .current
+                        .as_ref()
+                        .map(|c| (values.intern(&c.value), c.mod_revision)),
                 }),
                 _ => None,
             },
         },
-        (Request::Get { .. }, _) => unreachable!("validated: a get is answered by a get, or not kept"),
+        (Request::Get { .. }, _) => {
+            unreachable!("validated: a get is answered by a get, or not kept")
+        }
     };
     let ret = response.map(|_| op.returned_at);
-    KeyOp { id, call: op.called_at, ret, action }
+    KeyOp {
+        id,
+        call: op.called_at,
+        ret,
+        action,
+    }
 }
 
 /// The violation's text: the acknowledged operations that cannot all be
 /// true, the longest linearization found, and why nothing can follow it.
-fn explain(key: &KeyHistory, ops: &[KeyOp], model: &Model<'_>, partial: &Partial, evidence: &Evidence<'_>) -> String {
+fn explain(
+    key: &KeyHistory,
+    ops: &[KeyOp],
+    model: &Model<'_>,
+    partial: &Partial,
+    evidence: &Evidence<'_>,
+) -> String {
     let mut text = String::new();
     let definite: Vec<&KeyOp> = ops.iter().filter(|op| op.is_definite()).collect();
     let others = ops.len() - definite.len();
-    let _ = write!(text, "these {} acknowledged operations cannot all have happened as reported", definite.len());
+    let _ = write!(
+        text,
+        "these {} acknowledged operations cannot all have happened as reported",
+        definite.len()
+    );
     if others > 0 {
         let _ = write!(
             text,
@@ -219,7 +278,11 @@ fn explain(key: &KeyHistory, ops: &[KeyOp], model: &Model<'_>, partial: &Partial
     }
 
     let shown = partial.order.len().saturating_sub(MAX_SHOWN_ORDER);
-    let _ = write!(text, "longest linearization found ({} operations):", partial.order.len());
+    let _ = write!(
+        text,
+        "longest linearization found ({} operations):",
+        partial.order.len()
+    );
     if shown > 0 {
         let _ = write!(text, " …");
     }
@@ -230,7 +293,11 @@ fn explain(key: &KeyHistory, ops: &[KeyOp], model: &Model<'_>, partial: &Partial
             let _ = write!(text, " (took effect)");
         }
     }
-    let _ = writeln!(text, "\nafter it, {}", describe_state(key, ops, &partial.state));
+    let _ = writeln!(
+        text,
+        "\nafter it, {}",
+        describe_state(key, ops, &partial.state)
+    );
 
     let linearized: HashSet<u32> = partial.order.iter().copied().collect();
     let deadline = ops
@@ -250,7 +317,8 @@ fn explain(key: &KeyHistory, ops: &[KeyOp], model: &Model<'_>, partial: &Partial
     let order = RevisionOrder::after(ops, &partial.order);
     let mut quiet_indeterminate = 0;
     for (index, op) in ops.iter().enumerate() {
-        let candidate = !linearized.contains(&(index as u32)) && op.call <= due.ret.expect("definite");
+        let candidate =
+            !linearized.contains(&(index as u32)) && op.call <= due.ret.expect("definite");
         if !candidate {
             continue;
         }
@@ -282,8 +350,14 @@ fn describe_state(key: &KeyHistory, ops: &[KeyOp], state: &State) -> String {
     let revision = match state.mod_revision {
         ModRevision::Known(revision) => format!("mod_revision {revision}"),
         ModRevision::Unknown { writer, min } => {
-            format!("mod_revision whatever {} got ({min} or later)", ops[writer as usize].id)
+            format!(
+                "mod_revision whatever {} got ({min} or later)",
+                ops[writer as usize].id
+            )
         }
     };
-    format!("the key is {value} @ {revision}, and the store at revision {} or later", state.floor)
+    format!(
+        "the key is {value} @ {revision}, and the store at revision {} or later",
+        state.floor
+    )
 }

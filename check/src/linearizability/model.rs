@@ -93,10 +93,16 @@ impl KeyOp {
             Action::Get { value, .. } => Effect::Read(value),
             Action::Put { value, .. } => Effect::Put(value),
             Action::Delete { .. } => Effect::Delete,
-            Action::CasPut { compare: CompareOn::ModRevision(expected), value, .. } => {
-                Effect::PutIfRevision(expected, value)
-            }
-            Action::CasPut { compare: CompareOn::Value(expected), value, .. } => Effect::PutIfValue(expected, value),
+            Action::CasPut {
+                compare: CompareOn::ModRevision(expected),
+                value,
+                ..
+            } => Effect::PutIfRevision(expected, value),
+            Action::CasPut {
+                compare: CompareOn::Value(expected),
+                value,
+                ..
+            } => Effect::PutIfValue(expected, value),
         }
     }
 }
@@ -113,10 +119,23 @@ pub(super) enum Effect {
 /// A request with its response; `None` outcomes are indeterminate.
 #[derive(Clone, Debug)]
 pub(super) enum Action {
-    Get { value: ValueId, mod_revision: i64, header: i64 },
-    Put { value: ValueId, revision: Option<i64> },
-    Delete { outcome: Option<Deleted> },
-    CasPut { compare: CompareOn, value: ValueId, outcome: Option<CasOutcome> },
+    Get {
+        value: ValueId,
+        mod_revision: i64,
+        header: i64,
+    },
+    Put {
+        value: ValueId,
+        revision: Option<i64>,
+    },
+    Delete {
+        outcome: Option<Deleted>,
+    },
+    CasPut {
+        compare: CompareOn,
+        value: ValueId,
+        outcome: Option<CasOutcome>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +164,10 @@ pub(super) enum ModRevision {
     Known(i64),
     /// Set by the indeterminate write at `writer` (its index among the
     /// key's operations); at least `min`.
-    Unknown { writer: u32, min: i64 },
+    Unknown {
+        writer: u32,
+        min: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -170,21 +192,47 @@ impl State {
 /// Why an operation cannot come next in the linearization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reject {
-    WrongValue { expected: ValueId, found: ValueId },
-    WrongModRevision { expected: i64, found: i64 },
+    WrongValue {
+        expected: ValueId,
+        found: ValueId,
+    },
+    WrongModRevision {
+        expected: i64,
+        found: i64,
+    },
     /// An unknown revision bound below what its writer could have got.
-    RevisionBeforeWriter { writer: u32, min: i64, found: i64 },
+    RevisionBeforeWriter {
+        writer: u32,
+        min: i64,
+        found: i64,
+    },
     /// An unknown revision bound to one an acknowledged write got.
-    RevisionTaken { found: i64 },
-    ModRevisionAboveHeader { mod_revision: i64, header: i64 },
-    HeaderBehind { floor: i64, header: i64 },
-    WriteNotAfter { floor: i64, revision: i64 },
-    DeleteCount { present: bool, deleted: i64 },
+    RevisionTaken {
+        found: i64,
+    },
+    ModRevisionAboveHeader {
+        mod_revision: i64,
+        header: i64,
+    },
+    HeaderBehind {
+        floor: i64,
+        header: i64,
+    },
+    WriteNotAfter {
+        floor: i64,
+        revision: i64,
+    },
+    DeleteCount {
+        present: bool,
+        deleted: i64,
+    },
     CompareHeld,
     CompareFailed,
     /// The definite operation at `first` (an index among the key's
     /// operations) has a lower revision, so it has to come first.
-    RevisionOrder { first: u32 },
+    RevisionOrder {
+        first: u32,
+    },
     /// An indeterminate operation that would change nothing.
     NoEffect,
     /// A blind write right after an indeterminate one (see module docs).
@@ -205,40 +253,85 @@ impl Model<'_> {
     /// it cannot come next.
     pub(super) fn step(&self, state: &State, index: u32, op: &KeyOp) -> Result<State, Reject> {
         match op.action {
-            Action::Get { value, mod_revision, header } => self.get(state, value, mod_revision, header),
-            Action::Put { value, revision: Some(revision) } => {
+            Action::Get {
+                value,
+                mod_revision,
+                header,
+            } => self.get(state, value, mod_revision, header),
+            Action::Put {
+                value,
+                revision: Some(revision),
+            } => {
                 if state.after_indeterminate {
                     return Err(Reject::AfterIndeterminate);
                 }
                 write_at(state, value, revision)
             }
-            Action::Put { value, revision: None } => blind_write(state, index, Some(value)),
-            Action::Delete { outcome: Some(deleted) } => delete(state, deleted),
+            Action::Put {
+                value,
+                revision: None,
+            } => blind_write(state, index, Some(value)),
+            Action::Delete {
+                outcome: Some(deleted),
+            } => delete(state, deleted),
             Action::Delete { outcome: None } => match state.value {
                 ABSENT => Err(Reject::NoEffect),
                 _ => blind_write(state, index, None),
             },
-            Action::CasPut { compare, value, outcome: Some(outcome) } => self.cas_put(state, compare, value, outcome),
-            Action::CasPut { compare, value, outcome: None } => {
-                let state = self.compare_holds(state, compare).map_err(|_| Reject::NoEffect)?;
+            Action::CasPut {
+                compare,
+                value,
+                outcome: Some(outcome),
+            } => self.cas_put(state, compare, value, outcome),
+            Action::CasPut {
+                compare,
+                value,
+                outcome: None,
+            } => {
+                let state = self
+                    .compare_holds(state, compare)
+                    .map_err(|_| Reject::NoEffect)?;
                 Ok(indeterminate_write(&state, index, Some(value)))
             }
         }
     }
 
-    fn get(&self, state: &State, value: ValueId, mod_revision: i64, header: i64) -> Result<State, Reject> {
+    fn get(
+        &self,
+        state: &State,
+        value: ValueId,
+        mod_revision: i64,
+        header: i64,
+    ) -> Result<State, Reject> {
         read_header(state, header)?;
         if mod_revision > header {
-            return Err(Reject::ModRevisionAboveHeader { mod_revision, header });
+            return Err(Reject::ModRevisionAboveHeader {
+                mod_revision,
+                header,
+            });
         }
         if value != state.value {
-            return Err(Reject::WrongValue { expected: state.value, found: value });
+            return Err(Reject::WrongValue {
+                expected: state.value,
+                found: value,
+            });
         }
         let mod_revision = self.bind(state, mod_revision)?;
-        Ok(State { value, mod_revision, floor: header, after_indeterminate: false })
+        Ok(State {
+            value,
+            mod_revision,
+            floor: header,
+            after_indeterminate: false,
+        })
     }
 
-    fn cas_put(&self, state: &State, compare: CompareOn, value: ValueId, outcome: CasOutcome) -> Result<State, Reject> {
+    fn cas_put(
+        &self,
+        state: &State,
+        compare: CompareOn,
+        value: ValueId,
+        outcome: CasOutcome,
+    ) -> Result<State, Reject> {
         let header = outcome.header;
         if outcome.succeeded {
             let state = self.compare_holds(state, compare)?;
@@ -247,13 +340,24 @@ impl Model<'_> {
         read_header(state, header)?;
         let (found_value, found_revision) = outcome.current.unwrap_or((ABSENT, 0));
         if found_revision > header {
-            return Err(Reject::ModRevisionAboveHeader { mod_revision: found_revision, header });
+            return Err(Reject::ModRevisionAboveHeader {
+                mod_revision: found_revision,
+                header,
+            });
         }
         if found_value != state.value {
-            return Err(Reject::WrongValue { expected: state.value, found: found_value });
+            return Err(Reject::WrongValue {
+                expected: state.value,
+                found: found_value,
+            });
         }
         let mod_revision = self.bind(state, found_revision)?;
-        let bound = State { mod_revision, floor: header, after_indeterminate: false, ..*state };
+        let bound = State {
+            mod_revision,
+            floor: header,
+            after_indeterminate: false,
+            ..*state
+        };
         match self.compare_holds(&bound, compare) {
             Ok(_) => Err(Reject::CompareHeld),
             Err(_) => Ok(bound),
@@ -270,8 +374,14 @@ impl Model<'_> {
                 ModRevision::Known(current) if current == expected => Ok(*state),
                 ModRevision::Known(_) => Err(Reject::CompareFailed),
                 ModRevision::Unknown { .. } => {
-                    let mod_revision = self.bind(state, expected).map_err(|_| Reject::CompareFailed)?;
-                    Ok(State { mod_revision, floor: state.floor.max(expected), ..*state })
+                    let mod_revision = self
+                        .bind(state, expected)
+                        .map_err(|_| Reject::CompareFailed)?;
+                    Ok(State {
+                        mod_revision,
+                        floor: state.floor.max(expected),
+                        ..*state
+                    })
                 }
             },
         }
@@ -285,7 +395,9 @@ impl Model<'_> {
             ModRevision::Unknown { writer, min } if found < min => {
                 Err(Reject::RevisionBeforeWriter { writer, min, found })
             }
-            ModRevision::Unknown { .. } if self.taken.contains(&found) && !self.released.contains(&found) => {
+            ModRevision::Unknown { .. }
+                if self.taken.contains(&found) && !self.released.contains(&found) =>
+            {
                 Err(Reject::RevisionTaken { found })
             }
             ModRevision::Unknown { .. } => Ok(ModRevision::Known(found)),
@@ -336,12 +448,22 @@ impl Wants {
             Action::Get { value: ABSENT, .. } => self.delete = true,
             Action::Get { value, .. } => self.values.push(value),
             Action::Put { .. } | Action::Delete { outcome: None } => {}
-            Action::Delete { outcome: Some(deleted) } => match deleted.count {
+            Action::Delete {
+                outcome: Some(deleted),
+            } => match deleted.count {
                 0 => self.delete = true,
                 // Only an absent key needs a write to be deleted.
                 _ => self.any_write |= state.value == ABSENT,
             },
-            Action::CasPut { outcome: Some(CasOutcome { succeeded: false, current, .. }), .. } => match current {
+            Action::CasPut {
+                outcome:
+                    Some(CasOutcome {
+                        succeeded: false,
+                        current,
+                        ..
+                    }),
+                ..
+            } => match current {
                 Some((value, _)) => self.values.push(value),
                 None => self.delete = true,
             },
@@ -369,7 +491,10 @@ impl Wants {
 
 fn read_header(state: &State, header: i64) -> Result<(), Reject> {
     if header < state.floor {
-        return Err(Reject::HeaderBehind { floor: state.floor, header });
+        return Err(Reject::HeaderBehind {
+            floor: state.floor,
+            header,
+        });
     }
     Ok(())
 }
@@ -377,22 +502,40 @@ fn read_header(state: &State, header: i64) -> Result<(), Reject> {
 /// An acknowledged write of `value` at `revision`.
 fn write_at(state: &State, value: ValueId, revision: i64) -> Result<State, Reject> {
     if revision <= state.floor {
-        return Err(Reject::WriteNotAfter { floor: state.floor, revision });
+        return Err(Reject::WriteNotAfter {
+            floor: state.floor,
+            revision,
+        });
     }
-    Ok(State { value, mod_revision: ModRevision::Known(revision), floor: revision, after_indeterminate: false })
+    Ok(State {
+        value,
+        mod_revision: ModRevision::Known(revision),
+        floor: revision,
+        after_indeterminate: false,
+    })
 }
 
 fn delete(state: &State, deleted: Deleted) -> Result<State, Reject> {
     let present = state.value != ABSENT;
     if deleted.count != i64::from(present) {
-        return Err(Reject::DeleteCount { present, deleted: deleted.count });
+        return Err(Reject::DeleteCount {
+            present,
+            deleted: deleted.count,
+        });
     }
     if !present {
         read_header(state, deleted.header)?;
-        return Ok(State { floor: deleted.header, after_indeterminate: false, ..*state });
+        return Ok(State {
+            floor: deleted.header,
+            after_indeterminate: false,
+            ..*state
+        });
     }
     if deleted.header <= state.floor {
-        return Err(Reject::WriteNotAfter { floor: state.floor, revision: deleted.header });
+        return Err(Reject::WriteNotAfter {
+            floor: state.floor,
+            revision: deleted.header,
+        });
     }
     Ok(State {
         value: ABSENT,
@@ -417,11 +560,19 @@ fn indeterminate_write(state: &State, index: u32, value: Option<ValueId>) -> Sta
     match value {
         Some(value) => State {
             value,
-            mod_revision: ModRevision::Unknown { writer: index, min: floor },
+            mod_revision: ModRevision::Unknown {
+                writer: index,
+                min: floor,
+            },
             floor,
             after_indeterminate: true,
         },
-        None => State { value: ABSENT, mod_revision: ModRevision::Known(0), floor, after_indeterminate: true },
+        None => State {
+            value: ABSENT,
+            mod_revision: ModRevision::Known(0),
+            floor,
+            after_indeterminate: true,
+        },
     }
 }
 
@@ -477,7 +628,12 @@ mod tests {
     use super::*;
 
     fn op(action: Action, definite: bool) -> KeyOp {
-        KeyOp { id: OpId(0), call: 0, ret: definite.then_some(1), action }
+        KeyOp {
+            id: OpId(0),
+            call: 0,
+            ret: definite.then_some(1),
+            action,
+        }
     }
 
     fn ok(action: Action) -> KeyOp {
@@ -494,33 +650,81 @@ mod tests {
     fn model_step(taken: &[i64], state: &State, op: &KeyOp) -> Result<State, Reject> {
         let taken: HashSet<i64> = taken.iter().copied().collect();
         let released = HashSet::new();
-        Model { taken: &taken, released: &released }.step(state, 7, op)
+        Model {
+            taken: &taken,
+            released: &released,
+        }
+        .step(state, 7, op)
     }
 
     #[test]
     fn get_binds_an_indeterminate_writes_revision_once() {
-        let written = model_step(&[], &State::INITIAL, &unsure(Action::Put { value: V, revision: None })).unwrap();
-        assert_eq!(written.mod_revision, ModRevision::Unknown { writer: 7, min: 1 });
-        let read = ok(Action::Get { value: V, mod_revision: 5, header: 6 });
+        let written = model_step(
+            &[],
+            &State::INITIAL,
+            &unsure(Action::Put {
+                value: V,
+                revision: None,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            written.mod_revision,
+            ModRevision::Unknown { writer: 7, min: 1 }
+        );
+        let read = ok(Action::Get {
+            value: V,
+            mod_revision: 5,
+            header: 6,
+        });
         let bound = model_step(&[], &written, &read).unwrap();
-        assert_eq!((bound.mod_revision, bound.floor), (ModRevision::Known(5), 6));
+        assert_eq!(
+            (bound.mod_revision, bound.floor),
+            (ModRevision::Known(5), 6)
+        );
         // A second read must agree with the first binding.
-        let other = ok(Action::Get { value: V, mod_revision: 4, header: 6 });
+        let other = ok(Action::Get {
+            value: V,
+            mod_revision: 4,
+            header: 6,
+        });
         assert_eq!(
             model_step(&[], &bound, &other),
-            Err(Reject::WrongModRevision { expected: 5, found: 4 })
+            Err(Reject::WrongModRevision {
+                expected: 5,
+                found: 4
+            })
         );
         // Nor may it take a revision an acknowledged write got.
-        assert_eq!(model_step(&[5], &written, &read), Err(Reject::RevisionTaken { found: 5 }));
+        assert_eq!(
+            model_step(&[5], &written, &read),
+            Err(Reject::RevisionTaken { found: 5 })
+        );
     }
 
     #[test]
     fn delete_of_an_absent_key_keeps_the_revision() {
-        let state = State { floor: 4, ..State::INITIAL };
-        let same = ok(Action::Delete { outcome: Some(Deleted { count: 0, header: 4 }) });
+        let state = State {
+            floor: 4,
+            ..State::INITIAL
+        };
+        let same = ok(Action::Delete {
+            outcome: Some(Deleted {
+                count: 0,
+                header: 4,
+            }),
+        });
         assert_eq!(model_step(&[], &state, &same).unwrap().floor, 4);
-        let counted = ok(Action::Delete { outcome: Some(Deleted { count: 1, header: 5 }) });
-        assert!(matches!(model_step(&[], &state, &counted), Err(Reject::DeleteCount { .. })));
+        let counted = ok(Action::Delete {
+            outcome: Some(Deleted {
+                count: 1,
+                header: 5,
+            }),
+        });
+        assert!(matches!(
+            model_step(&[], &state, &counted),
+            Err(Reject::DeleteCount { .. })
+        ));
         assert_eq!(
             model_step(&[], &state, &unsure(Action::Delete { outcome: None })),
             Err(Reject::NoEffect)
@@ -529,28 +733,59 @@ mod tests {
 
     #[test]
     fn compare_and_put_follows_etcd_compare_semantics() {
-        let absent = State { floor: 3, ..State::INITIAL };
+        let absent = State {
+            floor: 3,
+            ..State::INITIAL
+        };
         let create = |succeeded, current| {
             ok(Action::CasPut {
                 compare: CompareOn::ModRevision(0),
                 value: V,
-                outcome: Some(CasOutcome { succeeded, header: 4, current }),
+                outcome: Some(CasOutcome {
+                    succeeded,
+                    header: 4,
+                    current,
+                }),
             })
         };
         assert!(model_step(&[], &absent, &create(true, None)).is_ok());
-        assert_eq!(model_step(&[], &absent, &create(false, None)), Err(Reject::CompareHeld));
+        assert_eq!(
+            model_step(&[], &absent, &create(false, None)),
+            Err(Reject::CompareHeld)
+        );
         let by_value = ok(Action::CasPut {
             compare: CompareOn::Value(W),
             value: V,
-            outcome: Some(CasOutcome { succeeded: true, header: 4, current: None }),
+            outcome: Some(CasOutcome {
+                succeeded: true,
+                header: 4,
+                current: None,
+            }),
         });
-        assert_eq!(model_step(&[], &absent, &by_value), Err(Reject::CompareFailed));
+        assert_eq!(
+            model_step(&[], &absent, &by_value),
+            Err(Reject::CompareFailed)
+        );
     }
 
     #[test]
     fn blind_write_may_not_follow_an_indeterminate_write() {
-        let written = model_step(&[], &State::INITIAL, &unsure(Action::Put { value: V, revision: None })).unwrap();
-        let put = ok(Action::Put { value: W, revision: Some(9) });
-        assert_eq!(model_step(&[], &written, &put), Err(Reject::AfterIndeterminate));
+        let written = model_step(
+            &[],
+            &State::INITIAL,
+            &unsure(Action::Put {
+                value: V,
+                revision: None,
+            }),
+        )
+        .unwrap();
+        let put = ok(Action::Put {
+            value: W,
+            revision: Some(9),
+        });
+        assert_eq!(
+            model_step(&[], &written, &put),
+            Err(Reject::AfterIndeterminate)
+        );
     }
 }

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use super::model::{position, Effect, KeyOp, Model, ModRevision, State, Wants};
+use super::model::{position, Effect, KeyOp, ModRevision, Model, State, Wants};
 
 const NIL: u32 = u32::MAX;
 /// Steps between two looks at the clock.
@@ -113,7 +113,10 @@ struct Search<'a> {
 
 impl<'a> Search<'a> {
     fn new(ops: &'a [KeyOp], model: &'a Model<'a>) -> Self {
-        assert!(ops.len() < (NIL / 2) as usize, "too many operations on one key");
+        assert!(
+            ops.len() < (NIL / 2) as usize,
+            "too many operations on one key"
+        );
         let words = ops.len().div_ceil(64).max(1);
         let definite = ops.iter().filter(|op| op.is_definite()).count();
         Search {
@@ -166,7 +169,9 @@ impl<'a> Search<'a> {
                             Some(resume) => cursor = resume,
                             None => {
                                 let best = self.best.take().map(|(_, partial)| partial);
-                                return self.answer(Found::Illegal(best.expect("a dead end was remembered")));
+                                return self.answer(Found::Illegal(
+                                    best.expect("a dead end was remembered"),
+                                ));
                             }
                         }
                         continue;
@@ -175,10 +180,18 @@ impl<'a> Search<'a> {
             };
             if let Some(why) = self.over_budget(budget) {
                 self.remember_dead_end();
-                let best = self.best.take().map(|(_, partial)| partial).expect("just remembered");
+                let best = self
+                    .best
+                    .take()
+                    .map(|(_, partial)| partial)
+                    .expect("just remembered");
                 return self.answer(Found::Unknown(best, why));
             }
-            cursor = if self.try_linearize(op) { self.front() } else { otherwise };
+            cursor = if self.try_linearize(op) {
+                self.front()
+            } else {
+                otherwise
+            };
         }
     }
 
@@ -228,7 +241,10 @@ impl<'a> Search<'a> {
     }
 
     fn answer(self, found: Found) -> Searched {
-        Searched { found, steps: self.steps }
+        Searched {
+            found,
+            steps: self.steps,
+        }
     }
 
     fn front(&self) -> Cursor {
@@ -238,10 +254,16 @@ impl<'a> Search<'a> {
     fn over_budget(&mut self, budget: &Budget) -> Option<String> {
         self.steps += 1;
         if self.steps > budget.max_steps {
-            return Some(format!("gave up after {} states (the per-key budget)", budget.max_steps));
+            return Some(format!(
+                "gave up after {} states (the per-key budget)",
+                budget.max_steps
+            ));
         }
         if self.memo.bytes() > budget.max_memo_bytes {
-            return Some(format!("gave up when the memo reached {} MiB", budget.max_memo_bytes >> 20));
+            return Some(format!(
+                "gave up when the memo reached {} MiB",
+                budget.max_memo_bytes >> 20
+            ));
         }
         if self.steps % CLOCK_EVERY == 0 && Instant::now() >= budget.deadline {
             return Some(format!("gave up after {} states: out of time", self.steps));
@@ -260,13 +282,21 @@ impl<'a> Search<'a> {
             return false;
         };
         let definite = self.ops[op as usize].is_definite();
-        let hash = if definite { self.definite_hash ^ self.memo.zobrist[op as usize] } else { self.definite_hash };
+        let hash = if definite {
+            self.definite_hash ^ self.memo.zobrist[op as usize]
+        } else {
+            self.definite_hash
+        };
         set_bit(&mut self.linearized, op);
         if !self.memo.insert(&self.linearized, hash, &next) {
             clear_bit(&mut self.linearized, op);
             return false;
         }
-        self.stack.push(Frame { op, before: self.state, next: self.order.next });
+        self.stack.push(Frame {
+            op,
+            before: self.state,
+            next: self.order.next,
+        });
         self.timeline.lift(op, definite);
         self.state = next;
         self.definite_hash = hash;
@@ -295,7 +325,9 @@ impl<'a> Search<'a> {
         }
         self.gather_alternatives();
         let at = self.alternatives.iter().position(|&op| op == frame.op);
-        Some(Cursor::Indeterminate(at.expect("the node's alternatives are gathered again the same") + 1))
+        Some(Cursor::Indeterminate(
+            at.expect("the node's alternatives are gathered again the same") + 1,
+        ))
     }
 
     fn remember_dead_end(&mut self) {
@@ -309,7 +341,13 @@ impl<'a> Search<'a> {
             return;
         }
         let order = self.stack.iter().map(|frame| frame.op).collect();
-        self.best = Some((definite_done, Partial { order, state: self.state }));
+        self.best = Some((
+            definite_done,
+            Partial {
+                order,
+                state: self.state,
+            },
+        ));
     }
 }
 
@@ -326,9 +364,15 @@ pub(super) struct RevisionOrder {
 impl RevisionOrder {
     pub(super) fn new(ops: &[KeyOp]) -> Self {
         let positions: Vec<_> = ops.iter().map(position).collect();
-        let mut sorted: Vec<u32> = (0..ops.len() as u32).filter(|&i| positions[i as usize].is_some()).collect();
+        let mut sorted: Vec<u32> = (0..ops.len() as u32)
+            .filter(|&i| positions[i as usize].is_some())
+            .collect();
         sorted.sort_by_key(|&i| positions[i as usize]);
-        RevisionOrder { sorted, positions, next: 0 }
+        RevisionOrder {
+            sorted,
+            positions,
+            next: 0,
+        }
     }
 
     /// Whether `op` may be linearized now: it is indeterminate, or nothing
@@ -346,7 +390,11 @@ impl RevisionOrder {
     }
 
     fn skip_linearized(&mut self, linearized: &[u64]) {
-        while self.sorted.get(self.next).is_some_and(|&op| is_set(linearized, op)) {
+        while self
+            .sorted
+            .get(self.next)
+            .is_some_and(|&op| is_set(linearized, op))
+        {
             self.next += 1;
         }
     }
@@ -381,7 +429,10 @@ impl Timeline {
         // At equal times calls sort first: such operations overlap.
         entries.sort_unstable();
         let head = (ops.len() * 2) as u32;
-        let mut timeline = Timeline { next: vec![NIL; ops.len() * 2 + 1], prev: vec![NIL; ops.len() * 2 + 1] };
+        let mut timeline = Timeline {
+            next: vec![NIL; ops.len() * 2 + 1],
+            prev: vec![NIL; ops.len() * 2 + 1],
+        };
         let mut last = head;
         for (_, _, entry) in entries {
             timeline.next[last as usize] = entry;
@@ -466,7 +517,14 @@ impl Memo {
                 }
             })
             .collect();
-        Memo { words, zobrist, indeterminate, slots: HashMap::default(), sets: Vec::new(), states: Vec::new() }
+        Memo {
+            words,
+            zobrist,
+            indeterminate,
+            slots: HashMap::default(),
+            sets: Vec::new(),
+            states: Vec::new(),
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -475,7 +533,14 @@ impl Memo {
 
     /// Records the pair; false if it (or one that dominates it) was seen.
     fn insert(&mut self, set: &[u64], definite_hash: u64, state: &State) -> bool {
-        let Memo { words, indeterminate, slots, sets, states, .. } = self;
+        let Memo {
+            words,
+            indeterminate,
+            slots,
+            sets,
+            states,
+            ..
+        } = self;
         let same_hash = slots.entry(definite_hash ^ state_hash(state)).or_default();
         for &slot in same_hash.iter() {
             let stored = &sets[slot as usize * *words..][..*words];

@@ -54,8 +54,12 @@ pub(super) fn shrink(
         deadline,
     };
     let writes = |op: &KeyOp| position(op).is_some_and(|(_, read)| !read);
-    let reads: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].is_definite() && !writes(&ops[i])).collect();
-    let written: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].is_definite() && writes(&ops[i])).collect();
+    let reads: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].is_definite() && !writes(&ops[i]))
+        .collect();
+    let written: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].is_definite() && writes(&ops[i]))
+        .collect();
     shrinker.pass(&reads);
     shrinker.pass(&written);
     (shrinker.best, shrinker.steps)
@@ -77,7 +81,11 @@ impl Shrinker<'_> {
     fn pass(&mut self, candidates: &[usize]) {
         let mut group = candidates.len().div_ceil(2).max(1);
         loop {
-            let remaining: Vec<usize> = candidates.iter().copied().filter(|&i| !self.weakened[i]).collect();
+            let remaining: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| !self.weakened[i])
+                .collect();
             for chunk in remaining.chunks(group) {
                 if self.steps >= self.max_steps || Instant::now() >= self.deadline {
                     return;
@@ -95,14 +103,25 @@ impl Shrinker<'_> {
         let mut trial = self.weakened.clone();
         chunk.iter().for_each(|&i| trial[i] = true);
         let (weaker, released) = weaken(self.ops, &trial);
-        let model = Model { taken: self.taken, released: &released };
+        let model = Model {
+            taken: self.taken,
+            released: &released,
+        };
         let max_steps = (self.max_steps - self.steps).min(MAX_STEPS_PER_TRIAL);
-        let budget = Budget { max_steps, max_memo_bytes: self.max_memo_bytes, deadline: self.deadline };
+        let budget = Budget {
+            max_steps,
+            max_memo_bytes: self.max_memo_bytes,
+            deadline: self.deadline,
+        };
         let searched = search(&weaker, &model, &budget);
         self.steps += searched.steps;
         if let Found::Illegal(partial) = searched.found {
             self.weakened = trial;
-            self.best = Some(Core { ops: weaker, released, partial });
+            self.best = Some(Core {
+                ops: weaker,
+                released,
+                partial,
+            });
         }
     }
 }
@@ -121,20 +140,37 @@ fn weaken(ops: &[KeyOp], marked: &[bool]) -> (Vec<KeyOp>, HashSet<i64>) {
             Action::Get { .. } => continue,
             Action::Put { value, revision } => {
                 released.extend(revision);
-                Action::Put { value, revision: None }
+                Action::Put {
+                    value,
+                    revision: None,
+                }
             }
-            Action::Delete { outcome: Some(deleted) } if deleted.count > 0 => {
+            Action::Delete {
+                outcome: Some(deleted),
+            } if deleted.count > 0 => {
                 released.insert(deleted.header);
                 Action::Delete { outcome: None }
             }
             Action::Delete { .. } => continue,
-            Action::CasPut { compare, value, outcome: Some(outcome) } if outcome.succeeded => {
+            Action::CasPut {
+                compare,
+                value,
+                outcome: Some(outcome),
+            } if outcome.succeeded => {
                 released.insert(outcome.header);
-                Action::CasPut { compare, value, outcome: None }
+                Action::CasPut {
+                    compare,
+                    value,
+                    outcome: None,
+                }
             }
             Action::CasPut { .. } => continue,
         };
-        weaker.push(KeyOp { ret: None, action, ..op.clone() });
+        weaker.push(KeyOp {
+            ret: None,
+            action,
+            ..op.clone()
+        });
     }
     (weaker, released)
 }

@@ -10,7 +10,7 @@ use super::Stream;
 use crate::bytes::Bytes;
 use crate::history::OpId;
 use crate::report::{offset, Report, ViolationKind};
-use crate::revision::{possible_writers, Change, Evidence, Fact, Ledger, Seen, Source};
+use crate::revision::{possible_writers, Change, Evidence, Fact, KeyWrites, Ledger, Seen, Source};
 
 /// Most missing events one violation lists.
 const MAX_LISTED_MISSING: usize = 10;
@@ -32,13 +32,18 @@ pub(super) fn check_reliable(
             let mut keys: HashSet<&Bytes> = HashSet::new();
             for fact in best_first(facts) {
                 let key = &fact.key;
-                if !request.contains(key.as_slice()) || delivery.delivered.contains(&(revision, key.clone())) {
+                if !request.contains(key.as_slice())
+                    || delivery.delivered.contains(&(revision, key.clone()))
+                {
                     continue;
                 }
                 if keys.insert(key) {
                     count += 1;
                     if missing.len() < MAX_LISTED_MISSING {
-                        missing.push(format!("  revision {revision}: {}", evidence.fact(revision, fact)));
+                        missing.push(format!(
+                            "  revision {revision}: {}",
+                            evidence.fact(revision, fact)
+                        ));
                     }
                 }
             }
@@ -47,8 +52,16 @@ pub(super) fn check_reliable(
     if count == 0 {
         return;
     }
-    let ids: Vec<String> = stream.watchers.iter().map(|&w| evidence.watchers[w].id.to_string()).collect();
-    let windows: Vec<String> = delivery.windows.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+    let ids: Vec<String> = stream
+        .watchers
+        .iter()
+        .map(|&w| evidence.watchers[w].id.to_string())
+        .collect();
+    let windows: Vec<String> = delivery
+        .windows
+        .iter()
+        .map(|(a, b)| format!("{a}..={b}"))
+        .collect();
     let mut detail = format!(
         "watcher {} covered revisions {} but missed {count} events known to have happened:\n",
         ids.join(" then "),
@@ -58,7 +71,12 @@ pub(super) fn check_reliable(
     if count > missing.len() {
         detail.push_str(&format!("\n  … and {} more", count - missing.len()));
     }
-    report.violation(ViolationKind::WatchMissingEvent, Some(&request.key), Vec::new(), detail);
+    report.violation(
+        ViolationKind::WatchMissingEvent,
+        Some(&request.key),
+        Vec::new(),
+        detail,
+    );
 }
 
 /// Acknowledged writes first, then reads, then watch events: the best
@@ -76,26 +94,41 @@ fn best_first(facts: &[Fact]) -> Vec<&Fact> {
 
 /// A prev_kv is the key's latest write before the event: no known write
 /// of the key falls between the two.
-pub(super) fn check_prev_kv_is_latest(ledger: &Ledger, evidence: &Evidence<'_>, report: &mut Report) {
-    let mut writes_by_key: HashMap<&Bytes, BTreeSet<i64>> = HashMap::new();
-    for (&revision, facts) in &ledger.by_revision {
-        for fact in facts {
-            writes_by_key.entry(&fact.key).or_default().insert(revision);
-        }
-    }
+pub(super) fn check_prev_kv_is_latest(
+    ledger: &Ledger,
+    writes: &KeyWrites<'_>,
+    evidence: &Evidence<'_>,
+    report: &mut Report,
+) {
     for (&previous, facts) in &ledger.by_revision {
         for fact in facts {
-            let Source::PrevKv { watcher, response, event } = fact.source else { continue };
+            let Source::PrevKv {
+                watcher,
+                response,
+                event,
+            } = fact.source
+            else {
+                continue;
+            };
             let revision = evidence.watchers[watcher].responses[response].events[event].revision();
-            let Some(writes) = writes_by_key.get(&fact.key) else { continue };
-            let Some(&between) = writes.range(previous + 1..revision).next() else { continue };
-            let witness = ledger.by_revision[&between].iter().find(|f| f.key == fact.key).expect("indexed above");
+            let Some(between) = writes.first_between(&fact.key, previous, revision) else {
+                continue;
+            };
+            let witness = ledger.by_revision[&between]
+                .iter()
+                .find(|f| f.key == fact.key)
+                .expect("indexed");
             let detail = format!(
                 "{}: its prev_kv is the write at revision {previous}, but the key was written in between:\n  revision {between}: {}",
                 evidence.event_position(watcher, response, event),
                 evidence.fact(between, witness)
             );
-            report.violation(ViolationKind::WatchPrevKvWrong, Some(&fact.key), Vec::new(), detail);
+            report.violation(
+                ViolationKind::WatchPrevKvWrong,
+                Some(&fact.key),
+                Vec::new(),
+                detail,
+            );
         }
     }
 }
@@ -129,12 +162,16 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
             if fact.source.is_watch() {
                 group.seen_by_watch = true;
                 if let Some(at) = received_at(evidence, fact.source) {
-                    group.first_received = Some(group.first_received.map_or(at, |first| first.min(at)));
+                    group.first_received =
+                        Some(group.first_received.map_or(at, |first| first.min(at)));
                 }
             }
         }
     }
-    let mut groups: Vec<_> = unexplained.into_iter().filter(|(_, group)| group.seen_by_watch).collect();
+    let mut groups: Vec<_> = unexplained
+        .into_iter()
+        .filter(|(_, group)| group.seen_by_watch)
+        .collect();
     groups.sort_by_key(|(_, group)| group.revisions.first().copied());
     for ((key, change), group) in groups {
         let writers = possible_writers(evidence.history, key, change);
@@ -151,7 +188,11 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
                 list(&writers)
             )
         } else {
-            let first_call = writers.iter().map(|&id| evidence.history.op(id).called_at).min().expect("not empty");
+            let first_call = writers
+                .iter()
+                .map(|&id| evidence.history.op(id).called_at)
+                .min()
+                .expect("not empty");
             match group.first_received {
                 Some(at) if at < first_call => format!(
                     "it was received at {}, before any operation that made this change was called ({})",
@@ -162,12 +203,23 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
             }
         };
         let detail = format!("revision {revision}: {seen}\n{why}");
-        report.violation(ViolationKind::WatchEventNotInHistory, Some(key), writers, detail);
+        report.violation(
+            ViolationKind::WatchEventNotInHistory,
+            Some(key),
+            writers,
+            detail,
+        );
     }
 }
 
 /// Events of an acknowledged write's revision received before its call.
-fn received_before_call(revision: i64, facts: &[Fact], write: OpId, evidence: &Evidence<'_>, report: &mut Report) {
+fn received_before_call(
+    revision: i64,
+    facts: &[Fact],
+    write: OpId,
+    evidence: &Evidence<'_>,
+    report: &mut Report,
+) {
     let called_at = evidence.history.op(write).called_at;
     for fact in facts {
         if !received_at(evidence, fact.source).is_some_and(|at| at < called_at) {
@@ -178,21 +230,32 @@ fn received_before_call(revision: i64, facts: &[Fact], write: OpId, evidence: &E
             evidence.fact(revision, fact),
             evidence.op(write)
         );
-        report.violation(ViolationKind::WatchEventNotInHistory, Some(&fact.key), vec![write], detail);
+        report.violation(
+            ViolationKind::WatchEventNotInHistory,
+            Some(&fact.key),
+            vec![write],
+            detail,
+        );
     }
 }
 
 fn received_at(evidence: &Evidence<'_>, source: Source) -> Option<u64> {
     match source {
-        Source::Event { watcher, response, .. } | Source::PrevKv { watcher, response, .. } => {
-            evidence.watchers[watcher].responses[response].received_at
+        Source::Event {
+            watcher, response, ..
         }
+        | Source::PrevKv {
+            watcher, response, ..
+        } => evidence.watchers[watcher].responses[response].received_at,
         Source::Write(_) | Source::Read(_) => None,
     }
 }
 
 fn list(ops: &[OpId]) -> String {
-    ops.iter().map(OpId::to_string).collect::<Vec<_>>().join(", ")
+    ops.iter()
+        .map(OpId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An operation called after a watcher received revision r saw the store
@@ -204,23 +267,35 @@ pub(super) fn check_real_time(evidence: &Evidence<'_>, report: &mut Report) {
     let mut points = Vec::new();
     for (w, watcher) in evidence.watchers.iter().enumerate() {
         for (r, response) in watcher.responses.iter().enumerate() {
-            let Some(at) = response.received_at else { continue };
+            let Some(at) = response.received_at else {
+                continue;
+            };
             let events = response.events.iter().map(|e| e.revision()).max();
-            let progress = response.is_progress_notify().then_some(response.header_revision);
-            let Some(revision) = events.max(progress) else { continue };
+            let progress = response
+                .is_progress_notify()
+                .then_some(response.header_revision);
+            let Some(revision) = events.max(progress) else {
+                continue;
+            };
             points.push((at, revision, where_seen.len()));
             where_seen.push((w, r));
         }
     }
     let seen = Seen::new(points.into_iter());
     for (id, op) in evidence.history.iter() {
-        let Some(response) = op.response() else { continue };
-        let Some((highest, index)) = seen.highest_before(op.called_at) else { continue };
+        let Some(response) = op.response() else {
+            continue;
+        };
+        let Some((highest, index)) = seen.highest_before(op.called_at) else {
+            continue;
+        };
         let revision = response.header_revision();
         if revision < highest || (response.wrote() && revision == highest) {
             let (w, r) = where_seen[index];
             let watcher = &evidence.watchers[w];
-            let received = watcher.responses[r].received_at.expect("only received responses are points");
+            let received = watcher.responses[r]
+                .received_at
+                .expect("only received responses are points");
             let detail = format!(
                 "watcher {} had received revision {highest} at {} (response {r}); then {} was called and got revision {revision}\n  {}",
                 watcher.id,
@@ -228,7 +303,12 @@ pub(super) fn check_real_time(evidence: &Evidence<'_>, report: &mut Report) {
                 id,
                 evidence.op(id)
             );
-            report.violation(ViolationKind::StaleAfterWatch, Some(op.key()), vec![id], detail);
+            report.violation(
+                ViolationKind::StaleAfterWatch,
+                Some(op.key()),
+                vec![id],
+                detail,
+            );
         }
     }
 }

@@ -42,7 +42,7 @@ use crate::bytes::Bytes;
 use crate::error::Error;
 use crate::history::{ClientId, History};
 use crate::report::Report;
-use crate::revision::{self, Evidence, Fact, Ledger, Source};
+use crate::revision::{self, Evidence, Fact, KeyWrites, Ledger, Source};
 
 /// A watcher's name in a recording; unique in it.
 pub type WatcherId = u64;
@@ -128,22 +128,38 @@ pub struct KeyValue {
 impl WatchRequest {
     /// Watches `key` alone, from now.
     pub fn key(key: impl Into<Bytes>) -> Self {
-        WatchRequest { key: key.into(), range_end: None, start_revision: 0, prev_kv: false }
+        WatchRequest {
+            key: key.into(),
+            range_end: None,
+            start_revision: 0,
+            prev_kv: false,
+        }
     }
 
     /// Watches every key that starts with `prefix`, from now.
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {
         let prefix = prefix.into();
         let range_end = prefix_end(prefix.as_slice());
-        WatchRequest { key: prefix, range_end: Some(range_end), start_revision: 0, prev_kv: false }
+        WatchRequest {
+            key: prefix,
+            range_end: Some(range_end),
+            start_revision: 0,
+            prev_kv: false,
+        }
     }
 
     pub fn starting_at(self, start_revision: i64) -> Self {
-        WatchRequest { start_revision, ..self }
+        WatchRequest {
+            start_revision,
+            ..self
+        }
     }
 
     pub fn with_prev_kv(self) -> Self {
-        WatchRequest { prev_kv: true, ..self }
+        WatchRequest {
+            prev_kv: true,
+            ..self
+        }
     }
 
     /// Whether `key` is watched.
@@ -179,18 +195,45 @@ impl WatchResponse {
 }
 
 impl Event {
-    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>, create_revision: i64, mod_revision: i64, version: i64) -> Self {
-        let kv = KeyValue { key: key.into(), value: value.into(), create_revision, mod_revision, version };
-        Event { kind: EventKind::Put, kv, prev_kv: None }
+    pub fn put(
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        create_revision: i64,
+        mod_revision: i64,
+        version: i64,
+    ) -> Self {
+        let kv = KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision,
+            mod_revision,
+            version,
+        };
+        Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: None,
+        }
     }
 
     pub fn delete(key: impl Into<Bytes>, mod_revision: i64) -> Self {
-        let kv = KeyValue { key: key.into(), mod_revision, ..KeyValue::default() };
-        Event { kind: EventKind::Delete, kv, prev_kv: None }
+        let kv = KeyValue {
+            key: key.into(),
+            mod_revision,
+            ..KeyValue::default()
+        };
+        Event {
+            kind: EventKind::Delete,
+            kv,
+            prev_kv: None,
+        }
     }
 
     pub fn with_prev_kv(self, prev_kv: KeyValue) -> Self {
-        Event { prev_kv: Some(prev_kv), ..self }
+        Event {
+            prev_kv: Some(prev_kv),
+            ..self
+        }
     }
 
     pub fn revision(&self) -> i64 {
@@ -225,18 +268,28 @@ pub fn check_watches(history: &History, watchers: &[Watcher]) -> Result<Report, 
     let evidence = Evidence::new(history, watchers);
     let mut report = Report::default();
     report.stats.operations = history.ops.len();
-    report.stats.keys = history.ops.iter().map(|op| op.key()).collect::<std::collections::HashSet<_>>().len();
+    report.stats.keys = history
+        .ops
+        .iter()
+        .map(|op| op.key())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     report.stats.watchers = watchers.len();
-    report.stats.events = watchers.iter().flat_map(|w| &w.responses).map(|r| r.events.len()).sum();
+    report.stats.events = watchers
+        .iter()
+        .flat_map(|w| &w.responses)
+        .map(|r| r.events.len())
+        .sum();
 
     let mut ledger = Ledger::from_history(history);
     add_watch_facts(watchers, &mut ledger);
     ledger.report_conflicts(&evidence, true, &mut report);
+    let writes = KeyWrites::new(&ledger);
     for stream in &streams {
-        let delivery = stream::check(stream, &evidence, &mut report);
+        let delivery = stream::check(stream, &evidence, &writes, &mut report);
         delivery::check_reliable(stream, &delivery, &ledger, &evidence, &mut report);
     }
-    delivery::check_prev_kv_is_latest(&ledger, &evidence, &mut report);
+    delivery::check_prev_kv_is_latest(&ledger, &writes, &evidence, &mut report);
     delivery::check_provenance(&ledger, &evidence, &mut report);
     delivery::check_real_time(&evidence, &mut report);
     report.stats.elapsed = started.elapsed();
@@ -249,15 +302,40 @@ fn add_watch_facts(watchers: &[Watcher], ledger: &mut Ledger) {
         for (r, response) in watcher.responses.iter().enumerate() {
             for (e, event) in response.events.iter().enumerate() {
                 let kv = &event.kv;
-                let meta = (event.kind == EventKind::Put).then_some((kv.create_revision, kv.version));
+                let meta =
+                    (event.kind == EventKind::Put).then_some((kv.create_revision, kv.version));
                 let change = revision::change_of(event.kind, &kv.value);
-                let source = Source::Event { watcher: w, response: r, event: e };
-                ledger.add(kv.mod_revision, Fact { key: kv.key.clone(), change, meta, source });
+                let source = Source::Event {
+                    watcher: w,
+                    response: r,
+                    event: e,
+                };
+                ledger.add(
+                    kv.mod_revision,
+                    Fact {
+                        key: kv.key.clone(),
+                        change,
+                        meta,
+                        source,
+                    },
+                );
                 if let Some(prev) = &event.prev_kv {
                     let change = revision::change_of(EventKind::Put, &prev.value);
                     let meta = Some((prev.create_revision, prev.version));
-                    let source = Source::PrevKv { watcher: w, response: r, event: e };
-                    ledger.add(prev.mod_revision, Fact { key: prev.key.clone(), change, meta, source });
+                    let source = Source::PrevKv {
+                        watcher: w,
+                        response: r,
+                        event: e,
+                    };
+                    ledger.add(
+                        prev.mod_revision,
+                        Fact {
+                            key: prev.key.clone(),
+                            change,
+                            meta,
+                            source,
+                        },
+                    );
                 }
             }
         }
@@ -275,7 +353,10 @@ mod tests {
         let prefix = WatchRequest::prefix("a");
         assert_eq!(prefix.range_end, Some(Bytes::from("b")));
         assert!(prefix.contains(b"a") && prefix.contains(b"az") && !prefix.contains(b"b"));
-        let all = WatchRequest { range_end: Some(Bytes(vec![0])), ..WatchRequest::key(vec![0u8]) };
+        let all = WatchRequest {
+            range_end: Some(Bytes(vec![0])),
+            ..WatchRequest::key(vec![0u8])
+        };
         assert!(all.contains(b"anything") && !all.contains(b""));
         assert_eq!(prefix_end(&[b'a', 0xff]), Bytes::from("b"));
         assert_eq!(prefix_end(&[0xff]), Bytes(vec![0]));

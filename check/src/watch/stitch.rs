@@ -26,17 +26,28 @@ pub fn stitch(watchers: &[Watcher]) -> Result<Vec<Stream>, Error> {
     }
     let mut resumed_by: Vec<Option<usize>> = vec![None; watchers.len()];
     for (i, watcher) in watchers.iter().enumerate() {
-        let Some(resumed) = watcher.resumes else { continue };
-        let &previous = index
-            .get(&resumed)
-            .ok_or_else(|| invalid(watcher.id, &format!("it resumes watcher {resumed}, which was not recorded")))?;
+        let Some(resumed) = watcher.resumes else {
+            continue;
+        };
+        let &previous = index.get(&resumed).ok_or_else(|| {
+            invalid(
+                watcher.id,
+                &format!("it resumes watcher {resumed}, which was not recorded"),
+            )
+        })?;
         if let Some(other) = resumed_by[previous] {
             let other = watchers[other].id;
-            return Err(invalid(watcher.id, &format!("watcher {other} already resumed watcher {resumed}")));
+            return Err(invalid(
+                watcher.id,
+                &format!("watcher {other} already resumed watcher {resumed}"),
+            ));
         }
         let (mine, theirs) = (&watcher.request, &watchers[previous].request);
         if mine.key != theirs.key || mine.range_end != theirs.range_end {
-            return Err(invalid(watcher.id, &format!("it watches other keys than watcher {resumed}, which it resumes")));
+            return Err(invalid(
+                watcher.id,
+                &format!("it watches other keys than watcher {resumed}, which it resumes"),
+            ));
         }
         resumed_by[previous] = Some(i);
     }
@@ -54,14 +65,20 @@ pub fn stitch(watchers: &[Watcher]) -> Result<Vec<Stream>, Error> {
         streams.push(Stream { watchers: chain });
     }
     if joined < watchers.len() {
-        let looped = watchers.iter().find(|w| w.resumes.is_some()).expect("some watcher is not in a stream");
+        let looped = watchers
+            .iter()
+            .find(|w| w.resumes.is_some())
+            .expect("some watcher is not in a stream");
         return Err(invalid(looped.id, "its chain of resumes loops"));
     }
     Ok(streams)
 }
 
 fn invalid(watcher: WatcherId, reason: &str) -> Error {
-    Error::InvalidWatcher { watcher, reason: reason.to_string() }
+    Error::InvalidWatcher {
+        watcher,
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -70,14 +87,33 @@ mod tests {
     use crate::watch::WatchRequest;
 
     fn watcher(id: WatcherId, resumes: Option<WatcherId>) -> Watcher {
-        Watcher { id, client: 0, request: WatchRequest::key("k"), resumes, responses: vec![] }
+        Watcher {
+            id,
+            client: 0,
+            request: WatchRequest::key("k"),
+            resumes,
+            responses: vec![],
+        }
     }
 
     #[test]
     fn chains_join_in_resume_order() {
-        let watchers = [watcher(1, None), watcher(3, Some(2)), watcher(2, Some(1)), watcher(4, None)];
+        let watchers = [
+            watcher(1, None),
+            watcher(3, Some(2)),
+            watcher(2, Some(1)),
+            watcher(4, None),
+        ];
         let streams = stitch(&watchers).unwrap();
-        assert_eq!(streams, vec![Stream { watchers: vec![0, 2, 1] }, Stream { watchers: vec![3] }]);
+        assert_eq!(
+            streams,
+            vec![
+                Stream {
+                    watchers: vec![0, 2, 1]
+                },
+                Stream { watchers: vec![3] }
+            ]
+        );
     }
 
     #[test]

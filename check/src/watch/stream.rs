@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use super::{Event, EventKind, KeyValue, Stream, WatchResponse, Watcher};
 use crate::bytes::Bytes;
 use crate::report::{Report, ViolationKind};
-use crate::revision::Evidence;
+use crate::revision::{Evidence, KeyWrites};
 
 /// What a stream delivered, for the checks against everything known.
 pub(super) struct Delivery {
@@ -18,9 +18,15 @@ pub(super) struct Delivery {
     pub windows: Vec<(i64, i64)>,
 }
 
-pub(super) fn check(stream: &Stream, evidence: &Evidence<'_>, report: &mut Report) -> Delivery {
+pub(super) fn check(
+    stream: &Stream,
+    evidence: &Evidence<'_>,
+    writes: &KeyWrites<'_>,
+    report: &mut Report,
+) -> Delivery {
     let mut walk = Walk {
         evidence,
+        writes,
         report,
         delivered: HashSet::new(),
         last: None,
@@ -39,6 +45,7 @@ pub(super) fn check(stream: &Stream, evidence: &Evidence<'_>, report: &mut Repor
 
 struct Walk<'a, 'r> {
     evidence: &'a Evidence<'a>,
+    writes: &'a KeyWrites<'a>,
     report: &'r mut Report,
     delivered: HashSet<(i64, Bytes)>,
     /// The highest event so far: (revision, watcher, response).
@@ -84,7 +91,17 @@ impl Walk<'_, '_> {
             }
             self.compaction(r, watcher, response);
             for (e, event) in response.events.iter().enumerate() {
-                self.event(At { watcher: w, response: r, event: e }, watcher, response, event, start);
+                self.event(
+                    At {
+                        watcher: w,
+                        response: r,
+                        event: e,
+                    },
+                    watcher,
+                    response,
+                    event,
+                    start,
+                );
             }
             if response.is_progress_notify() {
                 self.bookmark = self.bookmark.max(response.header_revision);
@@ -99,7 +116,10 @@ impl Walk<'_, '_> {
 
     fn finish(mut self) -> Delivery {
         self.close_window();
-        Delivery { delivered: self.delivered, windows: self.windows }
+        Delivery {
+            delivered: self.delivered,
+            windows: self.windows,
+        }
     }
 
     fn close_window(&mut self) {
@@ -130,13 +150,28 @@ impl Walk<'_, '_> {
         }
     }
 
-    fn event(&mut self, at: At, watcher: &Watcher, response: &WatchResponse, event: &Event, start: Option<i64>) {
+    fn event(
+        &mut self,
+        at: At,
+        watcher: &Watcher,
+        response: &WatchResponse,
+        event: &Event,
+        start: Option<i64>,
+    ) {
         let revision = event.revision();
         let key = &event.kv.key;
-        let here = format!("{}: {event}", self.evidence.event_position(at.watcher, at.response, at.event));
+        let here = format!(
+            "{}: {event}",
+            self.evidence
+                .event_position(at.watcher, at.response, at.event)
+        );
         self.window_start.get_or_insert(revision);
         if !watcher.request.contains(key.as_slice()) {
-            self.violation(ViolationKind::WatchMalformedEvent, Some(key), format!("{here}\nthe key is not watched"));
+            self.violation(
+                ViolationKind::WatchMalformedEvent,
+                Some(key),
+                format!("{here}\nthe key is not watched"),
+            );
         }
         if let Some(start) = start.filter(|&start| revision < start) {
             let detail = format!("{here}\nthe watch starts at revision {start}");
@@ -149,11 +184,17 @@ impl Walk<'_, '_> {
         }
         self.order(at, revision, key, &here);
         if revision <= self.bookmark {
-            let detail = format!("{here}\na progress notification had declared revision {} complete", self.bookmark);
+            let detail = format!(
+                "{here}\na progress notification had declared revision {} complete",
+                self.bookmark
+            );
             self.violation(ViolationKind::WatchBookmarkBroken, Some(key), detail);
         }
         if revision > response.header_revision {
-            let detail = format!("{here}\nthe response's header revision {} is behind it", response.header_revision);
+            let detail = format!(
+                "{here}\nthe response's header revision {} is behind it",
+                response.header_revision
+            );
             self.violation(ViolationKind::WatchMalformedEvent, Some(key), detail);
         }
         self.content(event, &here);
@@ -162,15 +203,21 @@ impl Walk<'_, '_> {
         if self.last.is_none_or(|(last, _, _)| revision >= last) {
             self.last = Some((revision, at.watcher, at.response));
         }
-        let previous = self.previous_by_key.get(key).is_none_or(|(_, kv)| kv.mod_revision < revision);
+        let previous = self
+            .previous_by_key
+            .get(key)
+            .is_none_or(|(_, kv)| kv.mod_revision < revision);
         if previous {
-            self.previous_by_key.insert(key.clone(), (event.kind, event.kv.clone()));
+            self.previous_by_key
+                .insert(key.clone(), (event.kind, event.kv.clone()));
         }
     }
 
     /// Ordered, and atomic: a revision's events in one response.
     fn order(&mut self, at: At, revision: i64, key: &Bytes, here: &str) {
-        let Some((last, watcher, response)) = self.last else { return };
+        let Some((last, watcher, response)) = self.last else {
+            return;
+        };
         if revision < last {
             let detail = format!("{here}\nit comes after an event of revision {last}");
             self.violation(ViolationKind::WatchOutOfOrder, Some(key), detail);
@@ -187,9 +234,24 @@ impl Walk<'_, '_> {
     fn content(&mut self, event: &Event, here: &str) {
         let kv = &event.kv;
         let key = &kv.key;
-        let previous = self.previous_by_key.get(key).filter(|(_, p)| p.mod_revision < kv.mod_revision).cloned();
+        // Compared with the key's previous event only if nothing known
+        // happened to the key in between: a gap is for the reliability
+        // check to report, not a malformed event.
+        let previous = self
+            .previous_by_key
+            .get(key)
+            .filter(|(_, p)| p.mod_revision < kv.mod_revision)
+            .filter(|(_, p)| {
+                !self
+                    .writes
+                    .any_between(key, p.mod_revision, kv.mod_revision)
+            })
+            .cloned();
         if event.kind == EventKind::Put {
-            let wrong = if kv.version < 1 || kv.create_revision < 1 || kv.create_revision > kv.mod_revision {
+            let wrong = if kv.version < 1
+                || kv.create_revision < 1
+                || kv.create_revision > kv.mod_revision
+            {
                 Some("its version or create_revision is impossible".to_string())
             } else if (kv.version == 1) != (kv.create_revision == kv.mod_revision) {
                 Some("version 1 goes with create_revision == mod_revision, and only it".to_string())
@@ -208,26 +270,19 @@ impl Walk<'_, '_> {
                 }
             };
             if let Some(why) = wrong {
-                self.violation(ViolationKind::WatchMalformedEvent, Some(key), format!("{here}\n{why}"));
+                self.violation(
+                    ViolationKind::WatchMalformedEvent,
+                    Some(key),
+                    format!("{here}\n{why}"),
+                );
             }
         }
+        // What prev_kv says is checked against everything known, in
+        // `delivery`; here only that it can be a previous write at all.
         if let Some(prev) = &event.prev_kv {
-            let wrong = if prev.key != *key || prev.mod_revision >= kv.mod_revision {
-                Some("prev_kv is of another key, or not older".to_string())
-            } else {
-                match &previous {
-                    Some((EventKind::Put, p)) if p != prev => Some(format!(
-                        "the key's previous event was {} @ {} (create_revision {}, version {})",
-                        p.value, p.mod_revision, p.create_revision, p.version
-                    )),
-                    Some((EventKind::Delete, p)) => {
-                        Some(format!("the key was deleted at revision {}: there is no previous value", p.mod_revision))
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(why) = wrong {
-                self.violation(ViolationKind::WatchPrevKvWrong, Some(key), format!("{here}\n{why}"));
+            if prev.key != *key || prev.mod_revision >= kv.mod_revision {
+                let detail = format!("{here}\nits prev_kv is of another key, or not older");
+                self.violation(ViolationKind::WatchPrevKvWrong, Some(key), detail);
             }
         }
     }
@@ -243,5 +298,9 @@ fn effective_start(watcher: &Watcher) -> Option<i64> {
     if watcher.request.start_revision > 0 {
         return Some(watcher.request.start_revision);
     }
-    watcher.responses.iter().find(|r| r.created).map(|r| r.header_revision + 1)
+    watcher
+        .responses
+        .iter()
+        .find(|r| r.created)
+        .map(|r| r.header_revision + 1)
 }

@@ -7,43 +7,108 @@
 use std::collections::BTreeMap;
 
 use basalt_check::{
-    check_linearizability, check_watches, Bytes, Compare, Event, EventKind, History, KeyValue, Limits, OpId,
-    Operation, Outcome, Report, Request, Response, WatchRequest, WatchResponse, Watcher,
+    check_linearizability, check_watches, Bytes, Compare, Event, EventKind, History, KeyValue,
+    Limits, OpId, Operation, Outcome, Report, Request, Response, WatchRequest, WatchResponse,
+    Watcher,
 };
 
 // ---- hand-written histories -------------------------------------------
 
 pub fn put(client: u64, call: u64, ret: u64, key: &str, value: &str, revision: i64) -> Operation {
-    Operation::new(client, call, ret, Request::put(key, value), Outcome::Ok(Response::put(revision)))
+    Operation::new(
+        client,
+        call,
+        ret,
+        Request::put(key, value),
+        Outcome::Ok(Response::put(revision)),
+    )
 }
 
 pub fn put_lost(client: u64, call: u64, key: &str, value: &str) -> Operation {
-    Operation::new(client, call, call + 1_000_000, Request::put(key, value), Outcome::Indeterminate)
+    Operation::new(
+        client,
+        call,
+        call + 1_000_000,
+        Request::put(key, value),
+        Outcome::Indeterminate,
+    )
 }
 
 pub fn put_failed(client: u64, call: u64, key: &str, value: &str) -> Operation {
-    Operation::new(client, call, call + 1, Request::put(key, value), Outcome::Failed)
+    Operation::new(
+        client,
+        call,
+        call + 1,
+        Request::put(key, value),
+        Outcome::Failed,
+    )
 }
 
-pub fn get(client: u64, call: u64, ret: u64, key: &str, value: Option<&str>, mod_revision: i64, header: i64) -> Operation {
-    Operation::new(client, call, ret, Request::get(key), Outcome::Ok(Response::get(value, mod_revision, header)))
+pub fn get(
+    client: u64,
+    call: u64,
+    ret: u64,
+    key: &str,
+    value: Option<&str>,
+    mod_revision: i64,
+    header: i64,
+) -> Operation {
+    Operation::new(
+        client,
+        call,
+        ret,
+        Request::get(key),
+        Outcome::Ok(Response::get(value, mod_revision, header)),
+    )
 }
 
 pub fn get_lost(client: u64, call: u64, key: &str) -> Operation {
-    Operation::new(client, call, call + 1_000_000, Request::get(key), Outcome::Indeterminate)
+    Operation::new(
+        client,
+        call,
+        call + 1_000_000,
+        Request::get(key),
+        Outcome::Indeterminate,
+    )
 }
 
 pub fn delete(client: u64, call: u64, ret: u64, key: &str, deleted: i64, header: i64) -> Operation {
-    Operation::new(client, call, ret, Request::delete(key), Outcome::Ok(Response::delete(deleted, header)))
+    Operation::new(
+        client,
+        call,
+        ret,
+        Request::delete(key),
+        Outcome::Ok(Response::delete(deleted, header)),
+    )
 }
 
 pub fn delete_lost(client: u64, call: u64, key: &str) -> Operation {
-    Operation::new(client, call, call + 1_000_000, Request::delete(key), Outcome::Indeterminate)
+    Operation::new(
+        client,
+        call,
+        call + 1_000_000,
+        Request::delete(key),
+        Outcome::Indeterminate,
+    )
 }
 
-pub fn cas(client: u64, call: u64, ret: u64, key: &str, expected: i64, value: &str, revision: i64) -> Operation {
+pub fn cas(
+    client: u64,
+    call: u64,
+    ret: u64,
+    key: &str,
+    expected: i64,
+    value: &str,
+    revision: i64,
+) -> Operation {
     let request = Request::cas_put(key, expected, value);
-    Operation::new(client, call, ret, request, Outcome::Ok(Response::cas_succeeded(revision)))
+    Operation::new(
+        client,
+        call,
+        ret,
+        request,
+        Outcome::Ok(Response::cas_succeeded(revision)),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -58,11 +123,23 @@ pub fn cas_failed(
     current: Option<(&str, i64)>,
 ) -> Operation {
     let request = Request::cas_put(key, expected, value);
-    Operation::new(client, call, ret, request, Outcome::Ok(Response::cas_failed(header, current)))
+    Operation::new(
+        client,
+        call,
+        ret,
+        request,
+        Outcome::Ok(Response::cas_failed(header, current)),
+    )
 }
 
 pub fn cas_lost(client: u64, call: u64, key: &str, expected: i64, value: &str) -> Operation {
-    Operation::new(client, call, call + 1_000_000, Request::cas_put(key, expected, value), Outcome::Indeterminate)
+    Operation::new(
+        client,
+        call,
+        call + 1_000_000,
+        Request::cas_put(key, expected, value),
+        Outcome::Indeterminate,
+    )
 }
 
 pub fn linearizability(ops: Vec<Operation>) -> Report {
@@ -74,17 +151,30 @@ pub fn watching(ops: Vec<Operation>, watchers: &[Watcher]) -> Report {
 }
 
 pub fn watcher(id: u64, request: WatchRequest, responses: Vec<WatchResponse>) -> Watcher {
-    Watcher { id, client: 0, request, resumes: None, responses }
+    Watcher {
+        id,
+        client: 0,
+        request,
+        resumes: None,
+        responses,
+    }
 }
 
 /// A response with these events; its header is the last event's revision.
 pub fn events(events: Vec<Event>) -> WatchResponse {
     let header_revision = events.iter().map(Event::revision).max().unwrap_or(0);
-    WatchResponse { header_revision, events, ..WatchResponse::default() }
+    WatchResponse {
+        header_revision,
+        events,
+        ..WatchResponse::default()
+    }
 }
 
 pub fn progress(header_revision: i64) -> WatchResponse {
-    WatchResponse { header_revision, ..WatchResponse::default() }
+    WatchResponse {
+        header_revision,
+        ..WatchResponse::default()
+    }
 }
 
 /// Panics with the report unless it is exactly OK.
@@ -232,7 +322,12 @@ pub fn simulate(config: &Config) -> Simulated {
         if takes_effect {
             let (answer, event) = apply(&mut store, &mut revision, &request, current);
             if let Some(event) = event {
-                applied.push(Applied { revision, op: OpId(i), at: plan.at, event });
+                applied.push(Applied {
+                    revision,
+                    op: OpId(i),
+                    at: plan.at,
+                    event,
+                });
             }
             response = Some(answer);
         }
@@ -241,15 +336,31 @@ pub fn simulate(config: &Config) -> Simulated {
             (Fate::Failed, _) => Outcome::Failed,
             _ => Outcome::Indeterminate,
         };
-        ops[i] = Some(Operation::new(plan.client, plan.call, plan.ret, request, outcome));
+        ops[i] = Some(Operation::new(
+            plan.client,
+            plan.call,
+            plan.ret,
+            request,
+            outcome,
+        ));
     }
-    let history = History::from(ops.into_iter().map(|op| op.expect("every plan ran")).collect::<Vec<_>>());
+    let history = History::from(
+        ops.into_iter()
+            .map(|op| op.expect("every plan ran"))
+            .collect::<Vec<_>>(),
+    );
     let watchers = watch(config, &mut rng, &applied, revision);
-    Simulated { history, watchers, applied }
+    Simulated {
+        history,
+        watchers,
+        applied,
+    }
 }
 
 fn plan(config: &Config, rng: &mut Seeded) -> Vec<Planned> {
-    let mut free_at: Vec<u64> = (0..config.clients).map(|_| rng.below(config.max_latency)).collect();
+    let mut free_at: Vec<u64> = (0..config.clients)
+        .map(|_| rng.below(config.max_latency))
+        .collect();
     let mut plans = Vec::with_capacity(config.ops);
     for _ in 0..config.ops {
         let client = rng.below(config.clients as u64);
@@ -268,9 +379,21 @@ fn plan(config: &Config, rng: &mut Seeded) -> Vec<Planned> {
             Fate::Answered
         };
         // A client whose call was lost moves on without waiting for it.
-        free_at[client as usize] = if fate == Fate::Answered { ret } else { call + 1 };
+        free_at[client as usize] = if fate == Fate::Answered {
+            ret
+        } else {
+            call + 1
+        };
         let key = format!("k{:02}", rng.below(config.keys as u64));
-        plans.push(Planned { client, call, ret, at, key, kind: rng.below(10), fate });
+        plans.push(Planned {
+            client,
+            call,
+            ret,
+            at,
+            key,
+            kind: rng.below(10),
+            fate,
+        });
     }
     plans
 }
@@ -303,7 +426,11 @@ fn apply(
         };
         store.insert(key_text(key), kv.clone());
         let prev_kv = current.clone();
-        Event { kind: EventKind::Put, kv, prev_kv }
+        Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv,
+        }
     };
     match request {
         Request::Get { .. } => {
@@ -330,17 +457,32 @@ fn apply(
             }
             None => (Response::delete(0, *revision), None),
         },
-        Request::CasPut { key, compare, value } => {
+        Request::CasPut {
+            key,
+            compare,
+            value,
+        } => {
             let holds = match compare {
-                Compare::ModRevision(expected) => current.as_ref().map_or(0, |kv| kv.mod_revision) == *expected,
-                Compare::Value(expected) => current.as_ref().is_some_and(|kv| kv.value == *expected),
+                Compare::ModRevision(expected) => {
+                    current.as_ref().map_or(0, |kv| kv.mod_revision) == *expected
+                }
+                Compare::Value(expected) => {
+                    current.as_ref().is_some_and(|kv| kv.value == *expected)
+                }
             };
             if holds {
                 let event = write(key, value, store);
                 (Response::cas_succeeded(*revision), Some(event))
             } else {
-                let current = current.map(|kv| basalt_check::Current { value: kv.value, mod_revision: kv.mod_revision });
-                let response = basalt_check::CasPutResponse { succeeded: false, header_revision: *revision, current };
+                let current = current.map(|kv| basalt_check::Current {
+                    value: kv.value,
+                    mod_revision: kv.mod_revision,
+                });
+                let response = basalt_check::CasPutResponse {
+                    succeeded: false,
+                    header_revision: *revision,
+                    current,
+                };
                 (Response::CasPut(response), None)
             }
         }
@@ -350,7 +492,12 @@ fn apply(
 /// Watchers that saw every applied write on their keys from their start
 /// revision, a few revisions per response, with occasional progress
 /// notifications; received after the write took effect.
-fn watch(config: &Config, rng: &mut Seeded, applied: &[Applied], last_revision: i64) -> Vec<Watcher> {
+fn watch(
+    config: &Config,
+    rng: &mut Seeded,
+    applied: &[Applied],
+    last_revision: i64,
+) -> Vec<Watcher> {
     let mut watchers = Vec::new();
     for id in 0..config.watchers as u64 {
         let request = match rng.below(2) {
@@ -384,7 +531,13 @@ fn watch(config: &Config, rng: &mut Seeded, applied: &[Applied], last_revision: 
             response.received_at = Some(received);
             responses.push(response);
         }
-        watchers.push(Watcher { id, client: 100 + id, request, resumes: None, responses });
+        watchers.push(Watcher {
+            id,
+            client: 100 + id,
+            request,
+            resumes: None,
+            responses,
+        });
     }
     watchers
 }
