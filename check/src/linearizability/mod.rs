@@ -14,28 +14,22 @@
 //! follow it. A key whose search runs out of budget ([`Limits`]) is
 //! reported as undecided: the verdict is then `Unknown`, never `Ok`.
 
+mod explain;
 mod model;
 mod search;
 mod shrink;
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use self::model::{
-    Action, CasOutcome, CompareOn, Deleted, KeyOp, ModRevision, Model, Reject, State, Values,
-};
-use self::search::{search, Budget, Found, Partial, RevisionOrder};
+use self::explain::explain;
+use self::model::{Action, CasOutcome, CompareOn, Deleted, KeyOp, Model, Values};
+use self::search::{search, Budget, Found};
 use crate::bytes::Bytes;
 use crate::error::Error;
 use crate::history::{Compare, History, OpId, Outcome, Request, Response};
-use crate::report::{offset, Inconclusive, Report, ViolationKind};
+use crate::report::{Inconclusive, Report, ViolationKind};
 use crate::revision::{self, Evidence, Ledger};
-
-/// Most operations a violation lists; the rest are counted.
-const MAX_LISTED_OPS: usize = 40;
-/// Most operations of a long linearization a violation shows (the last).
-const MAX_SHOWN_ORDER: usize = 12;
 
 /// When the search gives up on a key and answers "unknown".
 #[derive(Clone, Debug)]
@@ -244,120 +238,4 @@ fn key_op(history: &History, id: OpId, values: &mut Values) -> KeyOp {
         ret,
         action,
     }
-}
-
-/// The violation's text: the acknowledged operations that cannot all be
-/// true, the longest linearization found, and why nothing can follow it.
-fn explain(
-    key: &KeyHistory,
-    ops: &[KeyOp],
-    model: &Model<'_>,
-    partial: &Partial,
-    evidence: &Evidence<'_>,
-) -> String {
-    let mut text = String::new();
-    let definite: Vec<&KeyOp> = ops.iter().filter(|op| op.is_definite()).collect();
-    let others = ops.len() - definite.len();
-    let _ = write!(
-        text,
-        "these {} acknowledged operations cannot all have happened as reported",
-        definite.len()
-    );
-    if others > 0 {
-        let _ = write!(
-            text,
-            ", even letting each of the {others} other writes on the key take effect once at any time after its call, or never"
-        );
-    }
-    text.push_str(":\n");
-    for op in definite.iter().take(MAX_LISTED_OPS) {
-        let _ = writeln!(text, "  {}", evidence.op(op.id));
-    }
-    if definite.len() > MAX_LISTED_OPS {
-        let _ = writeln!(text, "  … and {} more", definite.len() - MAX_LISTED_OPS);
-    }
-
-    let shown = partial.order.len().saturating_sub(MAX_SHOWN_ORDER);
-    let _ = write!(
-        text,
-        "longest linearization found ({} operations):",
-        partial.order.len()
-    );
-    if shown > 0 {
-        let _ = write!(text, " …");
-    }
-    for &index in &partial.order[shown..] {
-        let op = &ops[index as usize];
-        let _ = write!(text, " {}", op.id);
-        if !op.is_definite() {
-            let _ = write!(text, " (took effect)");
-        }
-    }
-    let _ = writeln!(
-        text,
-        "\nafter it, {}",
-        describe_state(key, ops, &partial.state)
-    );
-
-    let linearized: HashSet<u32> = partial.order.iter().copied().collect();
-    let deadline = ops
-        .iter()
-        .enumerate()
-        .filter(|(i, op)| op.is_definite() && !linearized.contains(&(*i as u32)))
-        .min_by_key(|(_, op)| op.ret);
-    let Some((_, due)) = deadline else {
-        return text;
-    };
-    let _ = writeln!(
-        text,
-        "{} returned at {}, so one of these had to come next, and none can:",
-        due.id,
-        offset(due.ret.expect("definite"), evidence.origin)
-    );
-    let order = RevisionOrder::after(ops, &partial.order);
-    let mut quiet_indeterminate = 0;
-    for (index, op) in ops.iter().enumerate() {
-        let candidate =
-            !linearized.contains(&(index as u32)) && op.call <= due.ret.expect("definite");
-        if !candidate {
-            continue;
-        }
-        if !op.is_definite() {
-            quiet_indeterminate += 1;
-            continue;
-        }
-        let step = match order.first_blocking(index as u32) {
-            Some(first) => Err(Reject::RevisionOrder { first }),
-            None => model.step(&partial.state, index as u32, op),
-        };
-        let why = match step {
-            Ok(_) => "could come next, but then nothing else could".to_string(),
-            Err(reject) => reject.describe(&key.values, ops),
-        };
-        let _ = writeln!(text, "  {}: {why}", evidence.op(op.id));
-    }
-    if quiet_indeterminate > 0 {
-        let _ = writeln!(
-            text,
-            "  (and {quiet_indeterminate} of the other writes, each may take effect here or not, which does not help)"
-        );
-    }
-    text
-}
-
-fn describe_state(key: &KeyHistory, ops: &[KeyOp], state: &State) -> String {
-    let value = key.values.show(state.value);
-    let revision = match state.mod_revision {
-        ModRevision::Known(revision) => format!("mod_revision {revision}"),
-        ModRevision::Unknown { writer, min } => {
-            format!(
-                "mod_revision whatever {} got ({min} or later)",
-                ops[writer as usize].id
-            )
-        }
-    };
-    format!(
-        "the key is {value} @ {revision}, and the store at revision {} or later",
-        state.floor
-    )
 }

@@ -222,7 +222,7 @@ fn received_before_call(
 ) {
     let called_at = evidence.history.op(write).called_at;
     for fact in facts {
-        if !received_at(evidence, fact.source).is_some_and(|at| at < called_at) {
+        if received_at(evidence, fact.source).is_none_or(|at| at >= called_at) {
             continue;
         }
         let detail = format!(
