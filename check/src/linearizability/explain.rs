@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
+use super::candidates::RevisionOrder;
 use super::model::{KeyOp, ModRevision, Model, Reject, State};
-use super::search::{Partial, RevisionOrder};
+use super::search::Partial;
 use super::KeyHistory;
 use crate::report::offset;
 use crate::revision::Evidence;

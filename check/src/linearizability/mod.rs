@@ -14,6 +14,7 @@
 //! follow it. A key whose search runs out of budget ([`Limits`]) is
 //! reported as undecided: the verdict is then `Unknown`, never `Ok`.
 
+mod candidates;
 mod explain;
 mod model;
 mod search;

@@ -28,6 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::candidates::position;
 use crate::bytes::Bytes;
 use crate::history::OpId;
 
@@ -80,40 +81,6 @@ impl KeyOp {
     pub(super) fn is_definite(&self) -> bool {
         self.ret.is_some()
     }
-
-    /// A compare-and-put: what it does depends on the state before.
-    pub(super) fn reads_before_writing(&self) -> bool {
-        matches!(self.action, Action::CasPut { .. })
-    }
-
-    /// What an indeterminate operation does, as far as the model can tell
-    /// two apart.
-    pub(super) fn effect(&self) -> Effect {
-        match self.action {
-            Action::Get { value, .. } => Effect::Read(value),
-            Action::Put { value, .. } => Effect::Put(value),
-            Action::Delete { .. } => Effect::Delete,
-            Action::CasPut {
-                compare: CompareOn::ModRevision(expected),
-                value,
-                ..
-            } => Effect::PutIfRevision(expected, value),
-            Action::CasPut {
-                compare: CompareOn::Value(expected),
-                value,
-                ..
-            } => Effect::PutIfValue(expected, value),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Effect {
-    Read(ValueId),
-    Put(ValueId),
-    Delete,
-    PutIfRevision(i64, ValueId),
-    PutIfValue(ValueId, ValueId),
 }
 
 /// A request with its response; `None` outcomes are indeterminate.
@@ -401,90 +368,6 @@ impl Model<'_> {
                 Err(Reject::RevisionTaken { found })
             }
             ModRevision::Unknown { .. } => Ok(ModRevision::Known(found)),
-        }
-    }
-}
-
-/// Where a definite operation sits in etcd's order: at the revision it
-/// wrote, or for a read (or a write that changed nothing) after the write
-/// of its header revision. The model only accepts linearizations in this
-/// order (every definite operation raises `floor` to its revision), so the
-/// search takes definite operations in it and fails early otherwise.
-pub(super) fn position(op: &KeyOp) -> Option<(i64, bool)> {
-    let (revision, wrote) = match op.action {
-        Action::Get { header, .. } => (header, false),
-        Action::Put { revision, .. } => (revision?, true),
-        Action::Delete { outcome, .. } => outcome.map(|d| (d.header, d.count > 0))?,
-        Action::CasPut { outcome, .. } => outcome.map(|o| (o.header, o.succeeded))?,
-    };
-    Some((revision, !wrote))
-}
-
-/// What indeterminate writes could make the operations that may come next
-/// possible. An indeterminate write is only worth linearizing right before
-/// an operation that reads what it wrote (a blind write after it would
-/// make it pointless, see the module docs), so the search tries only those
-/// that some candidate wants.
-#[derive(Debug, Default)]
-pub(super) struct Wants {
-    /// Some candidate needs the key present, or its revision unknown.
-    any_write: bool,
-    /// Some candidate needs the key absent.
-    delete: bool,
-    /// Values some candidate reads or compares.
-    values: Vec<ValueId>,
-}
-
-impl Wants {
-    pub(super) fn clear(&mut self) {
-        self.any_write = false;
-        self.delete = false;
-        self.values.clear();
-    }
-
-    /// Adds what `op`, a candidate to come next in `state`, could use.
-    pub(super) fn add(&mut self, op: &KeyOp, state: &State) {
-        match op.action {
-            Action::Get { value: ABSENT, .. } => self.delete = true,
-            Action::Get { value, .. } => self.values.push(value),
-            Action::Put { .. } | Action::Delete { outcome: None } => {}
-            Action::Delete {
-                outcome: Some(deleted),
-            } => match deleted.count {
-                0 => self.delete = true,
-                // Only an absent key needs a write to be deleted.
-                _ => self.any_write |= state.value == ABSENT,
-            },
-            Action::CasPut {
-                outcome:
-                    Some(CasOutcome {
-                        succeeded: false,
-                        current,
-                        ..
-                    }),
-                ..
-            } => match current {
-                Some((value, _)) => self.values.push(value),
-                None => self.delete = true,
-            },
-            Action::CasPut { compare, .. } => match compare {
-                CompareOn::ModRevision(0) => self.delete = true,
-                // An indeterminate write here gets a revision above the
-                // floor: only a compare above it can bind to it.
-                CompareOn::ModRevision(expected) => self.any_write |= expected > state.floor,
-                CompareOn::Value(value) => self.values.push(value),
-            },
-        }
-    }
-
-    /// Whether the indeterminate `op` could help some candidate.
-    pub(super) fn wanted(&self, op: &KeyOp) -> bool {
-        match op.action {
-            Action::Put { value, .. } | Action::CasPut { value, .. } => {
-                self.any_write || self.values.contains(&value)
-            }
-            Action::Delete { .. } => self.delete,
-            Action::Get { .. } => false,
         }
     }
 }

@@ -34,7 +34,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use super::model::{position, Effect, KeyOp, ModRevision, Model, State, Wants};
+use super::candidates::{Effect, RevisionOrder, Wants};
+use super::model::{KeyOp, ModRevision, Model, State};
 
 const NIL: u32 = u32::MAX;
 /// Steps between two looks at the clock.
@@ -364,64 +365,6 @@ impl<'a> Search<'a> {
     }
 }
 
-/// The definite operations in etcd's order (see [`position`]).
-pub(super) struct RevisionOrder {
-    /// Operation indices by position.
-    sorted: Vec<u32>,
-    /// Per operation: its position, `None` for indeterminate ones.
-    positions: Vec<Option<(i64, bool)>>,
-    /// The first of `sorted` not linearized.
-    next: usize,
-}
-
-impl RevisionOrder {
-    pub(super) fn new(ops: &[KeyOp]) -> Self {
-        let positions: Vec<_> = ops.iter().map(position).collect();
-        let mut sorted: Vec<u32> = (0..ops.len() as u32)
-            .filter(|&i| positions[i as usize].is_some())
-            .collect();
-        sorted.sort_by_key(|&i| positions[i as usize]);
-        RevisionOrder {
-            sorted,
-            positions,
-            next: 0,
-        }
-    }
-
-    /// Whether `op` may be linearized now: it is indeterminate, or nothing
-    /// definite not yet linearized sits before it.
-    fn allows(&self, op: u32) -> bool {
-        self.first_blocking(op).is_none()
-    }
-
-    /// The definite operation not yet linearized that must come before
-    /// `op`, if any.
-    pub(super) fn first_blocking(&self, op: u32) -> Option<u32> {
-        let mine = self.positions[op as usize]?;
-        let &first = self.sorted.get(self.next)?;
-        (self.positions[first as usize].expect("definite") < mine).then_some(first)
-    }
-
-    fn skip_linearized(&mut self, linearized: &[u64]) {
-        while self
-            .sorted
-            .get(self.next)
-            .is_some_and(|&op| is_set(linearized, op))
-        {
-            self.next += 1;
-        }
-    }
-
-    /// The order after the operations of a partial linearization.
-    pub(super) fn after(ops: &[KeyOp], done: &[u32]) -> Self {
-        let mut order = RevisionOrder::new(ops);
-        let mut linearized = vec![0; ops.len().div_ceil(64).max(1)];
-        done.iter().for_each(|&op| set_bit(&mut linearized, op));
-        order.skip_linearized(&linearized);
-        order
-    }
-}
-
 /// Calls and returns in time order; entry `2i` is operation i's call and
 /// `2i + 1` its return (definite operations only); the last is the head.
 struct Timeline {
@@ -578,11 +521,11 @@ fn dominates(stored: &[u64], current: &[u64], indeterminate: &[u64]) -> bool {
         .all(|((&s, &c), &ind)| s & !c == 0 && (c & !s) & !ind == 0)
 }
 
-fn set_bit(set: &mut [u64], index: u32) {
+pub(super) fn set_bit(set: &mut [u64], index: u32) {
     set[index as usize / 64] |= 1 << (index % 64);
 }
 
-fn is_set(set: &[u64], index: u32) -> bool {
+pub(super) fn is_set(set: &[u64], index: u32) -> bool {
     set[index as usize / 64] & (1 << (index % 64)) != 0
 }
 

@@ -19,7 +19,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::model::{position, Action, KeyOp, Model};
+use super::candidates::position;
+use super::model::{Action, KeyOp, Model};
 use super::search::{search, Budget, Found, Partial};
 
 /// Most steps one shrinking search may take: a weakening that needs more
