@@ -99,6 +99,34 @@ fn a_stream_from_now_starts_after_the_created_header() {
 }
 
 #[test]
+fn a_stream_from_now_may_include_the_created_header_revision() {
+    // The server registered the watcher, then a write landed, then it read
+    // the header for the created response.
+    let created = WatchResponse {
+        header_revision: 3,
+        created: true,
+        ..WatchResponse::default()
+    };
+    let w = watcher(
+        1,
+        WatchRequest::key("k").with_prev_kv(),
+        vec![created, events(vec![b3(), del4()])],
+    );
+    assert_ok(&watching(history(), &[w]));
+    let created = WatchResponse {
+        header_revision: 3,
+        created: true,
+        ..WatchResponse::default()
+    };
+    let w = watcher(
+        1,
+        WatchRequest::key("k").with_prev_kv(),
+        vec![created, events(vec![a2(), b3(), del4()])],
+    );
+    assert_violates(&watching(history(), &[w]), WatchEventBeforeStart);
+}
+
+#[test]
 fn prefix_watchers_agree_with_each_other_and_with_key_watchers() {
     let ops = vec![
         put(1, 0, 10, "k", "a", 2),

@@ -72,12 +72,12 @@ struct At {
 impl Walk<'_, '_> {
     fn segment(&mut self, w: usize) {
         let watcher = &self.evidence.watchers[w];
-        let start = effective_start(watcher);
+        let start = start_of(watcher);
         if self.compacted {
             self.close_window();
-            self.window_start = start;
+            self.window_start = start.map(|s| s.covered);
         } else if self.window_start.is_none() {
-            self.window_start = start;
+            self.window_start = start.map(|s| s.covered);
         }
         self.compacted = false;
         let mut canceled_at: Option<usize> = None;
@@ -156,7 +156,7 @@ impl Walk<'_, '_> {
         watcher: &Watcher,
         response: &WatchResponse,
         event: &Event,
-        start: Option<i64>,
+        start: Option<Start>,
     ) {
         let revision = event.revision();
         let key = &event.kv.key;
@@ -173,8 +173,8 @@ impl Walk<'_, '_> {
                 format!("{here}\nthe key is not watched"),
             );
         }
-        if let Some(start) = start.filter(|&start| revision < start) {
-            let detail = format!("{here}\nthe watch starts at revision {start}");
+        if let Some(start) = start.filter(|start| revision < start.lowest) {
+            let detail = format!("{here}\nthe watch starts at revision {}", start.covered);
             self.violation(ViolationKind::WatchEventBeforeStart, Some(key), detail);
         }
         if self.delivered.contains(&(revision, key.clone())) {
@@ -292,15 +292,30 @@ impl Walk<'_, '_> {
     }
 }
 
-/// The first revision a watcher covers, if it can be told: its start
-/// revision, or for 0 the revision after the created response's header.
-fn effective_start(watcher: &Watcher) -> Option<i64> {
+/// Where a watcher starts, if it can be told.
+#[derive(Clone, Copy)]
+struct Start {
+    /// No event below it may be delivered.
+    lowest: i64,
+    /// Every known write from it on must be.
+    covered: i64,
+}
+
+/// A watcher's start: its start revision; or, watching from now (0), the
+/// created response's header revision + 1, with an event at the header
+/// itself allowed too, since the server may read that header just after a
+/// write it already watches.
+fn start_of(watcher: &Watcher) -> Option<Start> {
     if watcher.request.start_revision > 0 {
-        return Some(watcher.request.start_revision);
+        let start = watcher.request.start_revision;
+        return Some(Start {
+            lowest: start,
+            covered: start,
+        });
     }
-    watcher
-        .responses
-        .iter()
-        .find(|r| r.created)
-        .map(|r| r.header_revision + 1)
+    let created = watcher.responses.iter().find(|r| r.created)?;
+    Some(Start {
+        lowest: created.header_revision,
+        covered: created.header_revision + 1,
+    })
 }

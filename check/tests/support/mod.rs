@@ -505,8 +505,19 @@ fn watch(
             _ => WatchRequest::key(format!("k{:02}", rng.below(config.keys as u64))),
         };
         let start = 1 + rng.below(last_revision.max(1) as u64 / 2 + 1) as i64;
-        let request = request.starting_at(start).with_prev_kv();
         let mut responses = Vec::new();
+        let request = if rng.chance(0.3) {
+            // From now, created when the store was at start - 1.
+            let created = WatchResponse {
+                header_revision: start - 1,
+                created: true,
+                ..WatchResponse::default()
+            };
+            responses.push(created);
+            request.with_prev_kv()
+        } else {
+            request.starting_at(start).with_prev_kv()
+        };
         let mut pending: Vec<Event> = Vec::new();
         let mut received = 0u64;
         for write in applied.iter().filter(|w| w.revision >= start) {
@@ -531,13 +542,41 @@ fn watch(
             response.received_at = Some(received);
             responses.push(response);
         }
-        watchers.push(Watcher {
+        let watcher = Watcher {
             id,
             client: 100 + id,
             request,
             resumes: None,
             responses,
-        });
+        };
+        watchers.extend(break_and_resume(watcher, rng));
     }
     watchers
+}
+
+/// Half the time, breaks the stream after a random response and resumes it
+/// as a new watcher from the last revision seen + 1, as a client does after
+/// losing its member.
+fn break_and_resume(mut watcher: Watcher, rng: &mut Seeded) -> Vec<Watcher> {
+    let with_events: Vec<usize> = (0..watcher.responses.len())
+        .filter(|&r| !watcher.responses[r].events.is_empty())
+        .collect();
+    if with_events.len() < 2 || rng.chance(0.5) {
+        return vec![watcher];
+    }
+    let cut = with_events[rng.below(with_events.len() as u64 - 1) as usize] + 1;
+    let rest = watcher.responses.split_off(cut);
+    let last_seen = watcher.responses.iter().map(|r| match r.events.last() {
+        Some(event) => event.revision(),
+        None => r.header_revision,
+    });
+    let resume_at = last_seen.max().expect("kept a response with events") + 1;
+    let resumed = Watcher {
+        id: watcher.id + 1000,
+        client: watcher.client,
+        request: watcher.request.clone().starting_at(resume_at),
+        resumes: Some(watcher.id),
+        responses: rest,
+    };
+    vec![watcher, resumed]
 }
