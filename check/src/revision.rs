@@ -419,18 +419,40 @@ pub(crate) fn change_of(kind: EventKind, value: &Bytes) -> Change {
     }
 }
 
-/// Indeterminate operations that could have made `change` to `key`:
-/// the candidates for a revision no acknowledged write got.
-pub(crate) fn possible_writers(history: &History, key: &Bytes, change: &Change) -> Vec<OpId> {
-    history
-        .iter()
-        .filter(|(_, op)| op.outcome == Outcome::Indeterminate && op.key() == key)
-        .filter(|(_, op)| match (change, &op.request) {
-            (Change::Put(value), request) => request.written_value() == Some(value),
-            (Change::Delete, request) => matches!(request, Request::Delete { .. }),
-        })
-        .map(|(id, _)| id)
-        .collect()
+/// Indeterminate operations by the change they would make: the
+/// candidates for a revision no acknowledged write got.
+pub(crate) struct PossibleWriters {
+    by_change: HashMap<(Bytes, Change), Vec<OpId>>,
+}
+
+impl PossibleWriters {
+    pub(crate) fn new(history: &History) -> Self {
+        let mut by_change: HashMap<(Bytes, Change), Vec<OpId>> = HashMap::new();
+        for (id, op) in history
+            .iter()
+            .filter(|(_, op)| op.outcome == Outcome::Indeterminate)
+        {
+            let change = match &op.request {
+                Request::Put { value, .. } | Request::CasPut { value, .. } => {
+                    Change::Put(value.clone())
+                }
+                Request::Delete { .. } => Change::Delete,
+                Request::Get { .. } => continue,
+            };
+            by_change
+                .entry((op.key().clone(), change))
+                .or_default()
+                .push(id);
+        }
+        PossibleWriters { by_change }
+    }
+
+    /// The indeterminate operations that could have made `change` to `key`.
+    pub(crate) fn of(&self, key: &Bytes, change: &Change) -> &[OpId] {
+        self.by_change
+            .get(&(key.clone(), change.clone()))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::Stream;
 use crate::bytes::Bytes;
 use crate::history::OpId;
 use crate::report::{offset, Report, ViolationKind};
-use crate::revision::{possible_writers, Change, Evidence, Fact, KeyWrites, Ledger, Seen, Source};
+use crate::revision::{Change, Evidence, Fact, KeyWrites, Ledger, PossibleWriters, Seen, Source};
 
 /// Most missing events one violation lists.
 const MAX_LISTED_MISSING: usize = 10;
@@ -173,8 +173,9 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
         .filter(|(_, group)| group.seen_by_watch)
         .collect();
     groups.sort_by_key(|(_, group)| group.revisions.first().copied());
+    let possible = PossibleWriters::new(evidence.history);
     for ((key, change), group) in groups {
-        let writers = possible_writers(evidence.history, key, change);
+        let writers = possible.of(key, change);
         let (revision, sample) = group.sample.expect("a group has a fact");
         let seen = evidence.fact(revision, sample);
         let revisions: Vec<String> = group.revisions.iter().map(i64::to_string).collect();
@@ -185,7 +186,7 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
                 "it happened at revisions {}, but only {} indeterminate operations made this change: {}",
                 revisions.join(", "),
                 writers.len(),
-                list(&writers)
+                list(writers)
             )
         } else {
             let first_call = writers
@@ -197,7 +198,7 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
                 Some(at) if at < first_call => format!(
                     "it was received at {}, before any operation that made this change was called ({})",
                     offset(at, evidence.origin),
-                    list(&writers)
+                    list(writers)
                 ),
                 _ => continue,
             }
@@ -206,7 +207,7 @@ pub(super) fn check_provenance(ledger: &Ledger, evidence: &Evidence<'_>, report:
         report.violation(
             ViolationKind::WatchEventNotInHistory,
             Some(key),
-            writers,
+            writers.to_vec(),
             detail,
         );
     }
