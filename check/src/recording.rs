@@ -204,6 +204,31 @@ mod tests {
         assert_eq!(read, recording);
     }
 
+    /// The lines the crate docs show, read as documented.
+    #[test]
+    fn the_documented_example_reads() {
+        let text = r#"
+{"op":{"client":1,"call":1000,"return":2500,"request":{"put":{"key":"k","value":"v1"}},"outcome":{"ok":{"put":{"header_revision":7}}}}}
+{"op":{"client":2,"call":1200,"return":9000,"request":{"delete":{"key":"k"}},"outcome":"indeterminate"}}
+{"op":{"client":3,"call":1300,"return":1400,"request":{"get":{"key":"k"}},"outcome":"failed"}}
+{"watch":{"id":1,"client":4,"key":"k","range_end":null,"start_revision":0,"prev_kv":true,"resumes":null}}
+{"watch_response":{"watcher":1,"header_revision":6,"created":true,"received_at":1100}}
+{"watch_response":{"watcher":1,"header_revision":7,"received_at":2600,"events":[{"type":"put","kv":{"key":"k","value":"v1","create_revision":7,"mod_revision":7,"version":1},"prev_kv":null}]}}
+{"watch_response":{"watcher":1,"header_revision":9,"canceled":true,"compact_revision":8,"cancel_reason":"compacted"}}
+"#;
+        let recording = Recording::read_jsonl(text.as_bytes(), Path::new("doc")).unwrap();
+        assert_eq!(recording.history.ops.len(), 3);
+        assert_eq!(recording.history.ops[1].outcome, Outcome::Indeterminate);
+        let watcher = &recording.watchers[0];
+        assert!(watcher.request.prev_kv && watcher.request.start_revision == 0);
+        assert_eq!(watcher.responses.len(), 3);
+        assert_eq!(
+            watcher.responses[1].events[0],
+            Event::put("k", "v1", 7, 7, 1)
+        );
+        assert_eq!(watcher.responses[2].compact_revision, 8);
+    }
+
     #[test]
     fn errors_name_the_line() {
         let text = "\n{\"watch_response\":{\"watcher\":4,\"header_revision\":1}}\n";

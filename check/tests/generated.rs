@@ -467,6 +467,30 @@ fn ten_thousand_operations_check_quickly() {
     );
 }
 
+/// The same with a third of the outcomes lost, as under partitions.
+#[test]
+fn ten_thousand_operations_with_many_lost_outcomes_check_quickly() {
+    let config = Config {
+        seed: 44,
+        ops: 10_000,
+        keys: 50,
+        clients: 16,
+        indeterminate: 0.3,
+        failed: 0.05,
+        watchers: 4,
+        ..Config::default()
+    };
+    let simulated = simulate(&config);
+    let started = Instant::now();
+    let report = check_linearizability(&simulated.history, &Limits::default()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    println!(
+        "10k ops / 50 keys / 16 clients / 30% lost: linearizability {:.3}s ({} states)",
+        started.elapsed().as_secs_f64(),
+        report.stats.states_explored
+    );
+}
+
 /// The same on one hot key: the search is per key, so this is its worst.
 #[test]
 fn ten_thousand_operations_on_one_key_check() {

@@ -295,6 +295,7 @@ impl<'a> Search<'a> {
         let Ok(next) = self.model.step(&self.state, op, key_op) else {
             return false;
         };
+        assert!(!is_set(&self.linearized, op), "{op} linearized twice");
         let definite = self.ops[op as usize].is_definite();
         let hash = if definite {
             self.definite_hash ^ self.memo.zobrist[op as usize]
