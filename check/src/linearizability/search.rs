@@ -154,7 +154,10 @@ impl<'a> Search<'a> {
         let mut cursor = self.front();
         loop {
             if self.pending_definite == 0 {
-                return self.answer(Found::Linearizable);
+                return Searched {
+                    found: Found::Linearizable,
+                    steps: self.steps,
+                };
             }
             let (op, otherwise) = match cursor {
                 Cursor::Definite(entry) if entry == NIL || Timeline::is_return(entry) => {
@@ -174,15 +177,11 @@ impl<'a> Search<'a> {
                 Cursor::Indeterminate(index) => match self.alternatives.get(index) {
                     Some(&op) => (op, Cursor::Indeterminate(index + 1)),
                     None => {
+                        // Nothing can come next here.
                         self.remember_dead_end();
                         match self.backtrack() {
                             Some(resume) => cursor = resume,
-                            None => {
-                                let best = self.best.take().map(|(_, partial)| partial);
-                                return self.answer(Found::Illegal(
-                                    best.expect("a dead end was remembered"),
-                                ));
-                            }
+                            None => return self.answer(Found::Illegal),
                         }
                         continue;
                     }
@@ -190,12 +189,7 @@ impl<'a> Search<'a> {
             };
             if let Some(why) = self.over_budget(budget) {
                 self.remember_dead_end();
-                let best = self
-                    .best
-                    .take()
-                    .map(|(_, partial)| partial)
-                    .expect("just remembered");
-                return self.answer(Found::Unknown(best, why));
+                return self.answer(|best| Found::Unknown(best, why));
             }
             cursor = if self.try_linearize(op) {
                 self.front()
@@ -254,9 +248,12 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn answer(self, found: Found) -> Searched {
+    /// The answer when no linearization was found, with the longest
+    /// partial one.
+    fn answer(mut self, found: impl FnOnce(Partial) -> Found) -> Searched {
+        let (_, best) = self.best.take().expect("a dead end was remembered");
         Searched {
-            found,
+            found: found(best),
             steps: self.steps,
         }
     }

@@ -232,58 +232,59 @@ impl Walk<'_, '_> {
 
     /// The event agrees with itself and with the key's previous event.
     fn content(&mut self, event: &Event, here: &str) {
-        let kv = &event.kv;
-        let key = &kv.key;
-        // Compared with the key's previous event only if nothing known
-        // happened to the key in between: a gap is for the reliability
-        // check to report, not a malformed event.
-        let previous = self
-            .previous_by_key
-            .get(key)
-            .filter(|(_, p)| p.mod_revision < kv.mod_revision)
-            .filter(|(_, p)| {
-                !self
-                    .writes
-                    .any_between(key, p.mod_revision, kv.mod_revision)
-            })
-            .cloned();
+        let key = &event.kv.key;
         if event.kind == EventKind::Put {
-            let wrong = if kv.version < 1
-                || kv.create_revision < 1
-                || kv.create_revision > kv.mod_revision
-            {
-                Some("its version or create_revision is impossible".to_string())
-            } else if (kv.version == 1) != (kv.create_revision == kv.mod_revision) {
-                Some("version 1 goes with create_revision == mod_revision, and only it".to_string())
-            } else {
-                match &previous {
-                    Some((EventKind::Put, p)) if (kv.create_revision, kv.version) != (p.create_revision, p.version + 1) => {
-                        Some(format!(
-                            "the key's previous event (revision {}) had create_revision {}, version {}",
-                            p.mod_revision, p.create_revision, p.version
-                        ))
-                    }
-                    Some((EventKind::Delete, p)) if kv.version != 1 => {
-                        Some(format!("the key was deleted at revision {}, so this creates it: version 1", p.mod_revision))
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(why) = wrong {
-                self.violation(
-                    ViolationKind::WatchMalformedEvent,
-                    Some(key),
-                    format!("{here}\n{why}"),
-                );
+            if let Some(why) = self.versions_wrong(event) {
+                let detail = format!("{here}\n{why}");
+                self.violation(ViolationKind::WatchMalformedEvent, Some(key), detail);
             }
         }
         // What prev_kv says is checked against everything known, in
         // `delivery`; here only that it can be a previous write at all.
         if let Some(prev) = &event.prev_kv {
-            if prev.key != *key || prev.mod_revision >= kv.mod_revision {
+            if prev.key != *key || prev.mod_revision >= event.kv.mod_revision {
                 let detail = format!("{here}\nits prev_kv is of another key, or not older");
                 self.violation(ViolationKind::WatchPrevKvWrong, Some(key), detail);
             }
+        }
+    }
+
+    /// Why a put event's version and create revision cannot be right, on
+    /// their own or after the key's previous event.
+    fn versions_wrong(&self, event: &Event) -> Option<String> {
+        let kv = &event.kv;
+        if kv.version < 1 || kv.create_revision < 1 || kv.create_revision > kv.mod_revision {
+            return Some("its version or create_revision is impossible".into());
+        }
+        if (kv.version == 1) != (kv.create_revision == kv.mod_revision) {
+            return Some("version 1 goes with create_revision == mod_revision, and only it".into());
+        }
+        // Compared with the key's previous event only if nothing known
+        // happened to the key in between: a gap is for the reliability
+        // check to report, not a malformed event.
+        let (kind, previous) = self.previous_by_key.get(&kv.key)?;
+        let adjacent = previous.mod_revision < kv.mod_revision
+            && !self
+                .writes
+                .any_between(&kv.key, previous.mod_revision, kv.mod_revision);
+        if !adjacent {
+            return None;
+        }
+        match kind {
+            EventKind::Put
+                if (kv.create_revision, kv.version)
+                    != (previous.create_revision, previous.version + 1) =>
+            {
+                Some(format!(
+                    "the key's previous event (revision {}) had create_revision {}, version {}",
+                    previous.mod_revision, previous.create_revision, previous.version
+                ))
+            }
+            EventKind::Delete if kv.version != 1 => Some(format!(
+                "the key was deleted at revision {}, so this creates it: version 1",
+                previous.mod_revision
+            )),
+            _ => None,
         }
     }
 
