@@ -22,6 +22,11 @@
 //! every write to a checked key is in the history, and each request names
 //! one key.
 //!
+//! Not checked: multi-key transactions and range reads (requests name one
+//! key), serializable reads, leases, compaction of KV reads, fragmented
+//! watch responses; and nothing about a key is known before its first
+//! recorded write.
+//!
 //! ```
 //! use basalt_check::{check_linearizability, History, Limits, Operation, Outcome, Request, Response, Verdict};
 //!
