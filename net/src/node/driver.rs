@@ -281,7 +281,13 @@ impl Driver {
     /// everything committed when the read was asked for.
     pub fn read_index(&self) -> Result<oneshot::Receiver<Result<(), Status>>, Error> {
         let (tx, rx) = oneshot::channel();
-        if self.status.get().reads_are_local() {
+        let status = self.status.get();
+        let unsafe_read = match test_mutation() {
+            Some(Mutation::StaleFollowerReads) => true,
+            Some(Mutation::LeaderLocalReads) => status.role == StateRole::Leader,
+            None => false,
+        };
+        if status.reads_are_local() || unsafe_read {
             let _ = tx.send(Ok(()));
             return Ok(rx);
         }
@@ -589,6 +595,44 @@ impl Driver {
     pub fn conf_state(&self) -> ConfState {
         self.node.borrow().status().conf_state
     }
+}
+
+/// Deliberate bugs for the fault tests to catch (debug builds only, set by
+/// `BASALT_TEST_MUTATION`): each makes linearizable reads unsafe in a way
+/// a correct history checker must notice under faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// Every member answers linearizable reads from its own applied state
+    /// (`stale-follower-reads`).
+    StaleFollowerReads,
+    /// A leader answers them without confirming it still leads
+    /// (`leader-local-reads`): a deposed, partitioned leader serves stale
+    /// data.
+    LeaderLocalReads,
+}
+
+/// The mutation this process runs with, if any (always none in release
+/// builds).
+pub fn test_mutation() -> Option<Mutation> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    static MUTATION: std::sync::OnceLock<Option<Mutation>> = std::sync::OnceLock::new();
+    *MUTATION.get_or_init(|| {
+        let m = match std::env::var("BASALT_TEST_MUTATION").ok()?.as_str() {
+            "stale-follower-reads" => Mutation::StaleFollowerReads,
+            "leader-local-reads" => Mutation::LeaderLocalReads,
+            other => {
+                tracing::error!(mutation = other, "unknown BASALT_TEST_MUTATION ignored");
+                return None;
+            }
+        };
+        tracing::warn!(
+            ?m,
+            "BASALT_TEST_MUTATION: linearizable reads are deliberately unsafe"
+        );
+        Some(m)
+    })
 }
 
 /// The answer channel of one proposal.
