@@ -270,3 +270,43 @@ async fn without_quorum_requests_fail_as_on_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
 }
+
+/// kube-apiserver's watches carry `hasleader: true`: when the member loses
+/// its leader such a stream ends with etcd's "no leader", and a new one is
+/// refused, as on a real etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_watches_end_without_a_leader_as_on_etcd() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let mut cluster = Cluster::start(kind, 3, &[]).await;
+        let opts = etcd_client::ConnectOptions::new().with_require_leader(true);
+        let mut c =
+            etcd_client::Client::connect([cluster.members[0].client_url.as_str()], Some(opts))
+                .await
+                .unwrap();
+        let mut stream = c.watch("rl", None).await.unwrap();
+        c.put("rl", "1", None).await.unwrap();
+        cluster.kill(1);
+        cluster.kill(2);
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+                Err(_) => break "still open after 30 s".to_string(),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => break "ended without an error".to_string(),
+                Ok(Err(e)) => break describe_error(&e),
+            }
+        };
+        let again = match c.watch("rl", None).await {
+            Ok(mut s) => match tokio::time::timeout(Duration::from_secs(5), s.message()).await {
+                Ok(Err(e)) => describe_error(&e),
+                other => format!("opened: {other:?}"),
+            },
+            Err(e) => describe_error(&e),
+        };
+        transcripts.push(vec![
+            format!("open stream: {ended}"),
+            format!("new stream: {again}"),
+        ]);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

@@ -285,6 +285,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             drained,
             shard_worker: worker,
             event_feed: feed,
+            election_timeout: cfg.timing.election_timeout,
         };
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         executors.push(spawn_executor(i, cpu, spin, move || async move {
@@ -432,6 +433,8 @@ struct Links {
     shard_worker: ShardWorker,
     /// Applied events for this executor's watch hub.
     event_feed: crate::watch::EventFeed,
+    /// How often require-leader watches check for a leader.
+    election_timeout: Duration,
 }
 
 /// What the sequencer's executor runs besides its own connections.
@@ -515,6 +518,7 @@ impl Executor {
             },
         );
         let timing = seq.timing();
+        crate::watch::require_leader(&mut methods, seq.views(), timing.election_timeout);
         crate::lease::attach(
             &mut methods,
             &seq,
@@ -567,6 +571,7 @@ impl Executor {
             drained,
             shard_worker,
             event_feed,
+            election_timeout,
         } = links;
         // This executor writes its shard trees at every checkpoint, until
         // the sequencer's last one (at shutdown) is done.
@@ -592,6 +597,7 @@ impl Executor {
         };
         crate::watch::attach_fed(&mut methods, event_feed, &views, hub)
             .map_err(|e| format!("cannot serve Watch: {}", e.message))?;
+        crate::watch::require_leader(&mut methods, views.clone(), election_timeout);
         // Methods served only on the sequencer's executor (Lease) are
         // forwarded there whole.
         let forward: CallForwarder = Rc::new(move |call| {

@@ -279,6 +279,7 @@ impl Sequencer {
         let view = self.store.borrow().read_view();
         self.cfg.views.publish(Published {
             reads_are_local: status.reads_are_local() && view.applied_index() >= status.committed,
+            has_leader: status.leader != 0,
             view,
             cluster_id: self.meta.borrow().cluster_id,
             member_id: status.id,

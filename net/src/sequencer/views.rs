@@ -25,6 +25,9 @@ pub struct Published {
     /// ReadIndex round: this member is the only voter, leads, and had
     /// applied everything committed when the view was published.
     pub reads_are_local: bool,
+    /// The member knew a leader when this view was published (a view is
+    /// published at every change of leader).
+    pub has_leader: bool,
     pub cluster_id: u64,
     pub member_id: u64,
     pub raft_term: u64,

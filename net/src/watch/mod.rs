@@ -31,6 +31,7 @@ mod feed;
 mod fragment;
 mod hub;
 mod range;
+mod require_leader;
 mod service;
 mod wiring;
 
@@ -41,5 +42,6 @@ pub use hub::{
     MAX_STREAM_BACKLOG,
 };
 pub use range::{EmptyRange, KeyRange};
+pub use require_leader::{require_leader, MAX_NO_LEADER_CHECKS};
 pub use service::{register, run_progress_notifier, HistorySource, WATCH_METHOD};
 pub use wiring::attach;

@@ -117,9 +117,8 @@ async fn serve(
     requests: RequestStream,
     responses: ResponseSink,
 ) -> Result<(), Status> {
-    // `hasleader: true` asks to fail rather than hang without a leader; a
-    // single member is always its own leader, so it is served as any other.
-    let _ = meta.requires_leader();
+    // `hasleader: true` is served by `require_leader`, wrapped around this.
+    let _ = meta;
     run_stream(hub, source, requests, responses).await
 }
 
