@@ -310,3 +310,58 @@ async fn require_leader_watches_end_without_a_leader_as_on_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
 }
+
+/// `etcdctl move-leader` hands leadership to the member named (refused for
+/// a stranger), and a leader stopped with SIGTERM hands it over before it
+/// exits, so the others have a leader at once: as on a real etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_request_and_on_sigterm_as_on_etcd() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let mut cluster = Cluster::start(kind, 3, &[]).await;
+        let mut lines = Vec::new();
+        let leader = cluster.wait_leader().await;
+        let target = (leader + 1) % 3;
+        let target_id = cluster
+            .client(target)
+            .await
+            .status()
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .member_id();
+        let out = cluster.etcdctl(&["move-leader", &format!("{target_id:x}")]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        lines.push(format!(
+            "move-leader: exit {:?}, {}",
+            out.status.code(),
+            text.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        lines.push(format!(
+            "leader is the target: {}",
+            cluster.wait_leader().await == target
+        ));
+        let out = cluster.etcdctl(&["move-leader", "1234"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        lines.push(format!(
+            "move-leader to a stranger: exit {:?}, bad transferee: {}",
+            out.status.code(),
+            err.contains("etcdserver: bad leader transferee")
+        ));
+        // SIGTERM the leader: the others lead at once, no election wait.
+        // (etcd re-raises the signal and so exits non-zero; basalt exits 0.)
+        let _ = cluster.terminate(target);
+        let survivor = (target + 1) % 3;
+        let status = cluster.client(survivor).await.status().await.unwrap();
+        lines.push(format!(
+            "survivors have a leader at once: {}",
+            status.leader() != 0 && status.leader() != target_id
+        ));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

@@ -62,6 +62,12 @@ pub enum Error {
     TimeoutConnectionLost,
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 
     // ---- server-side failures ----
     #[error("storage: {0}")]
@@ -108,7 +114,9 @@ impl Error {
             | Timeout
             | TimeoutLeaderFail
             | TimeoutConnectionLost
-            | LeaderChanged => Code::Unavailable,
+            | LeaderChanged
+            | LeaderTransferTimeout => Code::Unavailable,
+            NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Corrupt => Code::DataLoss,
             Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) | SnapshotFile(_) => {
                 Code::Internal

@@ -177,6 +177,26 @@ impl Cluster {
         m.paused = false;
     }
 
+    /// SIGTERM, then waits (bounded) for the process to exit; true if it
+    /// exited 0.
+    pub fn terminate(&mut self, i: usize) -> bool {
+        let m = &mut self.members[i];
+        let Some(mut c) = m.child.take() else {
+            return false;
+        };
+        signal(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
     /// SIGSTOP: the process stays, silent.
     pub fn pause(&mut self, i: usize) {
         let m = &mut self.members[i];

@@ -591,6 +591,16 @@ impl Driver {
         !inbox.proposals.is_empty() || !inbox.messages.is_empty() || self.node.borrow().has_ready()
     }
 
+    /// On a leader: the voter (not us) whose log matches ours furthest.
+    pub fn most_caught_up_voter(&self) -> Option<NodeId> {
+        let st = self.node.borrow().status();
+        st.progress
+            .iter()
+            .filter(|p| p.id != st.id && !p.is_learner && st.conf_state.voters.contains(&p.id))
+            .max_by_key(|p| p.matched)
+            .map(|p| p.id)
+    }
+
     /// The membership as Raft sees it now.
     pub fn conf_state(&self) -> ConfState {
         self.node.borrow().status().conf_state

@@ -30,6 +30,11 @@ pub enum Command {
     },
     /// The members as applied, with the raft term for the header.
     Members,
+    /// Hands leadership to a voter (etcd's MoveLeader); answers `Done`
+    /// once it leads.
+    MoveLeader {
+        target: u64,
+    },
 }
 
 /// A successful answer; each variant carries the header of the response.

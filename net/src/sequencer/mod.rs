@@ -440,6 +440,10 @@ impl Sequencer {
                 Ok(Reply::Leases(leases, self.header()))
             }
             Command::Members => Ok(Reply::Members(self.cluster(), self.header())),
+            Command::MoveLeader { target } => {
+                self.move_leader(target).await?;
+                Ok(Reply::Done(self.header()))
+            }
             Command::Lease { id } => {
                 let lease = self.store.borrow().lease(id)?;
                 Ok(Reply::Lease(lease, self.header()))
@@ -484,11 +488,74 @@ impl Sequencer {
         rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
     }
 
+    /// Hands leadership to `target` and waits until it leads (etcd's
+    /// MoveLeader: only the leader may, to a voter, within the request
+    /// timeout).
+    pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
+        let status = self.driver.status();
+        if status.role != basalt_raft::StateRole::Leader {
+            return Err(Error::NotLeader);
+        }
+        if target == status.id {
+            return Ok(());
+        }
+        if !self.meta.borrow().conf_state.voters.contains(&target) {
+            return Err(Error::BadLeaderTransferee);
+        }
+        let deadline = std::time::Instant::now() + self.cfg.timing.request_timeout();
+        self.driver.transfer_leader(target);
+        loop {
+            glommio::timer::sleep(self.cfg.timing.heartbeat).await;
+            let now = self.driver.status();
+            if now.leader == target {
+                tracing::info!(to = format!("{target:x}"), "leadership moved");
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::LeaderTransferTimeout);
+            }
+            if now.role == basalt_raft::StateRole::Leader && now.term == status.term {
+                // Raft drops a transfer it could not start (the target
+                // lagging, say): ask again.
+                self.driver.transfer_leader(target);
+            }
+        }
+    }
+
+    /// A leader about to stop hands leadership to its most caught-up
+    /// follower first (etcd does on SIGTERM), so the cluster does not wait
+    /// out an election timeout. Bounded by one election timeout.
+    async fn hand_over_leadership(&self) {
+        let status = self.driver.status();
+        if status.role != basalt_raft::StateRole::Leader || status.voters < 2 {
+            return;
+        }
+        let Some(best) = self.driver.most_caught_up_voter() else {
+            return;
+        };
+        let timing = self.cfg.timing;
+        let moved =
+            futures_lite::future::or(async { self.move_leader(best).await.is_ok() }, async {
+                glommio::timer::sleep(timing.election_timeout).await;
+                false
+            })
+            .await;
+        if moved {
+            tracing::info!(
+                to = format!("{best:x}"),
+                "leadership handed over before stopping"
+            );
+        } else {
+            tracing::warn!("could not hand leadership over before stopping");
+        }
+    }
+
     /// Stops taking writes, lets the writer finish what is queued, and
     /// checkpoints everything applied.
     /// Closes the WAL too, releasing its directory lock even while other
     /// tasks still hold the sequencer.
     pub async fn stop(&self) -> Result<(), Error> {
+        self.hand_over_leadership().await;
         self.stopping.set(true);
         self.driver.wake();
         self.writer_done.wait().await;

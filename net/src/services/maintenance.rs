@@ -20,6 +20,27 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     );
     let c = ctx.clone();
     r.add(
+        "/etcdserverpb.Maintenance/MoveLeader",
+        unary(move |req: pb::MoveLeaderRequest, _| {
+            let c = c.clone();
+            async move {
+                match c
+                    .sequencer
+                    .call(Command::MoveLeader {
+                        target: req.target_id,
+                    })
+                    .await?
+                {
+                    Reply::Done(header) => Ok(pb::MoveLeaderResponse {
+                        header: Some(header),
+                    }),
+                    _ => Err(unexpected("MoveLeader")),
+                }
+            }
+        }),
+    );
+    let c = ctx.clone();
+    r.add(
         "/etcdserverpb.Maintenance/Defragment",
         unary(move |_: pb::DefragmentRequest, _| {
             let c = c.clone();
