@@ -65,6 +65,10 @@ struct Flags {
     /// checkpoint).
     #[arg(long, default_value_t = 10_000)]
     snapshot_count: u64,
+    /// Entries of log a member keeps behind its checkpoint for slow
+    /// followers; one further behind is sent a snapshot of the store.
+    #[arg(long, default_value_t = 5000)]
+    experimental_snapshot_catchup_entries: u64,
     /// Raise the NOSPACE alarm when the backend exceeds this size (0 = 2 GiB).
     #[arg(long, default_value_t = 0)]
     quota_backend_bytes: u64,
@@ -221,6 +225,7 @@ fn config(f: &Flags) -> Result<Config, String> {
     c.listen_peer_urls = f.listen_peer_urls.clone();
     c.timing = timing(f.heartbeat_interval, f.election_timeout)?;
     c.snapshot_count = f.snapshot_count;
+    c.catchup_entries = f.experimental_snapshot_catchup_entries;
     c.limits = KvLimits {
         max_txn_ops: f.max_txn_ops,
         max_request_bytes: f.max_request_bytes,

@@ -365,3 +365,98 @@ async fn leadership_moves_on_request_and_on_sigterm_as_on_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
 }
+
+/// A follower paused while the leader wrote more than its log keeps is
+/// sent the leader's store as a snapshot stream: it installs it, serves
+/// the same data (equal hashes), and its watcher gets every event it
+/// missed exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_gets_a_snapshot_and_its_watchers_miss_nothing() {
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let mut f = cluster.client(follower).await;
+    let mut watch = f
+        .watch("s/", Some(etcd_client::WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    cluster.pause(follower);
+    let mut l = cluster.client(leader).await;
+    const WRITES: usize = 600;
+    let mut revisions = Vec::new();
+    for i in 0..WRITES {
+        let r = l
+            .put(format!("s/{:03}", i % 250), format!("v{i}"), None)
+            .await
+            .unwrap();
+        revisions.push(r.header().unwrap().revision());
+    }
+    // Checkpoints every second compact the leader's log past the follower.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.resume(follower);
+    let mut seen = Vec::new();
+    while seen.len() < WRITES {
+        let Ok(resp) = tokio::time::timeout(Duration::from_secs(30), watch.message()).await else {
+            let logs: Vec<String> = cluster
+                .members
+                .iter()
+                .map(|m| {
+                    m.log()
+                        .lines()
+                        .filter(|l| {
+                            std::env::var_os("RUST_LOG").is_some() || !l.contains(" DEBUG ")
+                        })
+                        .map(|l| format!("{}: {l}", m.name))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
+            panic!(
+                "the follower's watcher has {} of {WRITES} events after 30 s\n{}",
+                seen.len(),
+                logs.join("\n")
+            );
+        };
+        for e in resp.unwrap().unwrap().events() {
+            let kv = e.kv().unwrap();
+            seen.push((kv.mod_revision(), kv.value().to_vec()));
+        }
+    }
+    let expected: Vec<(i64, Vec<u8>)> = revisions
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, format!("v{i}").into_bytes()))
+        .collect();
+    assert_eq!(seen, expected, "every missed event exactly once, in order");
+    let rev = *revisions.last().unwrap();
+    let mut hashes = Vec::new();
+    for i in 0..3 {
+        hashes.push(cluster.client(i).await.hash_kv(rev).await.unwrap().hash());
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    assert!(
+        cluster.members[follower]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot: the test proves nothing"
+    );
+    let count = f
+        .get(
+            "s/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(count, 250);
+}

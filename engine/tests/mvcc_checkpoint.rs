@@ -373,3 +373,36 @@ fn member_meta_is_durable_with_the_next_checkpoint_and_outside_the_state() {
     assert_eq!(store.hash().unwrap(), hash_before);
     assert_eq!(all(&store, 0), range);
 }
+
+/// A read view writes the same snapshot stream as its store did when the
+/// view was taken, whatever the store applies and checkpoints afterwards,
+/// and a store restored from it has the view's state and applied index.
+#[test]
+fn a_view_writes_its_stores_snapshot_of_that_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("a"), opts(2)).unwrap();
+    let all_ops = ops(120);
+    for (i, op) in all_ops[..80].iter().enumerate() {
+        let _ = store.apply(i as u64 + 1, op);
+    }
+    store.checkpoint().unwrap();
+    for (i, op) in all_ops[80..100].iter().enumerate() {
+        let _ = store.apply(i as u64 + 81, op);
+    }
+    let mut from_store = Vec::new();
+    store.write_snapshot(&mut from_store).unwrap();
+    let view = store.read_view();
+    let range = all(&store, 0);
+    for (i, op) in all_ops[100..].iter().enumerate() {
+        let _ = store.apply(i as u64 + 101, op);
+    }
+    store.checkpoint().unwrap();
+    let mut from_view = Vec::new();
+    view.write_snapshot(&mut from_view).unwrap();
+    assert_eq!(from_view, from_store);
+    let restored = dir.path().join("b");
+    Store::restore_snapshot(&mut from_view.as_slice(), &restored).unwrap();
+    let back = Store::open(&restored, opts(2)).unwrap();
+    assert_eq!(back.applied_index(), 100);
+    assert_eq!(all(&back, 0), range);
+}

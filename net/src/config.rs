@@ -47,6 +47,10 @@ pub struct Config {
     pub timing: crate::node::NodeTiming,
     /// `--snapshot-count`: checkpoint the store after this many entries.
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: entries of log kept
+    /// behind a checkpoint for followers; one further behind gets a
+    /// snapshot of the store.
+    pub catchup_entries: u64,
     /// Checkpoint at least this often while there are unsaved entries.
     pub checkpoint_interval: Duration,
     pub limits: KvLimits,
@@ -83,6 +87,7 @@ impl Config {
             initial_cluster_state: InitialClusterState::New,
             timing: crate::node::NodeTiming::default(),
             snapshot_count: 10_000,
+            catchup_entries: crate::sequencer::DEFAULT_CATCHUP_ENTRIES,
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),
             cores: 0,

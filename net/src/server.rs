@@ -177,6 +177,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         timing: cfg.timing,
         quota_backend_bytes: cfg.limits.quota_backend_bytes,
         snapshot_count: cfg.snapshot_count.max(1),
+        catchup_entries: cfg.catchup_entries,
         checkpoint_interval: cfg.checkpoint_interval,
         max_request_bytes: cfg.limits.max_request_bytes,
         wal: cfg.wal.clone(),

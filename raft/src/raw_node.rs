@@ -291,6 +291,12 @@ impl<S: Storage> RawNode<S> {
         self.raft.leader_id
     }
 
+    /// The member leadership is being handed to (`NO_NODE`: none); a
+    /// leader refuses proposals meanwhile.
+    pub fn lead_transferee(&self) -> NodeId {
+        self.raft.lead_transferee
+    }
+
     pub fn term(&self) -> u64 {
         self.raft.term
     }

@@ -64,37 +64,7 @@ fn stream_error(source: std::io::Error) -> MvccError {
 impl Store {
     /// Writes the whole state (keys, history, leases, meta, applied index).
     pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<(), MvccError> {
-        let mut w = CrcWriter {
-            out,
-            crc: crc32fast::Hasher::new(),
-        };
-        w.put(MAGIC)?;
-        w.put(&FORMAT.to_le_bytes())?;
-        w.put(&self.last_applied().to_le_bytes())?;
-        let mut entries = 0u64;
-        self.for_each_entry(|k, v| {
-            let (klen, vlen) = match (u32::try_from(k.len()), u32::try_from(v.len())) {
-                (Ok(kl), Ok(vl)) if kl <= MAX_FIELD_BYTES && vl <= MAX_FIELD_BYTES => (kl, vl),
-                _ => {
-                    return Err(MvccError::InvalidRequest(format!(
-                        "entry of {} + {} bytes exceeds the snapshot field limit",
-                        k.len(),
-                        v.len()
-                    )))
-                }
-            };
-            w.put(&klen.to_le_bytes())?;
-            w.put(&vlen.to_le_bytes())?;
-            w.put(k)?;
-            w.put(v)?;
-            entries += 1;
-            Ok(())
-        })?;
-        w.put(&END.to_le_bytes())?;
-        w.put(&entries.to_le_bytes())?;
-        let crc = w.crc.clone().finalize();
-        w.out.write_all(&crc.to_le_bytes()).map_err(stream_error)?;
-        w.out.flush().map_err(stream_error)
+        write_stream(self.last_applied(), out, |f| self.for_each_entry(f))
     }
 
     /// Replaces the store in `dir` with the one in `input` (the store must
@@ -302,4 +272,56 @@ fn restore_into(input: &mut dyn Read, dir: &Path, opts: &StoreOptions) -> Result
     // The checksum proves the bytes arrived intact; this proves they make a
     // consistent store (e.g. not one written by an incompatible version).
     Store::from_backend(dir, backend)?.verify()
+}
+
+/// Called with each (key, value) of a state, in key order.
+pub(super) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), MvccError> + 'a;
+
+/// The stream of a state whose entries `each` visits in key order.
+fn write_stream(
+    applied: u64,
+    out: &mut dyn Write,
+    each: impl FnOnce(&mut EntryVisitor<'_>) -> Result<(), MvccError>,
+) -> Result<(), MvccError> {
+    let mut w = CrcWriter {
+        out,
+        crc: crc32fast::Hasher::new(),
+    };
+    w.put(MAGIC)?;
+    w.put(&FORMAT.to_le_bytes())?;
+    w.put(&applied.to_le_bytes())?;
+    let mut entries = 0u64;
+    each(&mut |k, v| {
+        let (klen, vlen) = match (u32::try_from(k.len()), u32::try_from(v.len())) {
+            (Ok(kl), Ok(vl)) if kl <= MAX_FIELD_BYTES && vl <= MAX_FIELD_BYTES => (kl, vl),
+            _ => {
+                return Err(MvccError::InvalidRequest(format!(
+                    "entry of {} + {} bytes exceeds the snapshot field limit",
+                    k.len(),
+                    v.len()
+                )))
+            }
+        };
+        w.put(&klen.to_le_bytes())?;
+        w.put(&vlen.to_le_bytes())?;
+        w.put(k)?;
+        w.put(v)?;
+        entries += 1;
+        Ok(())
+    })?;
+    w.put(&END.to_le_bytes())?;
+    w.put(&entries.to_le_bytes())?;
+    let crc = w.crc.clone().finalize();
+    w.out.write_all(&crc.to_le_bytes()).map_err(stream_error)?;
+    w.out.flush().map_err(stream_error)
+}
+
+impl super::view::ReadView {
+    /// Writes the state as of this view, in the same stream as
+    /// [`Store::write_snapshot`] (a store restored from it has this view's
+    /// applied index). Runs on any thread; memory stays bounded by what
+    /// `out` buffers.
+    pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<(), MvccError> {
+        write_stream(self.applied_index(), out, |f| self.for_each_entry(f))
+    }
 }

@@ -491,7 +491,7 @@ impl Store {
     /// Every logical entry, ascending, as the snapshot stream writes it.
     pub(super) fn for_each_entry(
         &self,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), MvccError>,
+        f: &mut super::snapshot::EntryVisitor<'_>,
     ) -> Result<(), MvccError> {
         let view = self.layered();
         for item in view.scan(&logical_bounds()) {

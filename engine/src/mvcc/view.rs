@@ -79,6 +79,18 @@ impl ReadView {
         self.staged().with_scratch(&NO_SCRATCH)
     }
 
+    /// Visits every entry of the logical state in key order.
+    pub(super) fn for_each_entry(
+        &self,
+        f: &mut super::snapshot::EntryVisitor<'_>,
+    ) -> Result<(), MvccError> {
+        for item in self.layered().scan(&super::keyspace::logical_bounds()) {
+            let (k, v) = item?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// etcd's Range as the store answered it when the view was taken;
     /// `revision` 0 reads the view's current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {

@@ -85,18 +85,22 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
+    /// The whole status, membership included (at start and after a
+    /// membership change).
     fn of<S: Storage>(node: &RawNode<S>) -> NodeStatus {
         let st = node.status();
         let cs = &st.conf_state;
         NodeStatus {
-            id: node.id(),
-            leader: node.leader_id(),
-            term: node.term(),
-            role: node.role(),
-            committed: node.committed(),
             voters: cs.voters.len().max(cs.voters_outgoing.len()),
             is_learner: cs.learners.contains(&node.id()),
+            ..self_status(node, 0, false)
         }
+    }
+
+    /// The same with the membership unchanged: no allocation, for every
+    /// pass of the loop.
+    fn refreshed<S: Storage>(&self, node: &RawNode<S>) -> NodeStatus {
+        self_status(node, self.voters, self.is_learner)
     }
 
     /// A read on this member is linearizable without a ReadIndex round:
@@ -104,6 +108,18 @@ impl NodeStatus {
     /// committed, and it answers a write only after applying it.
     pub fn reads_are_local(&self) -> bool {
         self.voters == 1 && self.role == StateRole::Leader
+    }
+}
+
+fn self_status<S: Storage>(node: &RawNode<S>, voters: usize, is_learner: bool) -> NodeStatus {
+    NodeStatus {
+        id: node.id(),
+        leader: node.leader_id(),
+        term: node.term(),
+        role: node.role(),
+        committed: node.committed(),
+        voters,
+        is_learner,
     }
 }
 
@@ -370,17 +386,27 @@ impl Driver {
         let mut proposals = std::mem::take(&mut *self.parked.borrow_mut());
         proposals.extend(inbox.proposals);
         if !proposals.is_empty() {
-            let ids: Vec<u64> = proposals.iter().map(|p| p.0).collect();
-            let data: Vec<Vec<u8>> = proposals.iter().map(|p| p.1.clone()).collect();
-            if let Err(e) = node.propose_batch(data) {
-                // No leader (or a transfer in progress): wait for one,
-                // within each request's timeout.
-                tracing::debug!(error = %e, n = ids.len(), "proposals parked until a leader is known");
+            // Raft refuses a batch whole, before taking anything from it,
+            // only when there is no leader to take it: the copy kept for
+            // that case is made only then.
+            if node.leader_id() == 0 || node.lead_transferee() != 0 {
+                tracing::debug!(
+                    n = proposals.len(),
+                    "proposals parked until a leader takes them"
+                );
                 *self.parked.borrow_mut() = proposals;
+            } else {
+                let n = proposals.len();
+                let data: Vec<Vec<u8>> = proposals.into_iter().map(|p| p.1).collect();
+                if let Err(e) = node.propose_batch(data) {
+                    // Over the uncommitted-bytes cap: these surely did not
+                    // commit; their clients time out, as etcd's do.
+                    tracing::warn!(error = %e, n, "proposals dropped by raft");
+                }
             }
         }
         self.start_read_round(&mut node);
-        self.status.set(NodeStatus::of(&node));
+        self.status.set(self.status.get().refreshed(&node));
         if inbox.ticks > 0 {
             self.expire(Instant::now());
         }
@@ -502,7 +528,8 @@ impl Driver {
         if let Err(e) = self.node.borrow_mut().advance() {
             tracing::error!(error = %e, "raft advance without a ready");
         }
-        self.status.set(NodeStatus::of(&self.node.borrow()));
+        self.status
+            .set(self.status.get().refreshed(&self.node.borrow()));
     }
 
     /// The timeout error a client sees, as etcd 3.4 words it (with or

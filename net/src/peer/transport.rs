@@ -17,8 +17,14 @@
 //!   misrouted stream is refused with the reason, as etcd refuses with
 //!   "cluster ID mismatch". After that every batch must come from the
 //!   member that said hello and be addressed to us ([`check_batch`]).
-//! - Snapshots are not streamed yet: a Raft snapshot message is not sent,
-//!   and Raft is told the snapshot failed.
+//! - **Snapshots** (a follower behind the leader's log) go on a stream of
+//!   their own, one at a time per peer: the store as of a pinned read view,
+//!   written by a blocking thread into a bounded queue of chunks
+//!   ([`SNAPSHOT_CHUNK_BYTES`] each, at most [`SNAPSHOT_CHUNKS_QUEUED`]
+//!   queued, so memory stays bounded whatever the store's size), then the
+//!   Raft message announcing it. The follower writes the chunks to a file
+//!   and hands the message to Raft only once the file is complete and
+//!   synced.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -49,13 +55,26 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes read from a peer's stream per read.
 const READ_CHUNK: usize = 64 << 10;
+/// Store bytes per snapshot chunk (the wire's default chunk limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = super::DEFAULT_MAX_SNAPSHOT_CHUNK_DATA;
+/// Chunks written ahead of the socket, at most.
+pub const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 
 /// Where received messages and transport reports go (the member's Raft
-/// driver).
+/// driver), and where snapshots come from and go to.
 pub trait PeerSink {
     fn deliver(&self, batch: Vec<Message>);
     fn unreachable(&self, peer: NodeId);
-    fn snapshot_failed(&self, peer: NodeId);
+    /// A snapshot sent to `peer` went out whole (or did not).
+    fn snapshot_sent(&self, peer: NodeId, ok: bool);
+    /// The store to send a follower: a pinned view and the member metadata
+    /// of the same moment (the snapshot message's data).
+    fn snapshot_image(&self) -> Option<(basalt_engine::mvcc::ReadView, Vec<u8>)>;
+    /// Where received snapshot files are written.
+    fn snapshot_dir(&self) -> std::path::PathBuf;
+    /// A snapshot from the leader is complete and synced at `path`;
+    /// `message` is the Raft message announcing it.
+    fn snapshot_received(&self, path: std::path::PathBuf, message: Message);
 }
 
 /// The transport of one member.
@@ -69,6 +88,8 @@ pub struct Transport {
     /// Current members other than us, with their peer URLs.
     peers: RefCell<HashMap<NodeId, Vec<String>>>,
     links: RefCell<HashMap<NodeId, Rc<Link>>>,
+    /// Peers a snapshot is being sent to.
+    sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
     shutdown: Rc<Shutdown>,
 }
 
@@ -90,6 +111,7 @@ impl Transport {
             sink,
             peers: RefCell::new(peers),
             links: RefCell::new(HashMap::new()),
+            sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
         })
     }
@@ -108,13 +130,7 @@ impl Transport {
         for m in messages {
             let to = m.to;
             if m.msg_type == MessageType::Snapshot {
-                tracing::warn!(
-                    peer = format!("{to:x}"),
-                    "the peer needs a snapshot of the store, which cannot be sent yet"
-                );
-                if let Some(sink) = self.sink.upgrade() {
-                    sink.snapshot_failed(to);
-                }
+                self.start_snapshot(m);
                 continue;
             }
             let Some(link) = self.link(to) else {
@@ -136,6 +152,111 @@ impl Transport {
                 sink.unreachable(peer);
             }
         }
+    }
+
+    /// Starts sending a snapshot, unless one is on its way to that peer
+    /// already (Raft asks again if this one fails).
+    fn start_snapshot(&self, m: Message) {
+        let to = m.to;
+        tracing::info!(
+            peer = format!("{to:x}"),
+            index = m.snapshot.as_ref().map_or(0, |s| s.metadata.index),
+            "the peer is behind the log: sending a snapshot of the store"
+        );
+        let Some(urls) = self.peers.borrow().get(&to).cloned() else {
+            return;
+        };
+        if !self.sending_snapshots.borrow_mut().insert(to) {
+            return;
+        }
+        let this = self.this.clone();
+        glommio::spawn_local(async move {
+            let Some(t) = this.upgrade() else {
+                return;
+            };
+            let started = std::time::Instant::now();
+            let result = t.send_snapshot(&urls, m).await;
+            t.sending_snapshots.borrow_mut().remove(&to);
+            let ok = result.is_ok();
+            match result {
+                Ok(bytes) => tracing::info!(
+                    peer = format!("{to:x}"),
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "snapshot sent"
+                ),
+                Err(e) => tracing::warn!(peer = format!("{to:x}"), error = %e, "sending a snapshot failed"),
+            }
+            if let Some(sink) = t.sink.upgrade() {
+                sink.snapshot_sent(to, ok);
+            }
+        })
+        .detach();
+    }
+
+    /// Streams the store to the peer, then the Raft message; the bytes
+    /// of store sent.
+    async fn send_snapshot(&self, urls: &[String], mut m: Message) -> Result<u64, String> {
+        let sink = self.sink.upgrade().ok_or("stopping")?;
+        let (view, meta) = sink.snapshot_image().ok_or("no store to send")?;
+        drop(sink);
+        let metadata = match m.snapshot.as_mut() {
+            Some(snap) => {
+                snap.data = meta;
+                snap.metadata.clone()
+            }
+            None => return Err("a snapshot message without a snapshot".into()),
+        };
+        let link = Link {
+            peer: m.to,
+            urls: urls.to_vec(),
+            queue: RefCell::new(VecDeque::new()),
+            bell: Doorbell::default(),
+            connected: Cell::new(false),
+        };
+        let (mut stream, mut encoder) = dial(
+            &link,
+            self.me,
+            self.cluster_id,
+            self.limits,
+            StreamKind::Snapshot,
+        )
+        .await?;
+        let (tx, mut rx) = futures_channel::mpsc::channel::<Vec<u8>>(SNAPSHOT_CHUNKS_QUEUED);
+        // A task of its own: the blocking job starts only once polled.
+        let writer = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx,
+                buf: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+            };
+            view.write_snapshot(&mut out)
+                .map_err(|e| e.to_string())
+                .and_then(|()| out.flush_chunk())
+        }));
+        let mut out = Vec::new();
+        let mut seq = 0u64;
+        let mut sent = 0u64;
+        let mut next = futures_lite::StreamExt::next(&mut rx).await;
+        while let Some(chunk) = next {
+            next = futures_lite::StreamExt::next(&mut rx).await;
+            out.clear();
+            encoder
+                .snapshot_chunk(&metadata, seq, next.is_none(), &chunk, &mut out)
+                .map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            seq += 1;
+            sent += chunk.len() as u64;
+        }
+        writer.await?;
+        out.clear();
+        encoder
+            .messages(&[m], &mut out)
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        // The follower closes once the file is synced and handed to Raft.
+        let mut ack = [0u8; 1];
+        let _ = stream.read(&mut ack).await;
+        Ok(sent)
     }
 
     /// The link to `peer`, started on first use; `None` for a stranger.
@@ -185,9 +306,6 @@ impl Transport {
         if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
             verdict = Err(Refusal::UnknownMember { id: hello.from });
         }
-        if verdict.is_ok() && hello.stream != StreamKind::Messages {
-            return Err("snapshot streams are not served yet".into());
-        }
         let reply = match &verdict {
             Ok(()) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
             Err(r) => HelloReply::Refused(r.clone()),
@@ -203,6 +321,9 @@ impl Transport {
         }
         stream.set_read_timeout(None).map_err(|e| e.to_string())?;
         let from = hello.from;
+        if hello.stream == StreamKind::Snapshot {
+            return self.receive_snapshot(stream, decoder, buf, from).await;
+        }
         let mut batch = Vec::new();
         loop {
             while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
@@ -220,6 +341,89 @@ impl Transport {
             let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
             decoder.push(&buf[..n]);
         }
+    }
+
+    /// Writes a snapshot stream to a file; once it is complete and synced,
+    /// hands it and its Raft message to the sink.
+    async fn receive_snapshot(
+        &self,
+        mut stream: TcpStream,
+        mut decoder: FrameDecoder,
+        mut buf: Vec<u8>,
+        from: NodeId,
+    ) -> Result<(), String> {
+        use std::io::Write;
+        let dir = self.sink.upgrade().ok_or("stopping")?.snapshot_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tmp = dir.join(format!("incoming-{from:x}.tmp"));
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut expected_seq = 0u64;
+        let mut index = None;
+        let mut done = false;
+        let message = 'stream: loop {
+            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                match frame.decode().map_err(|e| e.to_string())? {
+                    Frame::SnapshotChunk(c) if !done => {
+                        if c.seq != expected_seq {
+                            return Err(format!(
+                                "snapshot chunk {} where {expected_seq} was due",
+                                c.seq
+                            ));
+                        }
+                        if *index.get_or_insert(c.metadata.index) != c.metadata.index {
+                            return Err("snapshot chunks of two snapshots".into());
+                        }
+                        expected_seq += 1;
+                        file.write_all(&c.data)
+                            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                        done = c.last;
+                    }
+                    Frame::Messages(batch) if done => {
+                        check_batch(from, self.me, &batch).map_err(|e| e.to_string())?;
+                        match <[Message; 1]>::try_from(batch) {
+                            Ok([m])
+                                if m.msg_type == MessageType::Snapshot
+                                    && m.snapshot.as_ref().map(|s| s.metadata.index) == index =>
+                            {
+                                break 'stream m;
+                            }
+                            _ => {
+                                return Err(
+                                    "a snapshot stream must end with its raft message".into()
+                                )
+                            }
+                        }
+                    }
+                    _ => return Err("unexpected frame on a snapshot stream".into()),
+                }
+            }
+            let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
+            decoder.push(&buf[..n]);
+        };
+        let index = index.unwrap_or(0);
+        let path = dir.join(format!("received-{index:016x}.snap"));
+        let (t, p) = (tmp.clone(), path.clone());
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                file.sync_all()?;
+                std::fs::rename(&t, &p)?;
+                if let Some(parent) = p.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        tracing::info!(
+            from = format!("{from:x}"),
+            index,
+            file = %path.display(),
+            "snapshot received"
+        );
+        let sink = self.sink.upgrade().ok_or("stopping")?;
+        sink.snapshot_received(path, message);
+        Ok(())
     }
 
     /// The other members and their peer URLs, from now on.
@@ -276,7 +480,7 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
         }
         let (me, cluster_id, limits, shutdown) = (t.me, t.cluster_id, t.limits, t.shutdown.clone());
         drop(t);
-        match dial(&link, me, cluster_id, limits).await {
+        match dial(&link, me, cluster_id, limits, StreamKind::Messages).await {
             Ok((stream, encoder)) => {
                 backoff = MIN_BACKOFF;
                 link.connected.set(true);
@@ -323,6 +527,7 @@ async fn dial(
     me: NodeId,
     cluster_id: u64,
     limits: WireLimits,
+    kind: StreamKind,
 ) -> Result<(TcpStream, FrameEncoder), String> {
     let mut last_error = String::from("no peer URL");
     for url in &link.urls {
@@ -333,7 +538,7 @@ async fn dial(
                 continue;
             }
         };
-        match handshake(addr, link.peer, me, cluster_id, limits).await {
+        match handshake(addr, link.peer, me, cluster_id, limits, kind).await {
             Ok(ok) => return Ok(ok),
             Err(e) => last_error = format!("{url}: {e}"),
         }
@@ -347,6 +552,7 @@ async fn handshake(
     me: NodeId,
     cluster_id: u64,
     limits: WireLimits,
+    kind: StreamKind,
 ) -> Result<(TcpStream, FrameEncoder), String> {
     let mut stream = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
         .await
@@ -359,10 +565,7 @@ async fn handshake(
     let mut encoder = FrameEncoder::new(limits);
     let mut out = Vec::new();
     encoder
-        .hello(
-            &Hello::new(cluster_id, me, peer, StreamKind::Messages),
-            &mut out,
-        )
+        .hello(&Hello::new(cluster_id, me, peer, kind), &mut out)
         .map_err(|e| e.to_string())?;
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(limits);
@@ -445,5 +648,41 @@ async fn pump(
 impl crate::node::Outbox for Transport {
     fn send(&self, messages: Vec<Message>) {
         self.queue(messages);
+    }
+}
+
+/// The snapshot writer's side of the chunk queue: fills chunks and hands
+/// each over, waiting (on its blocking thread) while the queue is full.
+struct ChunkWriter {
+    tx: futures_channel::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        let tx = &mut self.tx;
+        futures_lite::future::block_on(std::future::poll_fn(|cx| tx.poll_ready(cx)))
+            .and_then(|()| tx.start_send(chunk))
+            .map_err(|_| "the snapshot stream was closed".to_string())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = SNAPSHOT_CHUNK_BYTES - self.buf.len();
+        let n = room.min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK_BYTES {
+            self.flush_chunk().map_err(std::io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

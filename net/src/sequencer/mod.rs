@@ -60,12 +60,10 @@ const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
 /// Entries a member with peers keeps in its log behind its checkpoint, so
-/// a follower that fell behind (down for a while, or partitioned) catches
-/// up from the log: etcd keeps 5,000 (`--snapshot-catchup-entries`) and
-/// sends a snapshot of its store to a follower further behind; basalt
-/// cannot stream its store to a follower yet, so it keeps more (about
-/// 30 MB of WAL for 300-byte writes).
-pub const CATCHUP_ENTRIES: u64 = 100_000;
+/// a follower a little behind catches up from the log; one further behind
+/// is sent a snapshot of the store (etcd's default for
+/// `--experimental-snapshot-catchup-entries`).
+pub const DEFAULT_CATCHUP_ENTRIES: u64 = 5_000;
 
 /// Where things live under `--data-dir` (etcd keeps `member/wal` and
 /// `member/snap` there; we keep the WAL and the store's tree).
@@ -81,6 +79,12 @@ fn member_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member")
 }
 
+/// Where snapshots received from a leader are written before installing
+/// (etcd's `member/snap`).
+pub fn snap_dir(data_dir: &Path) -> PathBuf {
+    member_dir(data_dir).join("snap")
+}
+
 #[derive(Debug, Clone)]
 pub struct SequencerConfig {
     pub data_dir: PathBuf,
@@ -93,6 +97,8 @@ pub struct SequencerConfig {
     pub quota_backend_bytes: u64,
     /// `--snapshot-count`: checkpoint after this many applied entries.
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: log kept for followers.
+    pub catchup_entries: u64,
     /// Checkpoint at least this often while there is something to save.
     pub checkpoint_interval: Duration,
     /// `--max-request-bytes`: largest encoded write request.
@@ -149,6 +155,8 @@ pub struct Sequencer {
     /// Fired once this member's attributes are applied (etcd serves
     /// clients only from then on).
     published: Shutdown,
+    /// The last snapshot received from a leader: its index and file.
+    received_snapshot: RefCell<Option<(u64, PathBuf)>>,
 }
 
 impl PeerSink for Sequencer {
@@ -158,8 +166,23 @@ impl PeerSink for Sequencer {
     fn unreachable(&self, peer: u64) {
         self.driver.report_unreachable(peer);
     }
-    fn snapshot_failed(&self, peer: u64) {
-        self.driver.report_snapshot(peer, false);
+    fn snapshot_sent(&self, peer: u64, ok: bool) {
+        self.driver.report_snapshot(peer, ok);
+    }
+    fn snapshot_image(&self) -> Option<(basalt_engine::mvcc::ReadView, Vec<u8>)> {
+        // The view and the metadata of the same applied index.
+        let view = self.store.borrow().read_view();
+        Some((view, self.meta.borrow().encode()))
+    }
+    fn snapshot_dir(&self) -> PathBuf {
+        snap_dir(&self.cfg.data_dir)
+    }
+    fn snapshot_received(&self, path: PathBuf, message: basalt_raft::Message) {
+        let index = message.snapshot.as_ref().map_or(0, |s| s.metadata.index);
+        if let Some((_, old)) = self.received_snapshot.replace(Some((index, path))) {
+            let _ = std::fs::remove_file(old);
+        }
+        self.driver.receive(vec![message]);
     }
 }
 
@@ -196,6 +219,9 @@ impl Sequencer {
             tracing::warn!("WAL had a torn tail (an unacknowledged write); it was cut");
         }
         let wal = Rc::new(wal);
+        // A snapshot received but not installed before a stop is of no use:
+        // Raft asks the leader again.
+        let _ = std::fs::remove_dir_all(snap_dir(&cfg.data_dir));
         let entered = crate::node::enter(
             &mut store,
             wal.clone(),
@@ -229,6 +255,7 @@ impl Sequencer {
             disk: Rc::default(),
             transport: RefCell::new(None),
             published: Shutdown::new(),
+            received_snapshot: RefCell::new(None),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -626,10 +653,7 @@ impl Sequencer {
             );
         }
         if let Some(snapshot) = rd.snapshot.take() {
-            return Err(Error::Wal(format!(
-                "a snapshot from the leader (index {}) cannot be installed yet",
-                snapshot.metadata.index
-            )));
+            self.install_snapshot(snapshot).await?;
         }
         let sync_started = std::time::Instant::now();
         let wrote = !rd.entries.is_empty() || rd.must_sync;
@@ -652,6 +676,107 @@ impl Sequencer {
         Ok(true)
     }
 
+    /// Installs a snapshot Raft accepted from the leader: the store received
+    /// with it replaces ours (its applied index is at or past the
+    /// snapshot's; later entries up to it are skipped), the log restarts
+    /// after the snapshot, the membership is the leader's, and every
+    /// watcher gets the events between our old revision and the new one.
+    async fn install_snapshot(&self, snapshot: basalt_raft::Snapshot) -> Result<(), Error> {
+        let index = snapshot.metadata.index;
+        let path = match self.received_snapshot.borrow_mut().take() {
+            Some((i, path)) if i == index => path,
+            other => {
+                return Err(Error::Wal(format!(
+                    "raft installs the snapshot at {index}, but the file received is for {:?}",
+                    other.map(|(i, _)| i)
+                )))
+            }
+        };
+        let mut meta = MemberMeta::decode(&snapshot.data)?;
+        meta.member_id = self.driver.status().id;
+        let _defrag = self
+            .defrag_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let _checkpoint = self
+            .checkpoint_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let old_revision = self.store.borrow().current_revision();
+        let dir = store_dir(&self.cfg.data_dir);
+        let shards = self.store.borrow().shards();
+        let (file, into) = (path.clone(), dir.clone());
+        glommio::executor()
+            .spawn_blocking(move || -> Result<(), Error> {
+                let mut input = std::fs::File::open(&file)
+                    .map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
+                Store::restore_snapshot(&mut input, &into)?;
+                Ok(())
+            })
+            .await?;
+        let store = Store::open(
+            &dir,
+            StoreOptions {
+                shards,
+                ..StoreOptions::default()
+            },
+        )?;
+        let applied = store.last_applied();
+        drop(std::mem::replace(&mut *self.store.borrow_mut(), store));
+        self.since_checkpoint.set(0);
+        self.driver.log().apply_snapshot(snapshot.metadata).await?;
+        *self.meta.borrow_mut() = meta;
+        self.stage_meta();
+        let _ = std::fs::remove_file(&path);
+        tracing::info!(
+            snapshot_index = index,
+            applied_index = applied,
+            revision = self.store.borrow().current_revision(),
+            "installed a snapshot from the leader"
+        );
+        self.publish();
+        self.feed_events_since(old_revision);
+        Ok(())
+    }
+
+    /// Hands the watchers every event after `revision` the store holds (a
+    /// snapshot installed moved the store past them), in bounded batches.
+    fn feed_events_since(&self, revision: i64) {
+        const BATCH: usize = 10_000;
+        let mut next = revision + 1;
+        loop {
+            let events = match self.store.borrow().events_from(&[0], &[0], next, BATCH) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(from = next, error = %e, "watchers cannot be given the events a snapshot skipped");
+                    return;
+                }
+            };
+            if events.is_empty() {
+                return;
+            }
+            let mut batch: Vec<(i64, Vec<Event>)> = Vec::new();
+            for e in events {
+                let rev = e.kv.mod_revision;
+                match batch.last_mut() {
+                    Some((r, evs)) if *r == rev => evs.push(e),
+                    _ => batch.push((rev, vec![e])),
+                }
+            }
+            next = batch.last().map_or(next, |(r, _)| r + 1);
+            for (rev, evs) in &batch {
+                for l in self.listeners.borrow_mut().iter_mut() {
+                    l(*rev, evs);
+                }
+            }
+            if !self.cfg.event_feeds.is_empty() {
+                self.cfg.event_feeds.send(&std::sync::Arc::new(batch));
+            }
+        }
+    }
+
     /// Applies a pass's committed entries in log order, publishes the read
     /// view, feeds the watch hubs, then answers the clients of this member.
     fn apply_committed(&self, entries: Vec<basalt_raft::Entry>) {
@@ -659,6 +784,10 @@ impl Sequencer {
         let mut answers = Vec::new();
         let mut events = Vec::new();
         for e in entries {
+            if e.index <= self.store.borrow().last_applied() {
+                // In the store a snapshot installed already.
+                continue;
+            }
             match e.entry_type {
                 EntryType::Normal if e.data.is_empty() => self.store.borrow_mut().skip(e.index),
                 EntryType::Normal => match LogEntry::decode_from(&e.data) {
@@ -954,7 +1083,11 @@ impl Sequencer {
         let status = self.driver.status();
         let conf = self.meta.borrow().conf_state.clone();
         let members = conf.voters.len() + conf.learners.len();
-        let margin = if members > 1 { CATCHUP_ENTRIES } else { 0 };
+        let margin = if members > 1 {
+            self.cfg.catchup_entries
+        } else {
+            0
+        };
         let upto = durable
             .saturating_sub(margin)
             .min(log.hard_state().commit)
