@@ -36,6 +36,17 @@ pub enum BenchError {
     /// An install step failed.
     #[error("installing {what} failed: {detail}")]
     Install { what: String, detail: String },
+    /// A cluster's members could not say who leads.
+    #[error("endpoint status of {endpoints}: {detail}")]
+    Status { endpoints: String, detail: String },
+    /// A cluster's members did not agree on a leader in time.
+    #[error("{server}: no leader every member names within {seconds} s ({detail}; logs: {logs})")]
+    NoLeader {
+        server: String,
+        seconds: u64,
+        detail: String,
+        logs: String,
+    },
     /// loadgen failed to produce a report.
     #[error("loadgen {args} failed (exit {code:?}): {stderr}")]
     Loadgen {

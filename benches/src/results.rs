@@ -1,6 +1,6 @@
-//! From measurements to docs/benchmarks/RESULTS.md: the median run per
-//! server and scenario, the issue's targets as basalt/etcd ratios, and a
-//! table per scenario.
+//! From measurements to docs/benchmarks/RESULTS.md (one member) or
+//! RESULTS-cluster.md (a cluster): the median run per server and scenario,
+//! the issue's targets as basalt/etcd ratios, and a table per scenario.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,7 +24,14 @@ pub struct Results<'a> {
     pub command: String,
     pub machine: String,
     pub when: String,
+    /// The workspace's commit (with "-dirty" for uncommitted changes).
+    pub commit: String,
     pub rounds: usize,
+    /// Members per server.
+    pub members: usize,
+    /// How the servers were started where the flags choose it (basalt's
+    /// cores and pinning), one sentence each.
+    pub setup: Vec<String>,
     pub work_dir: String,
     pub servers: Vec<ServerEntry>,
     pub scenarios: &'a [Scenario],
@@ -75,28 +82,61 @@ impl Results<'_> {
     /// The whole RESULTS.md.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# Side-by-side benchmark results\n");
+        if self.members > 1 {
+            let _ = writeln!(
+                out,
+                "# Side-by-side benchmark results: {}-member clusters\n",
+                self.members
+            );
+        } else {
+            let _ = writeln!(out, "# Side-by-side benchmark results\n");
+        }
         let _ = writeln!(
             out,
-            "Measured {} on {}. Produced by the harness (see [README.md](README.md)) with:\n",
-            self.when, self.machine
+            "Measured {} at commit {} on {}. Produced by the harness (see [README.md](README.md)) with:\n",
+            self.when, self.commit, self.machine
         );
         let _ = writeln!(out, "```sh\n{}\n```\n", self.command);
         let _ = writeln!(out, "| server | status |\n|---|---|");
         for s in &self.servers {
             let _ = writeln!(out, "| {} | {} |", s.name, s.status);
         }
-        let _ = writeln!(
-            out,
-            "\nMethod: every run starts the server afresh with an empty data dir under `{}` \
-             (one disk for all servers) and talks to it over loopback through `loadgen`. \
-             Rounds alternate the order of the servers. Each cell is the median run by \
-             throughput of {} rounds; \"range\" is the lowest and highest throughput over the \
-             rounds. Peak RSS is the server's VmHWM; RSS growth is VmHWM at the end of the run \
-             minus VmRSS just before it (for the list storm the peak is reset after loading, \
-             so growth is the storm's alone). Latencies are loadgen's, client-side.\n",
-            self.work_dir, self.rounds
-        );
+        if self.members > 1 {
+            let _ = writeln!(
+                out,
+                "\nMethod: every run starts a fresh {n}-member cluster of the server, founded \
+                 with etcd's flags (`--initial-cluster m1=…,m2=…,m3=… --initial-cluster-state new`), \
+                 with empty data dirs under `{dir}` (one disk for all members) and loopback ports. \
+                 It waits until every member answers a linearizable read and every member names \
+                 the same leader (`etcdctl endpoint status`), then `loadgen` talks to the member \
+                 the scenario names: the leader, or the first member in start order that is not \
+                 the leader. Rounds alternate the order of the servers. Each cell is the median \
+                 run by throughput of {rounds} rounds; \"range\" is the lowest and highest \
+                 throughput over the rounds. Peak RSS is every member's VmHWM at the end of the \
+                 run: Σ their sum, max the largest member's; RSS growth Σ is the sum over members \
+                 of VmHWM at the end minus VmRSS just before the run. Latencies are loadgen's, \
+                 client-side.",
+                n = self.members,
+                dir = self.work_dir,
+                rounds = self.rounds
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\nMethod: every run starts the server afresh with an empty data dir under `{}` \
+                 (one disk for all servers) and talks to it over loopback through `loadgen`. \
+                 Rounds alternate the order of the servers. Each cell is the median run by \
+                 throughput of {} rounds; \"range\" is the lowest and highest throughput over the \
+                 rounds. Peak RSS is the server's VmHWM; RSS growth is VmHWM at the end of the run \
+                 minus VmRSS just before it (for the list storm the peak is reset after loading, \
+                 so growth is the storm's alone). Latencies are loadgen's, client-side.",
+                self.work_dir, self.rounds
+            );
+        }
+        for line in &self.setup {
+            let _ = writeln!(out, "\n{line}");
+        }
+        let _ = writeln!(out);
         self.targets(&mut out);
         if let Some(chart) = &self.chart {
             let _ = writeln!(out, "![throughput relative to etcd 3.4]({chart})\n");
@@ -126,6 +166,26 @@ impl Results<'_> {
             }
             let _ = writeln!(out);
         }
+        let with_notes: Vec<&Measurement> = self
+            .measurements
+            .iter()
+            .filter(|m| !m.notes.is_empty())
+            .collect();
+        if !with_notes.is_empty() {
+            let _ = writeln!(out, "## What the servers did besides serving\n");
+            for m in with_notes {
+                for note in &m.notes {
+                    let _ = writeln!(
+                        out,
+                        "- {} on {}, round {}: {note}",
+                        m.scenario,
+                        m.server,
+                        m.round + 1
+                    );
+                }
+            }
+            let _ = writeln!(out);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "## Runs that failed\n");
             for f in &self.failures {
@@ -137,7 +197,13 @@ impl Results<'_> {
     }
 
     fn targets(&self, out: &mut String) {
-        let _ = writeln!(out, "## Targets (issue 5)\n");
+        let targets: &[Target] = if self.members > 1 {
+            let _ = writeln!(out, "## Targets ({}-member clusters)\n", self.members);
+            &CLUSTER_TARGETS
+        } else {
+            let _ = writeln!(out, "## Targets (issue 5)\n");
+            &TARGETS
+        };
         let etcds: Vec<&ServerEntry> = ["etcd-3.4", "etcd-3.5"]
             .iter()
             .filter_map(|s| self.server(s))
@@ -158,7 +224,7 @@ impl Results<'_> {
         header.push_str(" met |");
         rule.push_str("---|");
         let _ = writeln!(out, "{header}\n{rule}");
-        for target in TARGETS {
+        for target in targets {
             let value = |slug: &str| -> Option<f64> {
                 let server = self.server(slug)?;
                 (target.metric)(self, &server.name)
@@ -216,14 +282,29 @@ impl Results<'_> {
         let _ = writeln!(out, "`loadgen {}`\n", scenario.measure.join(" "));
         match scenario.main_op {
             Some(op) => {
+                let memory = if self.members > 1 {
+                    "peak RSS MB Σ | max | RSS growth MB Σ"
+                } else {
+                    "peak RSS MB | RSS growth MB"
+                };
+                let rule = if self.members > 1 {
+                    "---|---|---|"
+                } else {
+                    "---|---|"
+                };
                 let _ = writeln!(
                     out,
-                    "| server | ops/s | range | {op} p50 ms | p99 ms | p99.9 ms | max ms | MB/s | peak RSS MB | RSS growth MB | errors |\n\
-                     |---|---|---|---|---|---|---|---|---|---|---|"
+                    "| server | ops/s | range | {op} p50 ms | p99 ms | p99.9 ms | max ms | MB/s | {memory} | errors |\n\
+                     |---|---|---|---|---|---|---|---|{rule}---|"
                 );
                 for s in &self.servers {
                     let Some(cell) = self.cell(scenario.id, &s.name) else {
-                        let _ = writeln!(out, "| {} | {} | | | | | | | | | |", s.name, absent(s));
+                        let blanks = if self.members > 1 {
+                            "| | | | | | | | | | |"
+                        } else {
+                            "| | | | | | | | | |"
+                        };
+                        let _ = writeln!(out, "| {} | {} {blanks}", s.name, absent(s));
                         continue;
                     };
                     let r = &cell.run.report;
@@ -233,7 +314,7 @@ impl Results<'_> {
                     };
                     let _ = writeln!(
                         out,
-                        "| {} | {:.1} | {:.1}–{:.1} ({} runs) | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+                        "| {} | {:.1} | {:.1}–{:.1} ({} runs) | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
                         s.name,
                         r.throughput_ops_s,
                         cell.min_ops,
@@ -244,7 +325,7 @@ impl Results<'_> {
                         ms(|o| o.p999_ms),
                         ms(|o| o.max_ms),
                         r.bytes_per_s.map_or("—".into(), |b| format!("{:.1}", b / 1e6)),
-                        cell.run.peak_rss as f64 / MB,
+                        self.memory_cells(cell.run),
                         cell.run.rss_growth as f64 / MB,
                         r.errors()
                     );
@@ -253,6 +334,19 @@ impl Results<'_> {
             None => self.per_op_table(out, scenario),
         }
         let _ = writeln!(out);
+    }
+
+    /// Peak RSS: the member's, or the cluster's sum and largest member's.
+    fn memory_cells(&self, run: &Measurement) -> String {
+        if self.members > 1 {
+            format!(
+                "{:.1} | {:.1}",
+                run.peak_rss as f64 / MB,
+                run.peak_rss_max as f64 / MB
+            )
+        } else {
+            format!("{:.1}", run.peak_rss as f64 / MB)
+        }
     }
 
     /// Kubernetes: p99 per operation for every server side by side.
@@ -447,6 +541,35 @@ const TARGETS: [Target; 6] = [
     },
 ];
 
+/// The issue's targets for a 3-member cluster, each server measured on
+/// the same scenario.
+const CLUSTER_TARGETS: [Target; 3] = [
+    Target {
+        title: "put on the leader, 100 clients: throughput ≥ 2×",
+        unit: Unit::OpsPerSecond,
+        ratio: 2.0,
+        higher_is_better: true,
+        metric: |r, s| throughput(r, "cluster-put-100", s),
+        ratio_of: None,
+    },
+    Target {
+        title: "serial put on the leader: p99 ≤ 1×",
+        unit: Unit::Milliseconds,
+        ratio: 1.0,
+        higher_is_better: false,
+        metric: |r, s| p99(r, "cluster-put-serial", "put", s),
+        ratio_of: None,
+    },
+    Target {
+        title: "linearizable single-key range on a follower, 100 clients: throughput ≥ 3×",
+        unit: Unit::OpsPerSecond,
+        ratio: 3.0,
+        higher_is_better: true,
+        metric: |r, s| throughput(r, "cluster-range-100-follower", s),
+        ratio_of: None,
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,8 +598,10 @@ mod tests {
                 bytes_per_s: None,
             },
             peak_rss: 100 * 1024 * 1024,
+            peak_rss_max: 100 * 1024 * 1024,
             rss_growth: 0,
             incidents: vec![],
+            notes: vec![],
         }
     }
 
@@ -494,7 +619,10 @@ mod tests {
             command: String::new(),
             machine: String::new(),
             when: String::new(),
+            commit: String::new(),
             rounds: 1,
+            members: 1,
+            setup: vec![],
             work_dir: String::new(),
             servers: vec![
                 ServerEntry {
@@ -535,13 +663,17 @@ mod tests {
             storm_keys: 1,
             storm_val_size: 1,
             storm_lists: 1,
+            members: 1,
         };
         let list = scenarios(&settings, &["put-100".into(), "put-serial".into()]).unwrap();
         let results = Results {
             command: "side-by-side".into(),
             machine: "test".into(),
             when: "now".into(),
+            commit: "abc1234".into(),
             rounds: 3,
+            members: 1,
+            setup: vec![],
             work_dir: "/tmp".into(),
             servers: vec![
                 ServerEntry {
@@ -580,6 +712,115 @@ mod tests {
         );
         assert!(
             md.contains("not measured (basalt not serving)") || md.contains("| list storm"),
+            "{md}"
+        );
+    }
+
+    fn servers() -> Vec<ServerEntry> {
+        [
+            ("etcd 3.4.23", "etcd-3.4"),
+            ("etcd 3.5.1", "etcd-3.5"),
+            ("basalt", "basalt"),
+        ]
+        .into_iter()
+        .map(|(name, slug)| ServerEntry {
+            name: name.into(),
+            slug: slug.into(),
+            status: "serving".into(),
+            serving: true,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn cluster_results_show_member_memory_cluster_targets_and_events() {
+        let settings = Settings {
+            duration: "1s".into(),
+            nodes: 1,
+            k8s_speedup: 1.0,
+            storm_keys: 1,
+            storm_val_size: 1,
+            storm_lists: 1,
+            members: 3,
+        };
+        let list = scenarios(&settings, &crate::scenario::default_ids(3)).unwrap();
+        let mut basalt_put = run("basalt", "cluster-put-100", 0, 5000.0, 4.0);
+        basalt_put.peak_rss = 300 * 1024 * 1024;
+        basalt_put.peak_rss_max = 120 * 1024 * 1024;
+        basalt_put.rss_growth = 30 * 1024 * 1024;
+        basalt_put.notes = vec!["the leader changed during the run: m1 before, m2 after".into()];
+        let results = Results {
+            command: "side-by-side --members 3".into(),
+            machine: "test".into(),
+            when: "now".into(),
+            commit: "abc1234".into(),
+            rounds: 1,
+            members: 3,
+            setup: vec!["basalt members run with `--cores 1`.".into()],
+            work_dir: "/tmp".into(),
+            servers: servers(),
+            scenarios: &list,
+            measurements: vec![
+                run("etcd 3.4.23", "cluster-put-100", 0, 2000.0, 10.0),
+                run("etcd 3.5.1", "cluster-put-100", 0, 2500.0, 10.0),
+                basalt_put,
+                run("etcd 3.4.23", "cluster-put-serial", 0, 400.0, 4.0),
+                run("basalt", "cluster-put-serial", 0, 600.0, 5.0),
+                run("etcd 3.4.23", "cluster-range-100-follower", 0, 1000.0, 4.0),
+                run("etcd 3.5.1", "cluster-range-100-follower", 0, 2000.0, 4.0),
+                run("basalt", "cluster-range-100-follower", 0, 4000.0, 4.0),
+            ],
+            failures: vec![],
+            chart: None,
+        };
+        let md = results.markdown();
+        assert!(
+            md.starts_with("# Side-by-side benchmark results: 3-member clusters"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Measured now at commit abc1234 on test."),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "\n\nbasalt members run with `--cores 1`.\n\n## Targets (3-member clusters)\n"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| put on the leader, 100 clients: throughput ≥ 2× | 2000.0 ops/s | 2500.0 ops/s | 5000.0 ops/s | 2.50× | 2.00× | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| serial put on the leader: p99 ≤ 1× | 4.000 ms | — | 5.000 ms | 1.25× | — | **no** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| linearizable single-key range on a follower, 100 clients: throughput ≥ 3× | 1000.0 ops/s | 2000.0 ops/s | 4000.0 ops/s | 4.00× | 2.00× | **no** |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("issue 5") && !md.contains("list storm"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| server | ops/s | range | put p50 ms | p99 ms | p99.9 ms | max ms | MB/s | peak RSS MB Σ | max | RSS growth MB Σ | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| basalt | 5000.0 | 5000.0–5000.0 (1 runs) | 2.000 | 4.000 | 8.000 | 12.000 | — | 300.0 | 120.0 | 30.0 | 0 |"),
+            "{md}"
+        );
+        // A scenario a server did not run keeps the table's shape.
+        let leader_range = md.split("## cluster-range-100-leader").nth(1).unwrap();
+        let row = leader_range
+            .lines()
+            .find(|l| l.starts_with("| basalt |"))
+            .unwrap();
+        assert_eq!(row.matches('|').count(), 13, "{row}");
+        assert!(
+            md.contains("## What the servers did besides serving\n\n- cluster-put-100 on basalt, round 1: the leader changed during the run: m1 before, m2 after\n"),
             "{md}"
         );
     }

@@ -85,3 +85,72 @@ fn runs_end_to_end_against_etcd_alone() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `--members 3`: every run founds a fresh 3-member etcd cluster, finds its
+/// leader, loads the leader or a follower, and stops every member.
+#[test]
+fn runs_a_cluster_end_to_end_against_etcd_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("docs/RESULTS-cluster.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_side-by-side"))
+        .args(["--members", "3", "--duration", "1s", "--repeats", "1"])
+        .args(["--no-etcd35", "--scenarios"])
+        .arg("cluster-put-serial,cluster-range-100-follower")
+        .args(["--basalt", "/bin/false", "--loadgen"])
+        .arg(loadgen())
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{stderr}");
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        md.contains(
+            "| basalt | not serving: basalt member m1 exited (exit status: 1) before serving"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("## Targets (3-member clusters)"), "{md}");
+    assert!(!md.contains("Runs that failed"), "{md}");
+    for scenario in ["## cluster-put-serial", "## cluster-range-100-follower"] {
+        let section = md
+            .split(scenario)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {scenario} in {md}"));
+        let row = section
+            .lines()
+            .find(|l| l.starts_with("| etcd 3.4.23 |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let ops: f64 = cells[2].parse().unwrap();
+        assert!(ops > 0.0, "{row}");
+        // Σ peak RSS of three members: more than the largest one's, at
+        // most three times it.
+        let (sum, max): (f64, f64) = (cells[10].parse().unwrap(), cells[11].parse().unwrap());
+        assert!(max > 0.0 && sum > max && sum <= 3.0 * max + 0.1, "{row}");
+        assert!(row.trim_end().ends_with("| 0 |"), "errors in {row}");
+    }
+    // Every member logged; every data dir is gone.
+    let work = dir.path().join("work");
+    for member in ["m1", "m2", "m3"] {
+        assert!(work
+            .join(format!(
+                "etcd-3.4-cluster-range-100-follower-0.{member}.log"
+            ))
+            .exists());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(dir
+        .path()
+        .join("docs/raw/etcd-3.4-cluster-put-serial-0.json")
+        .exists());
+    assert!(dir.path().join("docs/throughput-cluster.svg").exists());
+}

@@ -1,6 +1,7 @@
 //! `side-by-side`: runs the same loadgen workloads against etcd 3.4,
-//! etcd 3.5 and basalt and writes docs/benchmarks/RESULTS.md. See
-//! docs/benchmarks/README.md.
+//! etcd 3.5 and basalt and writes docs/benchmarks/RESULTS.md; with
+//! `--members 3`, against 3-member clusters of each, into
+//! docs/benchmarks/RESULTS-cluster.md. See docs/benchmarks/README.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -8,10 +9,11 @@ use std::process::{Command, ExitCode};
 use basalt_benches::chart;
 use basalt_benches::error::{BenchError, Result};
 use basalt_benches::install;
+use basalt_benches::leader::{Etcdctl, ETCDCTL};
 use basalt_benches::loadgen::Loadgen;
 use basalt_benches::results::{Results, ServerEntry};
-use basalt_benches::scenario::{self, measure, Settings, ALL};
-use basalt_benches::server::{version, Flavor, ServerSpec};
+use basalt_benches::scenario::{self, measure, Settings};
+use basalt_benches::server::{version, Flavor, Pinning, ServerSpec, Topology};
 use clap::Parser;
 
 /// Side-by-side benchmark: etcd 3.4, etcd 3.5 and basalt on the same workloads.
@@ -24,9 +26,28 @@ struct Args {
     /// Rounds; each round runs every scenario on every server.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Scenarios to run (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = ALL.map(String::from))]
-    scenarios: Vec<String>,
+    /// Scenarios to run (comma-separated). Default: with one member
+    /// put-100,put-serial,range-100,list-storm,kubernetes; with more
+    /// cluster-put-100,cluster-put-serial,cluster-range-100-leader,cluster-range-100-follower.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Option<Vec<String>>,
+    /// Members per server: 1 (single member) or a cluster (e.g. 3), started
+    /// afresh for every run.
+    #[arg(long, default_value_t = 1)]
+    members: usize,
+    /// basalt's --cores for every member. Default: 1 in a cluster; with one
+    /// member the flag is not passed (basalt takes every CPU).
+    #[arg(long)]
+    basalt_cores: Option<usize>,
+    /// CPUs of basalt's members: `own` (every CPU allowed; basalt pins its
+    /// executors from the first CPU on) or `spread` (member i on CPU
+    /// i mod CPUs, through taskset). Default: spread in a cluster, own
+    /// with one member.
+    #[arg(long)]
+    basalt_pinning: Option<Pinning>,
+    /// etcdctl, which asks a cluster's members who leads.
+    #[arg(long, default_value = ETCDCTL)]
+    etcdctl: PathBuf,
     /// Cluster size of the kubernetes scenario.
     #[arg(long, default_value_t = 100)]
     nodes: u64,
@@ -56,7 +77,8 @@ struct Args {
     /// Data dirs, logs and the etcd 3.5 download (default: <workspace>/target/side-by-side).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Results file (default: <workspace>/docs/benchmarks/RESULTS.md).
+    /// Results file (default: <workspace>/docs/benchmarks/RESULTS.md, or
+    /// RESULTS-cluster.md with more than one member).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -86,6 +108,12 @@ fn run(args: Args) -> Result<()> {
             "--repeats must be at least 1".into(),
         ));
     }
+    if args.members == 0 {
+        return Err(BenchError::InvalidArgs(
+            "--members must be at least 1".into(),
+        ));
+    }
+    let cluster = args.members > 1;
     let workspace = args
         .workspace
         .clone()
@@ -95,10 +123,13 @@ fn run(args: Args) -> Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(|| workspace.join("target/side-by-side"));
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| workspace.join("docs/benchmarks/RESULTS.md"));
+    let out = args.out.clone().unwrap_or_else(|| {
+        workspace.join(if cluster {
+            "docs/benchmarks/RESULTS-cluster.md"
+        } else {
+            "docs/benchmarks/RESULTS.md"
+        })
+    });
     let out_dir = out
         .parent()
         .map(Path::to_path_buf)
@@ -115,11 +146,24 @@ fn run(args: Args) -> Result<()> {
         storm_keys: args.storm_keys,
         storm_val_size: args.storm_val_size,
         storm_lists: args.storm_lists,
+        members: args.members,
     };
-    let scenarios = scenario::scenarios(&settings, &args.scenarios)?;
+    let ids = args
+        .scenarios
+        .clone()
+        .unwrap_or_else(|| scenario::default_ids(args.members));
+    let scenarios = scenario::scenarios(&settings, &ids)?;
+    let topology = if cluster {
+        Topology::Cluster {
+            members: args.members,
+            etcdctl: etcdctl(&args, &workspace)?,
+        }
+    } else {
+        Topology::Single
+    };
 
     let load_at_start = load_average();
-    let (specs, entries) = servers(&args, &workspace, &work, &loadgen)?;
+    let (specs, entries) = servers(&args, &workspace, &work, &loadgen, &topology)?;
     for e in &entries {
         eprintln!("side-by-side: {}: {}", e.name, e.status);
     }
@@ -138,14 +182,25 @@ fn run(args: Args) -> Result<()> {
                     sc.id,
                     spec.name
                 );
-                match measure(spec, sc, round, &work, &raw, &loadgen) {
+                match measure(spec, &topology, sc, round, &work, &raw, &loadgen) {
                     Ok(m) => {
+                        let peak = if cluster {
+                            format!(
+                                "peak RSS Σ {:.1} MB (max {:.1})",
+                                m.peak_rss as f64 / 1048576.0,
+                                m.peak_rss_max as f64 / 1048576.0
+                            )
+                        } else {
+                            format!("peak RSS {:.1} MB", m.peak_rss as f64 / 1048576.0)
+                        };
                         eprintln!(
-                            "{:.1} ops/s, peak RSS {:.1} MB, {} errors",
+                            "{:.1} ops/s, {peak}, {} errors",
                             m.report.throughput_ops_s,
-                            m.peak_rss as f64 / 1048576.0,
                             m.report.errors()
                         );
+                        for note in &m.notes {
+                            eprintln!("side-by-side:   {note}");
+                        }
                         measurements.push(m);
                     }
                     Err(e) => {
@@ -171,7 +226,10 @@ fn run(args: Args) -> Result<()> {
             load_average()
         ),
         when: now(),
+        commit: commit(&workspace),
         rounds: args.repeats,
+        members: args.members,
+        setup: setup(&args, &specs),
         work_dir: work.display().to_string(),
         servers: entries,
         scenarios: &scenarios,
@@ -179,9 +237,14 @@ fn run(args: Args) -> Result<()> {
         failures,
         chart: None,
     };
-    let chart_path = out_dir.join("throughput.svg");
+    let chart_name = if cluster {
+        "throughput-cluster.svg"
+    } else {
+        "throughput.svg"
+    };
+    let chart_path = out_dir.join(chart_name);
     match chart::throughput(&results, &chart_path) {
-        Ok(()) => results.chart = Some("throughput.svg".into()),
+        Ok(()) => results.chart = Some(chart_name.into()),
         Err(e) => eprintln!("side-by-side: no chart: {e}"),
     }
     std::fs::write(&out, results.markdown()).map_err(|source| BenchError::Io {
@@ -199,6 +262,7 @@ fn servers(
     workspace: &Path,
     work: &Path,
     loadgen: &Loadgen,
+    topology: &Topology,
 ) -> Result<(Vec<ServerSpec>, Vec<ServerEntry>)> {
     let mut specs = Vec::new();
     let mut entries = Vec::new();
@@ -214,6 +278,8 @@ fn servers(
         slug: "etcd-3.4".into(),
         binary: etcd34.clone(),
         flavor: Flavor::Etcd,
+        extra_args: Vec::new(),
+        pinning: Pinning::Own,
     };
     entries.push(entry(
         &spec,
@@ -230,6 +296,8 @@ fn servers(
                     slug: "etcd-3.5".into(),
                     binary: binary.clone(),
                     flavor: Flavor::Etcd,
+                    extra_args: Vec::new(),
+                    pinning: Pinning::Own,
                 };
                 entries.push(entry(
                     &spec,
@@ -256,6 +324,10 @@ fn servers(
         slug: "basalt".into(),
         binary: basalt.clone(),
         flavor: Flavor::Basalt,
+        extra_args: basalt_cores(args)
+            .map(|n| vec!["--cores".to_string(), n.to_string()])
+            .unwrap_or_default(),
+        pinning: basalt_pinning(args),
     };
     if !basalt.exists() {
         entries.push(entry(
@@ -266,9 +338,11 @@ fn servers(
     } else {
         // One trial start: a basalt that cannot serve yet is reported,
         // and the run goes on with etcd alone.
-        match spec.start(work, "probe", loadgen) {
+        match spec.start(work, "probe", loadgen, topology) {
             Ok(server) => {
-                server.stop();
+                for note in server.stop() {
+                    eprintln!("side-by-side: basalt trial start: {note}");
+                }
                 entries.push(entry(
                     &spec,
                     format!("serving (`{}`)", basalt.display()),
@@ -280,6 +354,105 @@ fn servers(
         }
     }
     Ok((specs, entries))
+}
+
+/// basalt's `--cores`, if passed: the flag, or 1 per member in a cluster
+/// (3 members on this project's 2-core machines: more executors than
+/// cores only adds cross-core hops).
+fn basalt_cores(args: &Args) -> Option<usize> {
+    args.basalt_cores.or((args.members > 1).then_some(1))
+}
+
+/// Where basalt's members run: the flag, or spread in a cluster (with
+/// their own pinning every member's executor 0 takes the first CPU, so a
+/// cluster would share one core while etcd's take them all).
+fn basalt_pinning(args: &Args) -> Pinning {
+    args.basalt_pinning.unwrap_or(if args.members > 1 {
+        Pinning::Spread
+    } else {
+        Pinning::Own
+    })
+}
+
+/// How basalt was started, where the flags chose it.
+fn setup(args: &Args, specs: &[ServerSpec]) -> Vec<String> {
+    let Some(basalt) = specs.iter().find(|s| s.flavor == Flavor::Basalt) else {
+        return Vec::new();
+    };
+    if args.members == 1 && args.basalt_cores.is_none() && args.basalt_pinning.is_none() {
+        return Vec::new();
+    }
+    let cores = match basalt_cores(args) {
+        Some(n) => format!("`--cores {n}`"),
+        None => "every CPU (`--cores` not passed)".into(),
+    };
+    let pinning = match basalt.pinning {
+        Pinning::Own => format!(
+            "with every CPU allowed (`--basalt-pinning own`: basalt pins its executors \
+             from the first CPU on, so every member's first executor shares CPU {})",
+            first_cpu()
+        ),
+        Pinning::Spread => "each on one CPU, member i on the i-th allowed CPU mod their number \
+             (`--basalt-pinning spread`, through `taskset`), so the members spread over \
+             the machine as etcd's Go runtime spreads etcd's"
+            .into(),
+    };
+    vec![format!(
+        "basalt members run with {cores}, {pinning}. etcd members run unpinned (every CPU). \
+         Why: [README.md](README.md#basalts-cores-and-cpus-in-a-cluster)."
+    )]
+}
+
+fn first_cpu() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|l| basalt_benches::server::parse_cpu_list(l).first().copied())
+        })
+        .map_or_else(|| "0".into(), |c| c.to_string())
+}
+
+/// etcdctl, installed with scripts/install-test-deps.sh if missing.
+fn etcdctl(args: &Args, workspace: &Path) -> Result<Etcdctl> {
+    if !args.etcdctl.exists() && args.etcdctl == Path::new(ETCDCTL) {
+        // The script installs etcd-client along with etcd-server.
+        let script = workspace.join("scripts/install-test-deps.sh");
+        let _ = Command::new("bash").arg(&script).status();
+    }
+    if !args.etcdctl.exists() {
+        return Err(BenchError::InvalidArgs(format!(
+            "no etcdctl at {} (a cluster's leader is found with `etcdctl endpoint status`): \
+             install etcd-client or pass --etcdctl",
+            args.etcdctl.display()
+        )));
+    }
+    Ok(Etcdctl::new(args.etcdctl.clone()))
+}
+
+/// The workspace's commit, "-dirty" when tracked files differ from it.
+fn commit(workspace: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .output()
+            .ok()
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"])
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    else {
+        return "unknown".into();
+    };
+    let dirty = git(&["diff", "--quiet", "HEAD"]).is_some_and(|o| o.status.code() == Some(1));
+    if dirty {
+        format!("{head}-dirty")
+    } else {
+        head
+    }
 }
 
 fn entry(spec: &ServerSpec, status: String, serving: bool) -> ServerEntry {
