@@ -188,11 +188,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sig = signals.wait();
-    tracing::info!(
-        signal = sig,
-        "stopping: no new calls, finishing in-flight ones"
-    );
+    let failure = loop {
+        if let Some(sig) = signals.wait_for(Duration::from_millis(200)) {
+            tracing::info!(
+                signal = sig,
+                "stopping: no new calls, finishing in-flight ones"
+            );
+            break None;
+        }
+        if let Some(why) = server.failure() {
+            tracing::error!(error = %why, "stopping: the member cannot go on");
+            break Some(why);
+        }
+    };
+    if failure.is_some() {
+        let _ = server.shutdown();
+        return ExitCode::FAILURE;
+    }
     match server.shutdown() {
         Ok(()) => {
             tracing::info!("basalt stopped cleanly");
@@ -288,17 +300,17 @@ impl StopSignals {
         }
     }
 
-    /// Blocks until one of the signals arrives; returns its number.
-    fn wait(&self) -> i32 {
-        loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `self.set` was initialised in `block`; sigwait writes
-            // one c_int.
-            let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-            if rc == 0 {
-                return sig;
-            }
-        }
+    /// Waits up to `timeout` for one of the signals; its number if one
+    /// arrived.
+    fn wait_for(&self, timeout: Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `self.set` was initialised in `block`; sigtimedwait reads
+        // it and the timespec, and writes nothing we pass (null info).
+        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
     }
 }
 

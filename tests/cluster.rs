@@ -460,3 +460,79 @@ async fn a_follower_far_behind_gets_a_snapshot_and_its_watchers_miss_nothing() {
         .count();
     assert_eq!(count, 250);
 }
+
+/// A stream to a member's peer port from a member of another cluster, or
+/// from a stranger, is refused with the reason; garbage is dropped; the
+/// member serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_port_refuses_other_clusters_and_strangers() {
+    use basalt_net::peer::{
+        Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, Refusal, StreamKind, WireLimits,
+    };
+    use std::io::{Read, Write};
+
+    let cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let mut c = cluster.client(0).await;
+    let status = c.status().await.unwrap();
+    let header = status.header().unwrap();
+    let (cluster_id, me) = (header.cluster_id(), header.member_id());
+    let peer_addr = cluster.members[0]
+        .peer_url
+        .trim_start_matches("http://")
+        .to_string();
+    let ask = |hello: Hello| -> Option<HelloReply> {
+        let mut s = std::net::TcpStream::connect(&peer_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        FrameEncoder::new(WireLimits::default())
+            .hello(&hello, &mut out)
+            .unwrap();
+        s.write_all(&out).unwrap();
+        let mut dec = FrameDecoder::new(WireLimits::default());
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = dec.next_frame().unwrap() {
+                return match frame.decode().unwrap() {
+                    Frame::HelloReply(r) => Some(r),
+                    _ => None,
+                };
+            }
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            dec.push(&buf[..n]);
+        }
+    };
+    let other_cluster = ask(Hello::new(cluster_id ^ 1, 0xdead, me, StreamKind::Messages));
+    assert!(
+        matches!(
+            other_cluster,
+            Some(HelloReply::Refused(Refusal::ClusterIdMismatch { .. }))
+        ),
+        "{other_cluster:?}"
+    );
+    let stranger = ask(Hello::new(cluster_id, 0xdead, me, StreamKind::Messages));
+    assert!(
+        matches!(
+            stranger,
+            Some(HelloReply::Refused(Refusal::UnknownMember { id: 0xdead }))
+        ),
+        "{stranger:?}"
+    );
+    let mut s = std::net::TcpStream::connect(&peer_addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        s.read(&mut buf).unwrap_or(0),
+        0,
+        "garbage gets the stream closed"
+    );
+    c.put("still", "serving", None).await.unwrap();
+    assert!(
+        cluster.members[0].log().contains("cluster ID mismatch")
+            || cluster.members[0].log().contains("refused a peer"),
+        "the refusal is logged"
+    );
+}

@@ -64,6 +64,8 @@ const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// A running server. Dropping it without [`ServerHandle::shutdown`] leaves
 /// the executors running until the process exits.
 pub struct ServerHandle {
+    /// Set if the member's log failed and it stopped serving.
+    failed: std::sync::Arc<std::sync::OnceLock<String>>,
     client_addrs: Vec<SocketAddr>,
     metrics_addrs: Vec<SocketAddr>,
     cluster: ClusterInfo,
@@ -97,6 +99,12 @@ impl ServerHandle {
 
     pub fn cluster_id(&self) -> u64 {
         self.cluster.cluster_id
+    }
+
+    /// Why the member stopped serving on its own (its log failed), if it
+    /// did: the process should stop and report it.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
     }
 
     /// Stops accepting, lets in-flight calls finish (bounded by the drain
@@ -169,6 +177,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             e,
         )
     })?;
+    let failed = std::sync::Arc::new(std::sync::OnceLock::new());
     let (shard_workers, workers) = ShardWorkers::new(cores);
     let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
     let seq_cfg = SequencerConfig {
@@ -185,6 +194,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         views: PublishedViews::default(),
         shard_workers,
         event_feeds,
+        failed: failed.clone(),
     };
     let views = seq_cfg.views.clone();
     let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
@@ -298,6 +308,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 let h = ServerHandle {
+                    failed,
                     client_addrs: bound,
                     metrics_addrs,
                     cluster,
@@ -319,6 +330,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         "basalt is serving client requests"
     );
     Ok(ServerHandle {
+        failed,
         client_addrs: bound,
         metrics_addrs,
         cluster,

@@ -158,8 +158,12 @@ impl<S: Storage> RaftLog<S> {
         self.term(index).unwrap_or(0)
     }
 
+    /// Term of the last entry. A storage that cannot read it back gives 0
+    /// here rather than a panic; such a storage must report its failure to
+    /// the application, which then must not act on the node's output (see
+    /// `Storage`).
     pub fn last_term(&self) -> u64 {
-        self.term(self.last_index()).expect("term of last index")
+        self.term(self.last_index()).unwrap_or(0)
     }
 
     pub fn match_term(&self, index: u64, term: u64) -> bool {
@@ -335,9 +339,10 @@ impl<S: Storage> RaftLog<S> {
     pub fn next_committed_entries(&self) -> Vec<Entry> {
         let lo = (self.applied + 1).max(self.first_index());
         if self.committed + 1 > lo {
+            // A storage read failure hands nothing out (see `last_term`).
             return self
                 .slice(lo, self.committed + 1, self.max_apply_bytes)
-                .expect("committed entries are in the log");
+                .unwrap_or_default();
         }
         Vec::new()
     }

@@ -12,6 +12,12 @@ use crate::message::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 /// Indexes kept are `first_index()..=last_index()`; `term(first_index() - 1)`
 /// must still answer (it is the term of the last compacted entry, i.e. of the
 /// snapshot).
+///
+/// A read that fails for another reason (an I/O error, damage) is not
+/// Raft's to handle: the node never panics on it, but what it then outputs
+/// may rest on a wrong answer, so the storage must tell the application,
+/// which must stop the member rather than persist, send or apply that
+/// `Ready`.
 pub trait Storage {
     /// Hard state and membership at startup.
     fn initial_state(&self) -> Result<(HardState, ConfState)>;

@@ -207,6 +207,8 @@ pub struct Driver {
     /// fdatasync of its own, it rides the next write.
     deferred_hard_state: Cell<Option<HardState>>,
     outbox: RefCell<Option<Rc<dyn Outbox>>>,
+    /// Log writes made (for the WAL fault test hook).
+    persists: Cell<u64>,
 }
 
 impl Driver {
@@ -231,6 +233,7 @@ impl Driver {
             request_timeout,
             deferred_hard_state: Cell::new(None),
             outbox: RefCell::new(None),
+            persists: Cell::new(0),
         }
     }
 
@@ -446,6 +449,13 @@ impl Driver {
                 self.deferred_hard_state.set(rd.hard_state);
             }
             return Ok(());
+        }
+        let n = self.persists.get() + 1;
+        self.persists.set(n);
+        if test_wal_fault_at() == Some(n) {
+            self.log
+                .wal()
+                .inject_fault(basalt_engine::wal::Fault::FailSync);
         }
         self.log.persist(entries, hard_state).await?;
         self.deferred_hard_state.set(None);
@@ -669,6 +679,23 @@ pub fn test_mutation() -> Option<Mutation> {
             "BASALT_TEST_MUTATION: linearizable reads are deliberately unsafe"
         );
         Some(m)
+    })
+}
+
+/// Test hook (debug builds only): `BASALT_TEST_WAL_FAULT=fail-sync-at:N`
+/// makes the fdatasync of the member's N-th log write fail, as a dying
+/// disk would.
+fn test_wal_fault_at() -> Option<u64> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        std::env::var("BASALT_TEST_WAL_FAULT")
+            .ok()?
+            .strip_prefix("fail-sync-at:")?
+            .parse()
+            .ok()
     })
 }
 

@@ -72,6 +72,8 @@ pub struct WalStorage {
     hard_state: Cell<HardState>,
     /// What the log is compacted up to; see the module documentation.
     snapshot: RefCell<SnapshotMetadata>,
+    /// The first read that failed (I/O, damage): the member must stop.
+    failure: RefCell<Option<String>>,
 }
 
 fn wal_error(what: &str, e: wal::WalError) -> Error {
@@ -112,6 +114,7 @@ impl WalStorage {
             wal,
             hard_state: Cell::new(hard_state_from_wal(hard_state)),
             snapshot: RefCell::new(snapshot),
+            failure: RefCell::new(None),
         })
     }
 
@@ -183,6 +186,26 @@ impl WalStorage {
     /// The WAL underneath (shared with the rest of the sequencer).
     pub fn wal(&self) -> &Rc<Wal> {
         &self.wal
+    }
+
+    /// The first read of the log that failed for a reason Raft cannot
+    /// handle (an I/O error or damage, naming the segment file): nothing
+    /// the node produced since may be acted on.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Maps a WAL read error for Raft, remembering real failures.
+    fn read_error(&self, e: wal::WalError, index: u64) -> basalt_raft::Error {
+        if !matches!(
+            e,
+            wal::WalError::Released { .. } | wal::WalError::Unavailable { .. }
+        ) {
+            self.failure
+                .borrow_mut()
+                .get_or_insert_with(|| format!("reading entry {index} from the wal: {e}"));
+        }
+        error_to_raft(e, index)
     }
 
     /// The last hard state persisted.
@@ -368,7 +391,7 @@ impl Storage for WalStorage {
         let read = self
             .wal
             .entries(lo, hi, max_bytes)
-            .map_err(|e| error_to_raft(e, lo))?;
+            .map_err(|e| self.read_error(e, lo))?;
         let mut out: Vec<Entry> = read.into_iter().map(entry_from_wal).collect();
         limit_size(&mut out, max_bytes);
         Ok(out)
@@ -392,7 +415,7 @@ impl Storage for WalStorage {
                 last_index: last,
             });
         }
-        self.wal.term(index).map_err(|e| error_to_raft(e, index))
+        self.wal.term(index).map_err(|e| self.read_error(e, index))
     }
 
     fn first_index(&self) -> basalt_raft::Result<u64> {

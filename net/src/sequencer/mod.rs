@@ -113,6 +113,9 @@ pub struct SequencerConfig {
     pub shard_workers: ShardWorkers,
     /// The watch hubs of the other executors, fed each applied batch.
     pub event_feeds: crate::watch::EventFeeds,
+    /// Set once this member's log failed and it stopped serving (what the
+    /// process reports and exits on).
+    pub failed: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -625,6 +628,7 @@ impl Sequencer {
                     let why = format!("the raft log failed, refusing requests until restart: {e}");
                     tracing::error!("{why}");
                     *self.poisoned.borrow_mut() = Some(why.clone());
+                    let _ = self.cfg.failed.set(why.clone());
                     self.driver.fail_all(Error::Wal(why));
                     break;
                 }
@@ -642,8 +646,11 @@ impl Sequencer {
     /// Persist (one fdatasync), send, apply, answer reads, advance.
     async fn pass(&self) -> Result<bool, Error> {
         let Some(mut rd) = self.driver.take_ready() else {
-            return Ok(false);
+            return self.log_failure().map(|()| false);
         };
+        // What Raft produced may rest on a log read that failed: stop
+        // before persisting, sending or applying any of it.
+        self.log_failure()?;
         if let Some(ss) = rd.soft_state {
             tracing::info!(
                 leader = format!("{:x}", ss.leader_id),
@@ -775,6 +782,18 @@ impl Sequencer {
                 self.cfg.event_feeds.send(&std::sync::Arc::new(batch));
             }
         }
+    }
+
+    fn log_failure(&self) -> Result<(), Error> {
+        match self.driver.log().failure() {
+            Some(why) => Err(Error::Wal(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the member stopped serving because its log failed, and why.
+    pub fn failure(&self) -> Option<String> {
+        self.poisoned.borrow().clone()
     }
 
     /// Applies a pass's committed entries in log order, publishes the read
