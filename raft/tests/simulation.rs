@@ -47,6 +47,13 @@ fn options(size: usize, seed: u64) -> SimOptions {
     } else {
         rng.below(20)
     };
+    // Half the seeds pipeline as the server does: the leader sends before
+    // its own persist, and sometimes crashes before that persist completes.
+    // (Drawn last, so the options of earlier draws stay those of old seeds.)
+    if rng.chance(500) {
+        o.leader_sends_first_per_mille = 1000;
+        o.crash_mid_persist_per_mille = 5 + rng.below(20);
+    }
     o
 }
 
@@ -74,6 +81,7 @@ fn run_seed(size: usize, seed: u64, keep_trace: bool) -> Result<Stats, Violation
         )));
     }
     stats.reads = c.reads_served;
+    stats.mid_persist_crashes = c.mid_persist_crashes;
     stats.applied = c.history.len() as u64;
     Ok(stats)
 }
@@ -82,6 +90,7 @@ fn run_seed(size: usize, seed: u64, keep_trace: bool) -> Result<Stats, Violation
 struct Stats {
     applied: u64,
     reads: u64,
+    mid_persist_crashes: u64,
     crashes: u64,
     conf_changes: u64,
     transfers: u64,
@@ -102,7 +111,7 @@ fn chaos_step(c: &mut Cluster, spare: &[NodeId], stats: &mut Stats) -> Result<()
     let churn = c.opts.election_churn_per_mille;
     if c.rng.chance(churn) {
         // Election churn: a node times out early (its clock runs fast).
-        if let Some(id) = c.rng.pick(&live) {
+        if let Some(id) = c.rng.pick(&live).filter(|&id| c.is_live(id)) {
             c.log(|| format!("campaign {id}"));
             c.raw(id).campaign();
             c.process(id)?;
@@ -144,7 +153,7 @@ fn chaos_step(c: &mut Cluster, spare: &[NodeId], stats: &mut Stats) -> Result<()
     if let Some(leader) = c.leader() {
         if c.rng.chance(8) {
             let voters: Vec<NodeId> = c.voters_of(leader).into_iter().collect();
-            if let Some(to) = c.rng.pick(&voters) {
+            if let Some(to) = c.rng.pick(&voters).filter(|_| c.is_live(leader)) {
                 c.log(|| format!("transfer {leader} -> {to}"));
                 let _ = c.raw(leader).transfer_leader(to);
                 c.process(leader)?;
@@ -214,7 +223,7 @@ fn liveness(c: &mut Cluster) -> Result<(), Violation> {
     for t in 0..LIVENESS_TICKS {
         c.tick(0)?;
         let Some(leader) = c.leader() else { continue };
-        if c.raw(leader).role() != StateRole::Leader {
+        if !c.is_live(leader) || c.raw(leader).role() != StateRole::Leader {
             continue;
         }
         match &marker {
@@ -286,6 +295,7 @@ fn run_many(size: usize) {
                 total.crashes += s.crashes;
                 total.conf_changes += s.conf_changes;
                 total.transfers += s.transfers;
+                total.mid_persist_crashes += s.mid_persist_crashes;
                 None
             }
             Ok(Err(v)) => Some(v.0),
@@ -308,11 +318,12 @@ fn run_many(size: usize) {
         }
     }
     println!(
-        "size {size}: {seeds} seeds clean in {:.1}s (entries applied {}, reads {}, crashes {}, conf changes {}, transfers {})",
+        "size {size}: {seeds} seeds clean in {:.1}s (entries applied {}, reads {}, crashes {} + {} leaders mid-persist, conf changes {}, transfers {})",
         start.elapsed().as_secs_f64(),
         total.applied,
         total.reads,
         total.crashes,
+        total.mid_persist_crashes,
         total.conf_changes,
         total.transfers
     );

@@ -662,13 +662,19 @@ impl Sequencer {
         if let Some(snapshot) = rd.snapshot.take() {
             self.install_snapshot(snapshot).await?;
         }
+        let early = self.driver.sends_before_persist(&rd);
+        if early {
+            self.driver.send(std::mem::take(&mut rd.messages));
+        }
         let sync_started = std::time::Instant::now();
         let wrote = !rd.entries.is_empty() || rd.must_sync;
         self.driver.persist(&mut rd).await?;
         if wrote {
             self.disk.wal_fsync.observe(sync_started.elapsed());
         }
-        self.driver.send(std::mem::take(&mut rd.messages));
+        if !early {
+            self.driver.send(std::mem::take(&mut rd.messages));
+        }
         let committed = std::mem::take(&mut rd.committed_entries);
         if !committed.is_empty() {
             self.apply_committed(committed);

@@ -79,6 +79,14 @@ pub struct SimOptions {
     pub election_churn_per_mille: u64,
     /// Serve reads from the leader lease instead of a heartbeat round.
     pub lease_reads: bool,
+    /// basalt's leader pipelining: a leader whose Ready changes neither
+    /// term nor vote sends its messages before persisting (per mille of
+    /// such Readies), as the server does, while its fsync is in flight.
+    pub leader_sends_first_per_mille: u64,
+    /// Per mille of those Readies after which the leader crashes before
+    /// its persist completes: the messages went out, its disk misses the
+    /// Ready.
+    pub crash_mid_persist_per_mille: u64,
 }
 
 impl Default for SimOptions {
@@ -98,6 +106,8 @@ impl Default for SimOptions {
             long_delay: 0,
             election_churn_per_mille: 0,
             lease_reads: false,
+            leader_sends_first_per_mille: 0,
+            crash_mid_persist_per_mille: 0,
         }
     }
 }
@@ -147,6 +157,8 @@ pub struct Cluster {
     /// Outstanding reads: ctx -> (node, commit index when the read began).
     reads: HashMap<Vec<u8>, (NodeId, u64)>,
     pub reads_served: u64,
+    /// Leaders that crashed with their messages sent, before their persist.
+    pub mid_persist_crashes: u64,
     pub next_payload: u64,
     pub trace: Vec<String>,
     pub keep_trace: bool,
@@ -212,6 +224,7 @@ impl Cluster {
             max_committed: 0,
             reads: HashMap::new(),
             reads_served: 0,
+            mid_persist_crashes: 0,
             next_payload: 1,
             trace: Vec::new(),
             keep_trace: true,
@@ -290,6 +303,12 @@ impl Cluster {
             .get_mut(&id)
             .and_then(|n| n.raw.as_mut())
             .expect("node is live")
+    }
+
+    /// Whether `id` runs (a crash in the middle of handling a Ready can
+    /// take a node down under its caller).
+    pub fn is_live(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.raw.is_some())
     }
 
     pub fn crash(&mut self, id: NodeId) {
@@ -435,6 +454,9 @@ impl Cluster {
             )
         });
         // Errors from step are dropped requests (no leader etc.): fine.
+        if !self.is_live(to) {
+            return Ok(());
+        }
         let _ = self.raw(to).step(msg);
         if is_snap {
             if let Some(raw) = self.nodes.get_mut(&from).and_then(|n| n.raw.as_mut()) {
@@ -461,7 +483,45 @@ impl Cluster {
             if !raw.has_ready() {
                 return Ok(());
             }
-            let rd = raw.ready();
+            let mut rd = raw.ready();
+            // 0. basalt's leader pipelining: its messages may go before
+            // its own persist (never those of a Ready that changes term or
+            // vote), and a crash may then cut the persist short.
+            let persisted = raw.storage().hard_state();
+            let keeps_vote = rd
+                .hard_state
+                .is_none_or(|hs| hs.term == persisted.term && hs.vote == persisted.vote);
+            // Not for a leader that commits on its own (its configuration
+            // is itself alone): its commit would count its unpersisted log.
+            let cs = raw.status().conf_state;
+            let alone = |ids: &[NodeId]| ids.iter().all(|&v| v == id);
+            let commits_alone = alone(&cs.voters) && alone(&cs.voters_outgoing);
+            let sends_first = raw.role() == StateRole::Leader
+                && keeps_vote
+                && !commits_alone
+                && rd.snapshot.is_none()
+                && self.opts.leader_sends_first_per_mille > 0
+                && self.rng.chance(self.opts.leader_sends_first_per_mille);
+            if sends_first {
+                for m in std::mem::take(&mut rd.messages) {
+                    self.send(m);
+                }
+                if self.opts.crash_mid_persist_per_mille > 0
+                    && self.rng.chance(self.opts.crash_mid_persist_per_mille)
+                {
+                    self.log(|| {
+                        format!("n{id} crashes with its messages sent, before its persist")
+                    });
+                    self.mid_persist_crashes += 1;
+                    self.crash(id);
+                    return Ok(());
+                }
+            }
+            let raw = self
+                .nodes
+                .get_mut(&id)
+                .and_then(|n| n.raw.as_mut())
+                .expect("live");
             // 1. persist
             if let Some(s) = &rd.snapshot {
                 raw.storage_mut()
@@ -677,6 +737,9 @@ impl Cluster {
         let ctx = format!("read-{}", self.next_payload).into_bytes();
         self.next_payload += 1;
         let required = self.max_committed;
+        if !self.is_live(id) {
+            return;
+        }
         if self.raw(id).read_index(ctx.clone()).is_ok() {
             self.reads.insert(ctx, (id, required));
         }
@@ -705,12 +768,18 @@ impl Cluster {
     pub fn propose(&mut self, id: NodeId) -> Option<Vec<u8>> {
         let data = self.next_payload.to_le_bytes().to_vec();
         self.next_payload += 1;
+        if !self.is_live(id) {
+            return None;
+        }
         let ok = self.raw(id).propose(data.clone()).is_ok();
         let _ = self.process(id);
         ok.then_some(data)
     }
 
     pub fn propose_conf_change(&mut self, id: NodeId, cc: ConfChange) -> bool {
+        if !self.is_live(id) {
+            return false;
+        }
         let ok = self.raw(id).propose_conf_change(&cc).is_ok();
         self.log(|| format!("propose conf change on {id}: {cc:?} -> {ok}"));
         let _ = self.process(id);
@@ -759,6 +828,9 @@ impl Cluster {
             if skip_per_mille > 0 && self.rng.chance(skip_per_mille) {
                 continue; // models a slow clock on that node
             }
+            if !self.is_live(id) {
+                continue;
+            }
             self.raw(id).tick();
             self.process(id)?;
         }
@@ -805,6 +877,7 @@ impl Cluster {
         self.opts.dup_per_mille = 0;
         self.opts.max_delay = self.opts.max_delay.min(1);
         self.opts.long_delay_per_mille = 0;
+        self.opts.crash_mid_persist_per_mille = 0;
         for id in self.nodes.keys().copied().collect::<Vec<_>>() {
             if self.nodes[&id].raw.is_none() {
                 self.restart(id);
