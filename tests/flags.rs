@@ -147,3 +147,56 @@ fn bad_raft_timing_flags_are_refused_like_etcd() {
         }
     }
 }
+
+/// etcd's checks of `--initial-cluster` against `--name` and
+/// `--initial-advertise-peer-urls`: exit 1 with etcd's words, nothing served.
+#[test]
+fn an_initial_cluster_that_does_not_name_this_member_is_refused_like_etcd() {
+    let adv = "http://127.0.0.1:23805";
+    // (--initial-cluster, basalt's message, what etcd's says: it names the
+    // URL it found missing and adds detail of its own after).
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "y=http://127.0.0.1:23805",
+            "couldn't find local name \"x\" in the initial cluster configuration",
+            "couldn't find local name \"x\" in the initial cluster configuration",
+        ),
+        (
+            "x=http://127.0.0.1:23806",
+            "--initial-cluster has x=http://127.0.0.1:23806 but missing from --initial-advertise-peer-urls=http://127.0.0.1:23805",
+            "--initial-cluster has x=http://127.0.0.1:23806 but missing from --initial-advertise-peer-urls=http://127.0.0.1:23805",
+        ),
+        (
+            "x=http://127.0.0.1:23805,x=http://127.0.0.1:23807",
+            "--initial-cluster has x=http://127.0.0.1:23805,http://127.0.0.1:23807 but missing from --initial-advertise-peer-urls=http://127.0.0.1:23805",
+            "but missing from --initial-advertise-peer-urls=http://127.0.0.1:23805",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (cluster, basalt_says, etcd_says) in cases {
+        for (binary, kind, message) in [
+            (env!("CARGO_BIN_EXE_basalt"), "basalt", basalt_says),
+            ("/usr/bin/etcd", "etcd", etcd_says),
+        ] {
+            let client = format!("http://127.0.0.1:{}", support::free_port());
+            let out = Command::new(binary)
+                .args(["--name", "x", "--initial-cluster", cluster])
+                .args(["--initial-advertise-peer-urls", adv])
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .arg("--listen-peer-urls")
+                .arg(format!("http://127.0.0.1:{}", support::free_port()))
+                .arg("--data-dir")
+                .arg(dir.path().join(kind))
+                .output()
+                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{kind} {cluster}: {stderr}");
+            assert!(stderr.contains(message), "{kind} {cluster}: {stderr}");
+        }
+    }
+}

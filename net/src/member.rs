@@ -74,7 +74,7 @@ impl ClusterInfo {
         }
         let Some((_, own_urls)) = by_name.iter().find(|(n, _)| n == name) else {
             return Err(Error::Config(format!(
-                "--initial-cluster has no entry for this member's --name {name:?}"
+                "couldn't find local name {name:?} in the initial cluster configuration"
             )));
         };
         let mut own_sorted = own_urls.clone();
@@ -82,8 +82,11 @@ impl ClusterInfo {
         let mut adv_sorted = advertise_peer_urls.to_vec();
         adv_sorted.sort();
         if own_sorted != adv_sorted {
+            // etcd's words.
             return Err(Error::Config(format!(
-                "--initial-cluster has {own_urls:?} for {name:?} but --initial-advertise-peer-urls is {advertise_peer_urls:?}"
+                "--initial-cluster has {name}={} but missing from --initial-advertise-peer-urls={}",
+                own_urls.join(","),
+                advertise_peer_urls.join(",")
             )));
         }
         let members: Vec<MemberInfo> = by_name
