@@ -536,3 +536,82 @@ async fn the_peer_port_refuses_other_clusters_and_strangers() {
         "the refusal is logged"
     );
 }
+
+/// A member over its quota raises NOSPACE through the log: every member
+/// lists the alarm and refuses writes, and disarming it on any member
+/// lets writes through everywhere, as on a real etcd cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nospace_alarm_holds_on_every_member_as_on_etcd() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let cluster = Cluster::start(kind, 3, &["--quota-backend-bytes", "1048576"]).await;
+        let leader = cluster.wait_leader().await;
+        let mut l = cluster.client(leader).await;
+        let mut lines = Vec::new();
+        let mut hit = None;
+        for i in 0..400 {
+            if let Err(e) = l.put(format!("fill{i}"), vec![b'x'; 16 * 1024], None).await {
+                hit = Some(describe_error(&e));
+                break;
+            }
+        }
+        lines.push(format!("leader fill: {hit:?}"));
+        let leader_id = l.status().await.unwrap().header().unwrap().member_id();
+        // The alarm reaches the others through the log.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..3 {
+            let mut c = cluster.client(i).await;
+            let alarms = c
+                .alarm(AlarmAction::Get, AlarmType::None, None)
+                .await
+                .unwrap();
+            let put = c.put("small", "v", None).await;
+            // Each member over its own quota raises its own alarm too, when
+            // it gets there: how many are listed depends on timing.
+            lines.push(format!(
+                "member {}: the leader's NOSPACE listed {}, put {}",
+                if i == leader { "leader" } else { "follower" },
+                alarms
+                    .alarms()
+                    .iter()
+                    .any(|a| a.alarm() == AlarmType::Nospace && a.member_id() == leader_id),
+                put.map(|_| "ok".to_string())
+                    .unwrap_or_else(|e| describe_error(&e))
+            ));
+        }
+        lines.sort();
+        // Free space and disarm through a follower.
+        let follower = (leader + 1) % 3;
+        let mut f = cluster.client(follower).await;
+        f.delete(
+            "fill",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+        let rev = f.get("x", None).await.unwrap().header().unwrap().revision();
+        f.compact(rev, None).await.unwrap();
+        for i in 0..3 {
+            cluster.client(i).await.defragment().await.unwrap();
+        }
+        let alarms = f
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        for a in alarms.alarms() {
+            let mut opts = AlarmOptions::new();
+            opts.with_member(a.member_id());
+            f.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(opts))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..3 {
+            let put = cluster.client(i).await.put("after", "v", None).await;
+            lines.push(format!("after disarm, put on member: {}", put.is_ok()));
+        }
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

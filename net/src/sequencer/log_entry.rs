@@ -14,7 +14,7 @@ use crate::wire;
 /// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11")]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
     #[prost(uint64, tag = "7")]
@@ -58,6 +58,10 @@ pub enum Request {
     /// to the leader's lessor (and every member's) through the log.
     #[prost(message, tag = "10")]
     LeaseKeepAlive(pb::LeaseKeepAliveRequest),
+    /// Not a store operation: an alarm raised or disarmed, for every member
+    /// (`member_id` is always filled in by the proposer).
+    #[prost(message, tag = "11")]
+    Alarm(pb::AlarmRequest),
 }
 
 impl LogEntry {
@@ -74,7 +78,9 @@ impl LogEntry {
     pub fn is_store_op(&self) -> bool {
         !matches!(
             self.request,
-            Some(Request::MemberAttributes(_)) | Some(Request::LeaseKeepAlive(_))
+            Some(Request::MemberAttributes(_))
+                | Some(Request::LeaseKeepAlive(_))
+                | Some(Request::Alarm(_))
         )
     }
 
@@ -92,7 +98,9 @@ impl LogEntry {
                 ttl: r.ttl,
             },
             Some(Request::LeaseRevoke(r)) => Op::LeaseRevoke { id: r.id },
-            Some(Request::MemberAttributes(_)) | Some(Request::LeaseKeepAlive(_)) => {
+            Some(Request::MemberAttributes(_))
+            | Some(Request::LeaseKeepAlive(_))
+            | Some(Request::Alarm(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

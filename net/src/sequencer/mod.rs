@@ -155,6 +155,8 @@ pub struct Sequencer {
     disk: Rc<crate::metrics::DiskMetrics>,
     /// The peer transport, once started.
     transport: RefCell<Option<Rc<Transport>>>,
+    /// A NOSPACE alarm raised here still has to go through the log.
+    nospace_to_publish: Cell<bool>,
     /// Fired once this member's attributes are applied (etcd serves
     /// clients only from then on).
     published: Shutdown,
@@ -257,6 +259,7 @@ impl Sequencer {
             checkpoint_spawned: Cell::new(false),
             disk: Rc::default(),
             transport: RefCell::new(None),
+            nospace_to_publish: Cell::new(false),
             published: Shutdown::new(),
             received_snapshot: RefCell::new(None),
         });
@@ -464,7 +467,7 @@ impl Sequencer {
                 self.store.borrow().write_snapshot(&mut blob)?;
                 Ok(Reply::Snapshot { blob, header })
             }
-            Command::Alarm(req) => Ok(Reply::Alarms(self.alarm(&req), self.header())),
+            Command::Alarm(req) => self.alarm_request(req).await,
             Command::Leases => {
                 let leases = self.store.borrow().leases()?;
                 Ok(Reply::Leases(leases, self.header()))
@@ -634,6 +637,7 @@ impl Sequencer {
                 }
             }
             self.maybe_checkpoint();
+            self.publish_alarms();
         }
         self.driver.fail_all(Error::Stopped);
         if let Some(t) = self.transport.borrow_mut().take() {
@@ -883,6 +887,7 @@ impl Sequencer {
                 self.stage_meta();
                 Ok(Reply::Done(self.header()))
             }
+            Some(LogRequest::Alarm(req)) => Ok(Reply::Alarms(self.alarm(req), self.header())),
             Some(LogRequest::LeaseKeepAlive(k)) => {
                 let ttl = self
                     .store
@@ -1181,6 +1186,8 @@ impl Sequencer {
             .any(|(_, a)| *a == pb::AlarmType::Nospace as i32)
     }
 
+    /// This member is over its quota: it refuses writes at once, and the
+    /// alarm goes through the log (`publish_alarms`) so every member does.
     fn raise_nospace(&self) {
         let inserted = self
             .alarms
@@ -1192,7 +1199,40 @@ impl Sequencer {
                 "database space exceeded: NOSPACE alarm raised"
             );
             self.save_alarms();
+            self.nospace_to_publish.set(true);
         }
+    }
+
+    /// Proposes this member's NOSPACE alarm to the cluster once raised.
+    fn publish_alarms(self: &Rc<Self>) {
+        if !self.nospace_to_publish.replace(false) {
+            return;
+        }
+        let seq = self.clone();
+        glommio::spawn_local(async move {
+            let req = pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Activate as i32,
+                member_id: seq.driver.status().id,
+                alarm: pb::AlarmType::Nospace as i32,
+            };
+            if let Err(e) = seq.propose(LogEntry::new(LogRequest::Alarm(req))).await {
+                tracing::warn!(error = %e, "the NOSPACE alarm did not reach the cluster; retrying");
+                seq.nospace_to_publish.set(true);
+            }
+        })
+        .detach();
+    }
+
+    /// etcd's Alarm call: GET answers from this member's alarms; ACTIVATE
+    /// and DEACTIVATE go through the log, so every member agrees.
+    async fn alarm_request(&self, mut req: pb::AlarmRequest) -> Result<Reply, Status> {
+        if req.action == pb::alarm_request::AlarmAction::Get as i32 {
+            return Ok(Reply::Alarms(self.alarm(&req), self.header()));
+        }
+        if req.member_id == 0 {
+            req.member_id = self.driver.status().id;
+        }
+        self.propose(LogEntry::new(LogRequest::Alarm(req))).await
     }
 
     /// Persists the alarm set after a change. A failure leaves the change in
