@@ -191,14 +191,22 @@ fn faults_hit_the_server_and_partitions_cut_only_peers() {
             "clients still reach cut-off m1"
         );
         network.heal(1).expect("heal");
-        assert!(network.connects_from(0, peer(1), wait), "healed m1 reached");
+        assert!(
+            eventually(|| network.connects_from(0, peer(1), wait)),
+            "healed m1 reached"
+        );
 
         let pid = cluster.members[0].pid().expect("running");
         cluster.pause(0);
-        assert_eq!(process_state(pid), Some('T'), "SIGSTOP stops the server");
+        assert!(
+            eventually(|| process_state(pid) == Some('T')),
+            "SIGSTOP stops the server"
+        );
         cluster.resume(0);
-        std::thread::sleep(Duration::from_millis(100));
-        assert_ne!(process_state(pid), Some('T'), "SIGCONT resumes it");
+        assert!(
+            eventually(|| process_state(pid) != Some('T')),
+            "SIGCONT resumes it"
+        );
 
         let pid = cluster.members[2].pid().expect("running");
         cluster.kill(2);
@@ -211,6 +219,17 @@ fn faults_hit_the_server_and_partitions_cut_only_peers() {
             .expect("restarted: the server itself");
         cluster.wait_ready(2).await;
     });
+}
+
+/// Whether `condition` holds within a few tries (signals and links take
+/// effect asynchronously).
+fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    (0..20).any(|_| {
+        condition() || {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    })
 }
 
 /// A process's state letter from /proc (`T`: stopped), `None` if gone.
@@ -330,39 +349,50 @@ fn mutation_schedules_pass_without_the_mutation() {
 
 /// Long runs: `BASALT_FAULT_SEEDS` (`1..=50`, `1..50` or `4,9,17`) of
 /// `BASALT_FAULT_SECONDS` (default 60) of faults each, against
-/// `BASALT_FAULT_KIND` (`basalt`, the default, or `etcd`). Prints each
-/// seed's verdict and a summary; fails if any run did not pass. See
-/// scripts/fault-runs.sh.
+/// `BASALT_FAULT_KIND` (`basalt`, the default, or `etcd`), with
+/// `BASALT_FAULT_CLIENTS` clients (5) waiting up to
+/// `BASALT_FAULT_THINK_MS` (20) between requests. Prints each seed's
+/// verdict and nemesis timeline and a summary; fails if any run did not
+/// pass. See scripts/fault-runs.sh.
 #[test]
 #[ignore = "long: run through scripts/fault-runs.sh"]
 fn fault_runs_from_env() {
     let seeds = parse_seeds(&std::env::var("BASALT_FAULT_SEEDS").unwrap_or("1..=5".into()));
-    let seconds: u64 = std::env::var("BASALT_FAULT_SECONDS")
-        .ok()
-        .map(|s| s.parse().expect("BASALT_FAULT_SECONDS: a number"))
-        .unwrap_or(60);
+    let number = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("{name}: a number")))
+            .unwrap_or(default)
+    };
+    let workload = WorkloadPlan {
+        clients: number("BASALT_FAULT_CLIENTS", 5) as usize,
+        think: Duration::from_millis(number("BASALT_FAULT_THINK_MS", 20)),
+        ..WorkloadPlan::default()
+    };
     let kind = match std::env::var("BASALT_FAULT_KIND").as_deref() {
         Ok("etcd") => Kind::Etcd,
         Ok("basalt") | Err(_) => Kind::Basalt,
         Ok(other) => panic!("BASALT_FAULT_KIND: basalt or etcd, not {other:?}"),
     };
+    let seconds = number("BASALT_FAULT_SECONDS", 60);
     let mut failed = Vec::new();
     let mut lines = Vec::new();
     for &seed in &seeds {
         let plan = RunPlan {
             label: if kind == Kind::Etcd { "etcd" } else { "basalt" }.into(),
             kind,
+            workload: workload.clone(),
             ..RunPlan::basalt(seed, Duration::from_secs(seconds))
         };
         let result = serially(run(&plan));
         let line = result.summary();
-        println!("{line}");
+        println!("{}", result.explain());
         let passed = result.verdict() == Verdict::Ok && result.problems.is_empty();
         if passed {
             keep_if_asked(&result);
         } else {
             let saved = result.preserve();
-            println!("{}\nkept: {}", result.explain(), saved.display());
+            println!("NOT PASSED, kept: {}", saved.display());
             failed.push((seed, saved));
         }
         lines.push(line);
