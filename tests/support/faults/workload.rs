@@ -205,12 +205,11 @@ impl Workload {
                         }
                     }
                     let client = conn.as_mut().expect("connected");
-                    let (outcome, ok) = shared.perform_and_record(id, client, &request).await;
+                    let (_, ok) = shared.perform_and_record(id, client, &request).await;
                     if let Some(Response::Get(r)) = ok {
                         result.revision = result.revision.max(r.header_revision);
                         break;
                     }
-                    let _ = outcome;
                     conn = None;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
