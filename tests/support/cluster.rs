@@ -1,14 +1,19 @@
 //! Multi-member clusters of real processes on loopback (etcd or basalt,
 //! started with the same flags), for cluster tests and fault runs: kill,
 //! pause (SIGSTOP) and resume members, restart them on their data dirs.
+//! [`Cluster::start_planned`] places members elsewhere: on addresses of
+//! the test's choosing, each in its own network namespace if asked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
 use super::{free_port, Kind, ETCDCTL_BIN, ETCD_BIN};
+
+/// `ip` (iproute2), which runs a member inside a network namespace.
+pub const IP_BIN: &str = "/usr/sbin/ip";
 
 pub struct Member {
     pub name: String,
@@ -18,6 +23,16 @@ pub struct Member {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The network namespace the member runs in (`ip netns exec`, which
+    /// execs: the child's PID is the server's); `None`: the test's own.
+    netns: Option<String>,
+}
+
+/// Where a member of [`Cluster::start_planned`] listens and runs.
+pub struct MemberPlan {
+    pub client_url: String,
+    pub peer_url: String,
+    pub netns: Option<String>,
 }
 
 impl Member {
@@ -32,6 +47,18 @@ impl Member {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
 }
 
 pub struct Cluster {
@@ -39,6 +66,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     initial_cluster: String,
     extra: Vec<String>,
+    /// Environment variables every member process gets.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -46,16 +75,38 @@ impl Cluster {
     /// Starts `n` members founding a new cluster and waits until every
     /// one answers a linearizable read.
     pub async fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
+        let plans = (0..n)
+            .map(|_| MemberPlan {
                 client_url: format!("http://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
+                netns: None,
+            })
+            .collect();
+        Self::start_planned(kind, plans, extra, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with each member where its plan says and
+    /// `env` set for every member process.
+    pub async fn start_planned(
+        kind: Kind,
+        plans: Vec<MemberPlan>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = plans.len();
+        let members: Vec<Member> = plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, plan)| Member {
+                name: format!("m{i}"),
+                client_url: plan.client_url,
+                peer_url: plan.peer_url,
                 data_dir: dir.path().join(format!("m{i}")),
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,
                 paused: false,
+                netns: plan.netns,
             })
             .collect();
         let initial_cluster = members
@@ -68,6 +119,10 @@ impl Cluster {
             members,
             initial_cluster,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         for i in 0..n {
@@ -90,8 +145,16 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .expect("log file");
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--name")
+        let mut cmd = match &m.netns {
+            Some(ns) => {
+                let mut cmd = Command::new(IP_BIN);
+                cmd.args(["netns", "exec", ns]).arg(&bin);
+                cmd
+            }
+            None => Command::new(&bin),
+        };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
