@@ -37,6 +37,9 @@ use crate::sequencer::{LogEntry, Reply};
 pub const MAX_WAITING_PROPOSALS: usize = 16_384;
 /// Linearizable reads waiting for a read index, at most.
 pub const MAX_WAITING_READS: usize = 65_536;
+/// A ReadIndex round unanswered this long is asked again (etcd's
+/// `readIndexRetryTime`).
+pub const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 
 /// Raft's log shared between the node (which reads it) and the loop (which
 /// persists through it without borrowing the node).
@@ -146,6 +149,8 @@ struct Reads {
     waiting: Vec<(ReadReply, Instant)>,
     /// The round in flight: its context and who rides it.
     in_flight: Option<(u64, Vec<(ReadReply, Instant)>)>,
+    /// When the round in flight was asked for.
+    in_flight_since: Option<Instant>,
     /// Rounds answered, waiting for the member to apply their index.
     answered: Vec<(u64, Vec<(ReadReply, Instant)>)>,
     next_ctx: u64,
@@ -418,6 +423,19 @@ impl Driver {
 
     fn start_read_round(&self, node: &mut RawNode<SharedLog>) {
         let mut reads = self.reads.borrow_mut();
+        // A round unanswered for a while was lost (its request or answer
+        // dropped, or the leader it went to deposed): its readers ride a
+        // new one rather than wait out their timeout (etcd asks again after
+        // `readIndexRetryTime`, 500 ms).
+        if reads
+            .in_flight_since
+            .is_some_and(|t| t.elapsed() >= READ_INDEX_RETRY)
+        {
+            if let Some((_, riders)) = reads.in_flight.take() {
+                reads.waiting.extend(riders);
+            }
+            reads.in_flight_since = None;
+        }
         if reads.in_flight.is_some() || reads.waiting.is_empty() {
             return;
         }
@@ -431,6 +449,7 @@ impl Driver {
             Ok(()) => {
                 let riders = std::mem::take(&mut reads.waiting);
                 reads.in_flight = Some((ctx, riders));
+                reads.in_flight_since = Some(Instant::now());
             }
             // No leader yet: they wait for the next pass, within their
             // timeout.
@@ -529,7 +548,10 @@ impl Driver {
             };
             let ctx = u64::from_be_bytes(ctx);
             match reads.in_flight.take() {
-                Some((c, riders)) if c == ctx => reads.answered.push((rs.index, riders)),
+                Some((c, riders)) if c == ctx => {
+                    reads.answered.push((rs.index, riders));
+                    reads.in_flight_since = None;
+                }
                 other => reads.in_flight = other,
             }
         }
@@ -607,6 +629,7 @@ impl Driver {
             // one can start (its answer, if it ever comes, is ignored).
             if riders.is_empty() {
                 reads.in_flight = None;
+                reads.in_flight_since = None;
             }
         }
         for (_, riders) in reads.answered.iter_mut() {
@@ -627,6 +650,7 @@ impl Driver {
         if let Some((_, r)) = reads.in_flight.take() {
             riders.extend(r);
         }
+        reads.in_flight_since = None;
         for (_, r) in reads.answered.drain(..) {
             riders.extend(r);
         }
