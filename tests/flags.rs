@@ -57,22 +57,8 @@ fn bad_auto_compaction_flags_are_refused_like_etcd() {
             "error parsing CompactionRetention: time: missing unit in duration \"-1\"",
         ),
     ];
-    let dir = tempfile::tempdir().expect("tempdir");
     for (args, message) in cases {
-        for (binary, kind) in [
-            (env!("CARGO_BIN_EXE_basalt"), "basalt"),
-            ("/usr/bin/etcd", "etcd"),
-        ] {
-            let out = Command::new(binary)
-                .args(args)
-                .arg("--data-dir")
-                .arg(dir.path().join(kind))
-                .output()
-                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{kind} {args:?}: {stderr}");
-            assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
-        }
+        assert_refused_like_etcd(args, message, message);
     }
 }
 
@@ -129,22 +115,8 @@ fn bad_raft_timing_flags_are_refused_like_etcd() {
             "--heartbeat-interval must be >0 (set to 0ms)",
         ),
     ];
-    let dir = tempfile::tempdir().expect("tempdir");
     for (args, message) in cases {
-        for (binary, kind) in [
-            (env!("CARGO_BIN_EXE_basalt"), "basalt"),
-            ("/usr/bin/etcd", "etcd"),
-        ] {
-            let out = Command::new(binary)
-                .args(args)
-                .arg("--data-dir")
-                .arg(dir.path().join(kind))
-                .output()
-                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{kind} {args:?}: {stderr}");
-            assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
-        }
+        assert_refused_like_etcd(args, message, message);
     }
 }
 
@@ -172,31 +144,43 @@ fn an_initial_cluster_that_does_not_name_this_member_is_refused_like_etcd() {
             "but missing from --initial-advertise-peer-urls=http://127.0.0.1:23805",
         ),
     ];
-    let dir = tempfile::tempdir().expect("tempdir");
     for (cluster, basalt_says, etcd_says) in cases {
-        for (binary, kind, message) in [
-            (env!("CARGO_BIN_EXE_basalt"), "basalt", basalt_says),
-            ("/usr/bin/etcd", "etcd", etcd_says),
-        ] {
-            let client = format!("http://127.0.0.1:{}", support::free_port());
-            let out = Command::new(binary)
-                .args(["--name", "x", "--initial-cluster", cluster])
-                .args(["--initial-advertise-peer-urls", adv])
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .arg("--listen-peer-urls")
-                .arg(format!("http://127.0.0.1:{}", support::free_port()))
-                .arg("--data-dir")
-                .arg(dir.path().join(kind))
-                .output()
-                .unwrap_or_else(|e| panic!("run {binary}: {e}"));
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{kind} {cluster}: {stderr}");
-            assert!(stderr.contains(message), "{kind} {cluster}: {stderr}");
-        }
+        let client = format!("http://127.0.0.1:{}", support::free_port());
+        let peer = format!("http://127.0.0.1:{}", support::free_port());
+        let args = [
+            "--name",
+            "x",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            adv,
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+        ];
+        assert_refused_like_etcd(&args, basalt_says, etcd_says);
+    }
+}
+
+/// Runs basalt and etcd 3.4 with `args` (each in a data dir of its own):
+/// both must exit 1 at once, saying what is given.
+fn assert_refused_like_etcd(args: &[&str], basalt_says: &str, etcd_says: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (binary, kind, message) in [
+        (env!("CARGO_BIN_EXE_basalt"), "basalt", basalt_says),
+        ("/usr/bin/etcd", "etcd", etcd_says),
+    ] {
+        let out = Command::new(binary)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join(kind))
+            .output()
+            .unwrap_or_else(|e| panic!("run {binary}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{kind} {args:?}: {stderr}");
+        assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
     }
 }
