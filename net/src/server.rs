@@ -685,18 +685,7 @@ impl Acceptor {
                 next: next.clone(),
             };
             loops.push(glommio::spawn_local(async move {
-                let open = future::or(
-                    async {
-                        gate.wait().await;
-                        true
-                    },
-                    async {
-                        shutdown.wait().await;
-                        false
-                    },
-                )
-                .await;
-                if open {
+                if shutdown.unless_fired(gate.wait()).await.is_some() {
                     accept_loop(glommio_listener(l), shutdown, move |s| deal.clone().give(s)).await;
                 }
             }));
@@ -736,12 +725,7 @@ async fn accept_loop(
     handle: impl Fn(AcceptedTcpStream) -> Handoff,
 ) {
     loop {
-        let next = future::or(async { Some(listener.shared_accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
-        match next {
+        match shutdown.unless_fired(listener.shared_accept()).await {
             None => break,
             Some(Ok(s)) => handle(s).await,
             Some(Err(e)) => {
@@ -826,12 +810,9 @@ impl Serving {
             let (shutdown, open) = (shutdown.clone(), open.clone());
             glommio::spawn_local(async move {
                 loop {
-                    let next = future::or(async { incoming.next().await }, async {
-                        shutdown.wait().await;
-                        None
-                    })
-                    .await;
-                    let Some(accepted) = next else { break };
+                    let Some(Some(accepted)) = shutdown.unless_fired(incoming.next()).await else {
+                        break;
+                    };
                     // SAFETY: the fd is an accepted, connected socket that
                     // `into_raw_fd` hands over; the glommio stream owns it.
                     let stream = unsafe { TcpStream::from_raw_fd(accepted.into_raw_fd()) };

@@ -27,6 +27,16 @@ impl Shutdown {
         self.fired.get()
     }
 
+    /// Runs `work` unless this fires first: its output, or `None` once
+    /// fired (the work is dropped).
+    pub async fn unless_fired<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        futures_lite::future::or(async { Some(work.await) }, async {
+            self.wait().await;
+            None
+        })
+        .await
+    }
+
     /// Resolves once [`Shutdown::fire`] has been called.
     pub async fn wait(&self) {
         poll_fn(|cx| {

@@ -446,12 +446,7 @@ async fn read_some(
     buf: &mut [u8],
     shutdown: &Shutdown,
 ) -> Result<usize, String> {
-    let read = futures_lite::future::or(async { Some(stream.read(buf).await) }, async {
-        shutdown.wait().await;
-        None
-    })
-    .await;
-    match read {
+    match shutdown.unless_fired(stream.read(buf)).await {
         None => Err("stopping".into()),
         Some(Ok(0)) => Err("the peer closed the stream".into()),
         Some(Ok(n)) => Ok(n),
@@ -503,18 +498,11 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
                 sink.unreachable(link.peer);
             }
         }
-        let stopped = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(backoff).await;
-                false
-            },
-            async {
-                shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stopped {
+        if shutdown
+            .unless_fired(glommio::timer::sleep(backoff))
+            .await
+            .is_none()
+        {
             return;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -608,21 +596,9 @@ async fn pump(
     let mut out = Vec::new();
     let mut batch: Vec<Message> = Vec::new();
     loop {
-        if link.queue.borrow().is_empty() {
-            let stopped = futures_lite::future::or(
-                async {
-                    link.bell.wait().await;
-                    false
-                },
-                async {
-                    shutdown.wait().await;
-                    true
-                },
-            )
-            .await;
-            if stopped {
-                return "stopping".into();
-            }
+        if link.queue.borrow().is_empty() && shutdown.unless_fired(link.bell.wait()).await.is_none()
+        {
+            return "stopping".into();
         }
         batch.extend(link.queue.borrow_mut().drain(..));
         if batch.is_empty() {
