@@ -615,3 +615,57 @@ async fn a_nospace_alarm_holds_on_every_member_as_on_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
 }
+
+/// A follower killed (-9) right after it installed a snapshot restarts as
+/// the same member of the same cluster and serves the data: what it needs
+/// to re-enter Raft was made durable with the installed store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_right_after_installing_a_snapshot_comes_back() {
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.pause(follower);
+    let mut l = cluster.client(leader).await;
+    // More than the leader pipelines to a silent follower (512 appends),
+    // so the rest is compacted away before it wakes.
+    for i in 0..800 {
+        l.put(format!("s/{i:03}"), "v", None).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.resume(follower);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.members[follower]
+        .log()
+        .contains("installed a snapshot from the leader")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot installed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.kill(follower);
+    cluster.restart(follower).await;
+    let mut f = cluster.client(follower).await;
+    let count = f
+        .get(
+            "s/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(count, 800);
+    let members = f.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+}

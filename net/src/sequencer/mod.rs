@@ -743,9 +743,14 @@ impl Sequencer {
         let applied = store.last_applied();
         drop(std::mem::replace(&mut *self.store.borrow_mut(), store));
         self.since_checkpoint.set(0);
-        self.driver.log().apply_snapshot(snapshot.metadata).await?;
+        // The store received carries no member metadata (it is not part of
+        // the logical state): record it with a checkpoint at once, before
+        // the log moves, so a crash now restarts as this member of this
+        // cluster.
         *self.meta.borrow_mut() = meta;
         self.stage_meta();
+        self.store.borrow_mut().checkpoint()?;
+        self.driver.log().apply_snapshot(snapshot.metadata).await?;
         let _ = std::fs::remove_file(&path);
         tracing::info!(
             snapshot_index = index,
