@@ -357,16 +357,36 @@ fn refuse_joining(cfg: &Config) -> Result<(), Error> {
 /// restarted member rebinds at once while the old connections sit in
 /// TIME_WAIT) but not SO_REUSEPORT, with which a second process could bind
 /// the same port and take half of the connections.
+///
+/// A process killed a moment ago may still hold its listener for a few
+/// milliseconds while the kernel tears its io_uring down (its accept was
+/// in flight there): "address in use" is retried for up to
+/// [`REBIND_PATIENCE`] before it is final.
 fn bind_exclusive(addr: SocketAddr, traffic: &str) -> Result<std::net::TcpListener, Error> {
+    let deadline = Instant::now() + REBIND_PATIENCE;
+    loop {
+        match try_bind_exclusive(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => {
+                return other.map_err(|e| {
+                    Error::io(format!("cannot listen for {traffic} traffic on {addr}"), e)
+                })
+            }
+        }
+    }
+}
+
+/// How long a taken address is retried (see [`bind_exclusive`]).
+const REBIND_PATIENCE: Duration = Duration::from_secs(1);
+
+fn try_bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let context = || format!("cannot listen for {traffic} traffic on {addr}");
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| Error::io(context(), e))?;
-    socket
-        .set_reuse_address(true)
-        .and_then(|()| socket.bind(&addr.into()))
-        .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        .map_err(|e| Error::io(context(), e))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
 
