@@ -670,6 +670,20 @@ impl Sequencer {
         if early {
             self.driver.send(std::mem::take(&mut rd.messages));
         }
+        // Committed entries this member persisted in earlier passes are
+        // applied (and their clients answered) before this pass's fsync,
+        // as etcd applies in parallel with its WAL save: committed, they
+        // are durable on a quorum and here. Committed entries among this
+        // Ready's own entries wait for the fsync (a sole voter commits
+        // what it has not persisted yet).
+        let mut committed = std::mem::take(&mut rd.committed_entries);
+        let durable_below = rd.entries.first().map_or(u64::MAX, |e| e.index);
+        let after_persist =
+            committed.split_off(committed.partition_point(|e| e.index < durable_below));
+        let applied_any = !committed.is_empty() || !after_persist.is_empty();
+        if !committed.is_empty() {
+            self.apply_committed(committed);
+        }
         let sync_started = std::time::Instant::now();
         let wrote = !rd.entries.is_empty() || rd.must_sync;
         self.driver.persist(&mut rd).await?;
@@ -679,10 +693,9 @@ impl Sequencer {
         if !early {
             self.driver.send(std::mem::take(&mut rd.messages));
         }
-        let committed = std::mem::take(&mut rd.committed_entries);
-        if !committed.is_empty() {
-            self.apply_committed(committed);
-        } else if rd.soft_state.is_some() {
+        if !after_persist.is_empty() {
+            self.apply_committed(after_persist);
+        } else if !applied_any && rd.soft_state.is_some() {
             // Role or leader changed: headers and the local-read flag.
             self.publish();
         }
