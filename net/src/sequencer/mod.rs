@@ -778,6 +778,9 @@ impl Sequencer {
 
     /// Hands the watchers every event after `revision` the store holds (a
     /// snapshot installed moved the store past them), in bounded batches.
+    /// Events the leader compacted away cannot be: the watchers are then
+    /// told the store jumped to its current revision, and each one still
+    /// behind is canceled with the compact revision (etcd's answer).
     fn feed_events_since(&self, revision: i64) {
         const BATCH: usize = 10_000;
         let mut next = revision + 1;
@@ -785,7 +788,16 @@ impl Sequencer {
             let events = match self.store.borrow().events_from(&[0], &[0], next, BATCH) {
                 Ok(events) => events,
                 Err(e) => {
-                    tracing::error!(from = next, error = %e, "watchers cannot be given the events a snapshot skipped");
+                    let current = self.store.borrow().current_revision();
+                    tracing::info!(from = next, to = current, reason = %e, "the events a snapshot skipped are gone: watchers behind it are canceled");
+                    for l in self.listeners.borrow_mut().iter_mut() {
+                        l(current, &[]);
+                    }
+                    if !self.cfg.event_feeds.is_empty() {
+                        self.cfg
+                            .event_feeds
+                            .send(&std::sync::Arc::new(vec![(current, Vec::new())]));
+                    }
                     return;
                 }
             };
