@@ -574,6 +574,77 @@ async fn watchers_behind_a_compaction_are_canceled_when_their_member_installs_a_
     eprintln!("watchers canceled by the snapshot: {canceled} of 4");
 }
 
+/// An alarm raised while a follower was away reaches it with the
+/// snapshot it installs (the entry that raised it is no longer in the
+/// leader's log): the follower lists it and refuses writes as the others
+/// do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_a_follower_with_its_snapshot() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let mut l = cluster.client(leader).await;
+    let leader_id = l.status().await.unwrap().header().unwrap().member_id();
+    cluster.pause(follower);
+    // More writes than the leader sends a paused follower (512 appends),
+    // then the alarm, then deletes (allowed under NOSPACE) so the log
+    // moves on past it.
+    for i in 0..600 {
+        l.put(format!("a/{:03}", i % 100), "v", None).await.unwrap();
+    }
+    let mut raise = AlarmOptions::new();
+    raise.with_member(leader_id);
+    l.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(raise))
+        .await
+        .unwrap();
+    for i in 0..100 {
+        l.delete(format!("a/{i:03}"), None).await.unwrap();
+    }
+    // Checkpoints every second compact the leader's log past the follower.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.resume(follower);
+    let mut f = cluster.client(follower).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let alarms = f
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        let listed: Vec<(u64, AlarmType)> = alarms
+            .alarms()
+            .iter()
+            .map(|a| (a.member_id(), a.alarm()))
+            .collect();
+        if listed == [(leader_id, AlarmType::Nospace)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower lists {listed:?} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = f.put("a/new", "v", None).await.unwrap_err().to_string();
+    assert!(err.contains("database space exceeded"), "{err}");
+    assert!(
+        cluster.members[follower]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot: the test proves nothing"
+    );
+}
+
 /// A stream to a member's peer port from a member of another cluster, or
 /// from a stranger, is refused with the reason; garbage is dropped; the
 /// member serves on.

@@ -177,7 +177,8 @@ impl PeerSink for Sequencer {
     fn snapshot_image(&self) -> Option<(basalt_engine::mvcc::ReadView, Vec<u8>)> {
         // The view and the metadata of the same applied index.
         let view = self.store.borrow().read_view();
-        Some((view, self.meta.borrow().encode()))
+        let alarms = self.alarms.borrow().iter().copied().collect::<Vec<_>>();
+        Some((view, self.meta.borrow().encode_with_alarms(alarms)))
     }
     fn snapshot_dir(&self) -> PathBuf {
         snap_dir(&self.cfg.data_dir)
@@ -723,6 +724,7 @@ impl Sequencer {
             }
         };
         let mut meta = MemberMeta::decode(&snapshot.data)?;
+        let alarms = MemberMeta::decode_alarms(&snapshot.data)?;
         meta.member_id = self.driver.status().id;
         let _defrag = self
             .defrag_lock
@@ -765,6 +767,13 @@ impl Sequencer {
         self.store.borrow_mut().checkpoint()?;
         self.driver.log().apply_snapshot(snapshot.metadata).await?;
         let _ = std::fs::remove_file(&path);
+        // The alarms the skipped entries raised or disarmed: the leader's.
+        let alarms: AlarmSet = alarms.into_iter().collect();
+        if *self.alarms.borrow() != alarms {
+            tracing::info!(?alarms, "alarms from the leader's snapshot");
+            *self.alarms.borrow_mut() = alarms;
+            self.save_alarms();
+        }
         tracing::info!(
             snapshot_index = index,
             applied_index = applied,
