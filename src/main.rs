@@ -181,11 +181,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match basalt_net::start(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "basalt failed to start");
-            return ExitCode::FAILURE;
+    // Startup (store recovery, executors) runs on a thread of its own, so
+    // a stop signal ends the process even while it is under way.
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("basalt-start".into())
+        .spawn(move || {
+            let _ = started_tx.send(basalt_net::start(cfg));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "basalt failed to start");
+        return ExitCode::FAILURE;
+    }
+    let server = loop {
+        if let Some(sig) = signals.wait_for(Duration::from_millis(100)) {
+            tracing::warn!(signal = sig, "stopping before startup finished");
+            return ExitCode::from(128u8.saturating_add(sig as u8));
+        }
+        match started.try_recv() {
+            Ok(Ok(s)) => break s,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "basalt failed to start");
+                return ExitCode::FAILURE;
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                tracing::error!("basalt failed to start: the startup thread died");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let failure = loop {

@@ -217,7 +217,9 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         peer: peer_listeners,
         executors: deal_to,
     };
-    // Executor 0 first: it opens the store, which may fail.
+    // Executor 0 first: it opens the store, which may fail. It holds the
+    // only sender of its channel, so if it dies before it answers (its
+    // io_uring cannot be set up, ...) the wait below ends at once.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ClusterInfo, String>>();
     let mut drained_rxs = Vec::new();
     let mut drained_txs = Vec::new();
@@ -236,7 +238,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         limits,
         drain_timeout: cfg.drain_timeout,
         stop: stop_rx,
-        ready: ready_tx.clone(),
+        ready: ready_tx,
         calls: calls.clone(),
         auto_compaction: cfg
             .auto_compaction
@@ -268,10 +270,13 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             return Err(Error::Startup(e));
         }
         Err(_) => {
-            join_all(executors);
-            return Err(Error::Startup("executor 0 exited before starting".into()));
+            let why = exit_reason(executors.pop().expect("executor 0 was spawned"));
+            return Err(Error::Startup(format!("executor 0 could not start: {why}")));
         }
     };
+    // The other executors answer on a channel of their own, whose sender
+    // this thread drops once they are spawned (same reason).
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ClusterInfo, String>>();
     fix_advertised_ports(&mut cluster, &bound);
     let per_executor = drained_txs.into_iter().zip(workers).zip(feeds);
     for (i, (((drained, worker), feed), incoming)) in (1..cores).zip(per_executor.zip(incoming)) {
@@ -303,6 +308,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             exec.run_forwarder(links).await
         })?);
     }
+    drop(ready_tx);
     for _ in 1..cores {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
@@ -318,7 +324,25 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
                 let _ = h.shutdown();
                 return Err(Error::Startup(e));
             }
-            Err(_) => return Err(Error::Startup("an executor exited before starting".into())),
+            Err(_) => {
+                // Some executor died without a word: stop the others; the
+                // first error joining them says why.
+                let h = ServerHandle {
+                    failed,
+                    client_addrs: bound,
+                    metrics_addrs,
+                    cluster,
+                    stops,
+                    executors,
+                };
+                let why = match h.shutdown() {
+                    Err(e) => memlock_hint(e.to_string()),
+                    Ok(()) => "no reason given".into(),
+                };
+                return Err(Error::Startup(format!(
+                    "an executor could not start: {why}"
+                )));
+            }
         }
     }
     tracing::info!(
@@ -414,6 +438,47 @@ where
             std::io::Error::other(e.to_string()),
         )
     })
+}
+
+/// Why an executor thread that ended did: its error, or glommio's when the
+/// executor could not even be built, with what to change when that is the
+/// locked-memory limit (io_uring's buffers are locked memory).
+fn exit_reason(h: ExecutorJoinHandle<Result<(), String>>) -> String {
+    let why = match h.join() {
+        Ok(Ok(())) => return "it ended".into(),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
+    memlock_hint(why)
+}
+
+/// `why`, with what to change when it is the locked-memory limit.
+fn memlock_hint(why: String) -> String {
+    let memlock = rlimit_memlock();
+    if why.contains("MemLock") || why.contains("Cannot allocate memory") || why.contains("ENOMEM") {
+        format!(
+            "{why} (io_uring needs locked memory: the limit is {memlock}; raise it, e.g. `ulimit -l unlimited` or LimitMEMLOCK=infinity in a systemd unit)"
+        )
+    } else {
+        why
+    }
+}
+
+/// RLIMIT_MEMLOCK as text, for error messages.
+fn rlimit_memlock() -> String {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return "unknown".into();
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".into()
+    } else {
+        format!("{} KiB", lim.rlim_cur / 1024)
+    }
 }
 
 fn join_all(executors: Vec<ExecutorJoinHandle<Result<(), String>>>) {
@@ -513,6 +578,12 @@ impl Executor {
             metrics_listeners,
             acceptor,
         } = links;
+        if cfg!(debug_assertions) && std::env::var_os("BASALT_TEST_STARTUP_STALL").is_some() {
+            // Test hook (debug builds only): a startup that never ends, to
+            // show a stop signal still ends the process.
+            tracing::warn!("BASALT_TEST_STARTUP_STALL: startup stalls for ever");
+            futures_lite::future::pending::<()>().await;
+        }
         let seq = match Sequencer::open(seq_cfg).await {
             Ok(s) => s,
             Err(e) => {
