@@ -151,6 +151,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(stderr_is_terminal && std::env::var_os("NO_COLOR").is_none())
+        // A log line that cannot be written is dropped: reporting it would
+        // write to the same broken stderr (a panic in `eprintln!`), and a
+        // closed log pipe must never stop the member.
+        .log_internal_errors(false)
         .init();
     let cfg = match config(&flags) {
         Ok(cfg) => cfg,

@@ -120,3 +120,72 @@ fn a_stop_signal_ends_a_start_still_under_way() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("stopping before startup finished"), "{text}");
 }
+
+/// Logs go to stderr; when whoever reads it goes away (a pipe closed), the
+/// member serves on and still stops on SIGTERM. Before, the log writer's
+/// own error report panicked on the broken stderr and took the process
+/// (and, earlier still, only its listeners) down.
+#[test]
+fn a_closed_stderr_never_stops_the_member() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let client = free_port();
+    let url = format!("http://127.0.0.1:{client}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving client requests") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr ended");
+    }
+    drop(stderr);
+    let put = |key: &str| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &url, "--command-timeout=5s", "put", key, "v"])
+            .output()
+            .unwrap()
+    };
+    // Every put logs nothing by itself: wait for the member to write a
+    // line into the closed pipe (its periodic lines, or the puts'
+    // checkpoints), then check it still serves.
+    for i in 0..20 {
+        let out = put(&format!("k{i}"));
+        assert!(
+            out.status.success(),
+            "put {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "basalt exited");
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = exits_within(
+        &mut child,
+        Duration::from_secs(10),
+        &dir.path().join("none"),
+    );
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
