@@ -45,7 +45,7 @@ pub struct ReadView {
 }
 
 /// Nothing is being applied in a view.
-static NO_SCRATCH: Overlay = BTreeMap::new();
+pub(super) static NO_SCRATCH: Overlay = BTreeMap::new();
 /// A read-only txn never looks a lease up (only puts do).
 static NO_LEASES: BTreeMap<i64, i64> = BTreeMap::new();
 
@@ -63,7 +63,7 @@ impl ReadView {
         self.compacted
     }
 
-    fn staged(&self) -> Staged<'_> {
+    pub(super) fn staged(&self) -> Staged<'_> {
         Staged {
             base: &self.base,
             frozen: &self.frozen,
