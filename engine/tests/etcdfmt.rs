@@ -36,7 +36,14 @@ fn range_all(store: &Store, revision: i64) -> Vec<KeyValue> {
 }
 
 fn snapshot(store: &Store) -> Vec<u8> {
-    let snap = EtcdSnapshot::plan(store.read_view(), SnapshotMeta { term: 3 }).unwrap();
+    let snap = EtcdSnapshot::plan(
+        store.read_view(),
+        SnapshotMeta {
+            term: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut out = Vec::new();
     snap.write(&mut out).unwrap();
     assert_eq!(out.len() as u64, snap.len(), "planned length");
@@ -72,7 +79,10 @@ fn real_etcd_snapshot_restores_every_retained_version() {
     let keys: Vec<&[u8]> = now.iter().map(|kv| kv.key.as_slice()).collect();
     assert_eq!(keys, [&b"a"[..], b"big", b"c"]);
     assert_eq!(now[0].value, b"11");
-    assert_eq!((now[0].create_revision, now[0].mod_revision, now[0].version), (2, 5, 2));
+    assert_eq!(
+        (now[0].create_revision, now[0].mod_revision, now[0].version),
+        (2, 5, 2)
+    );
     assert_eq!(now[1].value.len(), 10_000);
     let lease = 0x390d_a23d_4eb0_a207;
     assert_eq!(now[2].lease, lease);
@@ -83,13 +93,16 @@ fn real_etcd_snapshot_restores_every_retained_version() {
     assert_eq!(leases.len(), 1);
     assert_eq!((leases[0].id, leases[0].ttl), (lease, 300));
     assert_eq!(leases[0].keys, vec![b"c".to_vec()]);
-    assert!(store
-        .range(&RangeRequest {
-            key: b"a".to_vec(),
-            revision: 2,
-            ..Default::default()
-        })
-        .is_err(), "below the compaction is compacted");
+    assert!(
+        store
+            .range(&RangeRequest {
+                key: b"a".to_vec(),
+                revision: 2,
+                ..Default::default()
+            })
+            .is_err(),
+        "below the compaction is compacted"
+    );
 }
 
 fn busy_store(dir: &std::path::Path) -> Store {
@@ -101,7 +114,10 @@ fn busy_store(dir: &std::path::Path) -> Store {
     };
     apply(&mut s, Op::LeaseGrant { id: 77, ttl: 60 });
     for i in 0..3000 {
-        apply(&mut s, put(&format!("k{:05}", i % 1200), format!("v{i}").as_bytes(), 0));
+        apply(
+            &mut s,
+            put(&format!("k{:05}", i % 1200), format!("v{i}").as_bytes(), 0),
+        );
     }
     apply(&mut s, put("leased", b"x", 77));
     apply(&mut s, put("big1", &vec![b'b'; 300_000], 0));
@@ -124,9 +140,17 @@ fn written_snapshot_restores_to_the_same_store_and_rewrites_identically() {
     let dir = tempfile::tempdir().unwrap();
     let store = busy_store(&dir.path().join("a"));
     let file = snapshot(&store);
-    assert!(file.len() > 400_000, "values and many pages: {}", file.len());
+    assert!(
+        file.len() > 400_000,
+        "values and many pages: {}",
+        file.len()
+    );
     let back = restored(&file, &dir.path().join("b"));
     assert_same(&store, &back);
     assert_eq!(back.applied_index(), store.last_applied());
-    assert_eq!(snapshot(&back), file, "a restored store writes the same file");
+    assert_eq!(
+        snapshot(&back),
+        file,
+        "a restored store writes the same file"
+    );
 }

@@ -62,6 +62,13 @@ impl Server {
         Self::start_in(kind, dir, data_dir, extra, (free_port(), free_port())).await
     }
 
+    /// Starts a server on an existing `data_dir` (e.g. one a snapshot was
+    /// restored into) with the given (client, peer) ports.
+    pub async fn start_on(kind: Kind, data_dir: PathBuf, ports: (u16, u16)) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(kind, dir, data_dir, &[], ports).await
+    }
+
     async fn start_in(
         kind: Kind,
         dir: tempfile::TempDir,

@@ -16,10 +16,62 @@ use crate::mvcc::{HistoryVersion, ReadView};
 pub const TRAILER_LEN: usize = 32;
 
 /// What a snapshot records beside the view's data.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SnapshotMeta {
     /// Raft term of the view's applied index.
     pub term: u64,
+    /// The cluster's members (etcd's `members` bucket; `etcdctl snapshot
+    /// restore` replaces them with the ones it is given).
+    pub members: Vec<SnapshotMember>,
+}
+
+/// A member as etcd's `members` bucket records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl SnapshotMember {
+    /// etcd's entry: the id in hex, and the member as etcd's JSON.
+    fn entry(&self) -> (Vec<u8>, Vec<u8>) {
+        let list = |urls: &[String]| {
+            let quoted: Vec<String> = urls.iter().map(|u| json_string(u)).collect();
+            format!("[{}]", quoted.join(","))
+        };
+        let mut json = format!(
+            "{{\"id\":{},\"peerURLs\":{}",
+            self.id,
+            list(&self.peer_urls)
+        );
+        if self.is_learner {
+            json.push_str(",\"isLearner\":true");
+        }
+        json.push_str(&format!(
+            ",\"name\":{},\"clientURLs\":{}}}",
+            json_string(&self.name),
+            list(&self.client_urls)
+        ));
+        (format!("{:x}", self.id).into_bytes(), json.into_bytes())
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// An etcd snapshot of one pinned view, planned (its length known) before
@@ -33,7 +85,7 @@ pub struct EtcdSnapshot {
 impl EtcdSnapshot {
     /// Lays the file out (reads the whole view once, writes nothing).
     pub fn plan(view: ReadView, meta: SnapshotMeta) -> Result<EtcdSnapshot, EtcdFmtError> {
-        let plan = with_buckets(&view, meta, |buckets| bbolt::plan(buckets))?;
+        let plan = with_buckets(&view, &meta, |buckets| bbolt::plan(buckets))?;
         Ok(EtcdSnapshot { view, meta, plan })
     }
 
@@ -52,7 +104,7 @@ impl EtcdSnapshot {
             out,
             hash: Sha256::new(),
         };
-        with_buckets(&self.view, self.meta, |buckets| {
+        with_buckets(&self.view, &self.meta, |buckets| {
             bbolt::write(buckets, self.plan, &mut hashed)
         })?;
         let Hashing { out, hash } = hashed;
@@ -125,7 +177,7 @@ impl BucketSource for KeyBucket<'_> {
 
 fn with_buckets<T>(
     view: &ReadView,
-    meta: SnapshotMeta,
+    meta: &SnapshotMeta,
     f: impl FnOnce(&[BucketSpec<'_>]) -> Result<T, EtcdFmtError>,
 ) -> Result<T, EtcdFmtError> {
     let mut leases: Vec<(Vec<u8>, Vec<u8>)> = view
@@ -158,17 +210,22 @@ fn with_buckets<T>(
         schema::CLUSTER_VERSION.to_vec(),
         schema::WRITTEN_CLUSTER_VERSION.to_vec(),
     )];
+    let mut members: Vec<(Vec<u8>, Vec<u8>)> =
+        meta.members.iter().map(SnapshotMember::entry).collect();
+    members.sort();
+    // etcd records the auth store's revision from its first start on.
+    let auth = vec![(schema::AUTH_REVISION.to_vec(), 1u64.to_be_bytes().to_vec())];
     let empty: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let keys = KeyBucket(view);
     let buckets: [BucketSpec<'_>; 10] = [
         (schema::ALARM, &empty),
-        (schema::AUTH, &empty),
+        (schema::AUTH, &auth),
         (schema::AUTH_ROLES, &empty),
         (schema::AUTH_USERS, &empty),
         (schema::CLUSTER, &cluster),
         (schema::KEY, &keys),
         (schema::LEASE, &leases),
-        (schema::MEMBERS, &empty),
+        (schema::MEMBERS, &members),
         (schema::MEMBERS_REMOVED, &empty),
         (schema::META, &meta_entries),
     ];

@@ -81,10 +81,12 @@ pub fn restore_bytes(
     let buckets = top_level(&db)?;
     let meta = read_meta(&db, buckets.get(schema::META).copied())?;
     check_auth(&db, &buckets)?;
-    let key = *buckets.get(schema::KEY).ok_or_else(|| EtcdFmtError::Malformed {
-        place: "root bucket".into(),
-        what: "no \"key\" bucket".into(),
-    })?;
+    let key = *buckets
+        .get(schema::KEY)
+        .ok_or_else(|| EtcdFmtError::Malformed {
+            place: "root bucket".into(),
+            what: "no \"key\" bucket".into(),
+        })?;
     let mut newest = 0i64;
     let applied = meta.consistent_index.max(1);
     let summary = Store::restore_history::<EtcdFmtError>(store_dir, &opts.store, applied, |h| {

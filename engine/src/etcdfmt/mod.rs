@@ -21,7 +21,7 @@
 //! let mut store = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
 //! let put = Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() });
 //! store.apply(1, &put).unwrap();
-//! let snap = EtcdSnapshot::plan(store.read_view(), SnapshotMeta { term: 1 }).unwrap();
+//! let snap = EtcdSnapshot::plan(store.read_view(), SnapshotMeta { term: 1, ..Default::default() }).unwrap();
 //! let mut file = Vec::new();
 //! snap.write(&mut file).unwrap();
 //! assert_eq!(file.len() as u64, snap.len());
@@ -41,5 +41,5 @@ pub mod proto;
 pub mod schema;
 
 pub use error::EtcdFmtError;
-pub use export::{EtcdSnapshot, SnapshotMeta, TRAILER_LEN};
+pub use export::{EtcdSnapshot, SnapshotMember, SnapshotMeta, TRAILER_LEN};
 pub use import::{is_etcd_db, restore, restore_bytes, RestoreOptions, Restored};

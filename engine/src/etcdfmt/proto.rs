@@ -180,12 +180,22 @@ mod tests {
         assert_eq!(out, stored);
         // A tombstone's value holds the key only.
         let tomb = KeyValue::decode(b"\n\x01b").unwrap();
-        assert_eq!(tomb, KeyValue { key: b"b", ..Default::default() });
+        assert_eq!(
+            tomb,
+            KeyValue {
+                key: b"b",
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
     fn lease_round_trips_and_negative_ints_survive() {
-        let l = Lease { id: 0x39_0da2_3d4e_b0a2, ttl: 300, remaining_ttl: -1 };
+        let l = Lease {
+            id: 0x39_0da2_3d4e_b0a2,
+            ttl: 300,
+            remaining_ttl: -1,
+        };
         let mut out = Vec::new();
         l.encode(&mut out);
         assert_eq!(Lease::decode(&out), Ok(l));
@@ -193,7 +203,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_damage_are_refused() {
-        assert!(KeyValue::decode(b"\x38\x01").unwrap_err().contains("field 7"));
+        assert!(KeyValue::decode(b"\x38\x01")
+            .unwrap_err()
+            .contains("field 7"));
         assert!(KeyValue::decode(b"\n\x05ab").is_err());
         assert!(KeyValue::decode(b"\x10").is_err());
         assert!(KeyValue::decode(b"\x0b").is_err());

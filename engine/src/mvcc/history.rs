@@ -126,9 +126,9 @@ impl ReadView {
 pub struct ImportSummary {
     pub versions: u64,
     pub leases: u64,
-    /// Puts naming a lease the history does not hold; they are kept
-    /// without a lease (etcd keeps them unattached too).
-    pub puts_without_their_lease: u64,
+    /// Live keys naming a lease the history does not hold; they are kept
+    /// without a lease (etcd keeps them unattached).
+    pub keys_without_their_lease: u64,
 }
 
 /// Feeds a new store; see [`Store::restore_history`].
@@ -200,12 +200,6 @@ impl HistoryImport {
                         hex(key)
                     )));
                 }
-                let lease = if lease != 0 && !self.leases.contains_key(&lease) {
-                    self.summary.puts_without_their_lease += 1;
-                    0
-                } else {
-                    lease
-                };
                 self.live.insert(
                     key.to_vec(),
                     LiveRecord {
@@ -253,12 +247,52 @@ impl HistoryImport {
         Ok(())
     }
 
+    /// A live key naming a lease the history lacks (etcd keeps such a key
+    /// unattached; a history that revoked the lease would have deleted it)
+    /// is kept without a lease: its newest version is rewritten to say so.
+    /// Older versions keep the lease they had.
+    fn detach(&mut self, key: &[u8], record: &mut LiveRecord) -> Result<(), MvccError> {
+        let tree_key = version_key(key, record.modified);
+        let stored =
+            match self.batch.get(&tree_key) {
+                Some(Some(bytes)) => bytes.clone(),
+                _ => self.backend.view().get(&tree_key)?.ok_or_else(|| {
+                    bad_history(format!("newest version of {} vanished", hex(key)))
+                })?,
+            };
+        let VersionRecord::Put {
+            create_revision,
+            version,
+            value,
+            ..
+        } = VersionRecord::decode(&stored)?
+        else {
+            return Err(bad_history(format!(
+                "newest version of {} is no put",
+                hex(key)
+            )));
+        };
+        let rewritten = VersionRecord::Put {
+            create_revision,
+            version,
+            lease: 0,
+            value,
+        };
+        self.batch.insert(tree_key, Some(rewritten.encode()));
+        record.lease = 0;
+        self.summary.keys_without_their_lease += 1;
+        Ok(())
+    }
+
     fn finish(mut self, dir: &Path, applied: u64) -> Result<ImportSummary, MvccError> {
-        let (current, compacted) = self.revisions.ok_or_else(|| {
-            MvccError::InvalidRequest("history: revisions never given".into())
-        })?;
+        let (current, compacted) = self
+            .revisions
+            .ok_or_else(|| MvccError::InvalidRequest("history: revisions never given".into()))?;
         let live = std::mem::take(&mut self.live);
-        for (key, record) in live {
+        for (key, mut record) in live {
+            if record.lease != 0 && !self.leases.contains_key(&record.lease) {
+                self.detach(&key, &mut record)?;
+            }
             if record.lease != 0 {
                 self.batch
                     .insert(attached_key(record.lease, &key), Some(Vec::new()));

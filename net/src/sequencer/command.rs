@@ -21,8 +21,6 @@ pub enum Command {
         revision: i64,
     },
     Defragment,
-    /// The whole store as one snapshot blob.
-    Snapshot,
     Alarm(pb::AlarmRequest),
     Leases,
     Lease {
@@ -54,10 +52,6 @@ pub enum Reply {
     Done(pb::ResponseHeader),
     /// A keepalive went through the log: the lease's TTL, 0 if it is gone.
     Renewed(i64, pb::ResponseHeader),
-    Snapshot {
-        blob: Vec<u8>,
-        header: pb::ResponseHeader,
-    },
     Alarms(Vec<pb::AlarmMember>, pb::ResponseHeader),
     Leases(Vec<m::Lease>, pb::ResponseHeader),
     Members(crate::member::ClusterInfo, pb::ResponseHeader),

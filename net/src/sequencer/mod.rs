@@ -461,12 +461,6 @@ impl Sequencer {
                 self.defragment().await?;
                 Ok(Reply::Done(self.header()))
             }
-            Command::Snapshot => {
-                let header = self.header();
-                let mut blob = Vec::new();
-                self.store.borrow().write_snapshot(&mut blob)?;
-                Ok(Reply::Snapshot { blob, header })
-            }
             Command::Alarm(req) => self.alarm_request(req).await,
             Command::Leases => {
                 let leases = self.store.borrow().leases()?;

@@ -129,7 +129,9 @@ impl Meta {
         }
         let version = u32_at(m, 4);
         if version != VERSION {
-            return Err(format!("format version {version}, this reader knows {VERSION}"));
+            return Err(format!(
+                "format version {version}, this reader knows {VERSION}"
+            ));
         }
         let sum = u64_at(m, 56);
         let expected = fnv1a64(&m[..56]);

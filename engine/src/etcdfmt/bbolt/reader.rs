@@ -134,13 +134,19 @@ impl<'f> Db<'f> {
         let start = id as usize * self.page_size;
         let header = Header::read(&self.file[start..]);
         if header.id != id {
-            return Err(malformed(place(), format!("header says page {}", header.id)));
+            return Err(malformed(
+                place(),
+                format!("header says page {}", header.id),
+            ));
         }
         let span = 1 + u64::from(header.overflow);
         if id + span > self.meta.high_water {
             return Err(malformed(
                 place(),
-                format!("{} overflow pages run past the database's end", header.overflow),
+                format!(
+                    "{} overflow pages run past the database's end",
+                    header.overflow
+                ),
             ));
         }
         let bytes = &self.file[start..start + span as usize * self.page_size];
@@ -182,7 +188,10 @@ impl<'f> Db<'f> {
         f: &mut dyn FnMut(Entry<'f>) -> Result<(), EtcdFmtError>,
     ) -> Result<(), EtcdFmtError> {
         if depth > MAX_DEPTH {
-            return Err(malformed(format!("page {id}"), "tree deeper than 32 levels"));
+            return Err(malformed(
+                format!("page {id}"),
+                "tree deeper than 32 levels",
+            ));
         }
         if !seen.insert(id) {
             return Err(malformed(format!("page {id}"), "reached twice in one tree"));

@@ -16,8 +16,8 @@
 use std::io::Write;
 
 use super::page::{
-    Header, Meta, BUCKET_HEADER, ELEMENT, FLAG_BRANCH, FLAG_LEAF, FLAG_META, HEADER,
-    LEAF_BUCKET, NO_FREELIST, PAGE_SIZE,
+    Header, Meta, BUCKET_HEADER, ELEMENT, FLAG_BRANCH, FLAG_LEAF, FLAG_META, HEADER, LEAF_BUCKET,
+    NO_FREELIST, PAGE_SIZE,
 };
 use crate::etcdfmt::error::EtcdFmtError;
 
@@ -184,9 +184,8 @@ impl Sink<'_> {
             Header {
                 id,
                 flags,
-                count: u16::try_from(count).map_err(|_| {
-                    EtcdFmtError::Internal(format!("{count} elements on one page"))
-                })?,
+                count: u16::try_from(count)
+                    .map_err(|_| EtcdFmtError::Internal(format!("{count} elements on one page")))?,
                 overflow: (pages - 1) as u32,
             }
             .write(&mut self.buf);
@@ -289,7 +288,12 @@ impl TreeBuilder {
         let id = sink.page(HEADER + l.bytes, FLAG_BRANCH, l.children.len(), |out| {
             encode_branch(&l.children, out)
         })?;
-        let first = l.children.into_iter().next().map(|c| c.0).unwrap_or_default();
+        let first = l
+            .children
+            .into_iter()
+            .next()
+            .map(|c| c.0)
+            .unwrap_or_default();
         self.push_child(level + 1, first, id, sink)
     }
 
