@@ -387,3 +387,99 @@ async fn basalt_snapshot_passes_etcdctl_status_and_restores_into_etcd() {
     let put = c.put("after-restore", "x", None).await.expect("put");
     assert_eq!(put.header().unwrap().revision(), w.current + 1);
 }
+
+/// A snapshot a real etcd 3.4.23 saved (see engine/tests/etcdfmt.rs).
+const ETCD_SMALL: &[u8] = include_bytes!("../engine/tests/data/etcd-3.4.23-small.db");
+
+/// `basalt --restore-snapshot` refuses `file`: it exits non-zero, says
+/// `why`, and leaves no data dir a server could start on.
+fn assert_refused(name: &str, file: &[u8], extra: &[&str], why: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.db");
+    std::fs::write(&path, file).unwrap();
+    let data_dir = dir.path().join("data");
+    let out = basalt_restore(&path, &data_dir, extra);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name}: restored anyway: {log}");
+    assert!(log.contains(why), "{name}: expected {why:?} in: {log}");
+    assert!(!log.contains("panicked"), "{name}: {log}");
+    assert!(!data_dir.exists(), "{name}: a data dir was left behind");
+}
+
+#[test]
+fn bad_snapshot_files_are_refused_with_a_reason_and_leave_nothing() {
+    let n = ETCD_SMALL.len();
+    assert_refused("truncated", &ETCD_SMALL[..n / 2], &[], "truncated snapshot");
+    assert_refused(
+        "truncated, hash check skipped",
+        &ETCD_SMALL[..4096 * 4],
+        &["--skip-hash-check"],
+        "the file holds only 4",
+    );
+    let mut flipped = ETCD_SMALL.to_vec();
+    flipped[3 * 4096 + 200] ^= 1;
+    assert_refused("wrong checksum", &flipped, &[], "hash mismatch");
+    assert_refused(
+        "not a snapshot",
+        &b"key=value\n".repeat(1000),
+        &[],
+        "neither an etcd database",
+    );
+    assert_refused(
+        "no trailer",
+        &ETCD_SMALL[..n - 32],
+        &[],
+        "no SHA-256 trailer",
+    );
+    let mut page_type = ETCD_SMALL.to_vec();
+    page_type[4 * 4096 + 8] = 0x10;
+    assert_refused(
+        "unexpected page type",
+        &page_type,
+        &["--skip-hash-check"],
+        "page 4: a freelist page",
+    );
+}
+
+#[tokio::test]
+async fn a_db_copied_from_a_data_dir_restores_with_skip_hash_check() {
+    // Without its trailer (what member/snap/db holds), as etcdctl allows.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    std::fs::write(&path, &ETCD_SMALL[..ETCD_SMALL.len() - 32]).unwrap();
+    let data_dir = dir.path().join("data");
+    let out = basalt_restore(&path, &data_dir, &["--skip-hash-check"]);
+    assert!(out.status.success(), "{out:?}");
+    let basalt = Server::start_on(Kind::Basalt, data_dir, (free_port(), free_port())).await;
+    let mut c = basalt.client().await;
+    let got = c.get("a", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"11");
+    assert_eq!(got.header().unwrap().revision(), 7);
+}
+
+#[tokio::test]
+async fn basalts_older_snapshot_format_still_restores() {
+    use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("old"), StoreOptions::default()).unwrap();
+    for (i, v) in ["one", "two"].iter().enumerate() {
+        let put = Op::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: v.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        store.apply(i as u64 + 1, &put).unwrap();
+    }
+    let mut stream = Vec::new();
+    store.write_snapshot(&mut stream).unwrap();
+    let path = dir.path().join("old.db");
+    std::fs::write(&path, basalt_net::snapshot_file::wrap(stream)).unwrap();
+    let data_dir = dir.path().join("data");
+    let out = basalt_restore(&path, &data_dir, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("older snapshot format"));
+    let basalt = Server::start_on(Kind::Basalt, data_dir, (free_port(), free_port())).await;
+    let got = basalt.client().await.get("k", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"two");
+    assert_eq!(got.kvs()[0].version(), 2);
+}

@@ -135,10 +135,7 @@ impl Write for Hashing<'_> {
 struct KeyBucket<'v>(&'v ReadView);
 
 impl BucketSource for KeyBucket<'_> {
-    fn for_each(
-        &self,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdFmtError>,
-    ) -> Result<(), EtcdFmtError> {
+    fn for_each(&self, f: &mut bbolt::writer::EntrySink<'_>) -> Result<(), EtcdFmtError> {
         let mut value = Vec::new();
         self.0.for_each_version(&mut |rev, version| {
             value.clear();

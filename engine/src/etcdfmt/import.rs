@@ -76,8 +76,11 @@ pub fn restore_bytes(
     store_dir: &Path,
     opts: &RestoreOptions,
 ) -> Result<Restored, EtcdFmtError> {
-    let (db, hash_verified) = check_trailer(bytes, opts.skip_hash_check)?;
-    let db = Db::open(db)?;
+    let (db_bytes, trailer) = split_trailer(bytes);
+    // The meta pages first: a file that is no database at all, or is cut
+    // short, says so rather than failing its hash.
+    let db = Db::open(db_bytes)?;
+    let hash_verified = check_trailer(db_bytes, trailer, opts.skip_hash_check)?;
     let buckets = top_level(&db)?;
     let meta = read_meta(&db, buckets.get(schema::META).copied())?;
     check_auth(&db, &buckets)?;
@@ -107,30 +110,37 @@ pub fn restore_bytes(
     })
 }
 
-/// The database part of `bytes`, and whether a trailer was verified.
-fn check_trailer(bytes: &[u8], skip: bool) -> Result<(&[u8], bool), EtcdFmtError> {
-    if bytes.len() % TRAILER_ALIGN != TRAILER_LEN {
-        if skip {
-            return Ok((bytes, false));
+/// The database part of `bytes`: all of it, or all but a trailer when the
+/// length says one follows (etcd's rule).
+fn split_trailer(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
+    if bytes.len() % TRAILER_ALIGN == TRAILER_LEN {
+        let (db, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
+        (db, Some(trailer))
+    } else {
+        (bytes, None)
+    }
+}
+
+/// Checks the trailer (unless told not to); whether it was verified.
+fn check_trailer(db: &[u8], trailer: Option<&[u8]>, skip: bool) -> Result<bool, EtcdFmtError> {
+    match trailer {
+        _ if skip => Ok(false),
+        None => Err(EtcdFmtError::Unsupported(format!(
+            "the file ({} bytes) has no SHA-256 trailer, so its integrity cannot be checked; \
+             a db file copied from a data dir restores with --skip-hash-check",
+            db.len()
+        ))),
+        Some(trailer) => {
+            let found = Sha256::digest(db);
+            if found.as_slice() != trailer {
+                return Err(EtcdFmtError::HashMismatch {
+                    expected: hex(trailer),
+                    found: hex(&found),
+                });
+            }
+            Ok(true)
         }
-        return Err(EtcdFmtError::NotASnapshot(format!(
-            "{} bytes is not 32 past a multiple of 512, so it has no SHA-256 trailer \
-             (a db file copied from a data dir restores with --skip-hash-check)",
-            bytes.len()
-        )));
     }
-    let (db, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
-    if skip {
-        return Ok((db, false));
-    }
-    let found = Sha256::digest(db);
-    if found.as_slice() != trailer {
-        return Err(EtcdFmtError::HashMismatch {
-            expected: hex(trailer),
-            found: hex(&found),
-        });
-    }
-    Ok((db, true))
 }
 
 fn hex(b: &[u8]) -> String {

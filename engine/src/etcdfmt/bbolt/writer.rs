@@ -25,20 +25,17 @@ use crate::etcdfmt::error::EtcdFmtError;
 /// does (a quarter page).
 const INLINE_MAX: usize = PAGE_SIZE / 4;
 
+/// Called with each (key, value) of a bucket, in key order.
+pub type EntrySink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdFmtError> + 'a;
+
 /// Gives a bucket's entries, sorted by key, each time it is asked (once
 /// per pass).
 pub trait BucketSource {
-    fn for_each(
-        &self,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdFmtError>,
-    ) -> Result<(), EtcdFmtError>;
+    fn for_each(&self, f: &mut EntrySink<'_>) -> Result<(), EtcdFmtError>;
 }
 
 impl BucketSource for Vec<(Vec<u8>, Vec<u8>)> {
-    fn for_each(
-        &self,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdFmtError>,
-    ) -> Result<(), EtcdFmtError> {
+    fn for_each(&self, f: &mut EntrySink<'_>) -> Result<(), EtcdFmtError> {
         self.iter().try_for_each(|(k, v)| f(k, v))
     }
 }
