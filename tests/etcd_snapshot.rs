@@ -239,6 +239,20 @@ async fn assert_same_data(a: &Server, b: &Server, w: &Written) {
             .expect_err("below the compaction");
         assert!(e.to_string().contains("compacted"), "{e}");
     }
+    // etcd's own check of a migration: HashKV equal at every revision
+    // asked, and etcdctl's view of it.
+    for r in [0, w.compacted + 1, w.current - 30, w.current] {
+        let ha = ca.hash_kv(r).await.expect("hash_kv");
+        let hb = cb.hash_kv(r).await.expect("hash_kv");
+        assert_eq!(ha.hash(), hb.hash(), "HashKV at revision {r}");
+        assert_eq!(ha.compact_version(), hb.compact_version());
+    }
+    let hashkv = |s: &Server| {
+        let out = s.etcdctl(&["endpoint", "hashkv", "-w", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        json_field(&String::from_utf8_lossy(&out.stdout), "hash")
+    };
+    assert_eq!(hashkv(a), hashkv(b), "etcdctl endpoint hashkv");
     let mut la: Vec<i64> = ca
         .leases()
         .await

@@ -10,7 +10,7 @@ use super::bbolt::{self, BucketSource, BucketSpec, Plan};
 use super::error::EtcdFmtError;
 use super::proto::{KeyValue, Lease};
 use super::schema;
-use crate::mvcc::{HistoryVersion, ReadView};
+use crate::mvcc::{HistoryVersion, ReadView, Revision};
 
 /// Bytes of the trailer after the database.
 pub const TRAILER_LEN: usize = 32;
@@ -137,39 +137,39 @@ struct KeyBucket<'v>(&'v ReadView);
 impl BucketSource for KeyBucket<'_> {
     fn for_each(&self, f: &mut bbolt::writer::EntrySink<'_>) -> Result<(), EtcdFmtError> {
         let mut value = Vec::new();
-        self.0.for_each_version(&mut |rev, version| {
+        self.0.for_each_version(0..=i64::MAX, &mut |rev, version| {
             value.clear();
-            let tombstone = match version {
-                HistoryVersion::Put {
-                    key,
-                    value: v,
-                    create_revision,
-                    version,
-                    lease,
-                } => {
-                    KeyValue {
-                        key,
-                        create_revision,
-                        mod_revision: rev.main,
-                        version,
-                        value: v,
-                        lease,
-                    }
-                    .encode(&mut value);
-                    false
-                }
-                HistoryVersion::Tombstone { key } => {
-                    KeyValue {
-                        key,
-                        ..KeyValue::default()
-                    }
-                    .encode(&mut value);
-                    true
-                }
-            };
+            let tombstone = matches!(version, HistoryVersion::Tombstone { .. });
+            encode_version(rev, version, &mut value);
             f(&schema::revision_key(rev.main, rev.sub, tombstone), &value)
         })
     }
+}
+
+/// A version as etcd stores it in the `key` bucket: a put's whole
+/// `KeyValue`, or a tombstone's key alone.
+pub(super) fn encode_version(rev: Revision, version: HistoryVersion<'_>, out: &mut Vec<u8>) {
+    let kv = match version {
+        HistoryVersion::Put {
+            key,
+            value,
+            create_revision,
+            version,
+            lease,
+        } => KeyValue {
+            key,
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        },
+        HistoryVersion::Tombstone { key } => KeyValue {
+            key,
+            ..KeyValue::default()
+        },
+    };
+    kv.encode(out);
 }
 
 fn with_buckets<T>(

@@ -29,14 +29,15 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, RangeInclusive};
 use std::path::Path;
 
 use super::backend::Backend;
 use super::error::MvccError;
 use super::keyspace::{
     attached_key, change_key, encode_i64, hex, lease_key, live_key, parse_change_key,
-    parse_lease_key, space_bounds, version_key, LiveRecord, VersionRecord, LEASE,
-    META_COMPACT_REVISION, META_CURRENT_REVISION,
+    parse_lease_key, space_bounds, version_key, KeyBounds, LiveRecord, VersionRecord, CHANGE,
+    LEASE, META_COMPACT_REVISION, META_CURRENT_REVISION,
 };
 use super::layers::{overlay_writes, Overlay};
 use super::revision::Revision;
@@ -68,15 +69,28 @@ impl HistoryVersion<'_> {
     }
 }
 
+/// Tree-key bounds of the change log entries with main revision in `mains`.
+fn change_bounds(mains: &RangeInclusive<i64>) -> KeyBounds {
+    let (from, to) = (*mains.start(), *mains.end());
+    if from > to || to < 0 {
+        return (Bound::Excluded(vec![CHANGE]), Bound::Excluded(vec![CHANGE]));
+    }
+    (
+        Bound::Included(change_key(Revision::new(from.max(0), 0))),
+        Bound::Included(change_key(Revision::new(to, i64::MAX))),
+    )
+}
+
 impl ReadView {
-    /// Visits every version the view retains, in ascending revision order
-    /// (the change log), each once.
+    /// Visits every version the view retains with a main revision in
+    /// `mains`, in ascending revision order (the change log), each once.
     pub fn for_each_version<E: From<MvccError>>(
         &self,
+        mains: RangeInclusive<i64>,
         f: &mut dyn FnMut(Revision, HistoryVersion<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let view = self.staged().with_scratch(&super::view::NO_SCRATCH);
-        for item in view.scan(&space_bounds(super::keyspace::CHANGE)) {
+        for item in view.scan(&change_bounds(&mains)) {
             let (tree_key, key) = item?;
             let rev = parse_change_key(&tree_key)?;
             let record = view.get(&version_key(&key, rev))?.ok_or_else(|| {
@@ -102,6 +116,21 @@ impl ReadView {
                 },
             };
             f(rev, version)?;
+        }
+        Ok(())
+    }
+
+    /// The key of every version with a main revision in `mains`, in
+    /// revision order (reads only the change log).
+    pub fn for_each_changed_key(
+        &self,
+        mains: RangeInclusive<i64>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), MvccError> {
+        let view = self.staged().with_scratch(&super::view::NO_SCRATCH);
+        for item in view.scan(&change_bounds(&mains)) {
+            let (_, key) = item?;
+            f(&key);
         }
         Ok(())
     }

@@ -17,9 +17,6 @@ pub enum Command {
     ReadIndex,
     Status,
     Hash,
-    HashKv {
-        revision: i64,
-    },
     Defragment,
     Alarm(pb::AlarmRequest),
     Leases,
@@ -41,12 +38,6 @@ pub enum Reply {
     Status(StatusInfo),
     Hash {
         hash: u32,
-        header: pb::ResponseHeader,
-    },
-    HashKv {
-        hash: u32,
-        compact_revision: i64,
-        hash_revision: i64,
         header: pb::ResponseHeader,
     },
     Done(pb::ResponseHeader),

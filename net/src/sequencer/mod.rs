@@ -442,21 +442,6 @@ impl Sequencer {
                     header: self.header(),
                 })
             }
-            Command::HashKv { revision } => {
-                let store = self.store.borrow();
-                let (hash, compact_revision) = store.hash_kv(revision)?;
-                let hash_revision = if revision > 0 {
-                    revision
-                } else {
-                    store.current_revision()
-                };
-                Ok(Reply::HashKv {
-                    hash,
-                    compact_revision,
-                    hash_revision,
-                    header: self.header(),
-                })
-            }
             Command::Defragment => {
                 self.defragment().await?;
                 Ok(Reply::Done(self.header()))

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use basalt_engine::etcdfmt::{EtcdFmtError, EtcdSnapshot, SnapshotMember, SnapshotMeta};
+use basalt_engine::etcdfmt::{self, EtcdFmtError, EtcdSnapshot, SnapshotMember, SnapshotMeta};
 
 use crate::grpc::{server_streaming, unary, Metadata, ResponseSink, Router, Status};
 use crate::proto::etcdserverpb as pb;
@@ -75,28 +75,7 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/HashKV",
-        unary(move |req: pb::HashKvRequest, _| {
-            let c = c.clone();
-            async move {
-                let cmd = Command::HashKv {
-                    revision: req.revision,
-                };
-                match c.sequencer.call(cmd).await? {
-                    Reply::HashKv {
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                        header,
-                    } => Ok(pb::HashKvResponse {
-                        header: Some(header),
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                    }),
-                    _ => Err(unexpected("HashKV")),
-                }
-            }
-        }),
+        unary(move |req: pb::HashKvRequest, _| hash_kv(c.clone(), req.revision)),
     );
     let c = ctx.clone();
     r.add(
@@ -141,6 +120,25 @@ async fn status(ctx: Rc<ServiceContext>) -> Result<pb::StatusResponse, Status> {
         storage_version: String::new(),
         db_size_quota: i64::try_from(ctx.limits.quota_backend_bytes).unwrap_or(i64::MAX),
         downgrade_info: None,
+    })
+}
+
+/// etcd's HashKV (see `basalt_engine::etcdfmt::hash_kv`) of the view a
+/// linearizable read would see, on a blocking thread: it reads every
+/// version up to the revision.
+async fn hash_kv(ctx: Rc<ServiceContext>, revision: i64) -> Result<pb::HashKvResponse, Status> {
+    let published = ctx.read_view(false).await?;
+    let header = published.header();
+    let view = published.view.clone();
+    drop(published);
+    let h = glommio::executor()
+        .spawn_blocking(move || etcdfmt::hash_kv(&view, revision))
+        .await?;
+    Ok(pb::HashKvResponse {
+        header: Some(header),
+        hash: h.hash,
+        compact_revision: h.compact_revision,
+        hash_revision: h.hash_revision,
     })
 }
 
