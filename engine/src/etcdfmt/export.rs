@@ -90,12 +90,8 @@ impl EtcdSnapshot {
     }
 
     /// Bytes [`EtcdSnapshot::write`] will write, trailer included.
-    pub fn len(&self) -> u64 {
+    pub fn file_len(&self) -> u64 {
         self.plan.file_len() + TRAILER_LEN as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Streams the database, then its SHA-256.

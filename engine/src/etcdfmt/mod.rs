@@ -7,7 +7,7 @@
 //! two protobuf messages etcd stores), `bbolt` (pages and trees).
 //!
 //! Invariants: a written file is one forward stream whose length is known
-//! before its first byte ([`EtcdSnapshot::len`]); memory stays bounded by a
+//! before its first byte ([`EtcdSnapshot::file_len`]); memory stays bounded by a
 //! page per tree level and the largest value. A read file is checked before
 //! use (trailer, meta checksums, every page and element against the file's
 //! bounds, the protobufs field by field), and an error names the page,
@@ -24,7 +24,7 @@
 //! let snap = EtcdSnapshot::plan(store.read_view(), SnapshotMeta { term: 1, ..Default::default() }).unwrap();
 //! let mut file = Vec::new();
 //! snap.write(&mut file).unwrap();
-//! assert_eq!(file.len() as u64, snap.len());
+//! assert_eq!(file.len() as u64, snap.file_len());
 //! restore_bytes(&file, &dir.path().join("b"), &RestoreOptions::default()).unwrap();
 //! let back = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
 //! let got = back.range(&RangeRequest { key: b"k".to_vec(), ..Default::default() }).unwrap();

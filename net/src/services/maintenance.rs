@@ -182,7 +182,7 @@ async fn snapshot(ctx: Rc<ServiceContext>, mut sink: ResponseSink) -> Result<(),
         .spawn_blocking(move || EtcdSnapshot::plan(view, meta))
         .await
         .map_err(failed)?;
-    let total = snap.len();
+    let total = snap.file_len();
     let (tx, mut rx) = futures_channel::mpsc::channel::<Vec<u8>>(SNAPSHOT_CHUNKS_QUEUED);
     let writer = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
         let mut out = ChunkWriter {
