@@ -40,9 +40,11 @@ pub fn hash_kv(view: &ReadView, revision: i64) -> Result<HashKv, MvccError> {
     // Versions at or below the compaction are each their key's newest put
     // there; one is kept at `upto` unless its key changed since.
     let mut superseded = HashSet::new();
-    view.for_each_changed_key(compacted + 1..=upto, &mut |k| {
-        superseded.insert(k.to_vec());
-    })?;
+    if compacted > 0 {
+        view.for_each_changed_key(compacted + 1..=upto, &mut |k| {
+            superseded.insert(k.to_vec());
+        })?;
+    }
     let any_kept = view
         .range(&RangeRequest {
             key: vec![0],

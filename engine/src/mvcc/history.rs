@@ -89,7 +89,7 @@ impl ReadView {
         mains: RangeInclusive<i64>,
         f: &mut dyn FnMut(Revision, HistoryVersion<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let view = self.staged().with_scratch(&super::view::NO_SCRATCH);
+        let view = self.layered();
         for item in view.scan(&change_bounds(&mains)) {
             let (tree_key, key) = item?;
             let rev = parse_change_key(&tree_key)?;
@@ -127,7 +127,7 @@ impl ReadView {
         mains: RangeInclusive<i64>,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), MvccError> {
-        let view = self.staged().with_scratch(&super::view::NO_SCRATCH);
+        let view = self.layered();
         for item in view.scan(&change_bounds(&mains)) {
             let (_, key) = item?;
             f(&key);
@@ -137,7 +137,7 @@ impl ReadView {
 
     /// Every lease as (id, TTL in seconds), by id.
     pub fn lease_ttls(&self) -> Result<Vec<(i64, i64)>, MvccError> {
-        let view = self.staged().with_scratch(&super::view::NO_SCRATCH);
+        let view = self.layered();
         let mut out = Vec::new();
         for item in view.scan(&space_bounds(LEASE)) {
             let (k, v) = item?;

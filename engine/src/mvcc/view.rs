@@ -45,7 +45,7 @@ pub struct ReadView {
 }
 
 /// Nothing is being applied in a view.
-pub(super) static NO_SCRATCH: Overlay = BTreeMap::new();
+static NO_SCRATCH: Overlay = BTreeMap::new();
 /// A read-only txn never looks a lease up (only puts do).
 static NO_LEASES: BTreeMap<i64, i64> = BTreeMap::new();
 
@@ -63,7 +63,7 @@ impl ReadView {
         self.compacted
     }
 
-    pub(super) fn staged(&self) -> Staged<'_> {
+    fn staged(&self) -> Staged<'_> {
         Staged {
             base: &self.base,
             frozen: &self.frozen,
@@ -75,7 +75,7 @@ impl ReadView {
         }
     }
 
-    fn layered(&self) -> Layered<'_> {
+    pub(super) fn layered(&self) -> Layered<'_> {
         self.staged().with_scratch(&NO_SCRATCH)
     }
 
