@@ -461,6 +461,190 @@ async fn a_follower_far_behind_gets_a_snapshot_and_its_watchers_miss_nothing() {
     assert_eq!(count, 250);
 }
 
+/// A follower whose watchers are behind history the leader compacted gets
+/// a snapshot: each such watcher is canceled with the compact revision
+/// (etcd's answer when a watcher's events are gone), on every executor,
+/// never silently skipping events. The paused follower may still receive
+/// the entries the leader sent before it stopped reading (they wait in its
+/// socket) and apply some of them before the snapshot: whatever a watcher
+/// gets is every revision from its start, in order, and it either reaches
+/// the last write or is canceled with the compact revision just after its
+/// last event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_behind_a_compaction_are_canceled_when_their_member_installs_a_snapshot() {
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+            "--cores",
+            "2",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    // Four connections: dealt round-robin, they land on both executors.
+    let mut watches = Vec::new();
+    for _ in 0..4 {
+        let mut f = cluster.client(follower).await;
+        let stream = f
+            .watch("c/", Some(etcd_client::WatchOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        watches.push((f, stream));
+    }
+    cluster.pause(follower);
+    let l = cluster.client(leader).await;
+    let put = |i: usize| {
+        let mut l = l.clone();
+        async move {
+            l.put(format!("c/{:03}", i % 50), format!("v{i}"), None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision()
+        }
+    };
+    // More writes than the leader sends a follower without an answer (512
+    // appends): the follower applies at most those when it wakes, then
+    // needs a snapshot, taken after the compaction.
+    let mut compacted = 0;
+    for i in 0..600 {
+        compacted = put(i).await;
+    }
+    l.clone().compact(compacted, None).await.unwrap();
+    let mut last = 0;
+    for i in 600..800 {
+        last = put(i).await;
+    }
+    // Checkpoints every second compact the leader's log past the follower.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.resume(follower);
+    let mut canceled = 0;
+    for (n, (_, stream)) in watches.iter_mut().enumerate() {
+        let mut next = 2;
+        loop {
+            let resp = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .unwrap_or_else(|_| {
+                    let log = cluster.members[follower].log();
+                    let tail: Vec<&str> = log.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+                    panic!(
+                        "watcher {n}: nothing in 30 s after revision {next}; the follower's log:\n{}",
+                        tail[tail.len().saturating_sub(20)..].join("\n")
+                    )
+                })
+                .unwrap()
+                .unwrap();
+            if resp.canceled() {
+                assert_eq!(resp.compact_revision(), compacted, "watcher {n}: {resp:?}");
+                assert!(
+                    next < compacted,
+                    "watcher {n} was canceled at {next}, past the compaction at {compacted}"
+                );
+                canceled += 1;
+                break;
+            }
+            for e in resp.events() {
+                let rev = e.kv().unwrap().mod_revision();
+                assert_eq!(rev, next, "watcher {n}: events skipped or repeated");
+                next += 1;
+            }
+            if next > last {
+                break;
+            }
+        }
+    }
+    let log = cluster.members[follower].log();
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot: the test proves nothing"
+    );
+    let gone = log.contains("the events a snapshot skipped are gone");
+    assert_eq!(
+        canceled,
+        if gone { 4 } else { 0 },
+        "every watcher is canceled exactly when the snapshot skipped compacted events"
+    );
+    eprintln!("watchers canceled by the snapshot: {canceled} of 4");
+}
+
+/// An alarm raised while a follower was away reaches it with the
+/// snapshot it installs (the entry that raised it is no longer in the
+/// leader's log): the follower lists it and refuses writes as the others
+/// do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_a_follower_with_its_snapshot() {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--snapshot-count",
+            "100",
+            "--experimental-snapshot-catchup-entries",
+            "50",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let follower = (leader + 1) % 3;
+    let mut l = cluster.client(leader).await;
+    let leader_id = l.status().await.unwrap().header().unwrap().member_id();
+    cluster.pause(follower);
+    // More writes than the leader sends a paused follower (512 appends),
+    // then the alarm, then deletes (allowed under NOSPACE) so the log
+    // moves on past it.
+    for i in 0..600 {
+        l.put(format!("a/{:03}", i % 100), "v", None).await.unwrap();
+    }
+    let mut raise = AlarmOptions::new();
+    raise.with_member(leader_id);
+    l.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(raise))
+        .await
+        .unwrap();
+    for i in 0..100 {
+        l.delete(format!("a/{i:03}"), None).await.unwrap();
+    }
+    // Checkpoints every second compact the leader's log past the follower.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cluster.resume(follower);
+    let mut f = cluster.client(follower).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let alarms = f
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        let listed: Vec<(u64, AlarmType)> = alarms
+            .alarms()
+            .iter()
+            .map(|a| (a.member_id(), a.alarm()))
+            .collect();
+        if listed == [(leader_id, AlarmType::Nospace)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower lists {listed:?} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = f.put("a/new", "v", None).await.unwrap_err().to_string();
+    assert!(err.contains("database space exceeded"), "{err}");
+    assert!(
+        cluster.members[follower]
+            .log()
+            .contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot: the test proves nothing"
+    );
+}
+
 /// A stream to a member's peer port from a member of another cluster, or
 /// from a stranger, is refused with the reason; garbage is dropped; the
 /// member serves on.

@@ -33,6 +33,19 @@ struct Record {
     /// The member this data dir belongs to.
     #[prost(uint64, tag = "9")]
     member_id: u64,
+    /// The cluster's active alarms: only in the image a leader sends with
+    /// a snapshot (a member keeps its own in `member/alarms`).
+    #[prost(message, repeated, tag = "10")]
+    alarms: Vec<AlarmRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AlarmRecord {
+    #[prost(uint64, tag = "1")]
+    member_id: u64,
+    /// `AlarmType` as its protobuf number.
+    #[prost(int32, tag = "2")]
+    alarm: i32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -62,6 +75,32 @@ pub struct MemberMeta {
 
 impl MemberMeta {
     pub fn encode(&self) -> Vec<u8> {
+        self.record().encode_to_vec()
+    }
+
+    /// The metadata a leader sends with a snapshot of its store: this plus
+    /// the cluster's active alarms, which the snapshot's entries no longer
+    /// carry.
+    pub fn encode_with_alarms(&self, alarms: impl IntoIterator<Item = (u64, i32)>) -> Vec<u8> {
+        let mut r = self.record();
+        r.alarms = alarms
+            .into_iter()
+            .map(|(member_id, alarm)| AlarmRecord { member_id, alarm })
+            .collect();
+        r.encode_to_vec()
+    }
+
+    /// The alarms in metadata from [`MemberMeta::encode_with_alarms`].
+    pub fn decode_alarms(bytes: &[u8]) -> Result<Vec<(u64, i32)>, Error> {
+        let r = Record::decode(bytes)
+            .map_err(|e| Error::Wal(format!("undecodable member metadata in the store: {e}")))?;
+        Ok(r.alarms
+            .into_iter()
+            .map(|a| (a.member_id, a.alarm))
+            .collect())
+    }
+
+    fn record(&self) -> Record {
         let cs = &self.conf_state;
         Record {
             applied_term: self.applied_term,
@@ -82,8 +121,8 @@ impl MemberMeta {
                     client_urls: m.client_urls.clone(),
                 })
                 .collect(),
+            alarms: Vec::new(),
         }
-        .encode_to_vec()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MemberMeta, Error> {

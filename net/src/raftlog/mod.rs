@@ -50,6 +50,7 @@
 //!   ([`WalStorage::from_checkpoint`]).
 
 mod convert;
+mod recent;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -61,6 +62,7 @@ use crate::error::Error;
 use convert::{
     entry_from_wal, entry_to_wal, error_to_raft, hard_state_from_wal, hard_state_to_wal,
 };
+use recent::{RecentEntries, RECENT_BYTES};
 
 /// [`basalt_raft::Storage`] over the WAL. Every method takes `&self`, so
 /// the application can persist through `RawNode::storage()` while the node
@@ -74,6 +76,8 @@ pub struct WalStorage {
     snapshot: RefCell<SnapshotMetadata>,
     /// The first read that failed (I/O, damage): the member must stop.
     failure: RefCell<Option<String>>,
+    /// The entries persisted last, so reading them back needs no disk read.
+    recent: RefCell<RecentEntries>,
 }
 
 fn wal_error(what: &str, e: wal::WalError) -> Error {
@@ -115,6 +119,7 @@ impl WalStorage {
             hard_state: Cell::new(hard_state_from_wal(hard_state)),
             snapshot: RefCell::new(snapshot),
             failure: RefCell::new(None),
+            recent: RefCell::new(RecentEntries::new(RECENT_BYTES)),
         })
     }
 
@@ -243,6 +248,12 @@ impl WalStorage {
                 )));
             }
         }
+        // Whatever these entries replace is forgotten before the WAL
+        // changes, and they are learned once durable.
+        if let Some(first) = entries.first() {
+            self.recent.borrow_mut().truncate_from(first.index);
+        }
+        let durable = entries.clone();
         let limit = self.wal.max_append_bytes();
         let mut rest: Vec<wal::Entry> = entries.into_iter().map(entry_to_wal).collect();
         loop {
@@ -273,6 +284,7 @@ impl WalStorage {
             }
             rest = tail;
         }
+        self.recent.borrow_mut().append(&durable);
         if let Some(hs) = hard_state {
             self.hard_state.set(hs);
         }
@@ -300,6 +312,7 @@ impl WalStorage {
             .await
             .map_err(|e| wal_error("saving the hard state of a snapshot", e))?;
         self.hard_state.set(hs);
+        self.recent.borrow_mut().clear();
         self.wal
             .release_below(metadata.index + 1)
             .await
@@ -334,6 +347,7 @@ impl WalStorage {
             term,
             conf_state,
         };
+        self.recent.borrow_mut().release_below(index + 1);
         self.wal
             .release_below(index)
             .await
@@ -385,6 +399,9 @@ impl Storage for WalStorage {
         }
         if lo >= hi {
             return Ok(Vec::new());
+        }
+        if let Some(out) = self.recent.borrow().get(lo, hi, max_bytes) {
+            return Ok(out);
         }
         // The WAL's budget counts payload bytes, Raft's adds a fixed cost
         // per entry: the WAL's answer holds Raft's, which is cut from it.

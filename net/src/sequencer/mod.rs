@@ -177,7 +177,8 @@ impl PeerSink for Sequencer {
     fn snapshot_image(&self) -> Option<(basalt_engine::mvcc::ReadView, Vec<u8>)> {
         // The view and the metadata of the same applied index.
         let view = self.store.borrow().read_view();
-        Some((view, self.meta.borrow().encode()))
+        let alarms = self.alarms.borrow().iter().copied().collect::<Vec<_>>();
+        Some((view, self.meta.borrow().encode_with_alarms(alarms)))
     }
     fn snapshot_dir(&self) -> PathBuf {
         snap_dir(&self.cfg.data_dir)
@@ -649,6 +650,20 @@ impl Sequencer {
         if early {
             self.driver.send(std::mem::take(&mut rd.messages));
         }
+        // Committed entries this member persisted in earlier passes are
+        // applied (and their clients answered) before this pass's fsync,
+        // as etcd applies in parallel with its WAL save: committed, they
+        // are durable on a quorum and here. Committed entries among this
+        // Ready's own entries wait for the fsync (a sole voter commits
+        // what it has not persisted yet).
+        let mut committed = std::mem::take(&mut rd.committed_entries);
+        let durable_below = rd.entries.first().map_or(u64::MAX, |e| e.index);
+        let after_persist =
+            committed.split_off(committed.partition_point(|e| e.index < durable_below));
+        let applied_any = !committed.is_empty() || !after_persist.is_empty();
+        if !committed.is_empty() {
+            self.apply_committed(committed);
+        }
         let sync_started = std::time::Instant::now();
         let wrote = !rd.entries.is_empty() || rd.must_sync;
         self.driver.persist(&mut rd).await?;
@@ -658,10 +673,9 @@ impl Sequencer {
         if !early {
             self.driver.send(std::mem::take(&mut rd.messages));
         }
-        let committed = std::mem::take(&mut rd.committed_entries);
-        if !committed.is_empty() {
-            self.apply_committed(committed);
-        } else if rd.soft_state.is_some() {
+        if !after_persist.is_empty() {
+            self.apply_committed(after_persist);
+        } else if !applied_any && rd.soft_state.is_some() {
             // Role or leader changed: headers and the local-read flag.
             self.publish();
         }
@@ -689,6 +703,7 @@ impl Sequencer {
             }
         };
         let mut meta = MemberMeta::decode(&snapshot.data)?;
+        let alarms = MemberMeta::decode_alarms(&snapshot.data)?;
         meta.member_id = self.driver.status().id;
         let _defrag = self
             .defrag_lock
@@ -731,6 +746,13 @@ impl Sequencer {
         self.store.borrow_mut().checkpoint()?;
         self.driver.log().apply_snapshot(snapshot.metadata).await?;
         let _ = std::fs::remove_file(&path);
+        // The alarms the skipped entries raised or disarmed: the leader's.
+        let alarms: AlarmSet = alarms.into_iter().collect();
+        if *self.alarms.borrow() != alarms {
+            tracing::info!(?alarms, "alarms from the leader's snapshot");
+            *self.alarms.borrow_mut() = alarms;
+            self.save_alarms();
+        }
         tracing::info!(
             snapshot_index = index,
             applied_index = applied,
@@ -744,6 +766,9 @@ impl Sequencer {
 
     /// Hands the watchers every event after `revision` the store holds (a
     /// snapshot installed moved the store past them), in bounded batches.
+    /// Events the leader compacted away cannot be: the watchers are then
+    /// told the store jumped to its current revision, and each one still
+    /// behind is canceled with the compact revision (etcd's answer).
     fn feed_events_since(&self, revision: i64) {
         const BATCH: usize = 10_000;
         let mut next = revision + 1;
@@ -751,7 +776,16 @@ impl Sequencer {
             let events = match self.store.borrow().events_from(&[0], &[0], next, BATCH) {
                 Ok(events) => events,
                 Err(e) => {
-                    tracing::error!(from = next, error = %e, "watchers cannot be given the events a snapshot skipped");
+                    let current = self.store.borrow().current_revision();
+                    tracing::info!(from = next, to = current, reason = %e, "the events a snapshot skipped are gone: watchers behind it are canceled");
+                    for l in self.listeners.borrow_mut().iter_mut() {
+                        l(current, &[]);
+                    }
+                    if !self.cfg.event_feeds.is_empty() {
+                        self.cfg
+                            .event_feeds
+                            .send(&std::sync::Arc::new(vec![(current, Vec::new())]));
+                    }
                     return;
                 }
             };

@@ -35,7 +35,8 @@ use super::hub::{History, Hub, HubConfig};
 use super::service::{register, run_progress_notifier, HistorySource, WATCH_METHOD};
 
 /// One applied batch's events: `(revision, events of that revision)`,
-/// ascending, only revisions that have events.
+/// ascending, only revisions that have events — or a revision with none:
+/// the store jumped there without its events (see `Hub::publish`).
 pub type EventBatch = Arc<Vec<(i64, Vec<Event>)>>;
 
 /// The sequencer's side: one sender per executor other than its own, with

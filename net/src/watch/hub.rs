@@ -175,6 +175,9 @@ struct Stream {
     /// A `RequestProgress` waits until every watcher is synced, so the
     /// revision it reports really has been delivered to all of them.
     progress_requested: bool,
+    /// Watchers were moved to catch-up with nothing to send (a jump): the
+    /// stream's task must run a catch-up step before waiting again.
+    catch_up_due: bool,
 }
 
 impl Stream {
@@ -473,7 +476,17 @@ impl Hub {
     /// Hands revision `revision`'s events (all of one applied entry) to
     /// every synced watcher they concern: one response per watcher. Never
     /// blocks; a watcher with a full buffer is moved to catch-up.
+    ///
+    /// No events means the store jumped to `revision` without its events
+    /// being fed (a snapshot from the leader installed over history that
+    /// the leader had compacted): every watcher not yet past it catches up
+    /// from history, which cancels it with the compact revision if its
+    /// events are gone, as etcd does.
     pub fn publish(&mut self, revision: i64, events: &[Event]) {
+        if events.is_empty() {
+            self.jump(revision);
+            return;
+        }
         let header = self.header(revision);
         let candidates = self.index.candidates(events);
         for (sid, id) in candidates {
@@ -514,6 +527,28 @@ impl Hub {
                 fragment,
                 buffered_for: Some(id),
             });
+        }
+    }
+
+    /// Moves every watcher at or behind `revision` to catch-up, and wakes
+    /// its stream to run it.
+    fn jump(&mut self, revision: i64) {
+        let mut woken = Vec::new();
+        for (sid, stream) in self.streams.iter_mut() {
+            let behind: Vec<i64> = stream
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.next_rev <= revision)
+                .map(|(id, _)| *id)
+                .collect();
+            if !behind.is_empty() {
+                stream.unsynced.extend(behind);
+                stream.catch_up_due = true;
+                woken.push(*sid);
+            }
+        }
+        for sid in woken {
+            self.wake(sid);
         }
     }
 
@@ -629,6 +664,14 @@ impl Hub {
         if let Some(w) = self.streams.get_mut(&sid).and_then(|s| s.waker.take()) {
             w.wake();
         }
+    }
+
+    /// Whether `sid`'s task must run a catch-up step before it waits for
+    /// responses (then cleared).
+    pub fn take_catch_up_due(&mut self, sid: StreamId) -> bool {
+        self.streams
+            .get_mut(&sid)
+            .is_some_and(|s| std::mem::take(&mut s.catch_up_due))
     }
 
     /// Takes the next response of `sid`, if any.
@@ -984,6 +1027,48 @@ mod tests {
         // are not reused within a stream.
         h.create(sid, &create("k", "", 3), &hist);
         assert_eq!(event_revs(&drain(&mut h, sid)), vec![(1, vec![3, 4])]);
+    }
+
+    #[test]
+    fn a_jump_over_compacted_history_cancels_the_watchers_behind_it() {
+        let mut h = hub();
+        let mut hist = FakeHistory::default();
+        hist.put(&["k"]);
+        let sid = h.open_stream();
+        h.create(sid, &create("k", "", 0), &hist); // next revision 2
+        h.create(sid, &create("j", "", 0), &hist);
+        let other = h.open_stream();
+        h.create(other, &create("k", "", 9), &hist); // waits for 9
+        drain(&mut h, sid);
+        drain(&mut h, other);
+        // A snapshot moved the store from 1 to 6, compacted at 4, events
+        // not fed: the jump.
+        for _ in 0..5 {
+            hist.put(&["k"]);
+        }
+        hist.compacted = 4;
+        h.publish(6, &[]);
+        assert!(h.take_catch_up_due(sid), "its task must run a catch-up");
+        assert!(!h.take_catch_up_due(sid), "once");
+        assert!(!h.take_catch_up_due(other), "nothing behind there");
+        assert!(!h.catch_up(sid, &hist));
+        let r = drain(&mut h, sid);
+        assert_eq!(r.len(), 2, "{r:?}");
+        for (resp, id) in r.iter().zip([0, 1]) {
+            assert!(resp.canceled);
+            assert_eq!((resp.watch_id, resp.compact_revision), (id, 4));
+        }
+        assert!(!h.catch_up(other, &hist));
+        assert!(drain(&mut h, other).is_empty(), "not behind: untouched");
+        // Without compaction the jump is a catch-up from history.
+        let sid = h.open_stream();
+        h.create(sid, &create("k", "", 0), &hist); // next revision 7
+        drain(&mut h, sid);
+        hist.put(&["k"]);
+        hist.put(&["k"]);
+        h.publish(8, &[]);
+        h.catch_up(sid, &hist);
+        assert_eq!(event_revs(&drain(&mut h, sid)), vec![(0, vec![7, 8])]);
     }
 
     #[test]

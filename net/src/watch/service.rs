@@ -189,14 +189,20 @@ async fn send(
             None => {
                 let waited = poll_fn(|cx| {
                     if half_closed.get() {
-                        return Poll::Ready(None);
+                        return Poll::Ready(Waited::Closed);
                     }
-                    hub.borrow_mut().poll_pop(sid, cx)
+                    let mut hub = hub.borrow_mut();
+                    if hub.take_catch_up_due(sid) {
+                        return Poll::Ready(Waited::CatchUp);
+                    }
+                    hub.poll_pop(sid, cx)
+                        .map(|out| out.map_or(Waited::Closed, Waited::Response))
                 })
                 .await;
                 match waited {
-                    Some(out) => out,
-                    None => return Ok(()),
+                    Waited::Response(out) => out,
+                    Waited::CatchUp => continue,
+                    Waited::Closed => return Ok(()),
                 }
             }
         };
@@ -209,6 +215,13 @@ async fn send(
             responses.send_response(&out.response).await?;
         }
     }
+}
+
+/// What a stream's task woke for.
+enum Waited {
+    Response(super::hub::Outgoing),
+    CatchUp,
+    Closed,
 }
 
 #[cfg(test)]
