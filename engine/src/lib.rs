@@ -5,6 +5,11 @@
 //! durable, and concurrent appends share one fdatasync (group commit).
 //! Recovery cuts a torn tail and refuses any other damage with the file and
 //! offset. Runs on one glommio executor (`!Send`).
+//!
+//! [`etcdfmt`]: etcd's snapshot format (a bbolt database plus a SHA-256),
+//! read into a store and written from a read view, so etcd's backup tools
+//! and basalt's restore each other's files.
 pub mod btree;
+pub mod etcdfmt;
 pub mod mvcc;
 pub mod wal;

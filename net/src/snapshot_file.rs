@@ -1,9 +1,15 @@
-//! The byte layout of a snapshot as Maintenance.Snapshot streams it (and as
-//! `etcdctl snapshot save` stores it).
+//! Snapshot files `basalt --restore-snapshot` reads.
+//!
+//! Maintenance.Snapshot streams etcd's own format (a bbolt database in
+//! etcd's layout, then its SHA-256; see `basalt_engine::etcdfmt`), so a
+//! file `etcdctl snapshot save` stores from basalt or from etcd is the
+//! same kind of file. Restore tells the formats apart by their first page:
+//! a bbolt meta page, or basalt's older framing below, which earlier
+//! basalt versions streamed and which still restores.
 //!
 //! etcdctl only accepts a stream whose length is a multiple of 512 plus 32
 //! (a page-aligned bbolt file followed by its SHA-256). basalt's store
-//! snapshot is not page-aligned, so it is framed:
+//! snapshot was not page-aligned, so it was framed:
 //!
 //! ```text
 //! [store snapshot][zero padding][store snapshot length: u64 LE][SHA-256 of all before]
@@ -12,6 +18,8 @@
 //! with the padding chosen so the part before the hash is a multiple of 512.
 
 use sha2::{Digest, Sha256};
+
+use basalt_engine::etcdfmt;
 
 use crate::error::Error;
 
@@ -51,10 +59,26 @@ pub fn unwrap(file: &[u8]) -> Result<&[u8], Error> {
     Ok(&body[..len as usize])
 }
 
-/// Restores a snapshot file into a new `data_dir` (which must not hold a
-/// member yet), as `etcdctl snapshot restore` does for etcd. The server
-/// started on it then continues from the snapshot's revision.
-pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<(), Error> {
+/// How `--restore-snapshot` reads a file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreFlags {
+    /// etcd's `--skip-hash-check`: restore an etcd database without a
+    /// SHA-256 trailer (one copied from a data dir), or whose trailer does
+    /// not match.
+    pub skip_hash_check: bool,
+}
+
+/// Restores a snapshot file (etcd's format, from etcd or basalt, or
+/// basalt's older one) into a new `data_dir` (which must not hold a member
+/// yet), as `etcdctl snapshot restore` does for etcd. The server started
+/// on it then continues from the snapshot's revision. On an error nothing
+/// is left behind: the member directory (and the data dir, if this made
+/// it) is removed, so no server starts on half a restore.
+pub fn restore(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    flags: RestoreFlags,
+) -> Result<String, Error> {
     let member = data_dir.join("member");
     if member.exists() {
         return Err(Error::SnapshotFile(format!(
@@ -62,14 +86,66 @@ pub fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<(),
             member.display()
         )));
     }
+    let made_data_dir = !data_dir.exists();
+    let result = restore_into(file, data_dir, flags);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&member);
+        if made_data_dir {
+            let _ = std::fs::remove_dir_all(data_dir);
+        }
+    }
+    result
+}
+
+fn restore_into(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+    flags: RestoreFlags,
+) -> Result<String, Error> {
+    let mut head = [0u8; 20];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(format!("reading snapshot {}", file.display()), e))?;
+    let store_dir = crate::sequencer::store_dir(data_dir);
+    if etcdfmt::is_etcd_db(&head[..n]) {
+        let opts = etcdfmt::RestoreOptions {
+            skip_hash_check: flags.skip_hash_check,
+            ..Default::default()
+        };
+        let r = etcdfmt::restore(file, &store_dir, &opts)
+            .map_err(|e| Error::SnapshotFile(format!("{}: {e}", file.display())))?;
+        return Ok(format!(
+            "etcd snapshot: revision {}, compacted at {}, {} versions, {} leases{}{}",
+            r.revision,
+            r.compact_revision,
+            r.summary.versions,
+            r.summary.leases,
+            if r.hash_verified {
+                ", SHA-256 verified"
+            } else {
+                ", SHA-256 not checked"
+            },
+            if r.summary.keys_without_their_lease > 0 {
+                format!(
+                    ", {} live keys named a lease the snapshot lacks (kept without it)",
+                    r.summary.keys_without_their_lease
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     let bytes = std::fs::read(file)
         .map_err(|e| Error::io(format!("reading snapshot {}", file.display()), e))?;
-    let mut store = unwrap(&bytes)?;
-    basalt_engine::mvcc::Store::restore_snapshot(
-        &mut store,
-        &crate::sequencer::store_dir(data_dir),
-    )?;
-    Ok(())
+    let mut store = unwrap(&bytes).map_err(|e| match e {
+        Error::SnapshotFile(why) => Error::SnapshotFile(format!(
+            "{}: neither an etcd database (no bbolt meta page) nor basalt's older format ({why})",
+            file.display()
+        )),
+        other => other,
+    })?;
+    basalt_engine::mvcc::Store::restore_snapshot(&mut store, &store_dir)?;
+    Ok("basalt's older snapshot format".into())
 }
 
 #[cfg(test)]

@@ -294,7 +294,11 @@ async fn maintenance_and_cluster() {
         bytes.extend_from_slice(part.blob());
     }
     assert_eq!(bytes.len() % 512, 32, "etcdctl's snapshot length rule");
-    assert!(basalt_net::snapshot_file::unwrap(&bytes).is_ok());
+    assert_eq!(
+        &bytes[16..20],
+        &0xED0C_DAEDu32.to_le_bytes(),
+        "a bbolt file"
+    );
 }
 
 #[tokio::test]
@@ -565,7 +569,8 @@ fn etcdctl_works_against_basalt() {
     assert_eq!(del.trim(), "1");
     // Restore the saved snapshot into a new data dir and serve it.
     let restored = tempfile::tempdir().unwrap();
-    basalt_net::snapshot_file::restore(&snap, &restored.path().join("data")).unwrap();
+    basalt_net::snapshot_file::restore(&snap, &restored.path().join("data"), Default::default())
+        .unwrap();
     let r = TestServer::start_in(restored, |_| {});
     assert_eq!(
         etcdctl(&r.url(), &["get", "foo", "--print-value-only"])

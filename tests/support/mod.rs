@@ -62,8 +62,33 @@ impl Server {
         Self::start_in(kind, dir, data_dir, extra, (free_port(), free_port())).await
     }
 
+    /// Starts a server on an existing `data_dir` (e.g. one a snapshot was
+    /// restored into) with the given (client, peer) ports.
+    pub async fn start_on(kind: Kind, data_dir: PathBuf, ports: (u16, u16)) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(kind, dir, data_dir, &[], ports).await
+    }
+
+    /// Starts another etcd build (e.g. 3.5 from `target/py-etcd35`) on
+    /// `data_dir` with the given (client, peer) ports.
+    pub async fn start_etcd_build(bin: &Path, data_dir: PathBuf, ports: (u16, u16)) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_bin(Kind::Etcd, Some(bin), dir, data_dir, &[], ports).await
+    }
+
     async fn start_in(
         kind: Kind,
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        extra: &[&str],
+        ports: (u16, u16),
+    ) -> Server {
+        Self::start_bin(kind, None, dir, data_dir, extra, ports).await
+    }
+
+    async fn start_bin(
+        kind: Kind,
+        other_build: Option<&Path>,
         dir: tempfile::TempDir,
         data_dir: PathBuf,
         extra: &[&str],
@@ -73,9 +98,10 @@ impl Server {
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let self_check = std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some();
-        let bin = match if self_check { Kind::Etcd } else { kind } {
-            Kind::Etcd => PathBuf::from(ETCD_BIN),
-            Kind::Basalt => PathBuf::from(env!("CARGO_BIN_EXE_basalt")),
+        let bin = match (other_build, if self_check { Kind::Etcd } else { kind }) {
+            (Some(bin), _) => bin.to_path_buf(),
+            (None, Kind::Etcd) => PathBuf::from(ETCD_BIN),
+            (None, Kind::Basalt) => PathBuf::from(env!("CARGO_BIN_EXE_basalt")),
         };
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(&bin);

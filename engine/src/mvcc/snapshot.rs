@@ -87,24 +87,35 @@ impl Store {
         dir: &Path,
         opts: &StoreOptions,
     ) -> Result<(), MvccError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        finish_staged_restore(dir)?;
-        let staging = dir.join(STAGING_DIR);
-        remove_dir_if_present(&staging)?;
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        if let Err(e) = restore_into(input, &staging, opts) {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        sync_dir(&staging)?;
-        let marker = dir.join(READY_MARKER);
-        std::fs::write(&marker, opts.shards.to_string()).map_err(io(&marker))?;
-        std::fs::File::open(&marker)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&marker))?;
-        sync_dir(dir)?;
-        finish_staged_restore(dir)
+        restore_staged(dir, opts, |staging| restore_into(input, staging, opts))
     }
+}
+
+/// Builds a new store with `build` in a staging directory inside `dir`,
+/// then moves it into place (see the module doc); on an error from `build`
+/// the staging directory is removed and `dir` keeps its store.
+pub(super) fn restore_staged<E: From<MvccError>>(
+    dir: &Path,
+    opts: &StoreOptions,
+    build: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    finish_staged_restore(dir)?;
+    let staging = dir.join(STAGING_DIR);
+    remove_dir_if_present(&staging)?;
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    if let Err(e) = build(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    sync_dir(&staging)?;
+    let marker = dir.join(READY_MARKER);
+    std::fs::write(&marker, opts.shards.to_string()).map_err(io(&marker))?;
+    std::fs::File::open(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&marker))?;
+    sync_dir(dir)?;
+    Ok(finish_staged_restore(dir)?)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MvccError {

@@ -408,7 +408,8 @@ impl Store {
 
     /// CRC32 of every key version with main revision <= `revision` (0 =
     /// current), and the compact revision: equal on members that applied
-    /// the same log (the role of etcd's HashKV; values differ from etcd's).
+    /// the same log. The server's HashKV is etcd's own hash
+    /// (`crate::etcdfmt::hash_kv`); this one checks the engine in tests.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), MvccError> {
         if revision > 0 && revision <= self.compacted {
             return Err(MvccError::Compacted {

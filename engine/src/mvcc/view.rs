@@ -75,7 +75,7 @@ impl ReadView {
         }
     }
 
-    fn layered(&self) -> Layered<'_> {
+    pub(super) fn layered(&self) -> Layered<'_> {
         self.staged().with_scratch(&NO_SCRATCH)
     }
 

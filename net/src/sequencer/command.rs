@@ -17,12 +17,7 @@ pub enum Command {
     ReadIndex,
     Status,
     Hash,
-    HashKv {
-        revision: i64,
-    },
     Defragment,
-    /// The whole store as one snapshot blob.
-    Snapshot,
     Alarm(pb::AlarmRequest),
     Leases,
     Lease {
@@ -45,19 +40,9 @@ pub enum Reply {
         hash: u32,
         header: pb::ResponseHeader,
     },
-    HashKv {
-        hash: u32,
-        compact_revision: i64,
-        hash_revision: i64,
-        header: pb::ResponseHeader,
-    },
     Done(pb::ResponseHeader),
     /// A keepalive went through the log: the lease's TTL, 0 if it is gone.
     Renewed(i64, pb::ResponseHeader),
-    Snapshot {
-        blob: Vec<u8>,
-        header: pb::ResponseHeader,
-    },
     Alarms(Vec<pb::AlarmMember>, pb::ResponseHeader),
     Leases(Vec<m::Lease>, pb::ResponseHeader),
     Members(crate::member::ClusterInfo, pb::ResponseHeader),

@@ -443,30 +443,9 @@ impl Sequencer {
                     header: self.header(),
                 })
             }
-            Command::HashKv { revision } => {
-                let store = self.store.borrow();
-                let (hash, compact_revision) = store.hash_kv(revision)?;
-                let hash_revision = if revision > 0 {
-                    revision
-                } else {
-                    store.current_revision()
-                };
-                Ok(Reply::HashKv {
-                    hash,
-                    compact_revision,
-                    hash_revision,
-                    header: self.header(),
-                })
-            }
             Command::Defragment => {
                 self.defragment().await?;
                 Ok(Reply::Done(self.header()))
-            }
-            Command::Snapshot => {
-                let header = self.header();
-                let mut blob = Vec::new();
-                self.store.borrow().write_snapshot(&mut blob)?;
-                Ok(Reply::Snapshot { blob, header })
             }
             Command::Alarm(req) => self.alarm_request(req).await,
             Command::Leases => {

@@ -3,6 +3,8 @@
 
 use std::rc::Rc;
 
+use basalt_engine::etcdfmt::{self, EtcdFmtError, EtcdSnapshot, SnapshotMember, SnapshotMeta};
+
 use crate::grpc::{server_streaming, unary, Metadata, ResponseSink, Router, Status};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, Reply};
@@ -73,28 +75,7 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/HashKV",
-        unary(move |req: pb::HashKvRequest, _| {
-            let c = c.clone();
-            async move {
-                let cmd = Command::HashKv {
-                    revision: req.revision,
-                };
-                match c.sequencer.call(cmd).await? {
-                    Reply::HashKv {
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                        header,
-                    } => Ok(pb::HashKvResponse {
-                        header: Some(header),
-                        hash,
-                        compact_revision,
-                        hash_revision,
-                    }),
-                    _ => Err(unexpected("HashKV")),
-                }
-            }
-        }),
+        unary(move |req: pb::HashKvRequest, _| hash_kv(c.clone(), req.revision)),
     );
     let c = ctx.clone();
     r.add(
@@ -142,26 +123,126 @@ async fn status(ctx: Rc<ServiceContext>) -> Result<pb::StatusResponse, Status> {
     })
 }
 
-/// The store's snapshot, framed as etcdctl expects (see
-/// [`crate::snapshot_file`]), in 32 KiB pieces, each saying how much follows.
-/// The blob is built whole at the sequencer first (this slice); the
-/// sending side still respects flow control piece by piece.
+/// etcd's HashKV (see `basalt_engine::etcdfmt::hash_kv`) of the view a
+/// linearizable read would see, on a blocking thread: it reads every
+/// version up to the revision.
+async fn hash_kv(ctx: Rc<ServiceContext>, revision: i64) -> Result<pb::HashKvResponse, Status> {
+    let published = ctx.read_view(false).await?;
+    let header = published.header();
+    let view = published.view.clone();
+    drop(published);
+    let h = glommio::executor()
+        .spawn_blocking(move || etcdfmt::hash_kv(&view, revision))
+        .await?;
+    Ok(pb::HashKvResponse {
+        header: Some(header),
+        hash: h.hash,
+        compact_revision: h.compact_revision,
+        hash_revision: h.hash_revision,
+    })
+}
+
+/// Chunks the snapshot writer may run ahead of the client.
+const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
+
+/// etcd's snapshot (see `basalt_engine::etcdfmt`) of the view a
+/// linearizable read would see, in 32 KiB pieces, each saying how much
+/// follows. The view is pinned for the whole stream, so the file is one
+/// consistent state while writes go on; it is laid out and written on a
+/// blocking thread, a few pieces ahead of the client at most.
 async fn snapshot(ctx: Rc<ServiceContext>, mut sink: ResponseSink) -> Result<(), Status> {
-    let Reply::Snapshot { blob, header } = ctx.sequencer.call(Command::Snapshot).await? else {
+    let Reply::Members(cluster, _) = ctx.sequencer.call(Command::Members).await? else {
         return Err(unexpected("Snapshot"));
     };
-    let blob = crate::snapshot_file::wrap(blob);
-    let total = blob.len();
-    let mut sent = 0;
-    for piece in blob.chunks(SNAPSHOT_CHUNK) {
-        sent += piece.len();
+    let published = ctx.read_view(false).await?;
+    let header = published.header();
+    let view = published.view.clone();
+    let meta = SnapshotMeta {
+        term: published.raft_term,
+        members: cluster
+            .members
+            .into_iter()
+            .map(|m| SnapshotMember {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: false,
+            })
+            .collect(),
+    };
+    drop(published);
+    let failed = |e: EtcdFmtError| {
+        Status::new(
+            crate::grpc::Code::Internal,
+            format!("basalt: writing the snapshot: {e}"),
+        )
+    };
+    let snap = glommio::executor()
+        .spawn_blocking(move || EtcdSnapshot::plan(view, meta))
+        .await
+        .map_err(failed)?;
+    let total = snap.file_len();
+    let (tx, mut rx) = futures_channel::mpsc::channel::<Vec<u8>>(SNAPSHOT_CHUNKS_QUEUED);
+    let writer = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+        };
+        snap.write(&mut out)?;
+        out.send_chunk().map_err(EtcdFmtError::Internal)
+    }));
+    let mut sent = 0u64;
+    while let Some(blob) = futures_lite::StreamExt::next(&mut rx).await {
+        sent += blob.len() as u64;
         sink.send(&pb::SnapshotResponse {
             header: Some(header),
-            remaining_bytes: (total - sent) as u64,
-            blob: piece.to_vec(),
+            remaining_bytes: total.saturating_sub(sent),
+            blob,
             version: ETCD_COMPAT_VERSION.to_owned(),
         })
         .await?;
     }
+    writer.await.map_err(failed)?;
+    if sent != total {
+        return Err(failed(EtcdFmtError::Internal(format!(
+            "wrote {sent} bytes of a {total}-byte snapshot"
+        ))));
+    }
     Ok(())
+}
+
+/// Cuts the snapshot into pieces and hands them to the stream, blocking
+/// (on its own thread) while the stream is [`SNAPSHOT_CHUNKS_QUEUED`] ahead.
+struct ChunkWriter {
+    tx: futures_channel::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send_chunk(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        let tx = &mut self.tx;
+        futures_lite::future::block_on(std::future::poll_fn(|cx| tx.poll_ready(cx)))
+            .and_then(|()| tx.start_send(chunk))
+            .map_err(|_| "the client closed the snapshot stream".to_string())
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = (SNAPSHOT_CHUNK - self.buf.len()).min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK {
+            self.send_chunk().map_err(std::io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
