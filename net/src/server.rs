@@ -32,7 +32,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -155,15 +155,29 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         &cfg.advertise_client_urls,
     )?;
     refuse_joining(&cfg)?;
+    let client_tls = client_tls(&cfg)?;
     let client_listeners = listen
         .iter()
-        .map(|&addr| bind_exclusive(addr, "client"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .zip(&cfg.listen_client_urls)
+        .map(|(&addr, url)| {
+            let tls = crate::tls::is_https(url)
+                .then(|| client_tls.clone())
+                .flatten();
+            Ok((bind_exclusive(addr, "client")?, tls))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let bound = client_listeners
         .iter()
-        .map(|l| l.local_addr())
+        .map(|(l, _)| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::io("reading a bound client address", e))?;
+    if let Some(u) = cfg
+        .listen_peer_urls
+        .iter()
+        .find(|u| crate::tls::is_https(u))
+    {
+        return Err(Error::Config(format!("{u}: peer TLS is not supported yet")));
+    }
     let peer_listeners = cfg
         .listen_peer_urls
         .iter()
@@ -197,7 +211,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         failed: failed.clone(),
     };
     let views = seq_cfg.views.clone();
-    let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
+    let metrics_listeners =
+        crate::metrics::bind_listeners(&cfg.listen_metrics_urls, client_tls.as_ref())?;
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -210,7 +225,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let mut executors = Vec::new();
     // Every executor is handed its connections by executor 0's acceptor.
     let (deal_to, mut incoming): (Vec<_>, Vec<_>) = (0..cores)
-        .map(|_| mpsc_async::channel::<std::net::TcpStream>(CONNECTION_QUEUE))
+        .map(|_| mpsc_async::channel::<Accepted>(CONNECTION_QUEUE))
         .unzip();
     let acceptor = Acceptor {
         client: client_listeners,
@@ -337,6 +352,22 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         stops,
         executors,
     })
+}
+
+/// The client listeners' TLS (also serving `https` metrics URLs), if any
+/// of them is `https`.
+fn client_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    let https_metrics = cfg
+        .listen_metrics_urls
+        .iter()
+        .filter(|u| crate::tls::is_https(u));
+    let urls: Vec<String> = cfg
+        .listen_client_urls
+        .iter()
+        .chain(https_metrics)
+        .cloned()
+        .collect();
+    cfg.tls.client_server_config(&urls, &cfg.data_dir)
 }
 
 /// Until members can join a running cluster (membership changes), a
@@ -477,7 +508,7 @@ struct SequencerLinks {
     mesh: Option<SequencerMesh>,
     /// One per other executor, told when its calls are finished.
     drained: Vec<oneshot::Receiver<()>>,
-    metrics_listeners: Vec<std::net::TcpListener>,
+    metrics_listeners: Vec<crate::metrics::MetricsListener>,
     acceptor: Acceptor,
 }
 
@@ -661,7 +692,14 @@ impl Executor {
 
 /// Connections accepted by executor 0 for one executor; bounded, so a
 /// flood of connections waits in the kernel's backlog, not in our memory.
-type ConnectionQueue = mpsc_async::Receiver<std::net::TcpStream>;
+type ConnectionQueue = mpsc_async::Receiver<Accepted>;
+
+/// A client connection dealt to an executor, with the TLS of the
+/// listener that accepted it (the handshake runs on that executor).
+struct Accepted {
+    stream: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
 /// Accepted connections queued for one executor before the acceptor waits.
 const CONNECTION_QUEUE: usize = 64;
 /// Pending connections the kernel keeps per listening socket.
@@ -671,10 +709,11 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// deals client connections to the executors in turn, so every executor
 /// serves a share, and only this process ever accepts on its ports.
 struct Acceptor {
-    client: Vec<std::net::TcpListener>,
+    /// `--listen-client-urls`, with their TLS if `https`.
+    client: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     /// `--listen-peer-urls`: streams other members open to us.
     peer: Vec<std::net::TcpListener>,
-    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+    executors: Vec<mpsc_async::Sender<Accepted>>,
 }
 
 impl Acceptor {
@@ -697,7 +736,7 @@ impl Acceptor {
                 gate.fire();
             }));
         }
-        for l in self.client {
+        for (l, tls) in self.client {
             let gate = gate.clone();
             let shutdown = shutdown.clone();
             let deal = Deal {
@@ -706,7 +745,10 @@ impl Acceptor {
             };
             loops.push(glommio::spawn_local(async move {
                 if shutdown.unless_fired(gate.wait()).await.is_some() {
-                    accept_loop(glommio_listener(l), shutdown, move |s| deal.clone().give(s)).await;
+                    accept_loop(glommio_listener(l), shutdown, move |s| {
+                        deal.clone().give(s, tls.clone())
+                    })
+                    .await;
                 }
             }));
         }
@@ -760,12 +802,16 @@ async fn accept_loop(
 /// The executors' queues and whose turn is next.
 #[derive(Clone)]
 struct Deal {
-    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+    executors: Vec<mpsc_async::Sender<Accepted>>,
     next: Rc<Cell<usize>>,
 }
 
 impl Deal {
-    fn give(mut self, accepted: AcceptedTcpStream) -> Handoff {
+    fn give(
+        mut self,
+        accepted: AcceptedTcpStream,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Handoff {
         Box::pin(async move {
             // glommio's AcceptedTcpStream is a bare fd that nothing closes;
             // an owned std stream closes itself wherever it is dropped.
@@ -784,7 +830,7 @@ impl Deal {
             // A stopped executor's queue is closed: the connection is
             // dropped (closed), as it would be during shutdown anyway.
             if ready.is_ok() {
-                let _ = queue.start_send(stream);
+                let _ = queue.start_send(Accepted { stream, tls });
             }
         })
     }
@@ -835,14 +881,15 @@ impl Serving {
                     };
                     // SAFETY: the fd is an accepted, connected socket that
                     // `into_raw_fd` hands over; the glommio stream owns it.
-                    let stream = unsafe { TcpStream::from_raw_fd(accepted.into_raw_fd()) };
+                    let stream = unsafe { TcpStream::from_raw_fd(accepted.stream.into_raw_fd()) };
+                    let tls = accepted.tls;
                     if let Some(calls) = router.calls() {
                         calls.connection_opened();
                     }
                     open.set(open.get() + 1);
                     let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
                     glommio::spawn_local(async move {
-                        if let Err(e) = serve_connection(stream, router, limits, shutdown).await {
+                        if let Err(e) = serve_connection(stream, tls, router, limits, shutdown).await {
                             tracing::debug!(executor = id, error = %e, "connection ended with an error");
                         }
                         open.set(open.get() - 1);
