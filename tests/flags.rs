@@ -247,3 +247,27 @@ fn bad_tls_files_and_flags_are_refused_like_etcd() {
         assert_refused_like_etcd(&args, &message, &message);
     }
 }
+
+/// An https peer URL without peer certificates stops basalt as etcd.
+#[test]
+fn an_https_peer_url_without_peer_certificates_is_refused_like_etcd() {
+    let client = format!("http://127.0.0.1:{}", support::free_port());
+    let port = support::free_port();
+    let peer = format!("https://127.0.0.1:{port}");
+    let args = [
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("default={peer}"),
+    ];
+    let message = format!(
+        "cannot listen on TLS for 127.0.0.1:{port}: KeyFile and CertFile are not presented"
+    );
+    assert_refused_like_etcd(&args, &message, &message);
+}

@@ -374,3 +374,109 @@ async fn a_revoked_client_certificate_is_refused_like_etcd() {
         );
     }
 }
+
+/// Kills (by its own PID) and reaps a process on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tuning/profiles/kubeadm-basalt.yaml` starts as written (its flags,
+/// with kubeadm's file names, on free loopback ports), and etcdctl with
+/// the kube-apiserver's client certificate uses it.
+#[tokio::test]
+async fn the_kubeadm_profile_starts_and_serves_a_kubeadm_client() {
+    let manifest = include_str!("../tuning/profiles/kubeadm-basalt.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    let node_ip = "127.0.0.2";
+    // kubeadm's etcd PKI: one CA; server and peer certificates for the
+    // node's names; the API server's client certificate.
+    let ca = Ca::new(&pki, "ca");
+    let hosts = ["localhost", "node", "127.0.0.1", node_ip, "::1"];
+    let server = ca.issue(&pki, "server", "node", &hosts, 1);
+    let peer = ca.issue(&pki, "peer", "node", &hosts, 2);
+    let client = ca.issue(
+        &pki,
+        "apiserver-etcd-client",
+        "kube-apiserver-etcd-client",
+        &[],
+        3,
+    );
+    for (from, to) in [
+        (&ca.cert_file, "ca.crt"),
+        (&server.cert_file, "server.crt"),
+        (&server.key_file, "server.key"),
+        (&peer.cert_file, "peer.crt"),
+        (&peer.key_file, "peer.key"),
+    ] {
+        std::fs::copy(from, pki.join(to)).expect("copy");
+    }
+    let (client_port, peer_port, metrics_port) = (free_port(), free_port(), free_port());
+    let args: Vec<String> = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("command:"))
+        .skip(2) // "command:" and "- basalt"
+        .map_while(|l| l.trim_start().strip_prefix("- --"))
+        .map(|flag| {
+            format!("--{flag}")
+                .replace("NODE_NAME", "node")
+                .replace("NODE_IP", node_ip)
+                .replace(":2379", &format!(":{client_port}"))
+                .replace(":2380", &format!(":{peer_port}"))
+                .replace(":2381", &format!(":{metrics_port}"))
+                .replace("/etc/kubernetes/pki/etcd", &pki.display().to_string())
+                .replace(
+                    "/var/lib/etcd",
+                    &dir.path().join("data").display().to_string(),
+                )
+        })
+        .collect();
+    assert!(
+        args.iter().any(|a| a.starts_with("--cert-file=")),
+        "{args:?}"
+    );
+    let log = std::fs::File::create(dir.path().join("basalt.log")).expect("log");
+    let _basalt = Running(
+        Command::new(env!("CARGO_BIN_EXE_basalt"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start basalt"),
+    );
+    let endpoint = format!("https://{node_ip}:{client_port}");
+    let etcdctl = |args: &[&str]| {
+        Command::new(support::ETCDCTL_BIN)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "--command-timeout=3s"])
+            .arg(format!("--cacert={}", arg(&pki.join("ca.crt"))))
+            .arg(format!("--cert={}", arg(&client.cert_file)))
+            .arg(format!("--key={}", arg(&client.key_file)))
+            .args(args)
+            .output()
+            .expect("etcdctl")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !etcdctl(&["put", "/registry/pods/default/p", "x"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kubeadm profile did not serve:\n{}",
+            std::fs::read_to_string(dir.path().join("basalt.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let got = etcdctl(&["get", "/registry/pods/default/p", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "x\n");
+    let ready = curl(&[&format!("http://127.0.0.1:{metrics_port}/readyz")]);
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "ok");
+}

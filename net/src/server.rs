@@ -171,18 +171,20 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         .map(|(l, _)| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::io("reading a bound client address", e))?;
-    if let Some(u) = cfg
-        .listen_peer_urls
-        .iter()
-        .find(|u| crate::tls::is_https(u))
-    {
-        return Err(Error::Config(format!("{u}: peer TLS is not supported yet")));
-    }
+    let peer_tls = cfg
+        .tls
+        .peer_server_config(&cfg.listen_peer_urls, &cfg.data_dir)?;
+    let peer_dial = cfg
+        .tls
+        .peer_client_config(&cfg.listen_peer_urls, &cfg.data_dir)?;
     let peer_listeners = cfg
         .listen_peer_urls
         .iter()
-        .map(|u| bind_exclusive(parse_listen_url(u)?, "peer"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|u| {
+            let tls = crate::tls::is_https(u).then(|| peer_tls.clone()).flatten();
+            Ok((bind_exclusive(parse_listen_url(u)?, "peer")?, tls))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     fix_advertised_ports(&mut cluster, &bound);
     // glommio cannot open a relative WAL directory (EBADF); resolve it once.
     let data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| {
@@ -230,6 +232,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let acceptor = Acceptor {
         client: client_listeners,
         peer: peer_listeners,
+        peer_dial,
         executors: deal_to,
     };
     // Executor 0 first: it opens the store, which may fail.
@@ -600,6 +603,8 @@ impl Executor {
         }
         let shutdown = Rc::new(Shutdown::new());
         let transport = seq.start_peers();
+        // Before any task runs, so the first dial already has it.
+        transport.set_dial_tls(acceptor.peer_dial.clone());
         let gate = {
             let seq = seq.clone();
             Box::pin(async move { seq.wait_published().await }) as Gate
@@ -711,8 +716,11 @@ const LISTEN_BACKLOG: i32 = 1024;
 struct Acceptor {
     /// `--listen-client-urls`, with their TLS if `https`.
     client: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
-    /// `--listen-peer-urls`: streams other members open to us.
-    peer: Vec<std::net::TcpListener>,
+    /// `--listen-peer-urls`: streams other members open to us, with their
+    /// TLS if `https`.
+    peer: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    /// TLS for dialling `https` peer URLs.
+    peer_dial: Option<Arc<rustls::ClientConfig>>,
     executors: Vec<mpsc_async::Sender<Accepted>>,
 }
 
@@ -753,14 +761,15 @@ impl Acceptor {
             }));
         }
         drop(self.executors);
-        for l in self.peer {
+        for (l, tls) in self.peer {
             let transport = transport.clone();
             loops.push(glommio::spawn_local(accept_loop(
                 glommio_listener(l),
                 shutdown.clone(),
                 move |s| {
                     let stream = s.bind_to_executor();
-                    glommio::spawn_local(transport.clone().serve_inbound(stream)).detach();
+                    glommio::spawn_local(serve_peer(transport.clone(), stream, tls.clone()))
+                        .detach();
                     Box::pin(async {})
                 },
             )));
@@ -769,6 +778,37 @@ impl Acceptor {
             l.await;
         }
     }
+}
+
+/// Time a peer has to finish its TLS handshake.
+const PEER_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Hands a stream a peer opened to the transport, after the TLS
+/// handshake on an `https` peer listener (a refused one is logged, as
+/// etcd logs "rejected connection").
+async fn serve_peer(
+    transport: Rc<crate::peer::Transport>,
+    tcp: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let stream = match tls {
+        None => crate::tls::Stream::Plain(tcp),
+        Some(config) => {
+            let remote = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let _ = tcp.set_read_timeout(Some(PEER_TLS_HANDSHAKE_TIMEOUT));
+            match crate::tls::Stream::accept(tcp, config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        "rejected peer connection from {remote:?} (error {:?})",
+                        e.to_string()
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    transport.serve_inbound(stream).await
 }
 
 fn glommio_listener(l: std::net::TcpListener) -> TcpListener {

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, ServerConfig};
 
 pub use rotation::RotatingCert;
-pub use stream::Stream;
+pub use stream::{server_name, Stream};
 pub use suites::{parse_tls_version, TlsVersion};
 
 use crate::error::Error;

@@ -81,10 +81,12 @@ impl Stream {
     }
 }
 
-/// The server name to expect when dialling `host` (an IP or DNS name).
-pub fn server_name(host: &str) -> io::Result<ServerName<'static>> {
-    ServerName::try_from(host.to_owned())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))
+/// The name a peer dialled at `url` must prove (its URL's host, as Go's
+/// HTTP transport checks it), or its address if the host is no name.
+pub fn server_name(url: &str, addr: std::net::SocketAddr) -> ServerName<'static> {
+    super::url_host(url)
+        .and_then(|h| ServerName::try_from(h).ok())
+        .unwrap_or_else(|| ServerName::from(addr.ip()))
 }
 
 impl AsyncRead for Stream {
