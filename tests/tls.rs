@@ -346,7 +346,7 @@ async fn the_rust_client_speaks_tls() {
 }
 
 /// `--client-crl-file`: a revoked client certificate is refused, others
-/// are served, as with etcd.
+/// are served, and a new list is read without a restart, as with etcd.
 #[tokio::test]
 async fn a_revoked_client_certificate_is_refused_like_etcd() {
     let p = pki();
@@ -372,6 +372,16 @@ async fn a_revoked_client_certificate_is_refused_like_etcd() {
             "{kind:?}: {}",
             text(&refused)
         );
+        // Revoking the served client too takes effect without a restart.
+        p.ca.revoke(p.dir.path(), "crl.pem", &[&revoked, &p.client]);
+        let now_refused = etcdctl_as(&server, &p.with_client_cert(), &["get", "k"]);
+        assert_eq!(
+            now_refused.status.code(),
+            Some(1),
+            "{kind:?}: {}",
+            text(&now_refused)
+        );
+        p.ca.revoke(p.dir.path(), "crl.pem", &[&revoked]);
     }
 }
 
@@ -479,4 +489,54 @@ async fn the_kubeadm_profile_starts_and_serves_a_kubeadm_client() {
     assert_eq!(String::from_utf8_lossy(&got.stdout), "x\n");
     let ready = curl(&[&format!("http://127.0.0.1:{metrics_port}/readyz")]);
     assert_eq!(String::from_utf8_lossy(&ready.stdout), "ok");
+}
+
+/// `--cipher-suites` narrows TLS 1.2 to the listed suites (etcd 3.4 and
+/// basalt alike); `--tls-min-version=TLS1.3` (etcd 3.5) refuses TLS 1.2.
+#[tokio::test]
+async fn cipher_suites_and_tls_versions_narrow_the_handshake() {
+    let p = pki();
+    let ca = arg(&p.ca.cert_file);
+    let health = |endpoint: &str, how: &[&str]| {
+        let out = curl(
+            &[
+                &["--cacert", &ca][..],
+                how,
+                &[&format!("{endpoint}/health")],
+            ]
+            .concat(),
+        );
+        out.status.success()
+    };
+    let tls12 = ["--tls-max", "1.2"];
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let mut flags = p.server_flags(false);
+        flags.push("--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into());
+        let tls = ClientTls {
+            ca: Some(p.ca.cert_file.clone()),
+            ..ClientTls::default()
+        };
+        let server = Server::start_tls(kind, tls, &strs(&flags)).await;
+        let e = &server.endpoint;
+        let listed = [&tls12[..], &["--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"]].concat();
+        let unlisted = [&tls12[..], &["--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]].concat();
+        assert!(health(e, &listed), "{kind:?}: a listed suite is refused");
+        assert!(
+            !health(e, &unlisted),
+            "{kind:?}: an unlisted suite is served"
+        );
+        assert!(
+            health(e, &["--tlsv1.3"]),
+            "{kind:?}: TLS 1.3 is not offered"
+        );
+    }
+    let mut flags = p.server_flags(false);
+    flags.push("--tls-min-version=TLS1.3".into());
+    let tls = ClientTls {
+        ca: Some(p.ca.cert_file.clone()),
+        ..ClientTls::default()
+    };
+    let server = Server::start_tls(Kind::Basalt, tls, &strs(&flags)).await;
+    assert!(!health(&server.endpoint, &tls12), "TLS 1.2 is served");
+    assert!(health(&server.endpoint, &["--tlsv1.3"]));
 }

@@ -228,13 +228,14 @@ impl Transport {
             bell: Doorbell::default(),
             connected: Cell::new(false),
         };
+        let tls = self.dial_tls.borrow().clone();
         let (mut stream, mut encoder) = dial(
             &link,
             self.me,
             self.cluster_id,
             self.limits,
             StreamKind::Snapshot,
-            self.dial_tls.borrow().clone(),
+            tls,
         )
         .await?;
         let (tx, mut rx) = futures_channel::mpsc::channel::<Vec<u8>>(SNAPSHOT_CHUNKS_QUEUED);

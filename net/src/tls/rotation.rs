@@ -17,13 +17,13 @@ use crate::error::Error;
 /// inode (a rename over the file changes the inode even within one tick
 /// of the clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
+pub(super) fn stamp(path: &std::path::Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {

@@ -9,6 +9,8 @@
 //! - Dialling a peer, its certificate is verified against the peer CA, or
 //!   not at all with `--peer-auto-tls` (etcd's `InsecureSkipVerify` for
 //!   self-signed peers).
+//! - The CRL file is read again when it changes (etcd reads it at every
+//!   connection), so a revocation takes effect without a restart.
 //! - `--peer-cert-allowed-cn` / `--peer-cert-allowed-hostname` then admit
 //!   only a verified certificate with that common name, or valid for that
 //!   host name (etcd's `VerifyPeerCertificate`, on both ends).
@@ -24,6 +26,45 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::{pem, TlsInfo};
 use crate::error::Error;
+
+/// The handshake-signature checks of a verifier that holds `provider`.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
 
 /// etcd's refusal of a verified peer with the wrong name.
 const NAME_REFUSED: &str = "client certificate authentication failed";
@@ -55,17 +96,11 @@ pub(super) fn client_verifier(
             provider: provider.clone(),
         })
     } else {
-        let mut builder =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if let Some(crl) = &info.crl_file {
-            builder = builder
-                .with_crls(pem::revocation_lists(crl)?)
-                .only_check_end_entity_revocation()
-                .allow_unknown_revocation_status();
+        let roots = Arc::new(roots);
+        match &info.crl_file {
+            None => webpki_clients(&roots, provider, Vec::new())?,
+            Some(crl) => Arc::new(ReloadingCrl::new(roots, provider.clone(), crl.clone())?),
         }
-        builder
-            .build()
-            .map_err(|e| Error::Tls(format!("{flag}: {e}")))?
     };
     Ok(match names(info) {
         Some(names) => Arc::new(Named {
@@ -74,6 +109,103 @@ pub(super) fn client_verifier(
         }),
         None => verifier,
     })
+}
+
+/// rustls's verifier of client certificates against `roots`, revoking
+/// what `crls` list (certificates of CAs without a list pass, as in Go).
+fn webpki_clients(
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if !crls.is_empty() {
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Tls(format!("client certificate verification: {e}")))
+}
+
+/// Client verification with a CRL file that is read again when it
+/// changes; a file that does not parse is logged and the last good list
+/// stays in force.
+struct ReloadingCrl {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    crl_file: std::path::PathBuf,
+    hints: Vec<DistinguishedName>,
+    current: std::sync::Mutex<(Option<super::rotation::Stamp>, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl std::fmt::Debug for ReloadingCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCrl")
+            .field("crl_file", &self.crl_file)
+            .finish()
+    }
+}
+
+impl ReloadingCrl {
+    fn new(
+        roots: Arc<rustls::RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        crl_file: std::path::PathBuf,
+    ) -> Result<ReloadingCrl, Error> {
+        let seen = super::rotation::stamp(&crl_file);
+        let verifier = webpki_clients(&roots, &provider, pem::revocation_lists(&crl_file)?)?;
+        Ok(ReloadingCrl {
+            hints: roots.subjects(),
+            roots,
+            provider,
+            crl_file,
+            current: std::sync::Mutex::new((seen, verifier)),
+        })
+    }
+
+    /// The verifier with the CRL file as it is now.
+    fn fresh(&self) -> Arc<dyn ClientCertVerifier> {
+        let now = super::rotation::stamp(&self.crl_file);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0 != now {
+            current.0 = now;
+            let reloaded = pem::revocation_lists(&self.crl_file)
+                .and_then(|crls| webpki_clients(&self.roots, &self.provider, crls));
+            match reloaded {
+                Ok(v) => {
+                    tracing::info!(crl = %self.crl_file.display(), "revocation list reloaded");
+                    current.1 = v;
+                }
+                Err(e) => tracing::warn!(
+                    crl = %self.crl_file.display(),
+                    error = %e,
+                    "changed revocation list does not load; the previous one stays in force"
+                ),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ClientCertVerifier for ReloadingCrl {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.fresh()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    handshake_signatures!();
 }
 
 /// The dialler's verifier of a peer's server certificate.
@@ -270,44 +402,6 @@ struct RefuseAll {
 #[derive(Debug)]
 struct TrustAny {
     provider: Arc<CryptoProvider>,
-}
-
-macro_rules! handshake_signatures {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    };
 }
 
 impl ClientCertVerifier for RefuseAll {
