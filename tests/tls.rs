@@ -540,3 +540,76 @@ async fn cipher_suites_and_tls_versions_narrow_the_handshake() {
     assert!(!health(&server.endpoint, &tls12), "TLS 1.2 is served");
     assert!(health(&server.endpoint, &["--tlsv1.3"]));
 }
+
+/// Expired and not yet valid client certificates are refused (etcd 3.4
+/// and basalt alike), and garbage instead of a TLS hello gets the
+/// connection closed and a log line; the server keeps serving.
+#[tokio::test]
+async fn expired_certificates_and_garbage_handshakes_are_refused() {
+    use std::io::{Read, Write};
+    let p = pki();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let expired = p.ca.issue_valid(
+        p.dir.path(),
+        "expired",
+        "old",
+        &[],
+        20,
+        (now - 10 * day, now - day),
+    );
+    let early = p.ca.issue_valid(
+        p.dir.path(),
+        "early",
+        "new",
+        &[],
+        21,
+        (now + day, now + 10 * day),
+    );
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let flags = p.server_flags(true);
+        let server = Server::start_tls(kind, p.with_client_cert(), &strs(&flags)).await;
+        for bad in [&expired, &early] {
+            let tls = ClientTls {
+                ca: Some(p.ca.cert_file.clone()),
+                cert: Some((bad.cert_file.clone(), bad.key_file.clone())),
+                also_listen: Vec::new(),
+            };
+            let refused = etcdctl_as(&server, &tls, &["get", "k"]);
+            assert_eq!(
+                refused.status.code(),
+                Some(1),
+                "{kind:?}: {}",
+                text(&refused)
+            );
+        }
+        let addr = server.endpoint.trim_start_matches("https://").to_string();
+        let mut garbage = std::net::TcpStream::connect(&addr).expect("connect");
+        garbage
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        garbage.write_all(&[0x42; 512]).expect("write garbage");
+        let mut buf = [0u8; 64];
+        // Closed (possibly after an alert), never left hanging.
+        loop {
+            match garbage.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{kind:?}: garbage left the connection open: {e}"),
+            }
+        }
+        assert!(
+            server
+                .etcdctl(&["put", "k", "still-serving"])
+                .status
+                .success(),
+            "{kind:?}"
+        );
+        assert!(
+            server.log().contains("rejected connection"),
+            "{kind:?}: {}",
+            server.log()
+        );
+    }
+}

@@ -53,12 +53,32 @@ impl Ca {
     /// usable by servers and clients, into `dir/file.pem` and
     /// `dir/file-key.pem`.
     pub fn issue(&self, dir: &Path, file: &str, cn: &str, hosts: &[&str], serial: u64) -> Issued {
+        let now = time::OffsetDateTime::now_utc();
+        let validity = (
+            now - time::Duration::hours(1),
+            now + time::Duration::days(30),
+        );
+        self.issue_valid(dir, file, cn, hosts, serial, validity)
+    }
+
+    /// Like [`Ca::issue`], valid only from `validity.0` to `validity.1`
+    /// (to make expired or not yet valid certificates).
+    pub fn issue_valid(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        hosts: &[&str],
+        serial: u64,
+        validity: (time::OffsetDateTime, time::OffsetDateTime),
+    ) -> Issued {
         let key = KeyPair::generate().expect("key");
         let mut params =
             CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
                 .expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.serial_number = Some(SerialNumber::from(serial));
+        (params.not_before, params.not_after) = validity;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
