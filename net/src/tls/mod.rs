@@ -132,10 +132,6 @@ impl Side {
             Side::Peer => "peer",
         }
     }
-
-    fn fixtures(self) -> &'static str {
-        self.word()
-    }
 }
 
 /// The schemes basalt listens and dials with.
@@ -263,7 +259,7 @@ impl TlsSettings {
             _ if info.auto_tls && info.is_empty() => {
                 let hosts: Vec<String> = urls.iter().filter_map(|u| url_host(u)).collect();
                 self_signed::self_cert(
-                    &data_dir.join("fixtures").join(side.fixtures()),
+                    &data_dir.join("fixtures").join(side.word()),
                     &hosts,
                     self.self_signed_cert_validity.max(1),
                     side == Side::Peer,
