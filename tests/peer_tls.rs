@@ -12,6 +12,11 @@ use support::cluster::{Cluster, MemberPlan};
 use support::pki::{arg, Ca};
 use support::Kind;
 
+/// One cluster at a time: members kept out redial every second, and that
+/// churn of ephemeral ports can take a port another test's member was
+/// about to bind (its free port is only reserved, not held).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Three members on https peer URLs, member `i` with a certificate for
 /// 127.0.0.1 named `names[i]` from `ca_of(i)`, all trusting `trusted`.
 fn plans(
@@ -68,6 +73,7 @@ async fn serves(cluster: &Cluster, i: usize) -> bool {
 
 #[tokio::test]
 async fn a_cluster_replicates_over_peer_tls_like_etcd() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new(dir.path(), "ca");
     for kind in [Kind::Etcd, Kind::Basalt] {
@@ -88,6 +94,7 @@ async fn a_cluster_replicates_over_peer_tls_like_etcd() {
 /// (and they log it); the two others serve without it.
 #[tokio::test]
 async fn a_peer_with_a_certificate_of_another_ca_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new(dir.path(), "ca");
     let stranger = Ca::new(dir.path(), "stranger-ca");
@@ -108,6 +115,7 @@ async fn a_peer_with_a_certificate_of_another_ca_is_refused() {
 /// but another common name is kept out.
 #[tokio::test]
 async fn peer_cert_allowed_cn_is_enforced() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new(dir.path(), "ca");
     let plans = plans(
@@ -137,6 +145,7 @@ async fn peer_cert_allowed_cn_is_enforced() {
 /// behaviour), still encrypt the peer traffic; the cluster replicates.
 #[tokio::test]
 async fn a_cluster_with_peer_auto_tls_replicates() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let plans = (0..3).map(|_| MemberPlan::loopback("https")).collect();
     let cluster = Cluster::start_planned(Kind::Basalt, plans, &["--peer-auto-tls"], &[]).await;
     replicates(&cluster, &[0, 1, 2]).await;

@@ -705,6 +705,7 @@ struct Accepted {
     stream: std::net::TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
+
 /// Accepted connections queued for one executor before the acceptor waits.
 const CONNECTION_QUEUE: usize = 64;
 /// Pending connections the kernel keeps per listening socket.

@@ -235,10 +235,30 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("{} did not answer within 30 s; log:\n{}", m.name, m.log());
+                let name = m.name.clone();
+                panic!(
+                    "{name} did not answer within 30 s; log:\n{}\nthe others: {}",
+                    self.members[i].log(),
+                    self.exited_members()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Which members have exited, with their logs (a member that cannot
+    /// reach a quorum is often waiting for one that died at start).
+    fn exited_members(&mut self) -> String {
+        let mut out = String::new();
+        for m in &mut self.members {
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                out += &format!("\n{} exited with {status}; log:\n{}", m.name, m.log());
+            }
+        }
+        if out.is_empty() {
+            out = "all running".into();
+        }
+        out
     }
 
     pub fn endpoints(&self) -> Vec<String> {
