@@ -273,7 +273,8 @@ impl TlsSettings {
     /// The TLS configuration for dialling `https` peer URLs: the peer
     /// certificate as a client certificate, the peer CA as trust (or, with
     /// `--peer-auto-tls`, no verification, as etcd). `None` when no peer
-    /// TLS flag is given.
+    /// TLS flag is given, or no peer URL of this member is `https` (its
+    /// peer files are then ignored, as on its listeners).
     pub fn peer_client_config(
         &self,
         peer_urls: &[String],
@@ -283,14 +284,13 @@ impl TlsSettings {
         if info.is_empty() && !info.auto_tls && info.trusted_ca_file.is_none() {
             return Ok(None);
         }
+        if !peer_urls.iter().any(|u| is_https(u)) {
+            return Ok(None);
+        }
         let provider = self.provider()?;
         let cert = if !info.is_empty() || info.auto_tls {
-            let first = peer_urls
-                .iter()
-                .find(|u| is_https(u))
-                .or(peer_urls.first())
-                .cloned()
-                .unwrap_or_default();
+            let first = peer_urls.iter().find(|u| is_https(u)).cloned();
+            let first = first.unwrap_or_default();
             Some(self.certificate(Side::Peer, info, peer_urls, data_dir, &first)?)
         } else {
             None
@@ -334,6 +334,29 @@ pub fn metrics_config(client: &Arc<ServerConfig>) -> Arc<ServerConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_files_for_plain_peer_urls_are_ignored() {
+        let s = TlsSettings {
+            peer: TlsInfo {
+                cert_file: Some("/nonexistent/peer.pem".into()),
+                key_file: Some("/nonexistent/peer-key.pem".into()),
+                ..TlsInfo::default()
+            },
+            ..TlsSettings::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let plain = ["http://127.0.0.1:2380".to_string()];
+        assert!(s.peer_server_config(&plain, dir.path()).unwrap().is_none());
+        assert!(s.peer_client_config(&plain, dir.path()).unwrap().is_none());
+        let https = ["https://127.0.0.1:2380".to_string()];
+        assert_eq!(
+            s.peer_client_config(&https, dir.path())
+                .unwrap_err()
+                .to_string(),
+            "open /nonexistent/peer.pem: no such file or directory"
+        );
+    }
 
     #[test]
     fn hosts_of_urls() {
