@@ -71,6 +71,7 @@ start() {
     done
     echo "$kind ($scheme) did not start:" >&2
     cat "$WORK/server.log" >&2
+    stop
     exit 1
 }
 
@@ -80,10 +81,12 @@ stop() {
     SERVER_PID=
 }
 
-# measure KIND SCHEME WORKLOAD...: one run's throughput (ops/s).
+# measure KIND SCHEME WORKLOAD...: one run's throughput (ops/s). Runs in
+# a command substitution (a subshell): its own trap stops its server.
 measure() {
     local kind=$1 scheme=$2
     shift 2
+    trap stop EXIT
     TLS_ARGS=()
     if [ "$scheme" = https ]; then
         TLS_ARGS=(--cacert "$WORK/pki/ca.pem" --cert "$WORK/pki/client.pem"
