@@ -67,6 +67,8 @@ pub struct ServerHandle {
     /// Set if the member's log failed and it stopped serving.
     failed: std::sync::Arc<std::sync::OnceLock<String>>,
     client_addrs: Vec<SocketAddr>,
+    /// Whether the first client URL is `https`.
+    first_client_tls: bool,
     metrics_addrs: Vec<SocketAddr>,
     cluster: ClusterInfo,
     stops: Vec<oneshot::Sender<()>>,
@@ -88,9 +90,15 @@ impl ServerHandle {
         &self.metrics_addrs
     }
 
-    /// `http://ip:port` of [`ServerHandle::client_addr`], for clients.
+    /// `http://ip:port` (or `https://`) of [`ServerHandle::client_addr`],
+    /// for clients.
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr())
+        let scheme = if self.first_client_tls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.client_addr())
     }
 
     pub fn member_id(&self) -> u64 {
@@ -156,6 +164,10 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     )?;
     refuse_joining(&cfg)?;
     let client_tls = client_tls(&cfg)?;
+    let first_client_tls = cfg
+        .listen_client_urls
+        .first()
+        .is_some_and(|u| crate::tls::is_https(u));
     let client_listeners = listen
         .iter()
         .zip(&cfg.listen_client_urls)
@@ -328,6 +340,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
                 let h = ServerHandle {
                     failed,
                     client_addrs: bound,
+                    first_client_tls,
                     metrics_addrs,
                     cluster,
                     stops,
@@ -350,6 +363,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     Ok(ServerHandle {
         failed,
         client_addrs: bound,
+        first_client_tls,
         metrics_addrs,
         cluster,
         stops,
