@@ -17,8 +17,9 @@ use support::Kind;
 /// about to bind (its free port is only reserved, not held).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Three members on https peer URLs, member `i` with a certificate for
-/// 127.0.0.1 named `names[i]` from `ca_of(i)`, all trusting `trusted`.
+/// Three members on https peer URLs, member `i` with a certificate from
+/// `signers[i]` for 127.0.0.1 and the host `names[i]`, with that common
+/// name, all trusting `trusted`.
 fn plans(
     dir: &std::path::Path,
     trusted: &Ca,
@@ -31,7 +32,7 @@ fn plans(
                 dir,
                 &format!("peer{i}"),
                 names[i],
-                &["127.0.0.1"],
+                &["127.0.0.1", names[i]],
                 10 + i as u64,
             );
             let mut plan = MemberPlan::loopback("https");
@@ -156,4 +157,35 @@ async fn a_cluster_with_peer_auto_tls_replicates() {
             m.name
         );
     }
+}
+
+/// `--peer-cert-allowed-hostname`: a member whose certificate is not valid
+/// for that host name is kept out.
+#[tokio::test]
+async fn peer_cert_allowed_hostname_is_enforced() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "ca");
+    let member = "member.etcd.test";
+    let plans = plans(
+        dir.path(),
+        &ca,
+        [&ca, &ca, &ca],
+        [member, member, "intruder.test"],
+    );
+    let mut cluster = Cluster::launch(
+        Kind::Basalt,
+        plans,
+        &["--peer-cert-allowed-hostname=member.etcd.test"],
+        &[],
+    );
+    cluster.wait_ready(0).await;
+    cluster.wait_ready(1).await;
+    replicates(&cluster, &[0, 1]).await;
+    assert!(!serves(&cluster, 2).await, "the intruder joined");
+    let logs = cluster.members[0].log() + &cluster.members[1].log();
+    assert!(
+        logs.contains("client certificate authentication failed"),
+        "no refusal logged:\n{logs}"
+    );
 }
