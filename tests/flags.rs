@@ -184,3 +184,90 @@ fn assert_refused_like_etcd(args: &[&str], basalt_says: &str, etcd_says: &str) {
         assert!(stderr.contains(message), "{kind} {args:?}: {stderr}");
     }
 }
+
+/// Bad TLS input stops basalt as it stops etcd 3.4: exit 1, Go's words.
+#[test]
+fn bad_tls_files_and_flags_are_refused_like_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = support::pki::Ca::new(dir.path(), "ca");
+    let server = ca.issue(dir.path(), "server", "server", &["127.0.0.1"], 1);
+    let other = ca.issue(dir.path(), "other", "other", &["127.0.0.1"], 2);
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("write");
+    let arg = |p: &std::path::Path| p.display().to_string();
+    let (cert, key) = (arg(&server.cert_file), arg(&server.key_file));
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![],
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url {client} with HTTPS scheme".into(),
+        ),
+        (
+            vec!["--cert-file=/nonexistent/cert.pem".into(), format!("--key-file={key}")],
+            "open /nonexistent/cert.pem: no such file or directory".into(),
+        ),
+        (
+            vec![format!("--cert-file={cert}"), "--key-file=/nonexistent/key.pem".into()],
+            "open /nonexistent/key.pem: no such file or directory".into(),
+        ),
+        (
+            vec![format!("--cert-file={cert}"), format!("--key-file={}", arg(&other.key_file))],
+            "tls: private key does not match public key".into(),
+        ),
+        (
+            vec![format!("--cert-file={}", arg(&junk)), format!("--key-file={key}")],
+            "tls: failed to find any PEM data in certificate input".into(),
+        ),
+        (
+            vec![
+                format!("--cert-file={cert}"),
+                format!("--key-file={key}"),
+                "--cipher-suites=foo".into(),
+            ],
+            "unexpected TLS cipher suite \"foo\"".into(),
+        ),
+    ];
+    for (tls, message) in cases {
+        let client = format!("https://127.0.0.1:{}", support::free_port());
+        let peer = format!("http://127.0.0.1:{}", support::free_port());
+        let message = message.replace("{client}", &client);
+        let mut args = vec![
+            "--listen-client-urls".to_string(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer}"),
+        ];
+        args.extend(tls);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_refused_like_etcd(&args, &message, &message);
+    }
+}
+
+/// An https peer URL without peer certificates stops basalt as etcd.
+#[test]
+fn an_https_peer_url_without_peer_certificates_is_refused_like_etcd() {
+    let client = format!("http://127.0.0.1:{}", support::free_port());
+    let port = support::free_port();
+    let peer = format!("https://127.0.0.1:{port}");
+    let args = [
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("default={peer}"),
+    ];
+    let message = format!(
+        "cannot listen on TLS for 127.0.0.1:{port}: KeyFile and CertFile are not presented"
+    );
+    assert_refused_like_etcd(&args, &message, &message);
+}

@@ -26,6 +26,15 @@ pub struct Cli {
         default_value = "http://127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
+    /// CA to verify `https` endpoints with (etcd benchmark's `--cacert`).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate for `https` endpoints (`--cert`).
+    #[arg(long, global = true, requires = "tls_key")]
+    pub cert: Option<PathBuf>,
+    /// Client certificate's key (`--key`; `range`'s key is positional).
+    #[arg(long = "key", id = "tls_key", global = true, requires = "cert")]
+    pub tls_key: Option<PathBuf>,
     /// gRPC connections (HTTP/2 channels); clients are spread over them.
     #[arg(long, global = true, default_value_t = 1)]
     pub conns: usize,
@@ -288,4 +297,19 @@ pub struct ListStormArgs {
     /// a harness can measure the server's memory between the two.
     #[arg(long, global = true)]
     pub storm_reuse: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_flags_do_not_clash_with_a_range_key() {
+        let cli = Cli::try_parse_from([
+            "loadgen", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem", "range", "probe",
+        ])
+        .expect("parse");
+        assert_eq!(cli.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(Cli::try_parse_from(["loadgen", "--cert", "c.pem", "range", "probe"]).is_err());
+    }
 }

@@ -44,6 +44,30 @@ impl RevisionFloor {
     }
 }
 
+/// TLS for `https` endpoints: etcd benchmark's `--cacert`, `--cert`,
+/// `--key`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub cacert: Option<std::path::PathBuf>,
+    pub cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsFiles {
+    fn options(&self) -> Result<etcd_client::TlsOptions> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| LoadgenError::InvalidArgs(format!("{}: {e}", p.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.cacert {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+        }
+        if let Some((cert, key)) = &self.cert {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
+    }
+}
+
 /// How long the first request may take before the endpoints count as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,10 +83,18 @@ pub struct Connection {
 
 impl Connection {
     /// Opens connection number `index` to `endpoints`.
-    pub async fn open(endpoints: &[String], index: usize, require_leader: bool) -> Result<Self> {
-        let options = ConnectOptions::new()
+    pub async fn open(
+        endpoints: &[String],
+        index: usize,
+        require_leader: bool,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Self> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_require_leader(require_leader);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.options()?);
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|source| LoadgenError::Connect {
@@ -82,10 +114,11 @@ impl Connection {
         endpoints: &[String],
         count: usize,
         require_leader: bool,
+        tls: Option<&TlsFiles>,
     ) -> Result<Vec<Self>> {
         let mut conns = Vec::with_capacity(count);
         for i in 0..count {
-            conns.push(Self::open(endpoints, i, require_leader).await?);
+            conns.push(Self::open(endpoints, i, require_leader, tls).await?);
         }
         // Channels connect lazily: one read on each proves the endpoints
         // serve, and keeps connection setup out of the first measured

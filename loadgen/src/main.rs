@@ -101,7 +101,12 @@ async fn execute(cli: Cli) -> Result<Outcome> {
     // The apiserver sends `hasleader=true` with its watches; etcd-client
     // sets it per client, so the profile sets it on every connection.
     let require_leader = matches!(job, Job::Profile(Profile::Kubernetes));
-    let conns = Connection::open_many(&cli.endpoints, cli.conns, require_leader).await?;
+    let tls = (cli.cacert.is_some() || cli.cert.is_some()).then(|| connection::TlsFiles {
+        cacert: cli.cacert.clone(),
+        cert: cli.cert.clone().zip(cli.tls_key.clone()),
+    });
+    let conns =
+        Connection::open_many(&cli.endpoints, cli.conns, require_leader, tls.as_ref()).await?;
     let interrupt = Shutdown::new();
     {
         let interrupt = interrupt.clone();

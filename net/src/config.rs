@@ -10,6 +10,7 @@ use basalt_engine::wal::WalOptions;
 use crate::compactor::AutoCompaction;
 use crate::error::Error;
 use crate::services::KvLimits;
+use crate::tls::TlsSettings;
 
 /// `--initial-cluster-state`: found a new cluster, or join a running one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +70,11 @@ pub struct Config {
     /// How often `revision` mode compacts; etcd's fixed five minutes, shorter
     /// only in tests.
     pub revision_compaction_interval: Duration,
+
+    // ---- TLS: etcd's security flags (see crate::tls) ----
+    /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
+    /// `--tls-min-version`/`--tls-max-version`, `--self-signed-cert-validity`.
+    pub tls: TlsSettings,
 }
 
 impl Config {
@@ -96,6 +102,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             auto_compaction: None,
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -127,17 +134,17 @@ impl Config {
     }
 }
 
-/// `http://host:port` → socket address. `localhost` binds 127.0.0.1 only
-/// (never every interface); TLS (`https`) is not supported yet.
+/// `http://host:port` or `https://host:port` → socket address (whether
+/// it is TLS is [`crate::tls::is_https`]). `localhost` binds 127.0.0.1
+/// only (never every interface).
 pub fn parse_listen_url(url: &str) -> Result<SocketAddr, Error> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         return Err(Error::Config(format!(
-            "{url}: TLS listeners are not supported yet"
+            "{url}: expected http://host:port or https://host:port"
         )));
-    } else {
-        return Err(Error::Config(format!("{url}: expected http://host:port")));
     };
     let hostport = rest.trim_end_matches('/');
     let (host, port) = hostport
@@ -177,7 +184,11 @@ mod tests {
             parse_listen_url("http://[::1]:2379").unwrap(),
             "[::1]:2379".parse::<SocketAddr>().unwrap()
         );
-        assert!(parse_listen_url("https://127.0.0.1:2379").is_err());
+        assert_eq!(
+            parse_listen_url("https://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_listen_url("unixs://127.0.0.1:2379").is_err());
         assert!(parse_listen_url("127.0.0.1:2379").is_err());
         assert!(parse_listen_url("http://127.0.0.1").is_err());
         assert!(parse_listen_url("http://127.0.0.1:99999").is_err());

@@ -82,6 +82,9 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A TLS file or setting that cannot be used (etcd's words).
+    #[error("{0}")]
+    Tls(String),
     /// A snapshot file that is not one basalt streamed, or is damaged.
     #[error("snapshot file: {0}")]
     SnapshotFile(String),
@@ -118,7 +121,7 @@ impl Error {
             | LeaderTransferTimeout => Code::Unavailable,
             NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Corrupt => Code::DataLoss,
-            Storage(_) | Wal(_) | Io { .. } | Config(_) | Startup(_) | SnapshotFile(_) => {
+            Storage(_) | Wal(_) | Io { .. } | Config(_) | Tls(_) | Startup(_) | SnapshotFile(_) => {
                 Code::Internal
             }
         }

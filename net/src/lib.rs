@@ -19,6 +19,7 @@ pub mod sequencer;
 pub mod server;
 pub mod services;
 pub mod snapshot_file;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 pub mod wire;

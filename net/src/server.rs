@@ -32,7 +32,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -67,6 +67,8 @@ pub struct ServerHandle {
     /// Set if the member's log failed and it stopped serving.
     failed: std::sync::Arc<std::sync::OnceLock<String>>,
     client_addrs: Vec<SocketAddr>,
+    /// Whether the first client URL is `https`.
+    first_client_tls: bool,
     metrics_addrs: Vec<SocketAddr>,
     cluster: ClusterInfo,
     stops: Vec<oneshot::Sender<()>>,
@@ -88,9 +90,15 @@ impl ServerHandle {
         &self.metrics_addrs
     }
 
-    /// `http://ip:port` of [`ServerHandle::client_addr`], for clients.
+    /// `http://ip:port` (or `https://`) of [`ServerHandle::client_addr`],
+    /// for clients.
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr())
+        let scheme = if self.first_client_tls {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.client_addr())
     }
 
     pub fn member_id(&self) -> u64 {
@@ -155,20 +163,40 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         &cfg.advertise_client_urls,
     )?;
     refuse_joining(&cfg)?;
+    let client_tls = client_tls(&cfg)?;
+    let first_client_tls = cfg
+        .listen_client_urls
+        .first()
+        .is_some_and(|u| crate::tls::is_https(u));
     let client_listeners = listen
         .iter()
-        .map(|&addr| bind_exclusive(addr, "client"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .zip(&cfg.listen_client_urls)
+        .map(|(&addr, url)| {
+            let tls = crate::tls::is_https(url)
+                .then(|| client_tls.clone())
+                .flatten();
+            Ok((bind_exclusive(addr, "client")?, tls))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let bound = client_listeners
         .iter()
-        .map(|l| l.local_addr())
+        .map(|(l, _)| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::io("reading a bound client address", e))?;
+    let peer_tls = cfg
+        .tls
+        .peer_server_config(&cfg.listen_peer_urls, &cfg.data_dir)?;
+    let peer_dial = cfg
+        .tls
+        .peer_client_config(&cfg.listen_peer_urls, &cfg.data_dir)?;
     let peer_listeners = cfg
         .listen_peer_urls
         .iter()
-        .map(|u| bind_exclusive(parse_listen_url(u)?, "peer"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|u| {
+            let tls = crate::tls::is_https(u).then(|| peer_tls.clone()).flatten();
+            Ok((bind_exclusive(parse_listen_url(u)?, "peer")?, tls))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     fix_advertised_ports(&mut cluster, &bound);
     // glommio cannot open a relative WAL directory (EBADF); resolve it once.
     let data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| {
@@ -197,7 +225,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         failed: failed.clone(),
     };
     let views = seq_cfg.views.clone();
-    let metrics_listeners = crate::metrics::bind_listeners(&cfg.listen_metrics_urls)?;
+    let metrics_listeners =
+        crate::metrics::bind_listeners(&cfg.listen_metrics_urls, client_tls.as_ref())?;
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -210,11 +239,12 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let mut executors = Vec::new();
     // Every executor is handed its connections by executor 0's acceptor.
     let (deal_to, mut incoming): (Vec<_>, Vec<_>) = (0..cores)
-        .map(|_| mpsc_async::channel::<std::net::TcpStream>(CONNECTION_QUEUE))
+        .map(|_| mpsc_async::channel::<Accepted>(CONNECTION_QUEUE))
         .unzip();
     let acceptor = Acceptor {
         client: client_listeners,
         peer: peer_listeners,
+        peer_dial,
         executors: deal_to,
     };
     // Executor 0 first: it opens the store, which may fail. It holds the
@@ -316,6 +346,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
                 let h = ServerHandle {
                     failed,
                     client_addrs: bound,
+                    first_client_tls,
                     metrics_addrs,
                     cluster,
                     stops,
@@ -330,6 +361,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
                 let h = ServerHandle {
                     failed,
                     client_addrs: bound,
+                    first_client_tls,
                     metrics_addrs,
                     cluster,
                     stops,
@@ -356,11 +388,28 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     Ok(ServerHandle {
         failed,
         client_addrs: bound,
+        first_client_tls,
         metrics_addrs,
         cluster,
         stops,
         executors,
     })
+}
+
+/// The client listeners' TLS (also serving `https` metrics URLs), if any
+/// of them is `https`.
+fn client_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    let https_metrics = cfg
+        .listen_metrics_urls
+        .iter()
+        .filter(|u| crate::tls::is_https(u));
+    let urls: Vec<String> = cfg
+        .listen_client_urls
+        .iter()
+        .chain(https_metrics)
+        .cloned()
+        .collect();
+    cfg.tls.client_server_config(&urls, &cfg.data_dir)
 }
 
 /// Until members can join a running cluster (membership changes), a
@@ -542,7 +591,7 @@ struct SequencerLinks {
     mesh: Option<SequencerMesh>,
     /// One per other executor, told when its calls are finished.
     drained: Vec<oneshot::Receiver<()>>,
-    metrics_listeners: Vec<std::net::TcpListener>,
+    metrics_listeners: Vec<crate::metrics::MetricsListener>,
     acceptor: Acceptor,
 }
 
@@ -640,6 +689,8 @@ impl Executor {
         }
         let shutdown = Rc::new(Shutdown::new());
         let transport = seq.start_peers();
+        // Before any task runs, so the first dial already has it.
+        transport.set_dial_tls(acceptor.peer_dial.clone());
         let gate = {
             let seq = seq.clone();
             Box::pin(async move { seq.wait_published().await }) as Gate
@@ -732,7 +783,15 @@ impl Executor {
 
 /// Connections accepted by executor 0 for one executor; bounded, so a
 /// flood of connections waits in the kernel's backlog, not in our memory.
-type ConnectionQueue = mpsc_async::Receiver<std::net::TcpStream>;
+type ConnectionQueue = mpsc_async::Receiver<Accepted>;
+
+/// A client connection dealt to an executor, with the TLS of the
+/// listener that accepted it (the handshake runs on that executor).
+struct Accepted {
+    stream: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Accepted connections queued for one executor before the acceptor waits.
 const CONNECTION_QUEUE: usize = 64;
 /// Pending connections the kernel keeps per listening socket.
@@ -742,10 +801,14 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// deals client connections to the executors in turn, so every executor
 /// serves a share, and only this process ever accepts on its ports.
 struct Acceptor {
-    client: Vec<std::net::TcpListener>,
-    /// `--listen-peer-urls`: streams other members open to us.
-    peer: Vec<std::net::TcpListener>,
-    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+    /// `--listen-client-urls`, with their TLS if `https`.
+    client: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    /// `--listen-peer-urls`: streams other members open to us, with their
+    /// TLS if `https`.
+    peer: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    /// TLS for dialling `https` peer URLs.
+    peer_dial: Option<Arc<rustls::ClientConfig>>,
+    executors: Vec<mpsc_async::Sender<Accepted>>,
 }
 
 impl Acceptor {
@@ -768,7 +831,7 @@ impl Acceptor {
                 gate.fire();
             }));
         }
-        for l in self.client {
+        for (l, tls) in self.client {
             let gate = gate.clone();
             let shutdown = shutdown.clone();
             let deal = Deal {
@@ -777,19 +840,23 @@ impl Acceptor {
             };
             loops.push(glommio::spawn_local(async move {
                 if shutdown.unless_fired(gate.wait()).await.is_some() {
-                    accept_loop(glommio_listener(l), shutdown, move |s| deal.clone().give(s)).await;
+                    accept_loop(glommio_listener(l), shutdown, move |s| {
+                        deal.clone().give(s, tls.clone())
+                    })
+                    .await;
                 }
             }));
         }
         drop(self.executors);
-        for l in self.peer {
+        for (l, tls) in self.peer {
             let transport = transport.clone();
             loops.push(glommio::spawn_local(accept_loop(
                 glommio_listener(l),
                 shutdown.clone(),
                 move |s| {
                     let stream = s.bind_to_executor();
-                    glommio::spawn_local(transport.clone().serve_inbound(stream)).detach();
+                    glommio::spawn_local(serve_peer(transport.clone(), stream, tls.clone()))
+                        .detach();
                     Box::pin(async {})
                 },
             )));
@@ -798,6 +865,37 @@ impl Acceptor {
             l.await;
         }
     }
+}
+
+/// Time a peer has to finish its TLS handshake.
+const PEER_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Hands a stream a peer opened to the transport, after the TLS
+/// handshake on an `https` peer listener (a refused one is logged, as
+/// etcd logs "rejected connection").
+async fn serve_peer(
+    transport: Rc<crate::peer::Transport>,
+    tcp: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let stream = match tls {
+        None => crate::tls::Stream::Plain(tcp),
+        Some(config) => {
+            let remote = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let _ = tcp.set_read_timeout(Some(PEER_TLS_HANDSHAKE_TIMEOUT));
+            match crate::tls::Stream::accept(tcp, config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        "rejected peer connection from {remote:?} (error {:?})",
+                        e.to_string()
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    transport.serve_inbound(stream).await
 }
 
 fn glommio_listener(l: std::net::TcpListener) -> TcpListener {
@@ -831,12 +929,16 @@ async fn accept_loop(
 /// The executors' queues and whose turn is next.
 #[derive(Clone)]
 struct Deal {
-    executors: Vec<mpsc_async::Sender<std::net::TcpStream>>,
+    executors: Vec<mpsc_async::Sender<Accepted>>,
     next: Rc<Cell<usize>>,
 }
 
 impl Deal {
-    fn give(mut self, accepted: AcceptedTcpStream) -> Handoff {
+    fn give(
+        mut self,
+        accepted: AcceptedTcpStream,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Handoff {
         Box::pin(async move {
             // glommio's AcceptedTcpStream is a bare fd that nothing closes;
             // an owned std stream closes itself wherever it is dropped.
@@ -855,7 +957,7 @@ impl Deal {
             // A stopped executor's queue is closed: the connection is
             // dropped (closed), as it would be during shutdown anyway.
             if ready.is_ok() {
-                let _ = queue.start_send(stream);
+                let _ = queue.start_send(Accepted { stream, tls });
             }
         })
     }
@@ -906,14 +1008,15 @@ impl Serving {
                     };
                     // SAFETY: the fd is an accepted, connected socket that
                     // `into_raw_fd` hands over; the glommio stream owns it.
-                    let stream = unsafe { TcpStream::from_raw_fd(accepted.into_raw_fd()) };
+                    let stream = unsafe { TcpStream::from_raw_fd(accepted.stream.into_raw_fd()) };
+                    let tls = accepted.tls;
                     if let Some(calls) = router.calls() {
                         calls.connection_opened();
                     }
                     open.set(open.get() + 1);
                     let (shutdown, open, router) = (shutdown.clone(), open.clone(), router.clone());
                     glommio::spawn_local(async move {
-                        if let Err(e) = serve_connection(stream, router, limits, shutdown).await {
+                        if let Err(e) = serve_connection(stream, tls, router, limits, shutdown).await {
                             tracing::debug!(executor = id, error = %e, "connection ended with an error");
                         }
                         open.set(open.get() - 1);

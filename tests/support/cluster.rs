@@ -26,6 +26,8 @@ pub struct Member {
     /// The network namespace the member runs in (`ip netns exec`, which
     /// execs: the child's PID is the server's); `None`: the test's own.
     netns: Option<String>,
+    /// Flags of this member only (after the cluster's).
+    extra: Vec<String>,
 }
 
 /// Where a member of [`Cluster::start_planned`] listens and runs.
@@ -33,6 +35,21 @@ pub struct MemberPlan {
     pub client_url: String,
     pub peer_url: String,
     pub netns: Option<String>,
+    /// Flags of this member only (its own certificates, say).
+    pub extra: Vec<String>,
+}
+
+impl MemberPlan {
+    /// A member on free loopback ports, its peer URL with `peer_scheme`
+    /// (`http` or `https`).
+    pub fn loopback(peer_scheme: &str) -> MemberPlan {
+        MemberPlan {
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("{peer_scheme}://127.0.0.1:{}", free_port()),
+            netns: None,
+            extra: Vec::new(),
+        }
+    }
 }
 
 impl Member {
@@ -75,19 +92,28 @@ impl Cluster {
     /// Starts `n` members founding a new cluster and waits until every
     /// one answers a linearizable read.
     pub async fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
-        let plans = (0..n)
-            .map(|_| MemberPlan {
-                client_url: format!("http://127.0.0.1:{}", free_port()),
-                peer_url: format!("http://127.0.0.1:{}", free_port()),
-                netns: None,
-            })
-            .collect();
+        let plans = (0..n).map(|_| MemberPlan::loopback("http")).collect();
         Self::start_planned(kind, plans, extra, &[]).await
     }
 
     /// Like [`Cluster::start`], with each member where its plan says and
     /// `env` set for every member process.
     pub async fn start_planned(
+        kind: Kind,
+        plans: Vec<MemberPlan>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let mut cluster = Self::launch(kind, plans, extra, env);
+        for i in 0..cluster.members.len() {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Starts every member of [`Cluster::start_planned`] without waiting
+    /// for any (some may be meant never to be ready).
+    pub fn launch(
         kind: Kind,
         plans: Vec<MemberPlan>,
         extra: &[&str],
@@ -107,6 +133,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 netns: plan.netns,
+                extra: plan.extra,
             })
             .collect();
         let initial_cluster = members
@@ -127,9 +154,6 @@ impl Cluster {
         };
         for i in 0..n {
             cluster.spawn(i);
-        }
-        for i in 0..n {
-            cluster.wait_ready(i).await;
         }
         cluster
     }
@@ -173,6 +197,7 @@ impl Cluster {
             .arg("--initial-cluster-state")
             .arg("new")
             .args(&self.extra)
+            .args(&m.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -210,10 +235,30 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("{} did not answer within 30 s; log:\n{}", m.name, m.log());
+                let name = m.name.clone();
+                panic!(
+                    "{name} did not answer within 30 s; log:\n{}\nthe others: {}",
+                    self.members[i].log(),
+                    self.exited_members()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Which members have exited, with their logs (a member that cannot
+    /// reach a quorum is often waiting for one that died at start).
+    fn exited_members(&mut self) -> String {
+        let mut out = String::new();
+        for m in &mut self.members {
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                out += &format!("\n{} exited with {status}; log:\n{}", m.name, m.log());
+            }
+        }
+        if out.is_empty() {
+            out = "all running".into();
+        }
+        out
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -38,10 +38,60 @@ pub enum Kind {
     Basalt,
 }
 
+/// How a test's clients reach a TLS server (`https://` endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// CA to verify the server with; `None`: not verified (`--auto-tls`).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for `--client-cert-auth`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// More `--listen-client-urls` beside the https endpoint.
+    pub also_listen: Vec<String>,
+}
+
+impl ClientTls {
+    /// etcdctl's flags for this TLS.
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        match &self.ca {
+            Some(ca) => args.push(format!("--cacert={}", ca.display())),
+            // etcdctl 3.4 skips verification only with both.
+            None => {
+                args.push("--insecure-transport=false".into());
+                args.push("--insecure-skip-tls-verify".into());
+            }
+        }
+        if let Some((cert, key)) = &self.cert {
+            args.push(format!("--cert={}", cert.display()));
+            args.push(format!("--key={}", key.display()));
+        }
+        args
+    }
+
+    /// The Rust client's options for this TLS (a CA is needed).
+    pub fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("read CA");
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &self.cert {
+            let (c, k) = (
+                std::fs::read(cert).expect("cert"),
+                std::fs::read(key).expect("key"),
+            );
+            tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+        }
+        etcd_client::ConnectOptions::new().with_tls(tls)
+    }
+}
+
 /// A server process started by a test; killed (by its own PID) on drop.
 pub struct Server {
     pub kind: Kind,
     pub endpoint: String,
+    /// Set when the endpoint is `https://`.
+    pub tls: Option<ClientTls>,
     child: Child,
     _dir: tempfile::TempDir,
     pub data_dir: PathBuf,
@@ -59,21 +109,31 @@ impl Server {
     pub async fn start_with(kind: Kind, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        Self::start_in(kind, dir, data_dir, extra, (free_port(), free_port())).await
+        let ports = (free_port(), free_port());
+        Self::start_in(kind, dir, data_dir, extra, ports, None).await
+    }
+
+    /// Like [`Server::start_with`], serving clients on an `https://`
+    /// endpoint that `tls` reaches (the TLS flags are in `extra`).
+    pub async fn start_tls(kind: Kind, tls: ClientTls, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let ports = (free_port(), free_port());
+        Self::start_in(kind, dir, data_dir, extra, ports, Some(tls)).await
     }
 
     /// Starts a server on an existing `data_dir` (e.g. one a snapshot was
     /// restored into) with the given (client, peer) ports.
     pub async fn start_on(kind: Kind, data_dir: PathBuf, ports: (u16, u16)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(kind, dir, data_dir, &[], ports).await
+        Self::start_in(kind, dir, data_dir, &[], ports, None).await
     }
 
     /// Starts another etcd build (e.g. 3.5 from `target/py-etcd35`) on
     /// `data_dir` with the given (client, peer) ports.
     pub async fn start_etcd_build(bin: &Path, data_dir: PathBuf, ports: (u16, u16)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_bin(Kind::Etcd, Some(bin), dir, data_dir, &[], ports).await
+        Self::start_bin(Kind::Etcd, Some(bin), dir, data_dir, &[], ports, None).await
     }
 
     async fn start_in(
@@ -82,8 +142,9 @@ impl Server {
         data_dir: PathBuf,
         extra: &[&str],
         ports: (u16, u16),
+        tls: Option<ClientTls>,
     ) -> Server {
-        Self::start_bin(kind, None, dir, data_dir, extra, ports).await
+        Self::start_bin(kind, None, dir, data_dir, extra, ports, tls).await
     }
 
     async fn start_bin(
@@ -93,9 +154,15 @@ impl Server {
         data_dir: PathBuf,
         extra: &[&str],
         ports: (u16, u16),
+        tls: Option<ClientTls>,
     ) -> Server {
         let (client_port, peer_port) = ports;
-        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
+        let listen = std::iter::once(endpoint.clone())
+            .chain(tls.iter().flat_map(|t| t.also_listen.iter().cloned()))
+            .collect::<Vec<_>>()
+            .join(",");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let self_check = std::env::var_os("BASALT_DIFF_SELF_CHECK").is_some();
         let bin = match (other_build, if self_check { Kind::Etcd } else { kind }) {
@@ -110,7 +177,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--listen-client-urls")
-            .arg(&endpoint)
+            .arg(&listen)
             .arg("--advertise-client-urls")
             .arg(&endpoint)
             .arg("--listen-peer-urls")
@@ -133,6 +200,7 @@ impl Server {
         let mut server = Server {
             kind,
             endpoint,
+            tls,
             child,
             _dir: dir,
             data_dir,
@@ -152,10 +220,8 @@ impl Server {
                     self.log()
                 );
             }
-            if let Ok(mut c) = Client::connect([&self.endpoint], None).await {
-                if c.get("basalt-test-probe", None).await.is_ok() {
-                    return;
-                }
+            if self.answers().await {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(
@@ -166,6 +232,26 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether a read gets an answer now.
+    async fn answers(&self) -> bool {
+        match &self.tls {
+            // No CA to verify with (--auto-tls): etcdctl skips verification.
+            Some(tls) if tls.ca.is_none() => self
+                .etcdctl(&["get", "basalt-test-probe", "--command-timeout=1s"])
+                .status
+                .success(),
+            _ => match self.connect().await {
+                Ok(mut c) => c.get("basalt-test-probe", None).await.is_ok(),
+                Err(_) => false,
+            },
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, etcd_client::Error> {
+        let options = self.tls.as_ref().map(ClientTls::connect_options);
+        Client::connect([&self.endpoint], options).await
     }
 
     /// The server's combined stdout and stderr so far.
@@ -179,9 +265,7 @@ impl Server {
 
     /// A new client connected to this server.
     pub async fn client(&self) -> Client {
-        Client::connect([&self.endpoint], None)
-            .await
-            .expect("connect")
+        self.connect().await.expect("connect")
     }
 
     /// Waits (bounded) for the process to exit by itself; its status.
@@ -242,8 +326,9 @@ impl Server {
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
         let data_dir = self.data_dir.clone();
         let kind = self.kind;
+        let tls = self.tls.take();
         drop(self);
-        Self::start_in(kind, dir, data_dir, extra, ports).await
+        Self::start_in(kind, dir, data_dir, extra, ports, tls).await
     }
 
     /// Runs etcdctl (API v3) against this server.
@@ -253,6 +338,7 @@ impl Server {
             .arg("--endpoints")
             .arg(&self.endpoint)
             .arg("--command-timeout=10s")
+            .args(self.tls.iter().flat_map(ClientTls::etcdctl_args))
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -389,3 +475,4 @@ pub fn assert_transcripts_match(
     );
 }
 pub mod cluster;
+pub mod pki;

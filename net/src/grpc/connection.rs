@@ -1,9 +1,12 @@
-//! Serves one client TCP connection: HTTP/2 via `h2`, each stream one
-//! call; or, when the first bytes are not the HTTP/2 preface, one plain
+//! Serves one client TCP connection, after a TLS handshake on an `https`
+//! listener: HTTP/2 via `h2`, each stream one call (or, for a request that
+//! is not gRPC, an HTTP answer, see [`crate::metrics::serve_client_http2`]);
+//! or, when the first bytes are not the HTTP/2 preface, one plain
 //! HTTP/1.x request (`/metrics`, `/health`, `/version`, as etcd answers on
 //! its client port) through [`crate::metrics::serve_client_http`].
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +25,7 @@ use super::router::Router;
 use super::shutdown::Shutdown;
 use super::status::{Code, Status};
 use crate::error::Error;
+use crate::tls::Stream;
 
 /// Per-connection limits, all from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -45,29 +49,47 @@ const MAX_HEADER_LIST: u32 = 16 << 10;
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Serves `tcp` until the client closes it or `shutdown` fires; on shutdown
-/// it sends GOAWAY and lets in-flight calls finish.
+/// it sends GOAWAY and lets in-flight calls finish. With `tls`, the
+/// connection is served after a TLS handshake; one that fails is logged
+/// and closed, as etcd logs "rejected connection".
 pub async fn serve_connection(
-    mut tcp: glommio::net::TcpStream,
+    tcp: glommio::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Rc<Router>,
     limits: Limits,
     shutdown: Rc<Shutdown>,
 ) -> Result<(), Error> {
     let _ = tcp.set_nodelay(true);
-    let first = future::or(async { Some(read_first_bytes(&mut tcp).await) }, async {
+    let remote = tcp.peer_addr().ok();
+    let opening = async {
+        let mut stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => Stream::accept(tcp, config).await.inspect_err(|e| {
+                tracing::warn!(
+                    "rejected connection from {:?} (error {:?})",
+                    remote.map(|a| a.to_string()).unwrap_or_default(),
+                    e.to_string()
+                );
+            })?,
+        };
+        let first = read_first_bytes(&mut stream).await?;
+        Ok::<_, std::io::Error>((stream, first))
+    };
+    let opened = future::or(async { Some(opening.await) }, async {
         future::or(shutdown.wait(), glommio::timer::sleep(FIRST_BYTES_TIMEOUT)).await;
         None
     })
     .await;
-    match first {
-        None | Some(Ok(FirstBytes::Closed)) => Ok(()),
+    match opened {
+        None | Some(Ok((_, FirstBytes::Closed))) => Ok(()),
         Some(Err(e)) => Err(Error::io("reading a connection's first bytes", e)),
-        Some(Ok(FirstBytes::Http1(received))) => {
-            crate::metrics::serve_client_http(tcp, received, &router)
+        Some(Ok((stream, FirstBytes::Http1(received)))) => {
+            crate::metrics::serve_client_http(stream, received, &router)
                 .await
                 .map_err(|e| Error::io("HTTP/1.1 on the client port", e))
         }
-        Some(Ok(FirstBytes::Http2(received))) => {
-            serve_http2(tcp, &received, router, limits, shutdown)
+        Some(Ok((stream, FirstBytes::Http2(received)))) => {
+            serve_http2(stream, &received, router, limits, shutdown)
                 .await
                 .map_err(|e| {
                     let text = e.to_string();
@@ -79,7 +101,7 @@ pub async fn serve_connection(
 }
 
 async fn serve_http2(
-    tcp: glommio::net::TcpStream,
+    tcp: Stream,
     received: &[u8],
     router: Rc<Router>,
     limits: Limits,
@@ -115,14 +137,27 @@ async fn serve_http2(
             }
         };
         match next {
-            Some(Ok((req, respond))) => {
+            Some(Ok((req, respond))) if is_grpc(&req) => {
                 let router = router.clone();
                 glommio::spawn_local(serve_call(req, respond, router, limits)).detach();
+            }
+            Some(Ok((req, respond))) => {
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    crate::metrics::serve_client_http2(req, respond, &router).await
+                })
+                .detach();
             }
             Some(Err(e)) => return Err(e),
             None => return Ok(()),
         }
     }
+}
+
+/// Every gRPC call is a POST; a GET or HEAD (`curl https://…/metrics`
+/// over `h2`) is a plain HTTP request.
+fn is_grpc(req: &Request<RecvStream>) -> bool {
+    req.method() != http::Method::GET && req.method() != http::Method::HEAD
 }
 
 async fn serve_call(

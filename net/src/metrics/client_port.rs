@@ -16,7 +16,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_lite::StreamExt;
-use glommio::net::TcpStream;
 use http::HeaderMap;
 use prost::Message;
 
@@ -25,6 +24,7 @@ use super::http1::{parse_request_line, read_head, text, write_response, Response
 use crate::grpc::{
     unary, Code, Handler, Metadata, RequestStream, ResponseSink, Router, Status, PREFIX_LEN,
 };
+use crate::tls::Stream;
 
 /// The internal method answering client-port HTTP requests. Its request is
 /// `"METHOD /path"` (a protobuf `StringValue`), its reply an
@@ -63,7 +63,7 @@ pub fn client_http_handler(endpoint: Rc<Endpoint>) -> Rc<dyn Handler> {
 /// Answers one HTTP/1.x request on a client connection whose first bytes
 /// (`received`) showed it is not HTTP/2, then closes it.
 pub async fn serve_client_http(
-    mut stream: TcpStream,
+    mut stream: Stream,
     received: Vec<u8>,
     router: &Router,
 ) -> std::io::Result<()> {
@@ -78,6 +78,31 @@ pub async fn serve_client_http(
         Err(why) => (text(400, why), false),
     };
     write_response(&mut stream, &resp, head_only).await
+}
+
+/// Answers a plain HTTP request that came over HTTP/2 (a `curl` of
+/// `https://…/metrics` negotiates `h2`; etcd answers it, as any request
+/// whose content type is not gRPC, with its HTTP handlers).
+pub async fn serve_client_http2(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    router: &Router,
+) {
+    let method = req.method().as_str().to_owned();
+    let resp = ask(router, &method, req.uri().path()).await;
+    let head_only = method == "HEAD";
+    let Ok(head) = http::Response::builder()
+        .status(resp.status)
+        .header(http::header::CONTENT_TYPE, resp.content_type)
+        .body(())
+    else {
+        return;
+    };
+    if let Ok(mut body) = respond.send_response(head, head_only) {
+        if !head_only {
+            let _ = body.send_data(Bytes::from(resp.body), true);
+        }
+    }
 }
 
 /// Runs [`CLIENT_HTTP_PATH`] through `router` (here or forwarded).

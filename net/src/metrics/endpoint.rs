@@ -23,6 +23,7 @@ use crate::config::parse_listen_url;
 use crate::error::Error;
 use crate::grpc::{CallMetrics, Shutdown};
 use crate::services::ETCD_COMPAT_VERSION;
+use crate::tls::Stream;
 
 /// Connections answered at once per listener; more are closed unanswered,
 /// so idle or slow clients cannot pile up tasks and buffers.
@@ -42,14 +43,36 @@ pub struct Endpoint {
     pub calls: OnceCell<Arc<CallMetrics>>,
 }
 
+/// One bound `--listen-metrics-urls` URL; `https` ones serve TLS with the
+/// client certificates, as etcd's do.
+pub struct MetricsListener {
+    pub socket: std::net::TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Binds every `--listen-metrics-urls` URL (on the caller's thread, so the
-/// real ports are known before the server reports it is up).
-pub fn bind_listeners(urls: &[String]) -> Result<Vec<std::net::TcpListener>, Error> {
+/// real ports are known before the server reports it is up). `tls`: the
+/// client listeners' TLS, for `https` URLs.
+pub fn bind_listeners(
+    urls: &[String],
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<Vec<MetricsListener>, Error> {
     urls.iter()
         .map(|u| {
             let addr = parse_listen_url(u)?;
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))
+            let tls = if crate::tls::is_https(u) {
+                let client = tls.ok_or_else(|| {
+                    Error::Tls(format!(
+                        "TLS key/cert (--cert-file, --key-file) must be provided for metrics url {u} with HTTPS scheme"
+                    ))
+                })?;
+                Some(crate::tls::metrics_config(client))
+            } else {
+                None
+            };
+            let socket = std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?;
+            Ok(MetricsListener { socket, tls })
         })
         .collect()
 }
@@ -57,7 +80,7 @@ pub fn bind_listeners(urls: &[String]) -> Result<Vec<std::net::TcpListener>, Err
 /// Serves `/metrics`, `/health`, `/livez` and `/readyz` on `listeners`
 /// until `shutdown` fires. Must run on a glommio executor.
 pub async fn serve(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<MetricsListener>,
     endpoint: Rc<Endpoint>,
     shutdown: Rc<Shutdown>,
 ) {
@@ -65,10 +88,10 @@ pub async fn serve(
     for l in listeners {
         // SAFETY: the fd comes from a bound, listening std listener whose
         // ownership `into_raw_fd` hands over; nothing else closes it.
-        let listener = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
+        let listener = unsafe { TcpListener::from_raw_fd(l.socket.into_raw_fd()) };
         let (endpoint, shutdown) = (endpoint.clone(), shutdown.clone());
         loops.push(glommio::spawn_local(accept_loop(
-            listener, endpoint, shutdown,
+            listener, l.tls, endpoint, shutdown,
         )));
     }
     for l in loops {
@@ -76,7 +99,12 @@ pub async fn serve(
     }
 }
 
-async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc<Shutdown>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    endpoint: Rc<Endpoint>,
+    shutdown: Rc<Shutdown>,
+) {
     let open = Rc::new(Cell::new(0usize));
     loop {
         let next = future::or(async { Some(listener.accept().await) }, async {
@@ -91,10 +119,10 @@ async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc
                 drop(stream);
             }
             Some(Ok(stream)) => {
-                let (endpoint, open) = (endpoint.clone(), open.clone());
+                let (endpoint, open, tls) = (endpoint.clone(), open.clone(), tls.clone());
                 open.set(open.get() + 1);
                 glommio::spawn_local(async move {
-                    if let Err(e) = answer(stream, &endpoint).await {
+                    if let Err(e) = answer(stream, tls, &endpoint).await {
                         tracing::debug!(error = %e, "metrics connection ended with an error");
                     }
                     open.set(open.get() - 1);
@@ -109,9 +137,17 @@ async fn accept_loop(listener: TcpListener, endpoint: Rc<Endpoint>, shutdown: Rc
     }
 }
 
-async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+async fn answer(
+    tcp: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    endpoint: &Endpoint,
+) -> std::io::Result<()> {
+    tcp.set_read_timeout(Some(READ_TIMEOUT))?;
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(config) => Stream::accept(tcp, config).await?,
+    };
     let head = match read_head(&mut stream, Vec::new()).await? {
         Some(h) => h,
         None => return Ok(()),
@@ -178,11 +214,12 @@ impl Endpoint {
 }
 
 /// The addresses `listeners` are bound to.
-pub fn local_addrs(listeners: &[std::net::TcpListener]) -> Result<Vec<SocketAddr>, Error> {
+pub fn local_addrs(listeners: &[MetricsListener]) -> Result<Vec<SocketAddr>, Error> {
     listeners
         .iter()
         .map(|l| {
-            l.local_addr()
+            l.socket
+                .local_addr()
                 .map_err(|e| Error::io("reading a metrics listener's address", e))
         })
         .collect()

@@ -25,8 +25,11 @@ mod histogram;
 mod http1;
 mod source;
 
+pub use client_port::serve_client_http2;
 pub use client_port::{client_http_handler, serve_client_http, CLIENT_HTTP_PATH};
-pub use endpoint::{bind_listeners, local_addrs, serve, Endpoint, Listener, MAX_OPEN_CONNECTIONS};
+pub use endpoint::{
+    bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
+};
 pub use grpc_server::render_grpc_server;
 pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
 pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};

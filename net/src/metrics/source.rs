@@ -28,7 +28,7 @@ impl MetricsServer {
     /// (the client port can still be answered, see
     /// [`MetricsServer::attach`]).
     pub fn start(
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<super::MetricsListener>,
         seq: Rc<Sequencer>,
         quota_backend_bytes: u64,
     ) -> MetricsServer {

@@ -17,6 +17,9 @@
 //!   misrouted stream is refused with the reason, as etcd refuses with
 //!   "cluster ID mismatch". After that every batch must come from the
 //!   member that said hello and be addressed to us ([`check_batch`]).
+//! - **TLS** when a peer URL is `https://`: the dialler wraps the stream
+//!   in TLS ([`Transport::set_dial_tls`]), the listener's acceptor before
+//!   [`Transport::serve_inbound`]; everything above sees one [`Stream`].
 //! - **Snapshots** (a follower behind the leader's log) go on a stream of
 //!   their own, one at a time per peer: the store as of a pinned read view,
 //!   written by a blocking thread into a bounded queue of chunks
@@ -30,6 +33,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_raft::{Message, MessageType, NodeId};
@@ -43,6 +47,7 @@ use super::{
 use crate::config::parse_listen_url;
 use crate::grpc::Shutdown;
 use crate::node::Doorbell;
+use crate::tls::Stream;
 
 /// Messages queued for one peer, at most.
 pub const MAX_QUEUED_MESSAGES: usize = 4096;
@@ -91,6 +96,8 @@ pub struct Transport {
     /// Peers a snapshot is being sent to.
     sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
     shutdown: Rc<Shutdown>,
+    /// TLS for dialling `https` peer URLs (the `--peer-*` flags).
+    dial_tls: RefCell<Option<Arc<rustls::ClientConfig>>>,
 }
 
 impl Transport {
@@ -113,7 +120,14 @@ impl Transport {
             links: RefCell::new(HashMap::new()),
             sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
+            dial_tls: RefCell::new(None),
         })
+    }
+
+    /// TLS for dialling `https` peer URLs from now on (set before the
+    /// first dial).
+    pub fn set_dial_tls(&self, tls: Option<Arc<rustls::ClientConfig>>) {
+        *self.dial_tls.borrow_mut() = tls;
     }
 
     /// Closes every stream and stops dialling.
@@ -214,12 +228,14 @@ impl Transport {
             bell: Doorbell::default(),
             connected: Cell::new(false),
         };
+        let tls = self.dial_tls.borrow().clone();
         let (mut stream, mut encoder) = dial(
             &link,
             self.me,
             self.cluster_id,
             self.limits,
             StreamKind::Snapshot,
+            tls,
         )
         .await?;
         let (tx, mut rx) = futures_channel::mpsc::channel::<Vec<u8>>(SNAPSHOT_CHUNKS_QUEUED);
@@ -244,6 +260,7 @@ impl Transport {
                 .snapshot_chunk(&metadata, seq, next.is_none(), &chunk, &mut out)
                 .map_err(|e| e.to_string())?;
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
             seq += 1;
             sent += chunk.len() as u64;
         }
@@ -253,6 +270,7 @@ impl Transport {
             .messages(&[m], &mut out)
             .map_err(|e| e.to_string())?;
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         // The follower closes once the file is synced and handed to Raft.
         let mut ack = [0u8; 1];
         let _ = stream.read(&mut ack).await;
@@ -278,14 +296,14 @@ impl Transport {
     }
 
     /// Serves a stream a peer opened to us until it closes or misbehaves.
-    pub async fn serve_inbound(self: Rc<Self>, stream: TcpStream) {
+    pub async fn serve_inbound(self: Rc<Self>, stream: Stream) {
         let peer_addr = stream.peer_addr().ok();
         if let Err(e) = self.inbound(stream).await {
             tracing::debug!(peer = ?peer_addr, error = %e, "peer stream closed");
         }
     }
 
-    async fn inbound(&self, mut stream: TcpStream) -> Result<(), String> {
+    async fn inbound(&self, mut stream: Stream) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -315,6 +333,7 @@ impl Transport {
             .hello_reply(&reply, &mut out)
             .map_err(|e| e.to_string())?;
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         if let Err(r) = verdict {
             tracing::warn!(from = format!("{:x}", hello.from), reason = %r, "refused a peer");
             return Err(r.to_string());
@@ -347,7 +366,7 @@ impl Transport {
     /// hands it and its Raft message to the sink.
     async fn receive_snapshot(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         mut decoder: FrameDecoder,
         mut buf: Vec<u8>,
         from: NodeId,
@@ -442,7 +461,7 @@ impl Transport {
 
 /// Reads at least one byte, or fails at the end of the stream or on stop.
 async fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut [u8],
     shutdown: &Shutdown,
 ) -> Result<usize, String> {
@@ -474,8 +493,9 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
             return;
         }
         let (me, cluster_id, limits, shutdown) = (t.me, t.cluster_id, t.limits, t.shutdown.clone());
+        let tls = t.dial_tls.borrow().clone();
         drop(t);
-        match dial(&link, me, cluster_id, limits, StreamKind::Messages).await {
+        match dial(&link, me, cluster_id, limits, StreamKind::Messages, tls).await {
             Ok((stream, encoder)) => {
                 backoff = MIN_BACKOFF;
                 link.connected.set(true);
@@ -516,7 +536,8 @@ async fn dial(
     cluster_id: u64,
     limits: WireLimits,
     kind: StreamKind,
-) -> Result<(TcpStream, FrameEncoder), String> {
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Stream, FrameEncoder), String> {
     let mut last_error = String::from("no peer URL");
     for url in &link.urls {
         let addr: SocketAddr = match parse_listen_url(url) {
@@ -526,7 +547,15 @@ async fn dial(
                 continue;
             }
         };
-        match handshake(addr, link.peer, me, cluster_id, limits, kind).await {
+        let tls = match (crate::tls::is_https(url), &tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some((config.clone(), crate::tls::server_name(url, addr))),
+            (true, None) => {
+                last_error = format!("{url}: an https peer URL needs the --peer-* TLS flags");
+                continue;
+            }
+        };
+        match handshake(addr, tls, link.peer, me, cluster_id, limits, kind).await {
             Ok(ok) => return Ok(ok),
             Err(e) => last_error = format!("{url}: {e}"),
         }
@@ -536,26 +565,36 @@ async fn dial(
 
 async fn handshake(
     addr: SocketAddr,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     peer: NodeId,
     me: NodeId,
     cluster_id: u64,
     limits: WireLimits,
     kind: StreamKind,
-) -> Result<(TcpStream, FrameEncoder), String> {
-    let mut stream = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
+) -> Result<(Stream, FrameEncoder), String> {
+    let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
         .map_err(|e| e.to_string())?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some((config, name)) => Stream::connect(tcp, config, name)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?,
+    };
     let mut encoder = FrameEncoder::new(limits);
     let mut out = Vec::new();
     encoder
         .hello(&Hello::new(cluster_id, me, peer, kind), &mut out)
         .map_err(|e| e.to_string())?;
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(limits);
     let mut buf = vec![0u8; 4096];
     let reply = loop {
@@ -588,7 +627,7 @@ async fn handshake(
 
 /// Writes whatever is queued, batch by batch, until an error or stop.
 async fn pump(
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut encoder: FrameEncoder,
     link: &Link,
     shutdown: &Shutdown,
@@ -615,7 +654,11 @@ async fn pump(
                 Err(e) => return format!("encoding: {e}"),
             }
         }
+        // TLS holds records until flushed; plain TCP has nothing to flush.
         if let Err(e) = stream.write_all(&out).await {
+            return e.to_string();
+        }
+        if let Err(e) = stream.flush().await {
             return e.to_string();
         }
     }

@@ -365,11 +365,13 @@ pub async fn start_cluster(
                 client_url: format!("http://{}:2379", net.client_ip(i)),
                 peer_url: format!("http://{}:2380", net.peer_ip(i)),
                 netns: Some(net.namespace(i).to_string()),
+                extra: Vec::new(),
             },
             None => MemberPlan {
                 client_url: format!("http://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
                 netns: None,
+                extra: Vec::new(),
             },
         })
         .collect();
