@@ -22,13 +22,37 @@ pub const ETCD_BIN: &str = "/usr/bin/etcd";
 /// Path of etcdctl (3.4), the reference command-line client.
 pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests,
-/// which retry the server start if another process grabs it meanwhile).
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), so no
+/// outgoing connection — of this test or any other running beside it — can
+/// be given the port between this check and the server's own bind (a real
+/// etcd member once failed with "address already in use" that way). Each
+/// test process starts at its own offset and hands out each port once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low <= LOW + 1_000 {
+        // No room below the ephemeral range: any free port will do.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+    }
+    let span = ephemeral_low - LOW;
+    let base = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = LOW + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port on 127.0.0.1 below {ephemeral_low}");
 }
 
 /// Which implementation a [`Server`] runs.
