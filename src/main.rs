@@ -70,6 +70,13 @@ struct Flags {
     /// followers; one further behind is sent a snapshot of the store.
     #[arg(long, default_value_t = 5000)]
     experimental_snapshot_catchup_entries: u64,
+    /// Have the leader record long leases' remaining TTLs in the log every
+    /// 5 minutes, so a new leader does not give them their full TTL again.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    experimental_enable_lease_checkpoint: bool,
+    /// basalt (tests): the lease checkpoint interval (etcd's fixed 5m).
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = parse_go_duration)]
+    experimental_lease_checkpoint_interval: Option<Duration>,
     /// Raise the NOSPACE alarm when the backend exceeds this size (0 = 2 GiB).
     #[arg(long, default_value_t = 0)]
     quota_backend_bytes: u64,
@@ -177,6 +184,14 @@ enum ClusterState {
 
 /// Parses `50us`, `1ms`, `200ns` or a bare number of microseconds; capped at
 /// one second, since a longer spin only burns a core.
+/// A positive Go duration ("5m", "1.5s").
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    match basalt_net::compactor::parse_go_duration(text)? {
+        n if n > 0 => Ok(Duration::from_nanos(n as u64)),
+        _ => Err(format!("{text:?} is not a positive duration")),
+    }
+}
+
 fn parse_spin(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -332,6 +347,10 @@ fn config(f: &Flags) -> Result<Config, String> {
     c.timing = timing(f.heartbeat_interval, f.election_timeout)?;
     c.snapshot_count = f.snapshot_count;
     c.catchup_entries = f.experimental_snapshot_catchup_entries;
+    c.lease_checkpoint_interval = f.experimental_enable_lease_checkpoint.then(|| {
+        f.experimental_lease_checkpoint_interval
+            .unwrap_or(basalt_net::lease::LEASE_CHECKPOINT_INTERVAL)
+    });
     c.limits = KvLimits {
         max_txn_ops: f.max_txn_ops,
         max_request_bytes: f.max_request_bytes,

@@ -853,3 +853,51 @@ async fn a_follower_killed_right_after_installing_a_snapshot_comes_back() {
     let members = f.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
 }
+
+/// With `--experimental-enable-lease-checkpoint`, the leader records each
+/// lease's remaining TTL in the log, so a new leader goes on from there
+/// instead of giving the lease its full TTL again; a keepalive clears the
+/// record through the log, so a renewed lease never dies early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_checkpoints_carry_remaining_ttls_to_a_new_leader() {
+    let mut cluster = Cluster::start(
+        Kind::Basalt,
+        3,
+        &[
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-lease-checkpoint-interval=3s",
+        ],
+    )
+    .await;
+    let leader = cluster.wait_leader().await;
+    let mut l = cluster.client(leader).await;
+    let idle = l.lease_grant(16, None).await.unwrap().id();
+    let renewed = l.lease_grant(16, None).await.unwrap().id();
+    // Checkpoints at about 3 s and 6 s record 13 s and 10 s left.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (mut keeper, mut acks) = l.lease_keep_alive(renewed).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().ttl(), 16);
+    drop((keeper, acks));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader().await;
+    // The new lessor promotes at its next expiry tick (every 500 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut n = cluster.client(new_leader).await;
+    let ttl = |r: etcd_client::LeaseTimeToLiveResponse| (r.ttl(), r.granted_ttl());
+    let (idle_left, granted) = ttl(n.lease_time_to_live(idle, None).await.unwrap());
+    assert_eq!(granted, 16);
+    assert!(
+        (5..=12).contains(&idle_left),
+        "the new leader gave the idle lease {idle_left} s: its checkpointed \
+         remaining TTL (about 10 s) plus the election timeout was expected, \
+         not its full TTL"
+    );
+    let (renewed_left, _) = ttl(n.lease_time_to_live(renewed, None).await.unwrap());
+    assert!(
+        renewed_left >= 13,
+        "the lease renewed after its checkpoint has {renewed_left} s left: \
+         the keepalive did not clear the checkpoint"
+    );
+}

@@ -86,7 +86,7 @@ pub fn parse(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, Stri
 
 /// Go's `time.ParseDuration`: `[-+]?(number unit)+` with units ns, us, µs,
 /// ms, s, m, h, or a bare "0". Returns nanoseconds.
-fn parse_go_duration(s: &str) -> Result<i64, String> {
+pub fn parse_go_duration(s: &str) -> Result<i64, String> {
     let invalid = || format!("time: invalid duration {s:?}");
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),

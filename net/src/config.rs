@@ -70,6 +70,10 @@ pub struct Config {
     /// How often `revision` mode compacts; etcd's fixed five minutes, shorter
     /// only in tests.
     pub revision_compaction_interval: Duration,
+    /// `--experimental-enable-lease-checkpoint`: how often the leader
+    /// records long leases' remaining TTLs in the log (etcd: 5 minutes);
+    /// `None` = off, etcd's default.
+    pub lease_checkpoint_interval: Option<Duration>,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -102,6 +106,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             auto_compaction: None,
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
+            lease_checkpoint_interval: None,
             tls: TlsSettings::default(),
         }
     }

@@ -273,6 +273,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         auto_compaction: cfg
             .auto_compaction
             .map(|mode| (mode, cfg.revision_compaction_interval)),
+        lease_checkpoint_interval: cfg.lease_checkpoint_interval,
     };
     let kv = cfg.limits;
     let mesh0 = mesh.clone();
@@ -322,6 +323,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             ready: ready_tx.clone(),
             calls: calls.clone(),
             auto_compaction: None,
+            lease_checkpoint_interval: None,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -612,6 +614,9 @@ struct Executor {
     /// `--auto-compaction-*` and revision mode's check interval; only the
     /// sequencer's executor runs it.
     auto_compaction: Option<(AutoCompaction, Duration)>,
+    /// `--experimental-enable-lease-checkpoint`: how often the leader
+    /// records remaining lease TTLs in the log.
+    lease_checkpoint_interval: Option<Duration>,
 }
 
 impl Executor {
@@ -675,7 +680,10 @@ impl Executor {
         crate::lease::attach(
             &mut methods,
             &seq,
-            crate::lease::LeaseConfig::new(timing.heartbeat, timing.election_timeout),
+            crate::lease::LeaseConfig {
+                checkpoint_interval: self.lease_checkpoint_interval,
+                ..crate::lease::LeaseConfig::new(timing.heartbeat, timing.election_timeout)
+            },
         );
         let methods = Rc::new(methods);
         // Before joining the mesh: the other executors start only then.

@@ -56,14 +56,33 @@ pub trait LeaseLog {
             ))
         })
     }
+    /// Records leases' remaining TTLs (id, seconds) in the log, for every
+    /// member's lessor (etcd's LeaseCheckpoint request).
+    fn propose_checkpoint(&self, checkpoints: Vec<(i64, i64)>) -> LogFuture<'_, ()> {
+        let _ = checkpoints;
+        Box::pin(async {
+            Err(Status::new(
+                Code::Unimplemented,
+                "lease checkpoints through the log",
+            ))
+        })
+    }
 }
 
 /// A lease change applied from the log, on every member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseEvent {
-    Granted { id: i64, ttl: i64 },
+    Granted {
+        id: i64,
+        ttl: i64,
+    },
     Revoked(i64),
     Renewed(i64),
+    /// The leader recorded the lease's remaining TTL (0: cleared).
+    Checkpointed {
+        id: i64,
+        remaining: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +96,21 @@ pub struct LeaseConfig {
     pub max_revokes_per_tick: usize,
     /// When a failed expiry revoke is tried again.
     pub retry_after: Duration,
+    /// How much longer than its remaining TTL every lease lives when this
+    /// member becomes leader (etcd: the election timeout), so none dies
+    /// while clients find the new leader.
+    pub promote_extension: Duration,
+    /// How often the leader records long leases' remaining TTLs in the
+    /// log (etcd's lease checkpointing, 5 minutes); `None`: off, as etcd's
+    /// default, and a new leader gives every lease its full TTL again.
+    pub checkpoint_interval: Option<Duration>,
 }
+
+/// etcd's lease checkpoint interval.
+pub const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Most leases in one checkpoint entry (etcd's maxLeaseCheckpointBatchSize).
+const MAX_CHECKPOINT_BATCH: usize = 1000;
 
 impl LeaseConfig {
     /// etcd's rules for the given `--heartbeat-interval` and
@@ -88,6 +121,8 @@ impl LeaseConfig {
             expiry_tick: Duration::from_millis(500),
             max_revokes_per_tick: 500,
             retry_after: Duration::from_secs(3),
+            promote_extension: election_timeout,
+            checkpoint_interval: None,
         }
     }
 }
@@ -196,7 +231,10 @@ impl Lessor {
         }
         match self.log.propose_grant(id, ttl).await {
             Ok(header) => {
-                self.keeper.borrow_mut().grant(id, ttl, Instant::now());
+                let now = Instant::now();
+                let mut keeper = self.keeper.borrow_mut();
+                keeper.grant(id, ttl, now);
+                keeper.schedule_checkpoint(id, now, self.cfg.checkpoint_interval);
                 Ok(header)
             }
             Err(e) => {
@@ -231,12 +269,14 @@ impl Lessor {
             LeaseEvent::Granted { id, ttl } => {
                 if !keeper.contains(id) {
                     keeper.grant(id, ttl, now);
+                    keeper.schedule_checkpoint(id, now, self.cfg.checkpoint_interval);
                 }
             }
             LeaseEvent::Revoked(id) => keeper.forget(id),
             LeaseEvent::Renewed(id) => {
                 let _ = keeper.renew(id, now);
             }
+            LeaseEvent::Checkpointed { id, remaining } => keeper.set_checkpoint(id, remaining),
         }
     }
 
@@ -248,10 +288,21 @@ impl Lessor {
         req: &pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let ttl = if self.log.is_leader() {
-            self.keeper
-                .borrow_mut()
-                .renew(req.id, Instant::now())
-                .unwrap_or(0)
+            let now = Instant::now();
+            let (ttl, had_checkpoint) = {
+                let mut keeper = self.keeper.borrow_mut();
+                let had_checkpoint = keeper.checkpointed(req.id) > 0;
+                let ttl = keeper.renew(req.id, now);
+                keeper.schedule_checkpoint(req.id, now, self.cfg.checkpoint_interval);
+                (ttl, had_checkpoint)
+            };
+            // The other members still hold the old remaining TTL: clear it
+            // through the log, or a new leader would end the lease early
+            // (what etcd 3.5 does on renewal).
+            if ttl.is_some() && had_checkpoint && self.cfg.checkpoint_interval.is_some() {
+                self.log.propose_checkpoint(vec![(req.id, 0)]).await?;
+            }
+            ttl.unwrap_or(0)
         } else {
             self.log.propose_keepalive(req.id).await?
         };
@@ -314,6 +365,7 @@ impl Lessor {
         if !self.leading.replace(true) {
             self.promote(now);
         }
+        self.checkpoint(now).await;
         let due = self
             .keeper
             .borrow_mut()
@@ -343,18 +395,49 @@ impl Lessor {
         revoked
     }
 
-    /// This member became leader: every lease gets at least its full TTL
-    /// from now (etcd's promote), so none dies because leadership moved
+    /// This member became leader: every lease lives the election timeout
+    /// plus its checkpointed remaining TTL, or its full TTL without a
+    /// checkpoint (etcd's promote), so none dies because leadership moved
     /// (the old leader may have renewed it without the log).
     fn promote(&self, now: Instant) {
         let mut keeper = self.keeper.borrow_mut();
         for (id, ttl) in self.log.lease_ttls() {
-            keeper.grant(id, ttl, now);
+            if !keeper.contains(id) {
+                keeper.grant(id, ttl, now);
+            }
         }
-        tracing::info!(
-            leases = self.log.lease_ttls().len(),
-            "lessor promoted: leases extended"
+        keeper.promote(
+            now,
+            self.cfg.promote_extension,
+            self.cfg.checkpoint_interval,
         );
+        tracing::info!(leases = keeper.len(), "lessor promoted: leases extended");
+    }
+
+    /// On the leader with checkpointing on: records the remaining TTL of
+    /// the leases whose checkpoint is due, one log entry per 1,000.
+    async fn checkpoint(&self, now: Instant) {
+        let Some(every) = self.cfg.checkpoint_interval else {
+            return;
+        };
+        loop {
+            let due = self
+                .keeper
+                .borrow_mut()
+                .take_checkpoints(now, every, MAX_CHECKPOINT_BATCH);
+            if due.is_empty() {
+                return;
+            }
+            let n = due.len();
+            if let Err(e) = self.log.propose_checkpoint(due).await {
+                // The next interval records them again.
+                tracing::warn!(error = %e, leases = n, "lease checkpoint failed");
+                return;
+            }
+            if n < MAX_CHECKPOINT_BATCH {
+                return;
+            }
+        }
     }
 
     /// Revokes expired leases every `expiry_tick` for as long as the lessor
@@ -387,6 +470,7 @@ mod tests {
         leases: RefCell<BTreeMap<i64, Lease>>,
         revision: Cell<i64>,
         fail_revokes: Cell<bool>,
+        checkpoints: RefCell<Vec<(i64, i64)>>,
     }
 
     impl LeaseLog for FakeLog {
@@ -435,6 +519,10 @@ mod tests {
                 revision: self.revision.get(),
                 ..Default::default()
             }
+        }
+        fn propose_checkpoint(&self, checkpoints: Vec<(i64, i64)>) -> LogFuture<'_, ()> {
+            self.checkpoints.borrow_mut().extend(checkpoints);
+            Box::pin(async { Ok(()) })
         }
     }
 
@@ -567,5 +655,47 @@ mod tests {
         assert!(r.ttl >= 39 && r.granted_ttl == 40, "{r:?}");
         let almost = Instant::now() + Duration::from_secs(39);
         assert_eq!(block_on(l.expire(almost)), 0);
+    }
+
+    #[test]
+    fn the_leader_checkpoints_long_leases_and_clears_them_on_renewal() {
+        let log = Rc::new(FakeLog::default());
+        let cfg = LeaseConfig {
+            checkpoint_interval: Some(Duration::from_secs(3)),
+            ..LeaseConfig::default()
+        };
+        let l = Lessor::new(log.clone(), cfg);
+        grant(&l, 1, 60).unwrap();
+        grant(&l, 2, 2).unwrap();
+        assert_eq!(block_on(l.expire(Instant::now())), 0);
+        assert!(log.checkpoints.borrow().is_empty(), "none due yet");
+        block_on(l.expire(Instant::now() + Duration::from_millis(3100)));
+        let recorded = log.checkpoints.borrow_mut().split_off(0);
+        assert_eq!(recorded.len(), 1, "only the long lease: {recorded:?}");
+        assert_eq!(recorded[0].0, 1);
+        assert!((55..=57).contains(&recorded[0].1), "{recorded:?}");
+        // Applied back from the log, then renewed: the record is cleared.
+        l.applied(LeaseEvent::Checkpointed {
+            id: 1,
+            remaining: 56,
+        });
+        block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 1 })).unwrap();
+        assert_eq!(*log.checkpoints.borrow(), vec![(1, 0)]);
+        // Without a record, a renewal proposes nothing.
+        block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 1 })).unwrap();
+        assert_eq!(log.checkpoints.borrow().len(), 1);
+    }
+
+    #[test]
+    fn without_checkpointing_nothing_is_recorded() {
+        let (log, l) = lessor();
+        grant(&l, 1, 60).unwrap();
+        block_on(l.expire(Instant::now() + Duration::from_secs(30)));
+        l.applied(LeaseEvent::Checkpointed {
+            id: 1,
+            remaining: 9,
+        });
+        block_on(l.keep_alive(&pb::LeaseKeepAliveRequest { id: 1 })).unwrap();
+        assert!(log.checkpoints.borrow().is_empty());
     }
 }

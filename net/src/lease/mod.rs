@@ -31,7 +31,7 @@ mod wiring;
 
 pub use call::{LeaseApi, LeaseCall, LeaseReply};
 pub use keeper::Keeper;
-pub use lessor::{LeaseConfig, LeaseEvent, LeaseLog, Lessor, LogFuture};
+pub use lessor::{LeaseConfig, LeaseEvent, LeaseLog, Lessor, LogFuture, LEASE_CHECKPOINT_INTERVAL};
 pub use service::{
     register, GRANT_METHOD, KEEP_ALIVE_METHOD, LEASES_METHOD, REVOKE_METHOD, TIME_TO_LIVE_METHOD,
 };

@@ -62,6 +62,24 @@ impl LeaseLog for Sequencer {
             }
         })
     }
+
+    fn propose_checkpoint(&self, checkpoints: Vec<(i64, i64)>) -> LogFuture<'_, ()> {
+        let entry = LogEntry::new(LogRequest::LeaseCheckpoint(pb::LeaseCheckpointRequest {
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|(id, remaining_ttl)| pb::LeaseCheckpoint { id, remaining_ttl })
+                .collect(),
+        }));
+        Box::pin(async move {
+            match self.execute(Command::Propose(entry)).await? {
+                Reply::Done(_) => Ok(()),
+                _ => Err(Status::new(
+                    Code::Internal,
+                    "sequencer answered a lease checkpoint with another reply",
+                )),
+            }
+        })
+    }
 }
 
 /// Serves Lease on the sequencer's executor: creates the lessor (every

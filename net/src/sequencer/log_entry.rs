@@ -14,7 +14,7 @@ use crate::wire;
 /// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12")]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
     #[prost(uint64, tag = "7")]
@@ -62,6 +62,10 @@ pub enum Request {
     /// (`member_id` is always filled in by the proposer).
     #[prost(message, tag = "11")]
     Alarm(pb::AlarmRequest),
+    /// Not a store operation: leases' remaining TTLs recorded by the
+    /// leader, for whichever member leads next (etcd's lease checkpoint).
+    #[prost(message, tag = "12")]
+    LeaseCheckpoint(pb::LeaseCheckpointRequest),
 }
 
 impl LogEntry {
@@ -74,13 +78,14 @@ impl LogEntry {
     }
 
     /// Whether the entry changes the store (else the member applies it:
-    /// [`Request::MemberAttributes`], [`Request::LeaseKeepAlive`]).
+    /// [`Request::MemberAttributes`], [`Request::LeaseKeepAlive`], …).
     pub fn is_store_op(&self) -> bool {
         !matches!(
             self.request,
             Some(Request::MemberAttributes(_))
                 | Some(Request::LeaseKeepAlive(_))
                 | Some(Request::Alarm(_))
+                | Some(Request::LeaseCheckpoint(_))
         )
     }
 
@@ -100,7 +105,8 @@ impl LogEntry {
             Some(Request::LeaseRevoke(r)) => Op::LeaseRevoke { id: r.id },
             Some(Request::MemberAttributes(_))
             | Some(Request::LeaseKeepAlive(_))
-            | Some(Request::Alarm(_)) => {
+            | Some(Request::Alarm(_))
+            | Some(Request::LeaseCheckpoint(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

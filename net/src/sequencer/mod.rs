@@ -918,6 +918,17 @@ impl Sequencer {
                 }
                 Ok(Reply::Renewed(ttl, self.header()))
             }
+            Some(LogRequest::LeaseCheckpoint(cp)) => {
+                for c in &cp.checkpoints {
+                    for l in self.lease_listeners.borrow_mut().iter_mut() {
+                        l(LeaseEvent::Checkpointed {
+                            id: c.id,
+                            remaining: c.remaining_ttl,
+                        });
+                    }
+                }
+                Ok(Reply::Done(self.header()))
+            }
             _ => Err(Error::Wal("not a member entry".into()).into()),
         }
     }
