@@ -74,6 +74,9 @@ struct Flags {
     /// 5 minutes, so a new leader does not give them their full TTL again.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     experimental_enable_lease_checkpoint: bool,
+    /// Duration of time between cluster corruption check passes (0s: off).
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_go_duration_or_zero)]
+    experimental_corrupt_check_time: Duration,
     /// basalt (tests): the lease checkpoint interval (etcd's fixed 5m).
     #[arg(long, hide = true, value_name = "DURATION", value_parser = parse_go_duration)]
     experimental_lease_checkpoint_interval: Option<Duration>,
@@ -189,6 +192,14 @@ fn parse_go_duration(text: &str) -> Result<Duration, String> {
     match basalt_net::compactor::parse_go_duration(text)? {
         n if n > 0 => Ok(Duration::from_nanos(n as u64)),
         _ => Err(format!("{text:?} is not a positive duration")),
+    }
+}
+
+/// A Go duration, zero or positive ("0s", "5m").
+fn parse_go_duration_or_zero(text: &str) -> Result<Duration, String> {
+    match basalt_net::compactor::parse_go_duration(text)? {
+        n if n >= 0 => Ok(Duration::from_nanos(n as u64)),
+        _ => Err(format!("{text:?} is negative")),
     }
 }
 
@@ -347,6 +358,7 @@ fn config(f: &Flags) -> Result<Config, String> {
     c.timing = timing(f.heartbeat_interval, f.election_timeout)?;
     c.snapshot_count = f.snapshot_count;
     c.catchup_entries = f.experimental_snapshot_catchup_entries;
+    c.corrupt_check_interval = Some(f.experimental_corrupt_check_time).filter(|d| !d.is_zero());
     c.lease_checkpoint_interval = f.experimental_enable_lease_checkpoint.then(|| {
         f.experimental_lease_checkpoint_interval
             .unwrap_or(basalt_net::lease::LEASE_CHECKPOINT_INTERVAL)

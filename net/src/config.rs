@@ -74,6 +74,9 @@ pub struct Config {
     /// records long leases' remaining TTLs in the log (etcd: 5 minutes);
     /// `None` = off, etcd's default.
     pub lease_checkpoint_interval: Option<Duration>,
+    /// `--experimental-corrupt-check-time`: how often the leader compares
+    /// every member's HashKV; `None` (etcd's `0s`) = never.
+    pub corrupt_check_interval: Option<Duration>,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -107,6 +110,7 @@ impl Config {
             auto_compaction: None,
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
             lease_checkpoint_interval: None,
+            corrupt_check_interval: None,
             tls: TlsSettings::default(),
         }
     }

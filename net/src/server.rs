@@ -223,6 +223,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         shard_workers,
         event_feeds,
         failed: failed.clone(),
+        corrupt_check_interval: cfg.corrupt_check_interval,
     };
     let views = seq_cfg.views.clone();
     let metrics_listeners =

@@ -14,7 +14,7 @@ use crate::wire;
 /// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12")]
+    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14")]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
     #[prost(uint64, tag = "7")]
@@ -66,6 +66,34 @@ pub enum Request {
     /// leader, for whichever member leads next (etcd's lease checkpoint).
     #[prost(message, tag = "12")]
     LeaseCheckpoint(pb::LeaseCheckpointRequest),
+    /// Not a store operation: the leader asks every member for its HashKV
+    /// at the revision where the entry applies (the corruption check).
+    #[prost(message, tag = "13")]
+    HashCheck(HashCheck),
+    /// Not a store operation: a member's answer to a [`Request::HashCheck`].
+    #[prost(message, tag = "14")]
+    HashReport(HashReport),
+}
+
+/// A corruption check round (see `sequencer::corruption`).
+#[derive(Clone, PartialEq, Message)]
+pub struct HashCheck {}
+
+/// A member's HashKV for a corruption check round.
+#[derive(Clone, PartialEq, Message)]
+pub struct HashReport {
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// The member's revision where the check applied, which the hash covers.
+    #[prost(int64, tag = "2")]
+    pub revision: i64,
+    #[prost(int64, tag = "3")]
+    pub compact_revision: i64,
+    #[prost(uint32, tag = "4")]
+    pub hash: u32,
+    /// The log index of the check answered.
+    #[prost(uint64, tag = "5")]
+    pub check_index: u64,
 }
 
 impl LogEntry {
@@ -86,6 +114,8 @@ impl LogEntry {
                 | Some(Request::LeaseKeepAlive(_))
                 | Some(Request::Alarm(_))
                 | Some(Request::LeaseCheckpoint(_))
+                | Some(Request::HashCheck(_))
+                | Some(Request::HashReport(_))
         )
     }
 
@@ -106,7 +136,9 @@ impl LogEntry {
             Some(Request::MemberAttributes(_))
             | Some(Request::LeaseKeepAlive(_))
             | Some(Request::Alarm(_))
-            | Some(Request::LeaseCheckpoint(_)) => {
+            | Some(Request::LeaseCheckpoint(_))
+            | Some(Request::HashCheck(_))
+            | Some(Request::HashReport(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

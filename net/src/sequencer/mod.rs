@@ -24,6 +24,7 @@
 mod alarms;
 mod client;
 mod command;
+mod corruption;
 mod defrag;
 mod log_entry;
 mod read_txn;
@@ -116,6 +117,9 @@ pub struct SequencerConfig {
     /// Set once this member's log failed and it stopped serving (what the
     /// process reports and exits on).
     pub failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// `--experimental-corrupt-check-time`: how often the leader checks
+    /// that every member's HashKV agrees; `None` = never (etcd's default).
+    pub corrupt_check_interval: Option<Duration>,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -162,6 +166,13 @@ pub struct Sequencer {
     published: Shutdown,
     /// The last snapshot received from a leader: its index and file.
     received_snapshot: RefCell<Option<(u64, PathBuf)>>,
+    /// (log index, revision) of corruption checks applied, whose HashKV
+    /// this member still has to compute and report.
+    hash_checks: RefCell<Vec<(u64, i64)>>,
+    /// Corruption check rounds awaiting reports (judged by the leader).
+    hash_rounds: RefCell<corruption::Rounds>,
+    /// Members the leader found corrupt, whose alarm is still to propose.
+    corrupt_to_raise: RefCell<Vec<u64>>,
 }
 
 impl PeerSink for Sequencer {
@@ -263,6 +274,9 @@ impl Sequencer {
             nospace_to_publish: Cell::new(false),
             published: Shutdown::new(),
             received_snapshot: RefCell::new(None),
+            hash_checks: RefCell::new(Vec::new()),
+            hash_rounds: RefCell::new(corruption::Rounds::default()),
+            corrupt_to_raise: RefCell::new(Vec::new()),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -328,6 +342,9 @@ impl Sequencer {
         glommio::spawn_local(self.clone().publish_attributes()).detach();
         glommio::spawn_local(self.clone().run_clock()).detach();
         glommio::spawn_local(self.clone().run_checkpointer()).detach();
+        if let Some(every) = self.cfg.corrupt_check_interval {
+            glommio::spawn_local(self.clone().run_corruption_checker(every)).detach();
+        }
     }
 
     /// Resolves once this member's name and client URLs are applied: as
@@ -481,6 +498,9 @@ impl Sequencer {
                 return Err(Error::NoSpace.into());
             }
         }
+        if entry.is_store_op() && self.corrupt() {
+            return Err(Error::Corrupt.into());
+        }
         let op = if entry.is_store_op() {
             Some(entry.op()?)
         } else {
@@ -618,6 +638,8 @@ impl Sequencer {
             }
             self.maybe_checkpoint();
             self.publish_alarms();
+            self.report_hashes();
+            self.raise_corrupt_alarms();
         }
         self.driver.fail_all(Error::Stopped);
         if let Some(t) = self.transport.borrow_mut().take() {
@@ -929,6 +951,24 @@ impl Sequencer {
                 }
                 Ok(Reply::Done(self.header()))
             }
+            Some(LogRequest::HashCheck(_)) => {
+                // Checks replayed at open are history: only live ones count.
+                if self.published.is_fired() {
+                    let store = self.store.borrow();
+                    // The entry's index: member entries are skipped in the
+                    // store before they apply.
+                    let index = store.last_applied();
+                    self.hash_checks
+                        .borrow_mut()
+                        .push((index, store.current_revision()));
+                    self.hash_rounds.borrow_mut().open(index);
+                }
+                Ok(Reply::Done(self.header()))
+            }
+            Some(LogRequest::HashReport(r)) => {
+                self.hash_reported(r);
+                Ok(Reply::Done(self.header()))
+            }
             _ => Err(Error::Wal("not a member entry".into()).into()),
         }
     }
@@ -1229,6 +1269,147 @@ impl Sequencer {
             );
             self.save_alarms();
             self.nospace_to_publish.set(true);
+        }
+    }
+
+    /// Whether a CORRUPT alarm is active (on any member): writes are
+    /// refused until it is disarmed.
+    fn corrupt(&self) -> bool {
+        self.alarms
+            .borrow()
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Corrupt as i32)
+    }
+
+    /// The leader's corruption check: every `every`, judges the rounds
+    /// still open with the reports they got, then starts a new one.
+    async fn run_corruption_checker(self: Rc<Self>, every: Duration) {
+        tracing::info!(
+            member_id = format!("{:x}", self.driver.status().id),
+            interval = ?every,
+            "enabled corruption checking"
+        );
+        loop {
+            glommio::timer::sleep(every).await;
+            if self.writer_done.is_fired() || self.stopping.get() {
+                return;
+            }
+            let status = self.driver.status();
+            if status.role != basalt_raft::StateRole::Leader || status.voters < 2 {
+                continue;
+            }
+            let open = self.hash_rounds.borrow_mut().take_all();
+            for (index, reports) in open {
+                self.judge_round(index, &reports);
+            }
+            let check = LogEntry::new(LogRequest::HashCheck(log_entry::HashCheck {}));
+            if let Err(e) = self.propose(check).await {
+                tracing::warn!(error = %e, "failed to check hash KV");
+            }
+        }
+    }
+
+    /// Computes and proposes this member's HashKV for each check applied
+    /// since the last pass, off the executor; the view covers at least the
+    /// check's revision.
+    fn report_hashes(self: &Rc<Self>) {
+        let checks = std::mem::take(&mut *self.hash_checks.borrow_mut());
+        for (check_index, revision) in checks {
+            let view = self.store.borrow().read_view();
+            let seq = self.clone();
+            glommio::spawn_local(async move {
+                let hashed = glommio::executor()
+                    .spawn_blocking(move || basalt_engine::etcdfmt::hash_kv(&view, revision))
+                    .await;
+                let h = match hashed {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::info!(revision, error = %e, "no hash for the corruption check");
+                        return;
+                    }
+                };
+                let report = log_entry::HashReport {
+                    member_id: seq.driver.status().id,
+                    revision,
+                    compact_revision: h.compact_revision,
+                    hash: h.hash,
+                    check_index,
+                };
+                if let Err(e) = seq.propose(LogEntry::new(LogRequest::HashReport(report))).await {
+                    tracing::warn!(revision, error = %e, "the corruption check report did not reach the cluster");
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// A member's report applied: the leader judges its round once every
+    /// voter reported.
+    fn hash_reported(&self, r: &log_entry::HashReport) {
+        let voters = self.meta.borrow().conf_state.voters.len();
+        let complete = self.hash_rounds.borrow_mut().report(
+            r.check_index,
+            r.member_id,
+            (r.revision, r.compact_revision, r.hash),
+            voters,
+        );
+        if let Some(reports) = complete {
+            if self.driver.status().role == basalt_raft::StateRole::Leader {
+                self.judge_round(r.check_index, &reports);
+            }
+        }
+    }
+
+    fn judge_round(
+        &self,
+        check_index: u64,
+        reports: &std::collections::BTreeMap<u64, corruption::Report>,
+    ) {
+        let status = self.driver.status();
+        let voters = self.meta.borrow().conf_state.voters.len();
+        match corruption::judge(reports, status.id, voters) {
+            corruption::Verdict::Unknown => {}
+            corruption::Verdict::Consistent { checked } => {
+                tracing::info!(
+                    check_index,
+                    members = checked,
+                    "corruption check: hashes agree"
+                )
+            }
+            corruption::Verdict::Corrupt(members) => {
+                let hashes: Vec<String> = reports
+                    .iter()
+                    .map(|(m, (r, c, h))| {
+                        format!("{m:x}: hash {h} at revision {r}, compact revision {c}")
+                    })
+                    .collect();
+                tracing::error!(
+                    check_index,
+                    corrupt = ?members.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>(),
+                    ?hashes,
+                    "found hash mismatch: raising the CORRUPT alarm"
+                );
+                self.corrupt_to_raise.borrow_mut().extend(members);
+            }
+        }
+    }
+
+    /// Proposes the CORRUPT alarms the leader's judgement asked for.
+    fn raise_corrupt_alarms(self: &Rc<Self>) {
+        let members = std::mem::take(&mut *self.corrupt_to_raise.borrow_mut());
+        for member_id in members {
+            let seq = self.clone();
+            glommio::spawn_local(async move {
+                let req = pb::AlarmRequest {
+                    action: pb::alarm_request::AlarmAction::Activate as i32,
+                    member_id,
+                    alarm: pb::AlarmType::Corrupt as i32,
+                };
+                if let Err(e) = seq.propose(LogEntry::new(LogRequest::Alarm(req))).await {
+                    tracing::error!(error = %e, member = format!("{member_id:x}"), "the CORRUPT alarm did not reach the cluster");
+                }
+            })
+            .detach();
         }
     }
 
