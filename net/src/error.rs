@@ -44,6 +44,22 @@ pub enum Error {
     LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("etcdserver: server stopped")]
@@ -106,11 +122,20 @@ impl Error {
         use Error::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | InvalidCompare | RequestTooLarge => Code::InvalidArgument,
+            | InvalidSortOption | InvalidCompare | RequestTooLarge | MemberBadUrls => {
+                Code::InvalidArgument
+            }
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | AuthNotEnabled => Code::FailedPrecondition,
+            LeaseExists
+            | AuthNotEnabled
+            | MemberExists
+            | PeerUrlExists
+            | NotEnoughStartedMembers
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners => Code::FailedPrecondition,
             Stopped
             | NotCapable
             | NoLeader
@@ -118,7 +143,8 @@ impl Error {
             | TimeoutLeaderFail
             | TimeoutConnectionLost
             | LeaderChanged
-            | LeaderTransferTimeout => Code::Unavailable,
+            | LeaderTransferTimeout
+            | Unhealthy => Code::Unavailable,
             NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Corrupt => Code::DataLoss,
             Storage(_) | Wal(_) | Io { .. } | Config(_) | Tls(_) | Startup(_) | SnapshotFile(_) => {

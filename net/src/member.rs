@@ -14,6 +14,9 @@ pub struct MemberInfo {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// A learner (a non-voting member); filled in from the membership
+    /// when members are listed.
+    pub is_learner: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,7 @@ impl ClusterInfo {
                 },
                 name: n,
                 peer_urls: urls,
+                is_learner: false,
             })
             .collect();
         let ids: Vec<u64> = members.iter().map(|m| m.id).collect();

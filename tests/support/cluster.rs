@@ -385,10 +385,15 @@ impl Cluster {
 
     /// etcdctl (API v3) against every member.
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        self.etcdctl_at(&self.endpoints(), args)
+    }
+
+    /// etcdctl (API v3) against the given endpoints.
+    pub fn etcdctl_at(&self, endpoints: &[String], args: &[&str]) -> std::process::Output {
         Command::new(ETCDCTL_BIN)
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
-            .arg(self.endpoints().join(","))
+            .arg(endpoints.join(","))
             .arg("--command-timeout=10s")
             .args(args)
             .stdin(Stdio::null())

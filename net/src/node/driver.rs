@@ -160,6 +160,8 @@ struct Reads {
 #[derive(Default)]
 struct Inbox {
     proposals: Vec<(u64, Vec<u8>)>,
+    /// Membership changes, proposed one per pass at most.
+    conf_changes: Vec<ConfChange>,
     messages: Vec<Message>,
     ticks: usize,
     unreachable: Vec<NodeId>,
@@ -202,6 +204,8 @@ pub struct Driver {
     /// Proposals Raft refused while there was no leader: proposed again
     /// once one is known (a refused proposal surely did not commit).
     parked: RefCell<Vec<(u64, Vec<u8>)>>,
+    /// Membership changes waiting for a leader, likewise.
+    parked_conf_changes: RefCell<Vec<ConfChange>>,
     doorbell: Doorbell,
     waiters: RefCell<Waiters>,
     reads: RefCell<Reads>,
@@ -230,6 +234,7 @@ impl Driver {
             log,
             inbox: RefCell::default(),
             parked: RefCell::default(),
+            parked_conf_changes: RefCell::default(),
             doorbell: Doorbell::default(),
             waiters: RefCell::default(),
             reads: RefCell::default(),
@@ -299,6 +304,52 @@ impl Driver {
         self.inbox.borrow_mut().proposals.push((id, bytes));
         self.doorbell.ring();
         Ok(rx)
+    }
+
+    /// Queues a membership change. `build` makes the change from the
+    /// (member, request) ids that name its waiter, which it must carry in
+    /// its context; the answer comes when the change applies here (see
+    /// [`Driver::take_waiter_by_id`]) or the request timeout passes.
+    pub fn propose_conf_change(
+        &self,
+        build: impl FnOnce(u64, u64) -> ConfChange,
+    ) -> Result<oneshot::Receiver<Result<Reply, Status>>, Error> {
+        if self.waiters.borrow().by_id.len() >= MAX_WAITING_PROPOSALS {
+            return Err(Error::TooManyRequests);
+        }
+        let id = self.next_request.get() + 1;
+        self.next_request.set(id);
+        let cc = build(self.status.get().id, id);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().by_id.insert(
+            id,
+            Waiter {
+                reply: tx,
+                op: None,
+                deadline: Instant::now() + self.request_timeout,
+            },
+        );
+        self.inbox.borrow_mut().conf_changes.push(cc);
+        self.doorbell.ring();
+        Ok(rx)
+    }
+
+    /// The waiter of the request `request_id` proposed by `member_id`, if
+    /// this member proposed it and it still waits.
+    pub fn take_waiter_by_id(&self, member_id: u64, request_id: u64) -> Option<ProposalReply> {
+        if member_id != self.status.get().id || request_id == 0 {
+            return None;
+        }
+        let w = self.waiters.borrow_mut().by_id.remove(&request_id)?;
+        Some(ProposalReply(w.reply))
+    }
+
+    /// On the leader: how far `id`'s log matches (Raft's progress) and how
+    /// far the leader's own does; `None` elsewhere or for a stranger.
+    pub fn progress_of(&self, id: NodeId) -> Option<(u64, u64)> {
+        let st = self.node.borrow().status();
+        let matched = |who| st.progress.iter().find(|p| p.id == who).map(|p| p.matched);
+        Some((matched(id)?, matched(st.id)?))
     }
 
     /// Queues a linearizable read: answered once this member has applied
@@ -410,6 +461,22 @@ impl Driver {
                     // Over the uncommitted-bytes cap: these surely did not
                     // commit; their clients time out, as etcd's do.
                     tracing::warn!(error = %e, n, "proposals dropped by raft");
+                }
+            }
+        }
+        let mut changes = std::mem::take(&mut *self.parked_conf_changes.borrow_mut());
+        changes.extend(inbox.conf_changes);
+        if !changes.is_empty() {
+            if node.leader_id() == 0 || node.lead_transferee() != 0 {
+                *self.parked_conf_changes.borrow_mut() = changes;
+            } else {
+                for cc in changes {
+                    // Raft takes one change at a time: one proposed while
+                    // another is pending is dropped, and its client times
+                    // out (as etcd's).
+                    if let Err(e) = node.propose_conf_change(&cc) {
+                        tracing::warn!(error = %e, "membership change dropped by raft");
+                    }
                 }
             }
         }
@@ -645,6 +712,7 @@ impl Driver {
             let _ = w.reply.send(Err(status.clone()));
         }
         self.parked.borrow_mut().clear();
+        self.parked_conf_changes.borrow_mut().clear();
         let mut reads = self.reads.borrow_mut();
         let mut riders: Vec<(ReadReply, Instant)> = std::mem::take(&mut reads.waiting);
         if let Some((_, r)) = reads.in_flight.take() {

@@ -152,6 +152,7 @@ impl MemberMeta {
                     name: m.name,
                     peer_urls: m.peer_urls,
                     client_urls: m.client_urls,
+                    is_learner: false,
                 })
                 .collect(),
         })
@@ -178,6 +179,7 @@ mod tests {
                 name: "m1".into(),
                 peer_urls: vec!["http://127.0.0.1:2380".into()],
                 client_urls: vec!["http://127.0.0.1:2379".into()],
+                is_learner: false,
             }],
         };
         assert_eq!(MemberMeta::decode(&meta.encode()).unwrap(), meta);

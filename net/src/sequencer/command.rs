@@ -30,6 +30,21 @@ pub enum Command {
     MoveLeader {
         target: u64,
     },
+    /// etcd's MemberAdd: answers `MemberChanged` with the new member.
+    MemberAdd {
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    },
+    MemberRemove {
+        id: u64,
+    },
+    MemberUpdate {
+        id: u64,
+        peer_urls: Vec<String>,
+    },
+    MemberPromote {
+        id: u64,
+    },
 }
 
 /// A successful answer; each variant carries the header of the response.
@@ -46,6 +61,9 @@ pub enum Reply {
     Alarms(Vec<pb::AlarmMember>, pb::ResponseHeader),
     Leases(Vec<m::Lease>, pb::ResponseHeader),
     Members(crate::member::ClusterInfo, pb::ResponseHeader),
+    /// A membership change applied: the member it was about, and the
+    /// members after it.
+    MemberChanged(u64, crate::member::ClusterInfo, pb::ResponseHeader),
     Lease(Option<m::Lease>, pb::ResponseHeader),
 }
 

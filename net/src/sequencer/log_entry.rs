@@ -14,7 +14,10 @@ use crate::wire;
 /// Entries written before members replicated carry no ids (both 0).
 #[derive(Clone, PartialEq, Message)]
 pub struct LogEntry {
-    #[prost(oneof = "Request", tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14")]
+    #[prost(
+        oneof = "Request",
+        tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15"
+    )]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
     #[prost(uint64, tag = "7")]
@@ -73,6 +76,9 @@ pub enum Request {
     /// Not a store operation: a member's answer to a [`Request::HashCheck`].
     #[prost(message, tag = "14")]
     HashReport(HashReport),
+    /// Not a store operation: a member's new peer URLs (MemberUpdate).
+    #[prost(message, tag = "15")]
+    MemberUpdate(super::membership::MemberUpdate),
 }
 
 /// A corruption check round (see `sequencer::corruption`).
@@ -116,6 +122,7 @@ impl LogEntry {
                 | Some(Request::LeaseCheckpoint(_))
                 | Some(Request::HashCheck(_))
                 | Some(Request::HashReport(_))
+                | Some(Request::MemberUpdate(_))
         )
     }
 
@@ -138,7 +145,8 @@ impl LogEntry {
             | Some(Request::Alarm(_))
             | Some(Request::LeaseCheckpoint(_))
             | Some(Request::HashCheck(_))
-            | Some(Request::HashReport(_)) => {
+            | Some(Request::HashReport(_))
+            | Some(Request::MemberUpdate(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

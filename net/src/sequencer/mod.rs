@@ -27,6 +27,7 @@ mod command;
 mod corruption;
 mod defrag;
 mod log_entry;
+mod membership;
 mod read_txn;
 mod shard_commits;
 mod views;
@@ -395,8 +396,13 @@ impl Sequencer {
         let meta = self.meta.borrow();
         let own_urls = &self.cfg.cluster.local.client_urls;
         let mut members = meta.members.clone();
-        for m in members.iter_mut().filter(|m| m.id == meta.member_id) {
-            m.client_urls = own_urls.clone();
+        // etcd lists members by id.
+        members.sort_by_key(|m| m.id);
+        for m in members.iter_mut() {
+            m.is_learner = meta.conf_state.learners.contains(&m.id);
+            if m.id == meta.member_id {
+                m.client_urls = own_urls.clone();
+            }
         }
         let local = members
             .iter()
@@ -470,6 +476,13 @@ impl Sequencer {
                 Ok(Reply::Leases(leases, self.header()))
             }
             Command::Members => Ok(Reply::Members(self.cluster(), self.header())),
+            Command::MemberAdd {
+                peer_urls,
+                is_learner,
+            } => self.member_add(peer_urls, is_learner).await,
+            Command::MemberRemove { id } => self.member_remove(id).await,
+            Command::MemberUpdate { id, peer_urls } => self.member_update(id, peer_urls).await,
+            Command::MemberPromote { id } => self.member_promote(id).await,
             Command::MoveLeader { target } => {
                 self.move_leader(target).await?;
                 Ok(Reply::Done(self.header()))
@@ -969,6 +982,18 @@ impl Sequencer {
                 self.hash_reported(r);
                 Ok(Reply::Done(self.header()))
             }
+            Some(LogRequest::MemberUpdate(u)) => {
+                let mut meta = self.meta.borrow_mut();
+                let Some(m) = meta.members.iter_mut().find(|m| m.id == u.id) else {
+                    return Err(Error::MemberNotFound.into());
+                };
+                m.peer_urls = u.peer_urls.clone();
+                drop(meta);
+                self.stage_meta();
+                self.refresh_peers();
+                tracing::info!(member = format!("{:x}", u.id), peer_urls = ?u.peer_urls, "member updated");
+                Ok(Reply::MemberChanged(u.id, self.cluster(), self.header()))
+            }
             _ => Err(Error::Wal("not a member entry".into()).into()),
         }
     }
@@ -1009,14 +1034,70 @@ impl Sequencer {
                 return;
             }
         };
+        let change = <membership::MemberChange as prost::Message>::decode(cc.context.as_slice())
+            .ok()
+            .filter(|c| c.id != 0);
+        let waiter = change
+            .as_ref()
+            .and_then(|c| self.driver.take_waiter_by_id(c.proposer, c.request_id));
         match self.driver.apply_conf_change(&cc) {
             Ok(cs) => {
                 tracing::info!(index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
-                self.meta.borrow_mut().conf_state = cs;
+                let mut meta = self.meta.borrow_mut();
+                meta.conf_state = cs;
+                if let Some(c) = &change {
+                    let removed = cc.changes.iter().any(|s| {
+                        s.change_type == basalt_raft::ConfChangeType::RemoveNode
+                            && s.node_id == c.id
+                    });
+                    if removed {
+                        meta.members.retain(|m| m.id != c.id);
+                    } else if !meta.members.iter().any(|m| m.id == c.id) {
+                        meta.members.push(MemberInfo {
+                            id: c.id,
+                            name: String::new(),
+                            peer_urls: c.peer_urls.clone(),
+                            client_urls: Vec::new(),
+                            is_learner: false,
+                        });
+                    }
+                    if removed && c.id == meta.member_id {
+                        tracing::error!("the member has been permanently removed from the cluster");
+                    }
+                }
+                drop(meta);
                 self.stage_meta();
+                self.refresh_peers();
+                if let (Some(w), Some(c)) = (waiter, &change) {
+                    w.send(Ok(Reply::MemberChanged(
+                        c.id,
+                        self.cluster(),
+                        self.header(),
+                    )));
+                }
             }
-            Err(e) => tracing::error!(index, error = %e, "membership change refused"),
+            Err(e) => {
+                tracing::error!(index, error = %e, "membership change refused");
+                if let Some(w) = waiter {
+                    w.send(Err(e.into()));
+                }
+            }
         }
+    }
+
+    /// Points the peer transport at the members as applied.
+    fn refresh_peers(&self) {
+        let Some(t) = self.transport.borrow().clone() else {
+            return;
+        };
+        let meta = self.meta.borrow();
+        t.set_peers(
+            meta.members
+                .iter()
+                .filter(|m| m.id != meta.member_id)
+                .map(|m| (m.id, m.peer_urls.clone()))
+                .collect(),
+        );
     }
 
     /// Stages the member metadata for the next checkpoint.
