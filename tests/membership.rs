@@ -183,3 +183,146 @@ async fn member_add_update_promote_remove_as_on_etcd() {
         assert_eq!(etcd, basalt, "etcd (left) vs basalt (right)");
     }
 }
+
+/// A basalt member process outside the test cluster's own list.
+struct Extra(std::process::Child);
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of `ETCD_INITIAL_CLUSTER` in `member add`'s output.
+fn initial_cluster(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .expect("ETCD_INITIAL_CLUSTER in the output")
+        .trim_end_matches('"')
+        .to_string()
+}
+
+/// etcd's runbook for growing a cluster: `member add --learner`, start the
+/// new member with `--initial-cluster-state existing` and the
+/// `--initial-cluster` the add printed, `member promote` once it caught up,
+/// then the four voters keep serving with one of the old ones down; and
+/// `member remove` shrinks the cluster back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_catches_up_is_promoted_and_removed() {
+    use etcd_client::GetOptions;
+    let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let mut l = cluster.client(leader).await;
+    for i in 0..100 {
+        l.put(format!("before/{i}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let (peer, client) = (
+        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{}", free_port()),
+    );
+    let add = cluster.etcdctl(&["member", "add", "n4", "--peer-urls", &peer, "--learner"]);
+    assert!(add.status.success(), "{add:?}");
+    let stdout = String::from_utf8_lossy(&add.stdout).to_string();
+    let id = u64::from_str_radix(&added_id(&stdout), 16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("n4.log")).unwrap();
+    let _n4 = Extra(
+        std::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
+            .args(["--name", "n4", "--data-dir"])
+            .arg(dir.path().join("n4"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial_cluster(&stdout)])
+            .args(["--initial-cluster-state", "existing"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start n4"),
+    );
+    let n4_log = || std::fs::read_to_string(dir.path().join("n4.log")).unwrap_or_default();
+    // The learner receives the store and serves it (serializable reads).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await {
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_count_only()
+                .with_serializable();
+            if let Ok(r) = c.get("before/", Some(opts)).await {
+                if r.count() == 100 {
+                    break;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the learner did not catch up within 30 s:\n{}",
+            n4_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let joined = n4_log();
+    assert!(
+        joined.contains("joining a running cluster") && joined.contains("snapshot"),
+        "n4 should join and install the leader's snapshot:\n{joined}"
+    );
+    // Promoted on the leader once in sync.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = cluster.wait_leader().await;
+        let mut l = cluster.client(leader).await;
+        match l.member_promote(id).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "promote: {e}\n{}",
+                n4_log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut l = cluster.client(leader).await;
+    let members = l.member_list().await.unwrap();
+    let n4 = members
+        .members()
+        .iter()
+        .find(|m| m.id() == id)
+        .expect("n4 listed");
+    assert!(!n4.is_learner(), "promoted");
+    assert_eq!(members.members().len(), 4);
+    // Four voters: one old member down, the other three (n4 among them)
+    // still make a quorum and take writes; n4 has them.
+    let down = (leader + 1) % 3;
+    cluster.kill(down);
+    let survivor = (down + 1) % 3;
+    let mut s = cluster.client(survivor).await;
+    let mut written = false;
+    for _ in 0..100 {
+        if s.put("after", "4", None).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(written, "3 of 4 voters took no write\n{}", n4_log());
+    let mut c4 = etcd_client::Client::connect([client.as_str()], None)
+        .await
+        .unwrap();
+    let r = c4.get("after", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value(), b"4", "linearizable read on n4");
+    cluster.restart(down).await;
+    // Shrink back.
+    let remove = cluster.etcdctl(&["member", "remove", &format!("{id:x}")]);
+    assert!(remove.status.success(), "{remove:?}");
+    let out = cluster.etcdctl(&["member", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(!text.contains("n4"), "{text}");
+}

@@ -1,7 +1,6 @@
 //! The setups in which basalt would silently serve diverging copies of the
-//! data are refused: joining a running cluster (members cannot be added
-//! yet, so the member would start alone) and a second process on a port
-//! basalt holds. And the port rules etcd users rely on: a restarted member
+//! data are refused: joining a cluster no member answers for (the member
+//! would start alone) and a second process on a port basalt holds. And the port rules etcd users rely on: a restarted member
 //! rebinds its port at once, and basalt's own executors all serve the one
 //! port.
 
@@ -73,8 +72,10 @@ fn nothing_listens_on(port: u16) -> bool {
     .is_err()
 }
 
+/// A member told to join a running cluster that no peer answers for exits
+/// with etcd's message rather than start alone.
 #[test]
-fn joining_an_existing_cluster_is_refused() {
+fn joining_a_cluster_no_peer_answers_for_is_refused_like_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (client, peer) = (free_port(), free_port());
     let mut args = member_args(
@@ -89,7 +90,8 @@ fn joining_an_existing_cluster_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "--initial-cluster-state existing (joining a running cluster) is not supported yet"
+            "cannot fetch cluster info from peer urls: could not retrieve cluster information \
+             from the given URLs"
         ),
         "{stderr}"
     );

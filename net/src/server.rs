@@ -162,7 +162,6 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         &cfg.initial_advertise_peer_urls,
         &cfg.advertise_client_urls,
     )?;
-    refuse_joining(&cfg)?;
     let client_tls = client_tls(&cfg)?;
     let first_client_tls = cfg
         .listen_client_urls
@@ -189,6 +188,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let peer_dial = cfg
         .tls
         .peer_client_config(&cfg.listen_peer_urls, &cfg.data_dir)?;
+    let join = join_cluster(&cfg, &mut cluster, peer_dial.clone())?;
     let peer_listeners = cfg
         .listen_peer_urls
         .iter()
@@ -224,6 +224,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         event_feeds,
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
+        join,
     };
     let views = seq_cfg.views.clone();
     let metrics_listeners =
@@ -415,18 +416,59 @@ fn client_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> 
     cfg.tls.client_server_config(&urls, &cfg.data_dir)
 }
 
-/// Until members can join a running cluster (membership changes), a
-/// member told to join one is refused rather than started alone.
-fn refuse_joining(cfg: &Config) -> Result<(), Error> {
-    if cfg.initial_cluster_state == InitialClusterState::Existing {
-        return Err(Error::Config(
-            "--initial-cluster-state existing (joining a running cluster) is not supported \
-             yet: members cannot be added to a running cluster yet. Found the cluster with \
-             every member at once (--initial-cluster-state new)"
-                .into(),
-        ));
+/// `--initial-cluster-state existing`: a new member (no data dir yet) asks
+/// the other members of `--initial-cluster` who it is, as etcd fetches the
+/// cluster from its peers, and takes the cluster id, its member id and the
+/// members from the answer. A member with a data dir ignores the flag, as
+/// etcd does; one whose data dir holds no store yet (a join cut short)
+/// cannot tell what it joined and says so.
+fn join_cluster(
+    cfg: &Config,
+    cluster: &mut ClusterInfo,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Option<Result<basalt_raft::ConfState, String>>, Error> {
+    if cfg.initial_cluster_state != InitialClusterState::Existing {
+        return Ok(None);
     }
-    Ok(())
+    if cfg.data_dir.join("member").exists() {
+        return Ok(Some(Err(format!(
+            "{} holds no store of the cluster this member joined (a join cut short?): \
+             remove it and start the member again",
+            cfg.data_dir.display()
+        ))));
+    }
+    let others: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != cluster.local.id)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    let joined =
+        crate::peer::discover(&others, &cluster.local.peer_urls, &cluster.local.name, tls)?;
+    cluster.cluster_id = joined.cluster_id;
+    cluster.local.id = joined.member_id;
+    cluster.members = joined
+        .members
+        .iter()
+        .map(|m| {
+            if m.id == joined.member_id {
+                cluster.local.clone()
+            } else {
+                crate::member::MemberInfo {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: m.client_urls.clone(),
+                    is_learner: joined.learners.contains(&m.id),
+                }
+            }
+        })
+        .collect();
+    Ok(Some(Ok(basalt_raft::ConfState {
+        voters: joined.voters,
+        learners: joined.learners,
+        ..basalt_raft::ConfState::default()
+    })))
 }
 
 /// Binds `addr` for this process alone: SO_REUSEADDR (as etcd, so a

@@ -75,6 +75,7 @@ pub async fn enter(
     wal: Rc<Wal>,
     recovered: wal::HardState,
     flags: &ClusterInfo,
+    join: Option<&Result<ConfState, String>>,
     timing: NodeTiming,
 ) -> Result<Entered, Error> {
     let durable = store
@@ -83,10 +84,11 @@ pub async fn enter(
         .transpose()?;
     let (meta, bootstrapped) = match durable {
         Some(meta) => (meta, false),
-        None if is_empty(store, &wal) => {
-            let meta = found(store, flags)?;
-            (meta, true)
-        }
+        None if is_empty(store, &wal) => match join {
+            None => (found(store, flags)?, true),
+            Some(Ok(conf_state)) => (joined(store, flags, conf_state), false),
+            Some(Err(why)) => return Err(Error::Config(why.clone())),
+        },
         None => (migrate(store, &wal, recovered, flags)?, false),
     };
     let member_id = meta_member_id(&meta, flags)?;
@@ -190,6 +192,29 @@ fn found(store: &mut Store, flags: &ClusterInfo) -> Result<MemberMeta, Error> {
         "founding a new cluster"
     );
     Ok(meta)
+}
+
+/// A new member joining a running cluster (`--initial-cluster-state
+/// existing`) starts from the membership it learned, with an empty store
+/// and log: the leader finds its log empty and sends it a snapshot of the
+/// store, whose metadata then takes over.
+fn joined(store: &mut Store, flags: &ClusterInfo, conf_state: &ConfState) -> MemberMeta {
+    let meta = MemberMeta {
+        applied_term: 0,
+        cluster_id: flags.cluster_id,
+        member_id: flags.local.id,
+        conf_state: conf_state.clone(),
+        members: flags.members.clone(),
+    };
+    store.stage_member_meta(meta.encode());
+    tracing::info!(
+        member_id = format!("{:x}", meta.member_id),
+        cluster_id = format!("{:x}", meta.cluster_id),
+        voters = ?conf_state.voters,
+        learners = ?conf_state.learners,
+        "joining a running cluster: waiting for the leader's snapshot"
+    );
+    meta
 }
 
 /// A data dir from before members replicated, or restored from an etcdctl

@@ -27,6 +27,10 @@ pub enum StreamKind {
     Messages,
     /// `SnapshotChunk` frames from the dialer to the answerer, then close.
     Snapshot,
+    /// A new member asks who it is in the cluster (`--initial-cluster-state
+    /// existing`): its hello names no cluster or member, only its peer
+    /// URLs; the answer is [`HelloReply::Joined`] or a refusal, then close.
+    Join,
 }
 
 /// The dialer's first frame.
@@ -109,6 +113,28 @@ pub enum HelloReply {
         max_snapshot_chunk_data: u32,
     },
     Refused(Refusal),
+    /// The answer to a [`StreamKind::Join`] hello: the member the dialer's
+    /// peer URLs belong to, and the cluster it joins.
+    Joined(JoinedCluster),
+}
+
+/// What a joining member learns from a member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct JoinedCluster {
+    pub cluster_id: u64,
+    /// The joining member's id (given when it was added).
+    pub member_id: NodeId,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub members: Vec<JoinedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct JoinedMember {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
 }
 
 impl HelloReply {
@@ -135,7 +161,7 @@ impl HelloReply {
                 max_snapshot_chunk_data as usize,
             )
             .ok(),
-            HelloReply::Refused(_) => None,
+            HelloReply::Refused(_) | HelloReply::Joined(_) => None,
         }
     }
 }

@@ -93,12 +93,17 @@ mod snapshot_chunk;
 mod transport;
 mod wire;
 
+mod join;
 pub use error::PeerWireError;
 pub use frame::{
     encode_raw_frame, FrameDecoder, FrameHeader, FrameKind, RawFrame, FRAME_VERSION, HEADER_LEN,
     MAGIC,
 };
-pub use hello::{Hello, HelloReply, Refusal, StreamKind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use hello::{
+    Hello, HelloReply, JoinedCluster, JoinedMember, Refusal, StreamKind, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
+pub use join::discover;
 pub use limits::{
     WireLimits, DEFAULT_MAX_MESSAGES_PAYLOAD, DEFAULT_MAX_SNAPSHOT_CHUNK_DATA, MAX_CONTROL_PAYLOAD,
     MAX_FRAME_BYTES, SNAPSHOT_CHUNK_OVERHEAD,

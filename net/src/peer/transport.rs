@@ -36,7 +36,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_raft::{Message, MessageType, NodeId};
+use basalt_raft::{Message, MessageType, NodeId, NO_NODE};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
@@ -80,6 +80,12 @@ pub trait PeerSink {
     /// A snapshot from the leader is complete and synced at `path`;
     /// `message` is the Raft message announcing it.
     fn snapshot_received(&self, path: std::path::PathBuf, message: Message);
+    /// The answer to a joining member with `peer_urls` (see
+    /// [`StreamKind::Join`]): who it is in the cluster, or a refusal.
+    fn join_reply(&self, peer_urls: &[String]) -> HelloReply {
+        let _ = peer_urls;
+        HelloReply::Refused(Refusal::UnknownMember { id: NO_NODE })
+    }
 }
 
 /// The transport of one member.
@@ -320,6 +326,20 @@ impl Transport {
             let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
             decoder.push(&buf[..n]);
         };
+        if hello.stream == StreamKind::Join {
+            let reply = match self.sink.upgrade() {
+                Some(sink) => sink.join_reply(&hello.peer_urls),
+                None => return Ok(()),
+            };
+            tracing::info!(peer_urls = ?hello.peer_urls, joined = matches!(reply, HelloReply::Joined(_)), "a new member asked to join");
+            let mut out = Vec::new();
+            FrameEncoder::new(self.limits)
+                .hello_reply(&reply, &mut out)
+                .map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         let mut verdict = hello.check(self.cluster_id, self.me);
         if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
             verdict = Err(Refusal::UnknownMember { id: hello.from });

@@ -17,6 +17,7 @@ use crate::grpc::Status;
 use crate::member::MemberInfo;
 
 use super::Reply;
+use crate::peer::{HelloReply, JoinedCluster, JoinedMember, Refusal};
 
 /// The context of a membership change entry: who waits for it, and the
 /// member it adds, removes or promotes. Field numbers are basalt's on-disk
@@ -308,6 +309,37 @@ impl super::Sequencer {
         }));
         self.propose(entry).await
     }
+}
+
+/// The answer to a new member asking to join with `peer_urls`: the member
+/// those URLs were added as, and the membership as applied here.
+pub fn join_reply(meta: &crate::node::MemberMeta, peer_urls: &[String]) -> HelloReply {
+    let mut wanted = peer_urls.to_vec();
+    wanted.sort();
+    let found = meta.members.iter().find(|m| {
+        let mut urls = m.peer_urls.clone();
+        urls.sort();
+        urls == wanted
+    });
+    let Some(member) = found else {
+        return HelloReply::Refused(Refusal::UnknownMember { id: 0 });
+    };
+    HelloReply::Joined(JoinedCluster {
+        cluster_id: meta.cluster_id,
+        member_id: member.id,
+        voters: meta.conf_state.voters.clone(),
+        learners: meta.conf_state.learners.clone(),
+        members: meta
+            .members
+            .iter()
+            .map(|m| JoinedMember {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

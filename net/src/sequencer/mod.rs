@@ -118,6 +118,10 @@ pub struct SequencerConfig {
     /// Set once this member's log failed and it stopped serving (what the
     /// process reports and exits on).
     pub failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// `--initial-cluster-state existing`: the membership a new member
+    /// learned from the cluster it joins (`cluster` then holds its id and
+    /// the members), or why it could not; `None` founds a new cluster.
+    pub join: Option<Result<basalt_raft::ConfState, String>>,
     /// `--experimental-corrupt-check-time`: how often the leader checks
     /// that every member's HashKV agrees; `None` = never (etcd's default).
     pub corrupt_check_interval: Option<Duration>,
@@ -195,6 +199,9 @@ impl PeerSink for Sequencer {
     fn snapshot_dir(&self) -> PathBuf {
         snap_dir(&self.cfg.data_dir)
     }
+    fn join_reply(&self, peer_urls: &[String]) -> crate::peer::HelloReply {
+        membership::join_reply(&self.meta.borrow(), peer_urls)
+    }
     fn snapshot_received(&self, path: PathBuf, message: basalt_raft::Message) {
         let index = message.snapshot.as_ref().map_or(0, |s| s.metadata.index);
         if let Some((_, old)) = self.received_snapshot.replace(Some((index, path))) {
@@ -245,6 +252,7 @@ impl Sequencer {
             wal.clone(),
             recovered.hard_state,
             &cfg.cluster,
+            cfg.join.as_ref(),
             cfg.timing,
         )
         .await?;
