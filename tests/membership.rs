@@ -230,7 +230,7 @@ async fn a_learner_joins_catches_up_is_promoted_and_removed() {
     let id = u64::from_str_radix(&added_id(&stdout), 16).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("n4.log")).unwrap();
-    let _n4 = Extra(
+    let mut n4_process = Extra(
         std::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
             .args(["--name", "n4", "--data-dir"])
             .arg(dir.path().join("n4"))
@@ -273,6 +273,27 @@ async fn a_learner_joins_catches_up_is_promoted_and_removed() {
         joined.contains("joining a running cluster") && joined.contains("snapshot"),
         "n4 should join and install the leader's snapshot:\n{joined}"
     );
+    // A learner serves Status and serializable reads only, as in etcd.
+    let mut c4 = etcd_client::Client::connect([client.as_str()], None)
+        .await
+        .unwrap();
+    let refused = |r: Result<(), etcd_client::Error>| match r {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            format!("{:?} {}", s.code(), s.message())
+        }
+        other => format!("{other:?}"),
+    };
+    let learner_says = "Unavailable etcdserver: rpc not supported for learner";
+    assert_eq!(
+        refused(c4.put("x", "y", None).await.map(|_| ())),
+        learner_says
+    );
+    assert_eq!(
+        refused(c4.get("before/1", None).await.map(|_| ())),
+        learner_says
+    );
+    assert_eq!(refused(c4.member_list().await.map(|_| ())), learner_says);
+    assert!(c4.status().await.unwrap().is_learner());
     // Promoted on the leader once in sync.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -325,4 +346,34 @@ async fn a_learner_joins_catches_up_is_promoted_and_removed() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(!text.contains("n4"), "{text}");
+    // The removed member stops, and never serves again with that data.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while n4_process.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed member still runs:\n{}",
+            n4_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        n4_log().contains("the member has been permanently removed from the cluster"),
+        "{}",
+        n4_log()
+    );
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["--name", "n4", "--data-dir"])
+        .arg(dir.path().join("n4"))
+        .args(["--listen-client-urls", &client])
+        .args(["--listen-peer-urls", &peer])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("n4={peer}")])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("the member has been permanently removed from the cluster"),
+        "{again:?}"
+    );
 }

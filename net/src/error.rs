@@ -60,6 +60,8 @@ pub enum Error {
     TooManyLearners,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("etcdserver: server stopped")]
@@ -144,7 +146,8 @@ impl Error {
             | TimeoutConnectionLost
             | LeaderChanged
             | LeaderTransferTimeout
-            | Unhealthy => Code::Unavailable,
+            | Unhealthy
+            | NotSupportedForLearner => Code::Unavailable,
             NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Corrupt => Code::DataLoss,
             Storage(_) | Wal(_) | Io { .. } | Config(_) | Tls(_) | Startup(_) | SnapshotFile(_) => {

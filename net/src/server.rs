@@ -720,6 +720,7 @@ impl Executor {
         );
         let timing = seq.timing();
         crate::watch::require_leader(&mut methods, seq.views(), timing.election_timeout);
+        methods.set_gate(crate::services::learner_gate(seq.views()));
         crate::lease::attach(
             &mut methods,
             &seq,
@@ -804,6 +805,7 @@ impl Executor {
         crate::watch::attach_fed(&mut methods, event_feed, &views, hub)
             .map_err(|e| format!("cannot serve Watch: {}", e.message))?;
         crate::watch::require_leader(&mut methods, views.clone(), election_timeout);
+        methods.set_gate(crate::services::learner_gate(views.clone()));
         // Methods served only on the sequencer's executor (Lease) are
         // forwarded there whole.
         let forward: CallForwarder = Rc::new(move |call| {

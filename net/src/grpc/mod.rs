@@ -56,6 +56,8 @@ pub use codec::{encode_message, Deframer, PREFIX_LEN};
 pub use connection::{serve_connection, Limits};
 pub use deadline::parse_grpc_timeout;
 pub use preface::{classify, read_first_bytes, FirstBytes, HTTP2_PREFACE};
-pub use router::{server_streaming, unary, Handler, HandlerFuture, Router, INTERNAL_PATH_PREFIX};
+pub use router::{
+    server_streaming, unary, Gate, Handler, HandlerFuture, Router, INTERNAL_PATH_PREFIX,
+};
 pub use shutdown::Shutdown;
 pub use status::{Code, Status};

@@ -98,7 +98,13 @@ pub struct Router {
     fallback: Option<Rc<dyn Handler>>,
     /// This executor's slot of the server's call counters.
     calls: Option<ExecutorCalls>,
+    /// Decides, before any handler runs, whether a client's call to a path
+    /// is served at all (a learner refuses most of them).
+    gate: Option<Gate>,
 }
+
+/// See [`Router::set_gate`].
+pub type Gate = Rc<dyn Fn(&str) -> Result<(), Status>>;
 
 impl Router {
     pub fn new() -> Router {
@@ -118,6 +124,13 @@ impl Router {
         self
     }
 
+    /// Every client call is first put to `gate` with its path; an error
+    /// answers the call.
+    pub fn set_gate(&mut self, gate: Gate) -> &mut Router {
+        self.gate = Some(gate);
+        self
+    }
+
     /// Counts the calls this router serves (and their messages) in `calls`.
     pub fn count_calls(&mut self, calls: ExecutorCalls) -> &mut Router {
         self.calls = Some(calls);
@@ -134,6 +147,9 @@ impl Router {
     pub fn route_client(&self, path: &str) -> Result<Rc<dyn Handler>, Status> {
         if path.starts_with(INTERNAL_PATH_PREFIX) {
             return Err(unknown_service(path));
+        }
+        if let Some(gate) = &self.gate {
+            gate(path)?;
         }
         self.route(path)
     }

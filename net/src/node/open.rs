@@ -92,6 +92,22 @@ pub async fn enter(
         None => (migrate(store, &wal, recovered, flags)?, false),
     };
     let member_id = meta_member_id(&meta, flags)?;
+    let cs = &meta.conf_state;
+    let member = [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&member_id));
+    if !member {
+        return Err(Error::Config(
+            "the member has been permanently removed from the cluster; the data-dir used by \
+             this member must be removed"
+                .into(),
+        ));
+    }
     let applied = store.applied_index();
     let snapshot = log_start(&wal, applied, &meta);
     let storage = if bootstrapped {

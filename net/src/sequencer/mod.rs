@@ -337,6 +337,7 @@ impl Sequencer {
         self.cfg.views.publish(Published {
             reads_are_local: status.reads_are_local() && view.applied_index() >= status.committed,
             has_leader: status.leader != 0,
+            is_learner: status.is_learner,
             view,
             cluster_id: self.meta.borrow().cluster_id,
             member_id: status.id,
@@ -1070,7 +1071,11 @@ impl Sequencer {
                         });
                     }
                     if removed && c.id == meta.member_id {
-                        tracing::error!("the member has been permanently removed from the cluster");
+                        // etcd stops a removed member; it never serves again.
+                        let _ = self
+                            .cfg
+                            .failed
+                            .set("the member has been permanently removed from the cluster".into());
                     }
                 }
                 drop(meta);

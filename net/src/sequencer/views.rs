@@ -28,6 +28,9 @@ pub struct Published {
     /// The member knew a leader when this view was published (a view is
     /// published at every change of leader).
     pub has_leader: bool,
+    /// This member is a learner (it serves only Status and serializable
+    /// Range, as etcd's learners).
+    pub is_learner: bool,
     pub cluster_id: u64,
     pub member_id: u64,
     pub raft_term: u64,

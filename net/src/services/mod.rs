@@ -65,6 +65,9 @@ impl ServiceContext {
     /// member has applied everything committed when the read began.
     async fn read_view(&self, serializable: bool) -> Result<Arc<Published>, Status> {
         let latest = self.views.latest()?;
+        if !serializable && latest.is_learner {
+            return Err(crate::error::Error::NotSupportedForLearner.into());
+        }
         if serializable || latest.reads_are_local {
             return Ok(latest);
         }
@@ -99,4 +102,22 @@ fn unexpected(what: &str) -> Status {
         crate::grpc::Code::Internal,
         format!("basalt: unexpected sequencer reply to {what}"),
     )
+}
+
+/// etcd's rule for learners: they serve Status and serializable Range (the
+/// latter checked in [`ServiceContext::read_view`]) and refuse every other
+/// call with `etcdserver: rpc not supported for learner`.
+pub fn learner_gate(views: crate::sequencer::PublishedViews) -> crate::grpc::Gate {
+    std::rc::Rc::new(move |path: &str| {
+        let served = matches!(
+            path,
+            "/etcdserverpb.Maintenance/Status" | "/etcdserverpb.KV/Range"
+        ) || path.starts_with("/grpc.health.v1.Health/");
+        match views.latest() {
+            Ok(p) if p.is_learner && !served => {
+                Err(crate::error::Error::NotSupportedForLearner.into())
+            }
+            _ => Ok(()),
+        }
+    })
 }
