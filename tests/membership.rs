@@ -377,3 +377,40 @@ async fn a_learner_joins_catches_up_is_promoted_and_removed() {
         "{again:?}"
     );
 }
+
+/// Removing the leader: it commits its own removal and stops; the other
+/// two elect a leader among themselves and go on taking writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_removed_leader_stops_and_the_rest_elect_a_new_one() {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let mut l = cluster.client(leader).await;
+    let leader_id = l.status().await.unwrap().header().unwrap().member_id();
+    l.put("before", "1", None).await.unwrap();
+    let remove = cluster.etcdctl(&["member", "remove", &format!("{leader_id:x}")]);
+    assert!(remove.status.success(), "{remove:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !cluster.members[leader].exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed leader still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivor = (leader + 1) % 3;
+    let mut s = cluster.client(survivor).await;
+    let mut written = false;
+    for _ in 0..100 {
+        if s.put("after", "2", None).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(written, "the two left took no write");
+    let members = s.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 2);
+    assert!(members.members().iter().all(|m| m.id() != leader_id));
+    let mut o = cluster.client((leader + 2) % 3).await;
+    assert_eq!(o.get("after", None).await.unwrap().kvs()[0].value(), b"2");
+}

@@ -61,6 +61,13 @@ impl Member {
         self.child.is_some()
     }
 
+    /// Whether the process ended by itself (polls it).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
