@@ -28,6 +28,9 @@ pub struct Member {
     netns: Option<String>,
     /// Flags of this member only (after the cluster's).
     extra: Vec<String>,
+    /// Started with `--initial-cluster-state existing` (it joined a
+    /// running cluster after `member add`).
+    joining: bool,
 }
 
 /// Where a member of [`Cluster::start_planned`] listens and runs.
@@ -141,6 +144,7 @@ impl Cluster {
                 paused: false,
                 netns: plan.netns,
                 extra: plan.extra,
+                joining: false,
             })
             .collect();
         let initial_cluster = members
@@ -202,7 +206,7 @@ impl Cluster {
             .arg("--initial-cluster-token")
             .arg("test-cluster")
             .arg("--initial-cluster-state")
-            .arg("new")
+            .arg(if m.joining { "existing" } else { "new" })
             .args(&self.extra)
             .args(&m.extra)
             .stdin(Stdio::null())
@@ -335,6 +339,16 @@ impl Cluster {
         self.kill(i);
         self.spawn(i);
         self.wait_ready(i).await;
+    }
+
+    /// Replaces a stopped member's data dir with nothing: its next start
+    /// joins the running cluster (`--initial-cluster-state existing`), as
+    /// after `member remove` and `member add` in etcd's runbook.
+    pub fn wipe_to_join(&mut self, i: usize) {
+        self.kill(i);
+        let m = &mut self.members[i];
+        let _ = std::fs::remove_dir_all(&m.data_dir);
+        m.joining = true;
     }
 
     /// Starts a killed member again without waiting for it.

@@ -15,7 +15,12 @@
 //!   cut off and, if it led, still believing it leads, for about an
 //!   election timeout (a paused process's Raft clock does not run), and
 //!   only then is healed. The classic way a deposed leader serves stale
-//!   reads.
+//!   reads;
+//! - [`FaultKind::Replace`]: etcd's runbook for a lost member, while the
+//!   clients run: `member remove` it (it stops itself), wipe its data dir,
+//!   `member add --learner` with the same peer URL, start it with
+//!   `--initial-cluster-state existing` (it gets the leader's snapshot),
+//!   `member promote` it once it caught up.
 //!
 //! A fault's target is a member picked by the seed, or whoever leads (or
 //! follows) when the fault starts, asked through Status.
@@ -45,14 +50,16 @@ pub enum FaultKind {
     Pause,
     Partition,
     PausedPartition,
+    Replace,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::PausedPartition,
+        FaultKind::Replace,
     ];
 
     /// Whether it needs network namespaces.
@@ -121,6 +128,10 @@ impl Schedule {
                     FaultKind::PausedPartition => {
                         rng.duration(3 * ELECTION_TIMEOUT, Duration::from_secs(4))
                     }
+                    // Down between its removal and its new start.
+                    FaultKind::Replace => {
+                        rng.duration(Duration::from_millis(500), Duration::from_secs(2))
+                    }
                 };
                 let gap = rng.duration(Duration::from_millis(500), Duration::from_secs(2));
                 planned += gap + hold + estimated_recovery(kind);
@@ -160,6 +171,7 @@ impl Schedule {
 fn estimated_recovery(kind: FaultKind) -> Duration {
     match kind {
         FaultKind::PausedPartition => 2 * ELECTION_TIMEOUT + Duration::from_secs(1),
+        FaultKind::Replace => Duration::from_secs(4),
         _ => Duration::from_secs(1),
     }
 }
@@ -288,6 +300,11 @@ impl<'a> Nemesis<'a> {
                 tokio::time::sleep(2 * ELECTION_TIMEOUT).await;
                 network.heal(member).expect("heal");
             }
+            FaultKind::Replace => {
+                if let Err(e) = self.replace(member, fault.hold).await {
+                    self.problems.push(format!("replacing m{member}: {e}"));
+                }
+            }
         }
         let healed_at = self.clock.now();
         let recovered_at = self.wait_serving(member).await;
@@ -305,6 +322,113 @@ impl<'a> Nemesis<'a> {
             healed_at,
             recovered_at,
         });
+    }
+
+    /// Another member than `member` that runs, to send membership calls to.
+    fn other_than(&self, member: usize) -> Vec<String> {
+        self.cluster
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i != member && m.is_running() && !m.is_paused())
+            .map(|(_, m)| m.client_url.clone())
+            .collect()
+    }
+
+    /// Retries `call` on the members other than `member` for up to 20 s
+    /// (a leader may be changing meanwhile).
+    async fn membership_call<T, F, Fut>(
+        &self,
+        member: usize,
+        what: &str,
+        call: F,
+    ) -> Result<T, String>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for url in self.other_than(member) {
+                let Some(client) = connect(&url, PROBE_TIMEOUT).await else {
+                    continue;
+                };
+                match tokio::time::timeout(Duration::from_secs(5), call(client)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".into(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(format!("{what}: {last}"))
+    }
+
+    /// etcd's runbook for replacing `member` (see [`FaultKind::Replace`]).
+    async fn replace(&mut self, member: usize, down: Duration) -> Result<(), String> {
+        let old = self
+            .ids
+            .iter()
+            .find(|(_, &i)| i == member)
+            .map(|(&id, _)| id)
+            .ok_or("no id for the member")?;
+        self.membership_call(member, "member remove", |mut c| async move {
+            match c.member_remove(old).await {
+                // Applied by an earlier try whose answer was lost.
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.message() == "etcdserver: member not found" =>
+                {
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        })
+        .await?;
+        // It stops by itself once it applies its removal; a member that
+        // never hears of it is stopped here.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.cluster.members[member].exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.cluster.wipe_to_join(member);
+        tokio::time::sleep(down).await;
+        let peer = self.cluster.members[member].peer_url.clone();
+        let new = self
+            .membership_call(member, "member add", |mut c| {
+                let peer = peer.clone();
+                async move {
+                    let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+                    match c.member_add([peer.clone()], Some(opts)).await {
+                        Ok(r) => Ok(r.member().map_or(0, |m| m.id())),
+                        // Added by an earlier try whose answer was lost.
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.message() == "etcdserver: Peer URLs already exists" =>
+                        {
+                            let list = c.member_list().await?;
+                            Ok(list
+                                .members()
+                                .iter()
+                                .find(|m| m.peer_urls().contains(&peer))
+                                .map_or(0, |m| m.id()))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        if new == 0 {
+            return Err("member add named no member".into());
+        }
+        self.ids.remove(&old);
+        self.ids.insert(new, member);
+        self.cluster.respawn(member);
+        self.verify(member);
+        self.membership_call(member, "member promote", |mut c| async move {
+            c.member_promote(new).await
+        })
+        .await?;
+        Ok(())
     }
 
     /// A restarted member's PID must be the server in its namespace.
