@@ -177,11 +177,45 @@ async fn member_add_update_promote_remove_as_on_etcd() {
             &["member", "add", "n6", "--peer-urls", "foo"],
             &extra,
         ));
+        // With a follower down, the leader refuses to add a voter or to
+        // remove the other follower: either would leave no quorum.
+        let (down, other) = ((leader + 1) % 3, (leader + 2) % 3);
+        let other_id = {
+            let list = cluster.etcdctl_at(&at_leader, &["member", "list"]);
+            let name = format!(", m{other}, ");
+            String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .find(|l| l.contains(&name))
+                .and_then(|l| l.split(", ").next())
+                .expect("the other follower listed")
+                .to_string()
+        };
+        let mut cluster = cluster;
+        cluster.kill(down);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        t.push(run(
+            &cluster,
+            &at_leader,
+            &["member", "add", "n7", "--peer-urls", &extra[0]],
+            &extra,
+        ));
+        t.push(run(
+            &cluster,
+            &at_leader,
+            &["member", "remove", &other_id],
+            &extra,
+        ));
         transcripts.push(t);
     }
     for (etcd, basalt) in transcripts[0].iter().zip(&transcripts[1]) {
         assert_eq!(etcd, basalt, "etcd (left) vs basalt (right)");
     }
+    let tail = &transcripts[1][transcripts[1].len() - 2..];
+    assert!(
+        tail.iter()
+            .all(|t| t.contains("Error: etcdserver: unhealthy cluster")),
+        "{tail:?}"
+    );
 }
 
 /// A basalt member process outside the test cluster's own list.
