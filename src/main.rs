@@ -254,8 +254,24 @@ fn main() -> ExitCode {
         }
     };
     if let Some(file) = &flags.restore_snapshot {
+        // The cluster the restored member founds, as `etcdctl snapshot
+        // restore` takes it from --name and --initial-cluster*.
+        let cluster = match basalt_net::member::ClusterInfo::from_flags(
+            &cfg.name,
+            &cfg.initial_cluster(),
+            &cfg.initial_cluster_token,
+            &cfg.initial_advertise_peer_urls,
+            &cfg.advertise_client_urls,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot restore failed");
+                return ExitCode::FAILURE;
+            }
+        };
         let restore_flags = basalt_net::snapshot_file::RestoreFlags {
             skip_hash_check: flags.skip_hash_check,
+            cluster: Some(cluster),
         };
         return match basalt_net::snapshot_file::restore(file, &cfg.data_dir, restore_flags) {
             Ok(what) => {

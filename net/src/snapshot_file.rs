@@ -60,12 +60,19 @@ pub fn unwrap(file: &[u8]) -> Result<&[u8], Error> {
 }
 
 /// How `--restore-snapshot` reads a file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreFlags {
     /// etcd's `--skip-hash-check`: restore an etcd database without a
     /// SHA-256 trailer (one copied from a data dir), or whose trailer does
     /// not match.
     pub skip_hash_check: bool,
+    /// The cluster the restored member founds, from `--name`,
+    /// `--initial-cluster`, `--initial-cluster-token` and
+    /// `--initial-advertise-peer-urls` (as `etcdctl snapshot restore` takes
+    /// them): every member restored from the same file with the same flags
+    /// starts as one cluster of them all, at the snapshot's state. `None`:
+    /// a member of its own.
+    pub cluster: Option<crate::member::ClusterInfo>,
 }
 
 /// Restores a snapshot file (etcd's format, from etcd or basalt, or
@@ -87,7 +94,13 @@ pub fn restore(
         )));
     }
     let made_data_dir = !data_dir.exists();
-    let result = restore_into(file, data_dir, flags);
+    let cluster = flags.cluster.clone();
+    let result = restore_into(file, data_dir, flags).and_then(|what| {
+        if let Some(cluster) = &cluster {
+            found_restored(data_dir, cluster)?;
+        }
+        Ok(what)
+    });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&member);
         if made_data_dir {
@@ -95,6 +108,39 @@ pub fn restore(
         }
     }
     result
+}
+
+/// Records in the restored store the cluster it founds (every member of
+/// `--initial-cluster` a voter), at the store's applied index, so each
+/// member restored alike enters Raft at the same point with the same
+/// membership.
+fn found_restored(
+    data_dir: &std::path::Path,
+    cluster: &crate::member::ClusterInfo,
+) -> Result<(), Error> {
+    use basalt_engine::mvcc::{Store, StoreOptions};
+    let mut store = Store::open(
+        &crate::sequencer::store_dir(data_dir),
+        StoreOptions::default(),
+    )?;
+    if store.applied_index() < basalt_raft::BOOTSTRAP_INDEX {
+        store.skip(basalt_raft::BOOTSTRAP_INDEX);
+    }
+    let mut voters: Vec<u64> = cluster.members.iter().map(|m| m.id).collect();
+    voters.sort_unstable();
+    let meta = crate::node::MemberMeta {
+        applied_term: basalt_raft::BOOTSTRAP_TERM,
+        cluster_id: cluster.cluster_id,
+        member_id: cluster.local.id,
+        conf_state: basalt_raft::ConfState {
+            voters,
+            ..basalt_raft::ConfState::default()
+        },
+        members: cluster.members.clone(),
+    };
+    store.stage_member_meta(meta.encode());
+    store.checkpoint()?;
+    Ok(())
 }
 
 fn restore_into(

@@ -129,8 +129,73 @@ impl Cluster {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Cluster {
+        let mut cluster = Self::prepare(kind, plans, extra, env);
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// `n` members on loopback restored from `snapshot` (saved by
+    /// `etcdctl snapshot save`) as one cluster, the way etcd's disaster
+    /// recovery does it: `etcdctl snapshot restore` (etcd) or `basalt
+    /// --restore-snapshot` (basalt) on each member with the same
+    /// `--initial-cluster*` flags, then every member started.
+    pub async fn start_restored(kind: Kind, n: usize, snapshot: &Path) -> Cluster {
+        let plans = (0..n).map(|_| MemberPlan::loopback("http")).collect();
+        let mut cluster = Self::prepare(kind, plans, &[], &[]);
+        for m in &cluster.members {
+            let mut cmd = match kind {
+                Kind::Etcd => {
+                    let mut c = Command::new(ETCDCTL_BIN);
+                    c.env("ETCDCTL_API", "3")
+                        .arg("snapshot")
+                        .arg("restore")
+                        .arg(snapshot);
+                    c
+                }
+                Kind::Basalt => {
+                    let mut c = Command::new(env!("CARGO_BIN_EXE_basalt"));
+                    c.arg("--restore-snapshot").arg(snapshot);
+                    c
+                }
+            };
+            let out = cmd
+                .arg("--data-dir")
+                .arg(&m.data_dir)
+                .arg("--name")
+                .arg(&m.name)
+                .arg("--initial-cluster")
+                .arg(&cluster.initial_cluster)
+                .arg("--initial-cluster-token")
+                .arg("test-cluster")
+                .arg("--initial-advertise-peer-urls")
+                .arg(&m.peer_url)
+                .output()
+                .expect("restore");
+            assert!(
+                out.status.success(),
+                "{kind:?} restore of {}: {out:?}",
+                m.name
+            );
+        }
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// The members of a cluster, none started yet.
+    fn prepare(
+        kind: Kind,
+        plans: Vec<MemberPlan>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let n = plans.len();
         let members: Vec<Member> = plans
             .into_iter()
             .enumerate()
@@ -152,7 +217,7 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             kind,
             members,
             initial_cluster,
@@ -162,11 +227,7 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             _dir: dir,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
         }
-        cluster
     }
 
     fn spawn(&mut self, i: usize) {
