@@ -519,3 +519,40 @@ async fn a_cluster_restored_from_a_snapshot_as_on_etcd() {
     }
     assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
 }
+
+/// A member removed while it was down learns it from its peers (they
+/// refuse it as removed) when it comes back, and stops, as etcd's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_down_stops_when_it_comes_back() {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let gone = (leader + 1) % 3;
+    let gone_id = cluster
+        .client(gone)
+        .await
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .member_id();
+    cluster.kill(gone);
+    let at_leader = vec![cluster.members[leader].client_url.clone()];
+    let remove = cluster.etcdctl_at(&at_leader, &["member", "remove", &format!("{gone_id:x}")]);
+    assert!(remove.status.success(), "{remove:?}");
+    cluster.respawn(gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cluster.members[gone].exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed member still runs:\n{}",
+            cluster.members[gone].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster.members[gone]
+        .log()
+        .contains("the member has been permanently removed from the cluster"));
+    let mut l = cluster.client(leader).await;
+    l.put("still", "serving", None).await.unwrap();
+}

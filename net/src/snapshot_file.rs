@@ -137,6 +137,7 @@ fn found_restored(
             ..basalt_raft::ConfState::default()
         },
         members: cluster.members.clone(),
+        removed: Vec::new(),
     };
     store.stage_member_meta(meta.encode());
     store.checkpoint()?;

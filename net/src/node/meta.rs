@@ -37,6 +37,9 @@ struct Record {
     /// a snapshot (a member keeps its own in `member/alarms`).
     #[prost(message, repeated, tag = "10")]
     alarms: Vec<AlarmRecord>,
+    /// Members removed from the cluster: they may never rejoin.
+    #[prost(uint64, repeated, tag = "11")]
+    removed: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -71,6 +74,8 @@ pub struct MemberMeta {
     pub conf_state: ConfState,
     /// Every member of the cluster with its name and URLs.
     pub members: Vec<MemberInfo>,
+    /// Members removed from the cluster (their peers refuse them).
+    pub removed: Vec<u64>,
 }
 
 impl MemberMeta {
@@ -122,6 +127,7 @@ impl MemberMeta {
                 })
                 .collect(),
             alarms: Vec::new(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -155,6 +161,7 @@ impl MemberMeta {
                     is_learner: false,
                 })
                 .collect(),
+            removed: r.removed,
         })
     }
 }
@@ -181,6 +188,7 @@ mod tests {
                 client_urls: vec!["http://127.0.0.1:2379".into()],
                 is_learner: false,
             }],
+            removed: vec![9],
         };
         assert_eq!(MemberMeta::decode(&meta.encode()).unwrap(), meta);
         assert!(MemberMeta::decode(&[0xff, 0xff]).is_err());

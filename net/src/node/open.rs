@@ -197,6 +197,7 @@ fn found(store: &mut Store, flags: &ClusterInfo) -> Result<MemberMeta, Error> {
             ..ConfState::default()
         },
         members: flags.members.clone(),
+        removed: Vec::new(),
     };
     store.stage_member_meta(meta.encode());
     store.skip(BOOTSTRAP_INDEX);
@@ -221,6 +222,7 @@ fn joined(store: &mut Store, flags: &ClusterInfo, conf_state: &ConfState) -> Mem
         member_id: flags.local.id,
         conf_state: conf_state.clone(),
         members: flags.members.clone(),
+        removed: Vec::new(),
     };
     store.stage_member_meta(meta.encode());
     tracing::info!(
@@ -271,6 +273,7 @@ fn migrate(
             ..ConfState::default()
         },
         members: vec![local],
+        removed: Vec::new(),
     };
     store.stage_member_meta(meta.encode());
     tracing::info!(

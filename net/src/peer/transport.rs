@@ -86,6 +86,9 @@ pub trait PeerSink {
         let _ = peer_urls;
         HelloReply::Refused(Refusal::UnknownMember { id: NO_NODE })
     }
+    /// A peer refused this member because it was removed from the
+    /// cluster (while it was down, say): it must stop.
+    fn removed(&self) {}
 }
 
 /// The transport of one member.
@@ -98,6 +101,8 @@ pub struct Transport {
     sink: Weak<dyn PeerSink>,
     /// Current members other than us, with their peer URLs.
     peers: RefCell<HashMap<NodeId, Vec<String>>>,
+    /// Members removed from the cluster: refused as such.
+    removed: RefCell<std::collections::HashSet<NodeId>>,
     links: RefCell<HashMap<NodeId, Rc<Link>>>,
     /// Peers a snapshot is being sent to.
     sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
@@ -123,6 +128,7 @@ impl Transport {
             limits: WireLimits::default(),
             sink,
             peers: RefCell::new(peers),
+            removed: RefCell::default(),
             links: RefCell::new(HashMap::new()),
             sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
@@ -341,7 +347,9 @@ impl Transport {
             return Ok(());
         }
         let mut verdict = hello.check(self.cluster_id, self.me);
-        if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
+        if verdict.is_ok() && self.removed.borrow().contains(&hello.from) {
+            verdict = Err(Refusal::MemberRemoved { id: hello.from });
+        } else if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
             verdict = Err(Refusal::UnknownMember { id: hello.from });
         }
         let reply = match &verdict {
@@ -465,6 +473,11 @@ impl Transport {
         Ok(())
     }
 
+    /// Members removed from the cluster, from now on.
+    pub fn set_removed(&self, removed: std::collections::HashSet<NodeId>) {
+        *self.removed.borrow_mut() = removed;
+    }
+
     /// The other members and their peer URLs, from now on.
     pub fn set_peers(&self, peers: HashMap<NodeId, Vec<String>>) {
         *self.peers.borrow_mut() = peers;
@@ -478,6 +491,9 @@ impl Transport {
             .is_some_and(|l| l.connected.get())
     }
 }
+
+/// How a handshake refused because this member was removed begins.
+const REMOVED_REFUSAL: &str = "refused: removed from the cluster: ";
 
 /// Reads at least one byte, or fails at the end of the stream or on stop.
 async fn read_some(
@@ -528,6 +544,11 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
             }
             Err(e) => {
                 tracing::debug!(peer = format!("{:x}", link.peer), error = %e, "cannot reach peer");
+                if e.starts_with(REMOVED_REFUSAL) {
+                    if let Some(sink) = transport.upgrade().and_then(|t| t.sink.upgrade()) {
+                        sink.removed();
+                    }
+                }
             }
         }
         // What was queued is stale by the time a new stream is up: Raft
@@ -631,6 +652,13 @@ async fn handshake(
         decoder.push(&buf[..n]);
     };
     match reply {
+        HelloReply::Refused(Refusal::MemberRemoved { id }) if id == me => {
+            tracing::error!(
+                peer = format!("{peer:x}"),
+                "the peer says this member was removed from the cluster"
+            );
+            Err(format!("{REMOVED_REFUSAL}{id:x}"))
+        }
         HelloReply::Refused(r) => {
             tracing::warn!(peer = format!("{peer:x}"), reason = %r, "the peer refused us");
             Err(format!("refused: {r}"))

@@ -199,6 +199,12 @@ impl PeerSink for Sequencer {
     fn snapshot_dir(&self) -> PathBuf {
         snap_dir(&self.cfg.data_dir)
     }
+    fn removed(&self) {
+        let _ = self
+            .cfg
+            .failed
+            .set("the member has been permanently removed from the cluster".into());
+    }
     fn join_reply(&self, peer_urls: &[String]) -> crate::peer::HelloReply {
         membership::join_reply(&self.meta.borrow(), peer_urls)
     }
@@ -394,6 +400,7 @@ impl Sequencer {
         );
         self.driver.set_outbox(transport.clone());
         *self.transport.borrow_mut() = Some(transport.clone());
+        self.refresh_peers();
         transport
     }
 
@@ -1061,6 +1068,9 @@ impl Sequencer {
                     });
                     if removed {
                         meta.members.retain(|m| m.id != c.id);
+                        if !meta.removed.contains(&c.id) {
+                            meta.removed.push(c.id);
+                        }
                     } else if !meta.members.iter().any(|m| m.id == c.id) {
                         meta.members.push(MemberInfo {
                             id: c.id,
@@ -1104,6 +1114,7 @@ impl Sequencer {
             return;
         };
         let meta = self.meta.borrow();
+        t.set_removed(meta.removed.iter().copied().collect());
         t.set_peers(
             meta.members
                 .iter()
