@@ -556,3 +556,68 @@ async fn a_member_removed_while_down_stops_when_it_comes_back() {
     let mut l = cluster.client(leader).await;
     l.put("still", "serving", None).await.unwrap();
 }
+
+/// kill -9 of the leader while a membership change is in flight: the
+/// change either took effect everywhere or nowhere, the two left elect a
+/// leader and agree on the members, and the change can be made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_during_a_change_leaves_every_member_agreeing() {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let mut l = cluster.client(leader).await;
+    let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+    let add = l.member_add([peer.clone()], Some(opts));
+    // The add is on its way (or applied) when the leader dies.
+    let _ = tokio::time::timeout(Duration::from_millis(5), add).await;
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    let lists = |cluster: &Cluster| {
+        let cluster_urls: Vec<String> = (0..3)
+            .filter(|&i| i != leader)
+            .map(|i| cluster.members[i].client_url.clone())
+            .collect();
+        async move {
+            let mut seen = Vec::new();
+            for url in cluster_urls {
+                let mut c = etcd_client::Client::connect([url.as_str()], None)
+                    .await
+                    .unwrap();
+                let ms = c.member_list().await.unwrap();
+                let mut ids: Vec<(u64, bool)> = ms
+                    .members()
+                    .iter()
+                    .map(|m| (m.id(), m.is_learner()))
+                    .collect();
+                ids.sort();
+                seen.push(ids);
+            }
+            seen
+        }
+    };
+    // Whatever became of the add, both survivors list the same members
+    // once they applied what the new leader committed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let agreed = loop {
+        let mut c = cluster.client(new_leader).await;
+        let _ = c.put("sync", "x", None).await;
+        let seen = lists(&cluster).await;
+        if seen[0] == seen[1] {
+            break seen[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(agreed.len() == 3 || agreed.len() == 4, "{agreed:?}");
+    // The change can be made (again): added now, or already there.
+    let mut n = cluster.client(new_leader).await;
+    let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+    match n.member_add([peer.clone()], Some(opts)).await {
+        Ok(r) => assert_eq!(r.member_list().len(), 4),
+        Err(e) => assert_eq!(agreed.len(), 4, "{e}"),
+    }
+    cluster.restart(leader).await;
+    let back = cluster.client(leader).await.member_list().await.unwrap();
+    assert_eq!(back.members().len(), 4, "the old leader catches up");
+}
