@@ -129,6 +129,42 @@ fn basalt_under_faults_seed_3() {
     basalt_ci_run(3);
 }
 
+/// Membership changes under load: three members grow to five (each added
+/// as a learner, joined, promoted) and shrink back to three while the
+/// clients run; the history must check, and etcd 3.4 must pass the same.
+fn grow_and_shrink(kind: Kind, label: &str) {
+    let plan = RunPlan {
+        label: label.into(),
+        kind,
+        faults: Faults::GrowTo(5),
+        ..RunPlan::basalt(7, CI_LENGTH)
+    };
+    let result = serially(run(&plan));
+    let kinds: Vec<FaultKind> = result.happened.iter().map(|h| h.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FaultKind::Grow,
+            FaultKind::Grow,
+            FaultKind::Shrink,
+            FaultKind::Shrink
+        ],
+        "{}",
+        result.summary()
+    );
+    assert_passed(&result);
+}
+
+#[test]
+fn basalt_grows_to_five_and_shrinks_back_under_load() {
+    grow_and_shrink(Kind::Basalt, "basalt-grow");
+}
+
+#[test]
+fn etcd_grows_to_five_and_shrinks_back_under_load() {
+    grow_and_shrink(Kind::Etcd, "etcd-grow");
+}
+
 /// The runner against a real etcd 3.4: a correct database must pass, or
 /// the runner (or the checker) is wrong.
 #[test]

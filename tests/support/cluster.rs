@@ -31,6 +31,9 @@ pub struct Member {
     /// Started with `--initial-cluster-state existing` (it joined a
     /// running cluster after `member add`).
     joining: bool,
+    /// Its own `--initial-cluster` (a member that joined later: the one
+    /// `member add` printed), instead of the cluster's.
+    initial_cluster: Option<String>,
 }
 
 /// Where a member of [`Cluster::start_planned`] listens and runs.
@@ -210,6 +213,7 @@ impl Cluster {
                 netns: plan.netns,
                 extra: plan.extra,
                 joining: false,
+                initial_cluster: None,
             })
             .collect();
         let initial_cluster = members
@@ -263,7 +267,7 @@ impl Cluster {
             .arg("--initial-advertise-peer-urls")
             .arg(&m.peer_url)
             .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
+            .arg(m.initial_cluster.as_ref().unwrap_or(&self.initial_cluster))
             .arg("--initial-cluster-token")
             .arg("test-cluster")
             .arg("--initial-cluster-state")
@@ -400,6 +404,37 @@ impl Cluster {
         self.kill(i);
         self.spawn(i);
         self.wait_ready(i).await;
+    }
+
+    /// A member that is not part of the cluster yet, on loopback: it
+    /// starts (see [`Cluster::join`]) after `member add`.
+    pub fn add_slot(&mut self) -> usize {
+        let i = self.members.len();
+        let plan = MemberPlan::loopback("http");
+        let dir = self._dir.path();
+        self.members.push(Member {
+            name: format!("m{i}"),
+            client_url: plan.client_url,
+            peer_url: plan.peer_url,
+            data_dir: dir.join(format!("m{i}")),
+            log: dir.join(format!("m{i}.log")),
+            child: None,
+            paused: false,
+            netns: None,
+            extra: plan.extra,
+            joining: true,
+            initial_cluster: None,
+        });
+        i
+    }
+
+    /// Starts member `i` (added with `member add`) to join the running
+    /// cluster with `initial_cluster` (what `member add` printed).
+    pub fn join(&mut self, i: usize, initial_cluster: String) {
+        let m = &mut self.members[i];
+        m.joining = true;
+        m.initial_cluster = Some(initial_cluster);
+        self.spawn(i);
     }
 
     /// Replaces a stopped member's data dir with nothing: its next start

@@ -41,6 +41,9 @@ use super::workload::{connect, key_name};
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long a healed member may take to serve linearizable reads again.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+/// How long the clients run against each membership of a growing and
+/// shrinking cluster.
+const MEMBERSHIP_DWELL: Duration = Duration::from_millis(1500);
 /// Status and probe requests give up after this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -51,6 +54,11 @@ pub enum FaultKind {
     Partition,
     PausedPartition,
     Replace,
+    /// A member added (learner, joined, promoted): only in
+    /// [`Nemesis::grow_and_shrink`], never in a random schedule.
+    Grow,
+    /// A member removed: likewise.
+    Shrink,
 }
 
 impl FaultKind {
@@ -132,6 +140,7 @@ impl Schedule {
                     FaultKind::Replace => {
                         rng.duration(Duration::from_millis(500), Duration::from_secs(2))
                     }
+                    FaultKind::Grow | FaultKind::Shrink => Duration::ZERO,
                 };
                 let gap = rng.duration(Duration::from_millis(500), Duration::from_secs(2));
                 planned += gap + hold + estimated_recovery(kind);
@@ -305,6 +314,9 @@ impl<'a> Nemesis<'a> {
                     self.problems.push(format!("replacing m{member}: {e}"));
                 }
             }
+            FaultKind::Grow | FaultKind::Shrink => {
+                panic!("{:?} is not a scheduled fault", fault.kind)
+            }
         }
         let healed_at = self.clock.now();
         let recovered_at = self.wait_serving(member).await;
@@ -429,6 +441,120 @@ impl<'a> Nemesis<'a> {
         })
         .await?;
         Ok(())
+    }
+
+    /// Grows the cluster to `to` members one at a time (`member add
+    /// --learner`, start with `--initial-cluster-state existing` and the
+    /// members as `member add` lists them, `member promote` once in sync),
+    /// then shrinks it back one at a time (`member remove`; the member
+    /// stops itself), while the clients run.
+    pub async fn grow_and_shrink(&mut self, to: usize) {
+        let founders = self.cluster.members.len();
+        let mut added = Vec::new();
+        for _ in founders..to {
+            let started_at = self.clock.now();
+            let i = self.cluster.add_slot();
+            let result = self.grow(i).await;
+            if let Err(e) = &result {
+                self.problems.push(format!("adding m{i}: {e}"));
+            }
+            let healed_at = self.clock.now();
+            let recovered_at = self.wait_serving(i).await;
+            self.happened.push(Happened {
+                kind: FaultKind::Grow,
+                member: i,
+                was_leader: false,
+                started_at,
+                healed_at,
+                recovered_at,
+            });
+            if result.is_err() {
+                return;
+            }
+            added.push(i);
+            // The clients run a while against each membership.
+            tokio::time::sleep(MEMBERSHIP_DWELL).await;
+        }
+        for i in added.into_iter().rev() {
+            let started_at = self.clock.now();
+            let id = self.id_of(i);
+            let result = match id {
+                Some(id) => self
+                    .membership_call(i, "member remove", |mut c| async move {
+                        c.member_remove(id).await.map(|_| ())
+                    })
+                    .await
+                    .map(|_| ()),
+                None => Err("no id".into()),
+            };
+            if let Err(e) = result {
+                self.problems.push(format!("removing m{i}: {e}"));
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !self.cluster.members[i].exited() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !self.cluster.members[i].exited() {
+                self.problems.push(format!("removed m{i} did not stop"));
+            }
+            self.cluster.kill(i);
+            let at = self.clock.now();
+            self.happened.push(Happened {
+                kind: FaultKind::Shrink,
+                member: i,
+                was_leader: false,
+                started_at,
+                healed_at: at,
+                recovered_at: Some(at),
+            });
+            tokio::time::sleep(MEMBERSHIP_DWELL).await;
+        }
+    }
+
+    fn id_of(&self, member: usize) -> Option<u64> {
+        self.ids
+            .iter()
+            .find(|(_, &i)| i == member)
+            .map(|(&id, _)| id)
+    }
+
+    /// `member add --learner` for slot `i`, its start, its promotion.
+    async fn grow(&mut self, i: usize) -> Result<(), String> {
+        let peer = self.cluster.members[i].peer_url.clone();
+        let name = self.cluster.members[i].name.clone();
+        let (id, initial_cluster) = self
+            .membership_call(i, "member add", |mut c| {
+                let (peer, name) = (peer.clone(), name.clone());
+                async move {
+                    let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+                    let r = c.member_add([peer.clone()], Some(opts)).await?;
+                    let id = r.member().map_or(0, |m| m.id());
+                    // What etcdctl prints as ETCD_INITIAL_CLUSTER.
+                    let initial: Vec<String> = r
+                        .member_list()
+                        .iter()
+                        .flat_map(|m| {
+                            let n = if m.id() == id {
+                                name.clone()
+                            } else {
+                                m.name().to_string()
+                            };
+                            m.peer_urls()
+                                .iter()
+                                .map(move |u| format!("{n}={u}"))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    Ok((id, initial.join(",")))
+                }
+            })
+            .await?;
+        self.ids.insert(id, i);
+        self.cluster.join(i, initial_cluster);
+        self.membership_call(i, "member promote", |mut c| async move {
+            c.member_promote(id).await.map(|_| ())
+        })
+        .await
     }
 
     /// A restarted member's PID must be the server in its namespace.

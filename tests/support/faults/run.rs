@@ -38,6 +38,10 @@ pub enum Faults {
         length: Duration,
     },
     Fixed(Schedule),
+    /// No faults: the cluster grows to this many members and shrinks back
+    /// to three, one membership change at a time, while the clients run
+    /// ([`super::nemesis::Nemesis::grow_and_shrink`]).
+    GrowTo(usize),
 }
 
 /// What to run.
@@ -271,7 +275,11 @@ pub fn network() -> Result<Network, String> {
 pub async fn run(plan: &RunPlan) -> RunResult {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().expect("run dir");
-    let network = network();
+    // The members that join later run on loopback, beside the founders.
+    let network = match plan.faults {
+        Faults::GrowTo(_) => Err("membership runs stay on loopback".to_string()),
+        _ => network(),
+    };
     let no_partitions = network.as_ref().err().cloned();
     let mut cluster = start_cluster(plan.kind, network.as_ref().ok(), plan.mutation).await;
     let exe = binary(plan.kind);
@@ -287,6 +295,7 @@ pub async fn run(plan: &RunPlan) -> RunResult {
     let mut schedule = match &plan.faults {
         Faults::Random { kinds, length } => Schedule::random(&mut rng, MEMBERS, kinds, *length),
         Faults::Fixed(schedule) => schedule.clone(),
+        Faults::GrowTo(_) => Schedule::default(),
     };
     if network.is_err() {
         schedule = schedule.without_network_faults();
@@ -311,6 +320,9 @@ pub async fn run(plan: &RunPlan) -> RunResult {
         let rng = Rng::fork(plan.seed, u64::MAX);
         let mut nemesis = Nemesis::new(&mut cluster, network.as_ref().ok(), &exe, clock, rng).await;
         nemesis.run(&schedule).await;
+        if let Faults::GrowTo(n) = plan.faults {
+            nemesis.grow_and_shrink(n).await;
+        }
         (nemesis.happened, nemesis.problems)
     };
     tokio::time::sleep(plan.quiet).await;
