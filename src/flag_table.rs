@@ -10,7 +10,7 @@
 //! against the table.
 //!
 //! Invariant: every name appears once; a flag acted on is read by
-//! `server_config`, a flag without effect names why in its warning.
+//! `server_config`, a flag without treatment names why in its warning.
 
 /// How etcd parses a flag's value (Go's `flag` package and etcd's
 /// `pkg/flags` values), which is also how basalt parses it.
@@ -101,7 +101,7 @@ impl Since {
 
 /// What basalt does with a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
+pub enum Treatment {
     /// basalt acts on it with etcd's meaning (the note says how).
     Acted(&'static str),
     /// Accepted with etcd's syntax; one warning at start when given, saying
@@ -120,10 +120,10 @@ pub struct Flag {
     pub name: &'static str,
     pub kind: Kind,
     /// etcd's default as its `--help` prints it (basalt's where it differs,
-    /// see `Effect`).
+    /// see `Treatment`).
     pub default: &'static str,
     pub since: Since,
-    pub effect: Effect,
+    pub treatment: Treatment,
     /// The key in etcd's YAML config file; `None` when etcd's file has no
     /// such key. TLS keys live under `client-transport-security` /
     /// `peer-transport-security` (see `config_file`).
@@ -148,14 +148,14 @@ const fn f(
     kind: Kind,
     default: &'static str,
     since: Since,
-    effect: Effect,
+    treatment: Treatment,
 ) -> Flag {
     Flag {
         name,
         kind,
         default,
         since,
-        effect,
+        treatment,
         yaml: Yaml::Top,
     }
 }
@@ -181,9 +181,9 @@ const fn peer(key: &'static str, flag: Flag) -> Flag {
     }
 }
 
-use Effect::{Acted, Legacy, NoEffect, RefusedUnlessDefault};
 use Kind::{Bool, Choice, Choices, Duration, Int, Int64, Text, Uint, Uint32, Uint64};
 use Since::{Basalt, Both, Later35, V34, V35};
+use Treatment::{Acted, Legacy, NoEffect, RefusedUnlessDefault};
 
 const URLS: Kind = Kind::Urls { star: false };
 const LIST: Kind = Kind::List { yaml_list: false };
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn refused_flags_have_a_default_that_is_accepted() {
         for flag in FLAGS {
-            if let Effect::RefusedUnlessDefault(_) = flag.effect {
+            if let Treatment::RefusedUnlessDefault(_) = flag.treatment {
                 assert!(
                     matches!(flag.kind, Kind::Bool | Kind::Text | Kind::Choice(_)),
                     "{}",

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::flag_table::{Effect, Kind, FLAGS};
+use crate::flag_table::{Kind, Treatment, FLAGS};
 
 /// What a flag error prints after its reason (etcd prints its usage).
 pub const USAGE: &str = "Usage:
@@ -31,13 +31,13 @@ pub fn text() -> String {
     );
     let mut legacy = Vec::new();
     for flag in FLAGS {
-        let what = match flag.effect {
-            Effect::Acted(note) => note.to_string(),
-            Effect::NoEffect(why) => format!("[no effect in basalt] {why}"),
-            Effect::RefusedUnlessDefault(why) => {
+        let what = match flag.treatment {
+            Treatment::Acted(note) => note.to_string(),
+            Treatment::NoEffect(why) => format!("[no treatment in basalt] {why}"),
+            Treatment::RefusedUnlessDefault(why) => {
                 format!("[refused unless '{}'] {why}", flag.default)
             }
-            Effect::Legacy => {
+            Treatment::Legacy => {
                 legacy.push(flag.name);
                 continue;
             }

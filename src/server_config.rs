@@ -10,7 +10,7 @@ use basalt_net::services::KvLimits;
 use basalt_net::tls::{TlsInfo, TlsSettings, TlsVersion};
 use basalt_net::Config;
 
-use crate::flag_table::{Effect, FLAGS};
+use crate::flag_table::{Treatment, FLAGS};
 use crate::flags::{Settings, Source};
 
 /// etcd's default quota: 2 GiB (`--quota-backend-bytes 0` means this).
@@ -77,19 +77,19 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
             Source::Env(key) => format!("--{} (from {key})", flag.name),
             Source::ConfigFile => format!("--{} (config file key {})", flag.name, flag.name),
         };
-        match flag.effect {
-            Effect::NoEffect(why) => {
+        match flag.treatment {
+            Treatment::NoEffect(why) => {
                 out.push(format!(
-                    "{how} is accepted but has no effect in basalt: {why}"
+                    "{how} is accepted but has no treatment in basalt: {why}"
                 ));
             }
-            Effect::RefusedUnlessDefault(why) if !settings.differs_from_default(flag) => {
+            Treatment::RefusedUnlessDefault(why) if !settings.differs_from_default(flag) => {
                 out.push(format!(
-                    "{how} is accepted but has no effect in basalt: {why}"
+                    "{how} is accepted but has no treatment in basalt: {why}"
                 ));
             }
             // etcd's own warning for these.
-            Effect::Legacy => out.push(format!(
+            Treatment::Legacy => out.push(format!(
                 "flag \"-{}\" is no longer supported - ignoring.",
                 flag.name
             )),
@@ -102,7 +102,7 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
 /// Checks etcd makes before starting, and basalt's refusals.
 pub fn check(settings: &Settings) -> Result<(), Refusal> {
     for flag in FLAGS {
-        if let Effect::RefusedUnlessDefault(why) = flag.effect {
+        if let Treatment::RefusedUnlessDefault(why) = flag.treatment {
             if settings.differs_from_default(flag) {
                 return Err(format!("--{} is not supported by basalt: {why}", flag.name).into());
             }
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(w.len(), 4, "{w:?}");
         assert!(w
             .iter()
-            .any(|l| l.starts_with("--enable-pprof is accepted but has no effect in basalt")));
+            .any(|l| l.starts_with("--enable-pprof is accepted but has no treatment in basalt")));
         assert!(w.contains(&"flag \"-v\" is no longer supported - ignoring.".to_string()));
     }
 

@@ -309,7 +309,7 @@ fn bad_config_files_are_refused_like_etcd() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{kind} {yaml}: {stderr}");
             assert!(
-                stderr.contains(&format!("error verifying flags, ")),
+                stderr.contains("error verifying flags, "),
                 "{kind} {yaml}: {stderr}"
             );
             assert!(stderr.contains(says), "{kind} {yaml}: {stderr}");

@@ -531,15 +531,36 @@ fn bad_flags_and_values_fail_as_on_etcd() {
             );
         }
     }
-    // (flags, environment, what etcd says after parsing: exit 1)
-    let later_errors: &[(&[&str], &[(&str, &str)], &str, bool)] = &[
-        (&["positional"], &[], "error verifying flags, 'positional' is not a valid flag", true),
-        (&["--logger=bogus"], &[], "error verifying flags, unknown logger option \"bogus\"", true),
-        (&[], &[("ETCD_HEARTBEAT_INTERVAL", "abc")], "error verifying flags, invalid value \"abc\" for ETCD_HEARTBEAT_INTERVAL: parse error", true),
-        (&[], &[("ETCD_NAME", "other")], "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", true),
-        (&[], &[], "--advertise-client-urls is required when --listen-client-urls is set explicitly", false),
+    // What etcd refuses after parsing, with exit 1.
+    struct Later {
+        args: &'static [&'static str],
+        env: &'static [(&'static str, &'static str)],
+        says: &'static str,
+        advertise: bool,
+    }
+    let later = |args, env, says| Later {
+        args,
+        env,
+        says,
+        advertise: true,
+    };
+    let later_errors = [
+        later(&["positional"], &[], "error verifying flags, 'positional' is not a valid flag"),
+        later(&["--logger=bogus"], &[], "error verifying flags, unknown logger option \"bogus\""),
+        later(&[], &[("ETCD_HEARTBEAT_INTERVAL", "abc")], "error verifying flags, invalid value \"abc\" for ETCD_HEARTBEAT_INTERVAL: parse error"),
+        later(&[], &[("ETCD_NAME", "other")], "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"),
+        Later {
+            advertise: false,
+            ..later(&[], &[], "--advertise-client-urls is required when --listen-client-urls is set explicitly")
+        },
     ];
-    for (bad, env, says, advertise) in later_errors {
+    for Later {
+        args: bad,
+        env,
+        says,
+        advertise,
+    } in later_errors
+    {
         for (binary, kind) in [
             (env!("CARGO_BIN_EXE_basalt"), "basalt"),
             ("/usr/bin/etcd", "etcd"),
