@@ -10,7 +10,7 @@
 //! against the table.
 //!
 //! Invariant: every name appears once; a flag acted on is read by
-//! `server_config`, a flag without treatment names why in its warning.
+//! `server_config`, a flag without effect names why in its warning.
 
 /// How etcd parses a flag's value (Go's `flag` package and etcd's
 /// `pkg/flags` values), which is also how basalt parses it.
@@ -367,6 +367,38 @@ mod tests {
                     flag.name
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// docs/flags.md has one row per flag (legacy ones in a sentence),
+    /// saying what the table says basalt does with it.
+    #[test]
+    fn docs_flags_md_matches_the_table() {
+        let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/flags.md"));
+        for flag in FLAGS {
+            let cell = format!("| `--{}` |", flag.name);
+            let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with(&cell)).collect();
+            let says = match flag.treatment {
+                Treatment::Acted(_) => "| acted on |",
+                Treatment::NoEffect(_) => "| accepted, **no effect** (warns) |",
+                Treatment::RefusedUnlessDefault(_) => "| **refused** unless",
+                Treatment::Legacy => {
+                    assert!(doc.contains(&format!("`--{}`", flag.name)), "{}", flag.name);
+                    continue;
+                }
+            };
+            assert_eq!(
+                rows.len(),
+                1,
+                "docs/flags.md rows for --{}: {rows:?}",
+                flag.name
+            );
+            assert!(rows[0].contains(says), "--{}: {}", flag.name, rows[0]);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::flag_table::{Kind, Treatment, FLAGS};
+use crate::flag_table::{Kind, Treatment, Yaml, FLAGS};
 
 /// What a flag error prints after its reason (etcd prints its usage).
 pub const USAGE: &str = "Usage:
@@ -33,7 +33,7 @@ pub fn text() -> String {
     for flag in FLAGS {
         let what = match flag.treatment {
             Treatment::Acted(note) => note.to_string(),
-            Treatment::NoEffect(why) => format!("[no treatment in basalt] {why}"),
+            Treatment::NoEffect(why) => format!("[no effect in basalt] {why}"),
             Treatment::RefusedUnlessDefault(why) => {
                 format!("[refused unless '{}'] {why}", flag.default)
             }
@@ -46,9 +46,15 @@ pub fn text() -> String {
             Kind::Spin => "''".to_string(),
             _ => format!("'{}'", flag.default),
         };
+        let key = match flag.yaml {
+            Yaml::Top => flag.name.to_string(),
+            Yaml::Client(k) => format!("client-transport-security.{k}"),
+            Yaml::Peer(k) => format!("peer-transport-security.{k}"),
+            Yaml::None => "none".to_string(),
+        };
         let _ = writeln!(
             out,
-            "  --{} {default}  [{}]\n    {what}",
+            "  --{} {default}  [{}]  file key: {key}\n    {what}",
             flag.name,
             flag.since.label()
         );

@@ -80,12 +80,12 @@ pub fn warnings(settings: &Settings) -> Vec<String> {
         match flag.treatment {
             Treatment::NoEffect(why) => {
                 out.push(format!(
-                    "{how} is accepted but has no treatment in basalt: {why}"
+                    "{how} is accepted but has no effect in basalt: {why}"
                 ));
             }
             Treatment::RefusedUnlessDefault(why) if !settings.differs_from_default(flag) => {
                 out.push(format!(
-                    "{how} is accepted but has no treatment in basalt: {why}"
+                    "{how} is accepted but has no effect in basalt: {why}"
                 ));
             }
             // etcd's own warning for these.
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(w.len(), 4, "{w:?}");
         assert!(w
             .iter()
-            .any(|l| l.starts_with("--enable-pprof is accepted but has no treatment in basalt")));
+            .any(|l| l.starts_with("--enable-pprof is accepted but has no effect in basalt")));
         assert!(w.contains(&"flag \"-v\" is no longer supported - ignoring.".to_string()));
     }
 
