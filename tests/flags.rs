@@ -680,3 +680,71 @@ fn version_prints_etcds_layout() {
         .expect("basalt");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `--client-cert-allowed-hostname`: a client certificate must be valid for
+/// that host name, on basalt as on etcd 3.4.
+#[tokio::test]
+async fn client_cert_allowed_hostname_admits_only_that_host_like_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = support::pki::Ca::new(dir.path(), "ca");
+    let server_cert = ca.issue(dir.path(), "server", "server", &["127.0.0.1"], 1);
+    let good = ca.issue(dir.path(), "good", "good", &["client.example"], 2);
+    let bad = ca.issue(dir.path(), "bad", "bad", &["other.example"], 3);
+    let arg = |p: &std::path::Path| p.display().to_string();
+    let flags = [
+        format!("--cert-file={}", arg(&server_cert.cert_file)),
+        format!("--key-file={}", arg(&server_cert.key_file)),
+        format!("--trusted-ca-file={}", arg(&ca.cert_file)),
+        "--client-cert-auth".to_string(),
+        "--client-cert-allowed-hostname=client.example".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let as_client = |cert: &support::pki::Issued| support::ClientTls {
+        ca: Some(ca.cert_file.clone()),
+        cert: Some((cert.cert_file.clone(), cert.key_file.clone())),
+        also_listen: Vec::new(),
+    };
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let server = Server::start_tls(kind, as_client(&good), &flags).await;
+        for (who, cert, admitted) in [("good", &good, true), ("bad", &bad, false)] {
+            let out = Command::new(support::ETCDCTL_BIN)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", server.endpoint))
+                .args(as_client(cert).etcdctl_args())
+                .args(["--dial-timeout=2s", "--command-timeout=3s", "put", "k", who])
+                .output()
+                .expect("etcdctl");
+            assert_eq!(
+                out.status.success(),
+                admitted,
+                "{kind:?} with the {who} certificate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// `--log-outputs` with a file: log lines go there (appended), and only
+/// there unless stderr is listed too.
+#[tokio::test]
+async fn log_outputs_writes_to_the_files_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("basalt.log");
+    std::fs::write(&file, "kept\n").expect("write");
+    let only_file = format!("--log-outputs={}", file.display());
+    let server = Server::start_with(Kind::Basalt, &[&only_file, "--enable-pprof"]).await;
+    let warning = ": --enable-pprof is accepted but has no effect in basalt";
+    let written = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        written.starts_with("kept\n"),
+        "the file was truncated: {written}"
+    );
+    assert!(written.contains(warning), "{written}");
+    assert!(!server.log().contains(warning), "{}", server.log());
+    drop(server);
+    let both = format!("--log-outputs=stderr,{}", file.display());
+    let server = Server::start_with(Kind::Basalt, &[&both, "--enable-pprof"]).await;
+    assert!(server.log().contains(warning), "{}", server.log());
+    let written = std::fs::read_to_string(&file).expect("read");
+    assert_eq!(written.matches(warning).count(), 2, "{written}");
+}
