@@ -270,6 +270,11 @@ fn from_file_string(flag: &'static Flag, text: &str) -> Result<Value, String> {
                 ))
             }
         }
+        // etcd's words for its two other choices read from a file.
+        Kind::Choice(_) if flag.name == "proxy" => parse_value(flag.kind, text)
+            .map_err(|e| format!("unexpected error setting up proxyFlag: {e}")),
+        Kind::Choice(_) if flag.name == "discovery-fallback" => parse_value(flag.kind, text)
+            .map_err(|e| format!("unexpected error setting up discovery-fallback flag: {e}")),
         Kind::Choice(_) | Kind::Choices(_) | Kind::Spin => parse_value(flag.kind, text)
             .map_err(|e| format!("unexpected error setting up {}: {e}", flag.name)),
         Kind::List { .. } => parse_value(flag.kind, text),
