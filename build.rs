@@ -14,10 +14,8 @@ fn main() {
         println!("cargo:rustc-env=BASALT_GIT_SHA={sha}");
     }
     // Rebuild when HEAD moves (a worktree's HEAD and the branch it names).
-    for path in ["HEAD", "index"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={p}");
-        }
+    if let Some(p) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={p}");
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {

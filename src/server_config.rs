@@ -145,7 +145,7 @@ pub fn logging(settings: &Settings) -> Result<Logging, Refusal> {
         "debug".to_string()
     } else {
         match level {
-            "debug" | "info" | "warn" | "error" => level.to_string(),
+            "trace" | "debug" | "info" | "warn" | "error" => level.to_string(),
             // tracing has no levels above error.
             "dpanic" | "panic" | "fatal" => "error".to_string(),
             other if other.contains('=') => other.to_string(),
