@@ -117,6 +117,14 @@ fn prepare(mut settings: Settings) -> Result<Prepared, Refusal> {
         file = std::env::var(flags::env_name("config-file")).unwrap_or_default();
     }
     if !file.is_empty() {
+        // basalt's one-shot restore is no server setting a file could
+        // hold: ignoring it, as etcd ignores other flags, would start a
+        // server instead of restoring.
+        if settings.is_given("restore-snapshot") {
+            return Err(Refusal::from(String::from(
+                "--restore-snapshot cannot be used with a config file",
+            )));
+        }
         let loaded = config_file::load(std::path::Path::new(&file))?;
         let mut notes = vec![Note::Info(format!(
             "loaded server configuration from {file:?}, other configuration command line flags and environment variables will be ignored if provided"

@@ -748,3 +748,25 @@ async fn log_outputs_writes_to_the_files_named() {
     let written = std::fs::read_to_string(&file).expect("read");
     assert_eq!(written.matches(warning).count(), 2, "{written}");
 }
+
+/// `--restore-snapshot` with a config file is refused rather than ignored
+/// (which would start a server instead of restoring).
+#[test]
+fn restore_snapshot_with_a_config_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("etcd.yaml");
+    std::fs::write(&file, "name: x\n").expect("write");
+    let args = vec![
+        format!("--config-file={}", file.display()),
+        format!(
+            "--restore-snapshot={}",
+            dir.path().join("snap.db").display()
+        ),
+    ];
+    let (code, stderr) = run_briefly(env!("CARGO_BIN_EXE_basalt"), &args, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--restore-snapshot cannot be used with a config file"),
+        "{stderr}"
+    );
+}
