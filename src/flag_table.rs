@@ -218,7 +218,7 @@ pub const FLAGS: &[Flag] = &[
     f("backend-batch-limit", Int, "0", Both, NoEffect(STORAGE)),
     f("max-txn-ops", Uint, "128", Both, Acted("operations per transaction")),
     f("max-request-bytes", Uint, "1572864", Both, Acted("largest client request")),
-    f("max-concurrent-streams", Uint32, "4294967295", V34, NoEffect(GRPC)),
+    f("max-concurrent-streams", Uint32, "4294967295", V34, Acted("gRPC streams per client connection (basalt caps it at 10000)")),
     f("grpc-keepalive-min-time", Duration, "5s", Both, NoEffect(GRPC)),
     f("grpc-keepalive-interval", Duration, "2h0m0s", Both, NoEffect(GRPC)),
     f("grpc-keepalive-timeout", Duration, "20s", Both, NoEffect(GRPC)),

@@ -215,6 +215,7 @@ pub fn config(s: &Settings) -> Result<Config, String> {
             q => q as u64,
         },
     };
+    c.max_concurrent_streams = u32::try_from(s.uint("max-concurrent-streams")).unwrap_or(u32::MAX);
     c.cores = usize::try_from(s.uint("cores")).unwrap_or(usize::MAX);
     c.spin_before_park = match s.text("spin-before-park") {
         "" => None,

@@ -770,3 +770,29 @@ fn restore_snapshot_with_a_config_file_is_refused() {
         "{stderr}"
     );
 }
+
+/// `--max-concurrent-streams` (etcd 3.4): with 2, a client connection
+/// holding two watch streams gets no third stream until one ends, on
+/// basalt as on etcd.
+#[tokio::test]
+async fn max_concurrent_streams_bounds_a_connection_like_etcd() {
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let server = Server::start_with(kind, &["--max-concurrent-streams=2"]).await;
+        let mut c = server.client().await;
+        let w1 = c.watch("a", None).await.expect("first watch");
+        let w2 = c.watch("b", None).await.expect("second watch");
+        let third =
+            tokio::time::timeout(std::time::Duration::from_secs(2), c.put("k", "v", None)).await;
+        assert!(
+            third.is_err(),
+            "{kind:?}: a third stream was opened on a full connection"
+        );
+        drop((w1, w2));
+        let after =
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.put("k", "v", None)).await;
+        assert!(
+            matches!(after, Ok(Ok(_))),
+            "{kind:?}: no stream after the watches ended: {after:?}"
+        );
+    }
+}

@@ -58,7 +58,8 @@ use crate::services::{router, ServiceContext};
 /// gRPC framing and metadata allowance on top of `--max-request-bytes`
 /// (etcd's `grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
-/// Concurrent streams per connection (etcd allows u32::MAX; we bound it).
+/// Concurrent streams per connection: `--max-concurrent-streams`, at most
+/// this (etcd allows u32::MAX, its default; we bound it).
 const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] leaves
@@ -230,7 +231,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
-        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        max_concurrent_streams: cfg.max_concurrent_streams.min(MAX_CONCURRENT_STREAMS),
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
