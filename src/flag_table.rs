@@ -306,7 +306,7 @@ pub const FLAGS: &[Flag] = &[
     f("experimental-enable-lease-checkpoint", Bool, "false", Both, NoEffect("basalt does not checkpoint lease TTLs through the log yet")),
     f("experimental-enable-lease-checkpoint-persist", Bool, "false", V34, NoEffect("basalt does not checkpoint lease TTLs through the log yet")),
     f("experimental-compaction-batch-limit", Int, "1000", Both, NoEffect(STORAGE)),
-    f("experimental-watch-progress-notify-interval", Duration, "10m0s", Both, NoEffect("basalt sends progress notifications at its own fixed interval")),
+    f("experimental-watch-progress-notify-interval", Duration, "10m0s", Both, Acted("how often watchers that asked for progress notifications get one")),
     f("experimental-downgrade-check-time", Duration, "5s", V35, NoEffect("basalt has no cluster downgrade")),
     f("experimental-warning-apply-duration", Duration, "100ms", Both, NoEffect("basalt does not log slow applies")),
     f("experimental-memory-mlock", Bool, "false", V35, NoEffect(STORAGE)),

@@ -128,7 +128,6 @@ impl Settings {
         }
     }
 
-    #[cfg(test)]
     pub fn nanos(&self, name: &str) -> i64 {
         match self.value(name) {
             Value::Nanos(n) => *n,

@@ -215,6 +215,11 @@ pub fn config(s: &Settings) -> Result<Config, String> {
             q => q as u64,
         },
     };
+    // etcd applies only a positive interval.
+    let progress = s.nanos("experimental-watch-progress-notify-interval");
+    if progress > 0 {
+        c.watch_progress_notify_interval = Duration::from_nanos(progress as u64);
+    }
     c.max_concurrent_streams = u32::try_from(s.uint("max-concurrent-streams")).unwrap_or(u32::MAX);
     c.cores = usize::try_from(s.uint("cores")).unwrap_or(usize::MAX);
     c.spin_before_park = match s.text("spin-before-park") {

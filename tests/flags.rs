@@ -796,3 +796,39 @@ async fn max_concurrent_streams_bounds_a_connection_like_etcd() {
         );
     }
 }
+
+/// `--experimental-watch-progress-notify-interval`: a watcher that asked
+/// for progress notifications gets one within the interval, on basalt (one
+/// executor and two) as on etcd.
+#[tokio::test]
+async fn watch_progress_notify_interval_is_applied_like_etcd() {
+    for (kind, cores) in [(Kind::Etcd, "1"), (Kind::Basalt, "1"), (Kind::Basalt, "2")] {
+        let mut flags = vec!["--experimental-watch-progress-notify-interval=300ms"];
+        if kind == Kind::Basalt {
+            flags.extend(["--cores", cores]);
+        }
+        let server = Server::start_with(kind, &flags).await;
+        let mut c = server.client().await;
+        c.put("k", "v", None).await.expect("put");
+        // Several watch streams, so both executors serve one.
+        for _ in 0..2 {
+            let options = etcd_client::WatchOptions::new().with_progress_notify();
+            let mut stream = c.watch("k", Some(options)).await.expect("watch");
+            let started = std::time::Instant::now();
+            loop {
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_secs(3), stream.message()).await;
+                let resp = match next {
+                    Ok(Ok(Some(resp))) => resp,
+                    other => panic!("{kind:?} cores={cores}: no progress notification: {other:?}"),
+                };
+                if !resp.created() && resp.events().is_empty() {
+                    break;
+                }
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(3));
+            drop(stream);
+            c = server.client().await;
+        }
+    }
+}

@@ -274,6 +274,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         auto_compaction: cfg
             .auto_compaction
             .map(|mode| (mode, cfg.revision_compaction_interval)),
+        progress_interval: cfg.watch_progress_notify_interval,
     };
     let kv = cfg.limits;
     let mesh0 = mesh.clone();
@@ -323,6 +324,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             ready: ready_tx.clone(),
             calls: calls.clone(),
             auto_compaction: None,
+            progress_interval: cfg.watch_progress_notify_interval,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -613,6 +615,8 @@ struct Executor {
     /// `--auto-compaction-*` and revision mode's check interval; only the
     /// sequencer's executor runs it.
     auto_compaction: Option<(AutoCompaction, Duration)>,
+    /// `--experimental-watch-progress-notify-interval`.
+    progress_interval: Duration,
 }
 
 impl Executor {
@@ -668,6 +672,7 @@ impl Executor {
             &seq,
             crate::watch::HubConfig {
                 max_response_bytes: kv.max_request_bytes,
+                progress_interval: self.progress_interval,
                 ..Default::default()
             },
         );
@@ -749,6 +754,7 @@ impl Executor {
         // Watch streams of this executor's connections are served here.
         let hub = crate::watch::HubConfig {
             max_response_bytes: kv.max_request_bytes,
+            progress_interval: self.progress_interval,
             ..Default::default()
         };
         crate::watch::attach_fed(&mut methods, event_feed, &views, hub)
