@@ -399,6 +399,7 @@ async fn a_learner_joins_catches_up_is_promoted_and_removed() {
         .args(["--name", "n4", "--data-dir"])
         .arg(dir.path().join("n4"))
         .args(["--listen-client-urls", &client])
+        .args(["--advertise-client-urls", &client])
         .args(["--listen-peer-urls", &peer])
         .args(["--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("n4={peer}")])

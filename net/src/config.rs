@@ -55,6 +55,12 @@ pub struct Config {
     /// Checkpoint at least this often while there are unsaved entries.
     pub checkpoint_interval: Duration,
     pub limits: KvLimits,
+    /// `--experimental-watch-progress-notify-interval`: how often watchers
+    /// that asked for progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
+    /// `--max-concurrent-streams` (etcd 3.4): gRPC streams one client
+    /// connection may open at once; capped at the server's own bound.
+    pub max_concurrent_streams: u32,
     /// Executors (one per core); `0` = every CPU in the affinity mask.
     pub cores: usize,
     /// `--spin-before-park`: how long an idle executor spins before it parks
@@ -103,6 +109,8 @@ impl Config {
             catchup_entries: crate::sequencer::DEFAULT_CATCHUP_ENTRIES,
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),
+            max_concurrent_streams: u32::MAX,
+            watch_progress_notify_interval: crate::watch::DEFAULT_PROGRESS_INTERVAL,
             cores: 0,
             spin_before_park: None,
             wal: WalOptions::default(),

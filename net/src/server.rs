@@ -58,7 +58,8 @@ use crate::services::{router, ServiceContext};
 /// gRPC framing and metadata allowance on top of `--max-request-bytes`
 /// (etcd's `grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
-/// Concurrent streams per connection (etcd allows u32::MAX; we bound it).
+/// Concurrent streams per connection: `--max-concurrent-streams`, at most
+/// this (etcd allows u32::MAX, its default; we bound it).
 const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] leaves
@@ -232,7 +233,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let metrics_addrs = crate::metrics::local_addrs(&metrics_listeners)?;
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
-        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        max_concurrent_streams: cfg.max_concurrent_streams.min(MAX_CONCURRENT_STREAMS),
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
@@ -276,6 +277,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             .auto_compaction
             .map(|mode| (mode, cfg.revision_compaction_interval)),
         lease_checkpoint_interval: cfg.lease_checkpoint_interval,
+        progress_interval: cfg.watch_progress_notify_interval,
     };
     let kv = cfg.limits;
     let mesh0 = mesh.clone();
@@ -326,6 +328,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             calls: calls.clone(),
             auto_compaction: None,
             lease_checkpoint_interval: None,
+            progress_interval: cfg.watch_progress_notify_interval,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -660,6 +663,8 @@ struct Executor {
     /// `--experimental-enable-lease-checkpoint`: how often the leader
     /// records remaining lease TTLs in the log.
     lease_checkpoint_interval: Option<Duration>,
+    /// `--experimental-watch-progress-notify-interval`.
+    progress_interval: Duration,
 }
 
 impl Executor {
@@ -715,6 +720,7 @@ impl Executor {
             &seq,
             crate::watch::HubConfig {
                 max_response_bytes: kv.max_request_bytes,
+                progress_interval: self.progress_interval,
                 ..Default::default()
             },
         );
@@ -800,6 +806,7 @@ impl Executor {
         // Watch streams of this executor's connections are served here.
         let hub = crate::watch::HubConfig {
             max_response_bytes: kv.max_request_bytes,
+            progress_interval: self.progress_interval,
             ..Default::default()
         };
         crate::watch::attach_fed(&mut methods, event_feed, &views, hub)

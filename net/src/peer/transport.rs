@@ -544,7 +544,7 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
             }
             Err(e) => {
                 tracing::debug!(peer = format!("{:x}", link.peer), error = %e, "cannot reach peer");
-                if e.starts_with(REMOVED_REFUSAL) {
+                if e.contains(REMOVED_REFUSAL) {
                     if let Some(sink) = transport.upgrade().and_then(|t| t.sink.upgrade()) {
                         sink.removed();
                     }
