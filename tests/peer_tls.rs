@@ -189,3 +189,51 @@ async fn peer_cert_allowed_hostname_is_enforced() {
         "no refusal logged:\n{logs}"
     );
 }
+
+/// A member added with `member add` joins a cluster whose peers talk TLS:
+/// it asks them who it is over https (its own peer certificate, the
+/// cluster's CA) and catches up from the leader's snapshot.
+#[tokio::test]
+async fn a_member_joins_over_peer_tls() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path(), "ca");
+    let plans = plans(dir.path(), &ca, [&ca, &ca, &ca], ["m0", "m1", "m2"]);
+    let mut cluster = Cluster::start_planned(Kind::Basalt, plans, &[], &[]).await;
+    replicates(&cluster, &[0, 1, 2]).await;
+    let cert = ca.issue(dir.path(), "peer3", "m3", &["127.0.0.1", "m3"], 13);
+    let mut plan = MemberPlan::loopback("https");
+    plan.extra = vec![
+        format!("--peer-cert-file={}", arg(&cert.cert_file)),
+        format!("--peer-key-file={}", arg(&cert.key_file)),
+        format!("--peer-trusted-ca-file={}", arg(&ca.cert_file)),
+        "--peer-client-cert-auth".into(),
+    ];
+    let peer_url = plan.peer_url.clone();
+    let i = cluster.add_slot(plan);
+    let add = cluster.etcdctl(&["member", "add", "m3", "--peer-urls", &peer_url, "--learner"]);
+    assert!(add.status.success(), "{add:?}");
+    let initial = String::from_utf8_lossy(&add.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .expect("ETCD_INITIAL_CLUSTER")
+        .trim_end_matches('"')
+        .to_string();
+    cluster.join(i, initial);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = cluster.client(i).await;
+        let opts = etcd_client::GetOptions::new().with_serializable();
+        if let Ok(r) = c.get("over-peer-tls", Some(opts)).await {
+            if r.kvs().first().map(|kv| kv.value()) == Some(&b"yes"[..]) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m3 did not catch up over peer TLS:\n{}",
+            cluster.members[i].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

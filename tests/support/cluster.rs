@@ -406,11 +406,11 @@ impl Cluster {
         self.wait_ready(i).await;
     }
 
-    /// A member that is not part of the cluster yet, on loopback: it
-    /// starts (see [`Cluster::join`]) after `member add`.
-    pub fn add_slot(&mut self) -> usize {
+    /// A member that is not part of the cluster yet, where `plan` says
+    /// (not in a namespace): it starts (see [`Cluster::join`]) after
+    /// `member add`.
+    pub fn add_slot(&mut self, plan: MemberPlan) -> usize {
         let i = self.members.len();
-        let plan = MemberPlan::loopback("http");
         let dir = self._dir.path();
         self.members.push(Member {
             name: format!("m{i}"),

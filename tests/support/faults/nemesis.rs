@@ -453,7 +453,9 @@ impl<'a> Nemesis<'a> {
         let mut added = Vec::new();
         for _ in founders..to {
             let started_at = self.clock.now();
-            let i = self.cluster.add_slot();
+            let i = self
+                .cluster
+                .add_slot(crate::support::cluster::MemberPlan::loopback("http"));
             let result = self.grow(i).await;
             if let Err(e) = &result {
                 self.problems.push(format!("adding m{i}: {e}"));
