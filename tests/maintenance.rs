@@ -205,3 +205,62 @@ async fn hash_kv_is_etcds_hash_of_the_same_history() {
     }
     assert_eq!(seen[0], seen[1], "etcd's hashes, then basalt's");
 }
+
+/// An alarm activated for member 0 is kept under member 0 (beside the
+/// member's own), and a defragment answers without a header, as etcd 3.4.
+#[tokio::test]
+async fn alarm_for_member_zero_and_defragment_answer_as_on_etcd() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let server = Server::start(kind).await;
+        let mut c = server.client().await;
+        let own = c.status().await.unwrap().header().unwrap().member_id();
+        let mut lines = Vec::new();
+        let mut zero = etcd_client::AlarmOptions::new();
+        zero.with_member(0);
+        let r = c
+            .alarm(AlarmAction::Activate, AlarmType::Nospace, Some(zero))
+            .await
+            .unwrap();
+        lines.push(format!(
+            "activate member 0 answers: {:?}",
+            r.alarms()
+                .iter()
+                .map(|a| (a.member_id() == own, a.member_id(), a.alarm()))
+                .collect::<Vec<_>>()
+        ));
+        let mut mine = etcd_client::AlarmOptions::new();
+        mine.with_member(own);
+        c.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(mine))
+            .await
+            .unwrap();
+        let listed = c
+            .alarm(AlarmAction::Get, AlarmType::None, None)
+            .await
+            .unwrap();
+        let mut members: Vec<String> = listed
+            .alarms()
+            .iter()
+            .map(|a| {
+                if a.member_id() == own {
+                    "own".into()
+                } else {
+                    a.member_id().to_string()
+                }
+            })
+            .collect();
+        members.sort();
+        lines.push(format!("listed under: {members:?}"));
+        for a in listed.alarms() {
+            let mut m = etcd_client::AlarmOptions::new();
+            m.with_member(a.member_id());
+            c.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(m))
+                .await
+                .unwrap();
+        }
+        let d = c.defragment().await.unwrap();
+        lines.push(format!("defragment header: {}", d.header().is_some()));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

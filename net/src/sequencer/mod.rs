@@ -1539,13 +1539,11 @@ impl Sequencer {
     }
 
     /// etcd's Alarm call: GET answers from this member's alarms; ACTIVATE
-    /// and DEACTIVATE go through the log, so every member agrees.
-    async fn alarm_request(&self, mut req: pb::AlarmRequest) -> Result<Reply, Status> {
+    /// and DEACTIVATE go through the log, so every member agrees. An alarm
+    /// named for member 0 is kept under member 0, as etcd keeps it.
+    async fn alarm_request(&self, req: pb::AlarmRequest) -> Result<Reply, Status> {
         if req.action == pb::alarm_request::AlarmAction::Get as i32 {
             return Ok(Reply::Alarms(self.alarm(&req), self.header()));
-        }
-        if req.member_id == 0 {
-            req.member_id = self.driver.status().id;
         }
         self.propose(LogEntry::new(LogRequest::Alarm(req))).await
     }
@@ -1578,11 +1576,7 @@ impl Sequencer {
     fn change_alarms(&self, req: &pb::AlarmRequest) -> Vec<pb::AlarmMember> {
         use pb::alarm_request::AlarmAction;
         let mut alarms = self.alarms.borrow_mut();
-        let member = if req.member_id == 0 {
-            self.driver.status().id
-        } else {
-            req.member_id
-        };
+        let member = req.member_id;
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => alarms
                 .iter()
