@@ -263,6 +263,25 @@ impl ResponseSink {
 }
 
 impl SinkCore {
+    /// Ready once the client reset the call's stream (it gave up on the
+    /// call): the connection then drops the handler.
+    pub(crate) fn poll_reset(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        if self.finished {
+            return Poll::Pending;
+        }
+        let polled = match self.stream.as_mut() {
+            Some(stream) => stream.poll_reset(cx),
+            None => self.respond.poll_reset(cx),
+        };
+        match polled {
+            Poll::Ready(Ok(_)) => Poll::Ready(()),
+            // An error here is h2's (a misuse, or the connection gone, which
+            // ends the call anyway): nothing to react to.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+
     fn start(&mut self) -> Result<(), Status> {
         if self.finished {
             return Err(Status::new(Code::Internal, "response already finished"));

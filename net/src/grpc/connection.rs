@@ -168,7 +168,17 @@ async fn serve_call(
 ) {
     let tally = router.calls().and_then(|c| c.start(req.uri().path()));
     let (sink, core) = ResponseSink::new(respond, tally.clone());
-    let status = match run_call(req, sink, &router, limits, tally.clone()).await {
+    // A call the client resets is dropped (as a Go server cancels the
+    // handler's context): a Lock waiter, say, then takes its key back.
+    let reset = {
+        let core = core.clone();
+        async move {
+            std::future::poll_fn(|cx| core.borrow_mut().poll_reset(cx)).await;
+            Err(Status::new(Code::Cancelled, "context canceled"))
+        }
+    };
+    let call = run_call(req, sink, &router, limits, tally.clone());
+    let status = match future::or(call, reset).await {
         Ok(()) => Status::ok(),
         Err(s) => s,
     };

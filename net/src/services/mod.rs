@@ -1,5 +1,5 @@
-//! etcd's v3 services on top of the sequencer: KV, Maintenance, Cluster and
-//! the parts of Auth a server without auth answers. Each executor builds its
+//! etcd's v3 services on top of the sequencer: KV, Maintenance, Cluster,
+//! Lock and the parts of Auth a server without auth answers. Each executor builds its
 //! own [`Router`] from a [`ServiceContext`].
 //!
 //! Watch and Lease live in `crate::watch` and `crate::lease`; the server
@@ -8,6 +8,7 @@
 mod auth;
 mod cluster;
 mod kv;
+mod lock;
 mod maintenance;
 
 use std::rc::Rc;
@@ -92,6 +93,7 @@ pub fn router(ctx: Rc<ServiceContext>) -> Router {
     maintenance::register(&mut r, &ctx);
     cluster::register(&mut r, &ctx);
     auth::register(&mut r, &ctx);
+    lock::register(&mut r, &ctx);
     r
 }
 
