@@ -129,14 +129,19 @@ fn basalt_under_faults_seed_3() {
     basalt_ci_run(3);
 }
 
-/// Membership changes under load: three members grow to five (each added
-/// as a learner, joined, promoted) and shrink back to three while the
-/// clients run; the history must check, and etcd 3.4 must pass the same.
+/// Membership changes under load: one member grows to three, then five
+/// (each added as a learner, joined, promoted), and the cluster shrinks
+/// back to three while the clients run; the history must check, and etcd
+/// 3.4 must pass the same.
 fn grow_and_shrink(kind: Kind, label: &str) {
     let plan = RunPlan {
         label: label.into(),
         kind,
-        faults: Faults::GrowTo(5),
+        faults: Faults::Grow {
+            founders: 1,
+            to: 5,
+            back_to: 3,
+        },
         ..RunPlan::basalt(7, CI_LENGTH)
     };
     let result = serially(run(&plan));
@@ -144,6 +149,8 @@ fn grow_and_shrink(kind: Kind, label: &str) {
     assert_eq!(
         kinds,
         [
+            FaultKind::Grow,
+            FaultKind::Grow,
             FaultKind::Grow,
             FaultKind::Grow,
             FaultKind::Shrink,

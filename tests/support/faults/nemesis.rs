@@ -448,7 +448,7 @@ impl<'a> Nemesis<'a> {
     /// members as `member add` lists them, `member promote` once in sync),
     /// then shrinks it back one at a time (`member remove`; the member
     /// stops itself), while the clients run.
-    pub async fn grow_and_shrink(&mut self, to: usize) {
+    pub async fn grow_and_shrink(&mut self, to: usize, back_to: usize) {
         let founders = self.cluster.members.len();
         let mut added = Vec::new();
         for _ in founders..to {
@@ -477,7 +477,8 @@ impl<'a> Nemesis<'a> {
             // The clients run a while against each membership.
             tokio::time::sleep(MEMBERSHIP_DWELL).await;
         }
-        for i in added.into_iter().rev() {
+        let keep = back_to.saturating_sub(founders);
+        for i in added.into_iter().skip(keep).rev() {
             let started_at = self.clock.now();
             let id = self.id_of(i);
             let result = match id {

@@ -38,10 +38,14 @@ pub enum Faults {
         length: Duration,
     },
     Fixed(Schedule),
-    /// No faults: the cluster grows to this many members and shrinks back
-    /// to three, one membership change at a time, while the clients run
-    /// ([`super::nemesis::Nemesis::grow_and_shrink`]).
-    GrowTo(usize),
+    /// No faults: a cluster of `founders` grows to `to` members and
+    /// shrinks back to `back_to`, one membership change at a time, while
+    /// the clients run ([`super::nemesis::Nemesis::grow_and_shrink`]).
+    Grow {
+        founders: usize,
+        to: usize,
+        back_to: usize,
+    },
 }
 
 /// What to run.
@@ -277,11 +281,16 @@ pub async fn run(plan: &RunPlan) -> RunResult {
     let dir = tempfile::tempdir().expect("run dir");
     // The members that join later run on loopback, beside the founders.
     let network = match plan.faults {
-        Faults::GrowTo(_) => Err("membership runs stay on loopback".to_string()),
+        Faults::Grow { .. } => Err("membership runs stay on loopback".to_string()),
         _ => network(),
     };
     let no_partitions = network.as_ref().err().cloned();
-    let mut cluster = start_cluster(plan.kind, network.as_ref().ok(), plan.mutation).await;
+    let founders = match plan.faults {
+        Faults::Grow { founders, .. } => founders,
+        _ => MEMBERS,
+    };
+    let mut cluster =
+        start_members(plan.kind, founders, network.as_ref().ok(), plan.mutation).await;
     let exe = binary(plan.kind);
     if let Ok(network) = &network {
         for (i, m) in cluster.members.iter().enumerate() {
@@ -295,7 +304,7 @@ pub async fn run(plan: &RunPlan) -> RunResult {
     let mut schedule = match &plan.faults {
         Faults::Random { kinds, length } => Schedule::random(&mut rng, MEMBERS, kinds, *length),
         Faults::Fixed(schedule) => schedule.clone(),
-        Faults::GrowTo(_) => Schedule::default(),
+        Faults::Grow { .. } => Schedule::default(),
     };
     if network.is_err() {
         schedule = schedule.without_network_faults();
@@ -320,8 +329,8 @@ pub async fn run(plan: &RunPlan) -> RunResult {
         let rng = Rng::fork(plan.seed, u64::MAX);
         let mut nemesis = Nemesis::new(&mut cluster, network.as_ref().ok(), &exe, clock, rng).await;
         nemesis.run(&schedule).await;
-        if let Faults::GrowTo(n) = plan.faults {
-            nemesis.grow_and_shrink(n).await;
+        if let Faults::Grow { to, back_to, .. } = plan.faults {
+            nemesis.grow_and_shrink(to, back_to).await;
         }
         (nemesis.happened, nemesis.problems)
     };
@@ -372,7 +381,17 @@ pub async fn start_cluster(
     network: Option<&Network>,
     mutation: Option<&str>,
 ) -> Cluster {
-    let plans = (0..MEMBERS)
+    start_members(kind, MEMBERS, network, mutation).await
+}
+
+/// [`start_cluster`] with `n` members (on loopback unless `network`).
+async fn start_members(
+    kind: Kind,
+    n: usize,
+    network: Option<&Network>,
+    mutation: Option<&str>,
+) -> Cluster {
+    let plans = (0..n)
         .map(|i| match network {
             Some(net) => MemberPlan {
                 client_url: format!("http://{}:2379", net.client_ip(i)),
