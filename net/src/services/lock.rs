@@ -105,7 +105,7 @@ fn range_op(req: pb::RangeRequest) -> pb::RequestOp {
 }
 
 /// The key under `prefix` created first (or last), at most `max_create`.
-fn by_create(
+pub(super) fn by_create(
     prefix: &[u8],
     order: pb::range_request::SortOrder,
     max_create: i64,
@@ -121,7 +121,10 @@ fn by_create(
     }
 }
 
-async fn txn(ctx: &ServiceContext, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+pub(super) async fn txn(
+    ctx: &ServiceContext,
+    req: pb::TxnRequest,
+) -> Result<pb::TxnResponse, Status> {
     match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {
         Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
         _ => Err(unexpected("Txn")),
@@ -129,14 +132,17 @@ async fn txn(ctx: &ServiceContext, req: pb::TxnRequest) -> Result<pb::TxnRespons
 }
 
 /// A linearizable range.
-async fn range(ctx: &ServiceContext, req: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+pub(super) async fn range(
+    ctx: &ServiceContext,
+    req: pb::RangeRequest,
+) -> Result<pb::RangeResponse, Status> {
     let published = ctx.read_view(false).await?;
     let resp = published.view.range(&wire::range_request(&req)?)?;
     Ok(wire::range_response(resp, &published.header()))
 }
 
 /// A new lease of [`SESSION_TTL`] for a Lock that names none.
-async fn session_lease(ctx: &ServiceContext) -> Result<i64, Status> {
+pub(super) async fn new_session_lease(ctx: &ServiceContext) -> Result<i64, Status> {
     use std::hash::{BuildHasher, Hasher};
     for attempt in 0u64..16 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -188,7 +194,7 @@ impl Drop for Abandon {
 
 async fn lock(ctx: Rc<ServiceContext>, req: LockRequest) -> Result<LockResponse, Status> {
     let lease = if req.lease == 0 {
-        session_lease(&ctx).await?
+        new_session_lease(&ctx).await?
     } else {
         req.lease
     };

@@ -1,5 +1,5 @@
 //! etcd's v3 services on top of the sequencer: KV, Maintenance, Cluster,
-//! Lock and the parts of Auth a server without auth answers. Each executor builds its
+//! Lock, Election and the parts of Auth a server without auth answers. Each executor builds its
 //! own [`Router`] from a [`ServiceContext`].
 //!
 //! Watch and Lease live in `crate::watch` and `crate::lease`; the server
@@ -7,6 +7,7 @@
 
 mod auth;
 mod cluster;
+mod election;
 mod kv;
 mod lock;
 mod maintenance;
@@ -94,6 +95,7 @@ pub fn router(ctx: Rc<ServiceContext>) -> Router {
     cluster::register(&mut r, &ctx);
     auth::register(&mut r, &ctx);
     lock::register(&mut r, &ctx);
+    election::register(&mut r, &ctx);
     r
 }
 

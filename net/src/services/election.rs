@@ -1,0 +1,349 @@
+//! etcd's Election service (`v3electionpb.Election`), made of keys as
+//! etcd's server makes it from its client library's election.
+//!
+//! Campaign(name, lease, value) puts `name/<lease in hex>` = value with the
+//! lease (or, for the same lease again, proclaims the value) and answers
+//! once no key under `name/` was created before it: the campaigner leads.
+//! Leader answers the oldest key under `name/`; Observe streams it each
+//! time it changes; Proclaim replaces the leader's value while its key is
+//! still the one it created; Resign deletes it. Errors are etcd's client
+//! library's (code Unknown): `election: no leader`, `election: not leader`,
+//! `"leader" field must be provided`.
+//!
+//! Waiting (Campaign) and Observe re-read the keys (a linearizable range)
+//! every 10–100 ms instead of watching them; an Observe sees the leader's
+//! value as of each read, so values proclaimed in quick succession may be
+//! reported only as the last one.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use prost::Message;
+
+use crate::grpc::{server_streaming, unary, Code, Router, Status};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+
+use super::lock::{by_create, new_session_lease, range, txn};
+use super::ServiceContext;
+
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaderKey {
+    #[prost(bytes = "vec", tag = "1")]
+    pub name: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub rev: i64,
+    #[prost(int64, tag = "4")]
+    pub lease: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CampaignRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub name: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    pub lease: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CampaignResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<pb::ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub leader: Option<LeaderKey>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProclaimRequest {
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<LeaderKey>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProclaimResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<pb::ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaderRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub name: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaderResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<pb::ResponseHeader>,
+    #[prost(message, optional, tag = "2")]
+    pub kv: Option<mvccpb::KeyValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ResignRequest {
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<LeaderKey>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ResignResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<pb::ResponseHeader>,
+}
+
+/// etcd's errors from its client library's election (code Unknown).
+fn no_leader() -> Status {
+    Status::new(Code::Unknown, "election: no leader")
+}
+fn not_leader() -> Status {
+    Status::new(Code::Unknown, "election: not leader")
+}
+fn missing_leader() -> Status {
+    Status::new(Code::Unknown, "\"leader\" field must be provided")
+}
+fn as_client_error(e: Status) -> Status {
+    if e.code == Code::Unknown {
+        e
+    } else {
+        Status::new(Code::Unknown, e.message)
+    }
+}
+
+pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
+    let c = ctx.clone();
+    r.add(
+        "/v3electionpb.Election/Campaign",
+        unary(move |req: CampaignRequest, _| {
+            let c = c.clone();
+            async move { campaign(c, req).await.map_err(as_client_error) }
+        }),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/v3electionpb.Election/Proclaim",
+        unary(move |req: ProclaimRequest, _| {
+            let c = c.clone();
+            async move { proclaim(&c, req).await.map_err(as_client_error) }
+        }),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/v3electionpb.Election/Leader",
+        unary(move |req: LeaderRequest, _| {
+            let c = c.clone();
+            async move {
+                match leader(&c, &req.name).await.map_err(as_client_error)? {
+                    (header, Some(kv)) => Ok(LeaderResponse {
+                        header: Some(header),
+                        kv: Some(kv),
+                    }),
+                    (_, None) => Err(no_leader()),
+                }
+            }
+        }),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/v3electionpb.Election/Observe",
+        server_streaming(move |req: LeaderRequest, _, mut responses| {
+            let c = c.clone();
+            async move {
+                let mut last: Option<(Vec<u8>, i64)> = None;
+                let mut pause = FIRST_PAUSE;
+                loop {
+                    let (header, kv) = leader(&c, &req.name).await.map_err(as_client_error)?;
+                    let seen = kv.as_ref().map(|kv| (kv.key.clone(), kv.mod_revision));
+                    if seen.is_some() && seen != last {
+                        responses
+                            .send(&LeaderResponse {
+                                header: Some(header),
+                                kv,
+                            })
+                            .await?;
+                        last = seen;
+                        pause = FIRST_PAUSE;
+                    } else {
+                        pause = (pause * 2).min(LONGEST_PAUSE);
+                    }
+                    glommio::timer::sleep(pause).await;
+                }
+            }
+        }),
+    );
+    let c = ctx.clone();
+    r.add(
+        "/v3electionpb.Election/Resign",
+        unary(move |req: ResignRequest, _| {
+            let c = c.clone();
+            async move { resign(&c, req).await.map_err(as_client_error) }
+        }),
+    );
+}
+
+fn put_op(key: &[u8], value: &[u8], lease: i64) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+fn created_at(key: &[u8], rev: i64) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(pb::compare::TargetUnion::CreateRevision(rev)),
+        ..Default::default()
+    }
+}
+
+/// The oldest key under `name/` (the leader's), if any.
+async fn leader(
+    ctx: &ServiceContext,
+    name: &[u8],
+) -> Result<(pb::ResponseHeader, Option<mvccpb::KeyValue>), Status> {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let r = range(
+        ctx,
+        by_create(&prefix, pb::range_request::SortOrder::Ascend, 0),
+    )
+    .await?;
+    Ok((r.header.unwrap_or_default(), r.kvs.into_iter().next()))
+}
+
+async fn campaign(
+    ctx: Rc<ServiceContext>,
+    req: CampaignRequest,
+) -> Result<CampaignResponse, Status> {
+    let lease = if req.lease == 0 {
+        new_session_lease(&ctx).await?
+    } else {
+        req.lease
+    };
+    let mut prefix = req.name.clone();
+    prefix.push(b'/');
+    let mut key = prefix.clone();
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    let resp = txn(
+        &ctx,
+        pb::TxnRequest {
+            compare: vec![created_at(&key, 0)],
+            success: vec![put_op(&key, &req.value, lease)],
+            failure: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                })),
+            }],
+        },
+    )
+    .await?;
+    let mut header = resp.header.clone();
+    let mut rev = header.as_ref().map_or(0, |h| h.revision);
+    if !resp.succeeded {
+        let existing = resp.responses.first().and_then(|r| match &r.response {
+            Some(pb::response_op::Response::ResponseRange(r)) => r.kvs.first().cloned(),
+            _ => None,
+        });
+        if let Some(kv) = existing {
+            rev = kv.create_revision;
+            if kv.value != req.value {
+                let leader = LeaderKey {
+                    name: req.name.clone(),
+                    key: key.clone(),
+                    rev,
+                    lease,
+                };
+                proclaim_as(&ctx, &leader, &req.value).await?;
+            }
+        }
+    }
+    // Lead once every key created before ours is gone.
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let older = by_create(&prefix, pb::range_request::SortOrder::Descend, rev - 1);
+        if range(&ctx, older).await?.kvs.is_empty() {
+            break;
+        }
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+    if header.is_none() {
+        header = Some(pb::ResponseHeader::default());
+    }
+    Ok(CampaignResponse {
+        header,
+        leader: Some(LeaderKey {
+            name: req.name,
+            key,
+            rev,
+            lease,
+        }),
+    })
+}
+
+/// Puts `value` on the leader's key if it is still the one it created.
+async fn proclaim_as(
+    ctx: &ServiceContext,
+    leader: &LeaderKey,
+    value: &[u8],
+) -> Result<pb::ResponseHeader, Status> {
+    let resp = txn(
+        ctx,
+        pb::TxnRequest {
+            compare: vec![created_at(&leader.key, leader.rev)],
+            success: vec![put_op(&leader.key, value, leader.lease)],
+            failure: Vec::new(),
+        },
+    )
+    .await?;
+    if !resp.succeeded {
+        return Err(not_leader());
+    }
+    Ok(resp.header.unwrap_or_default())
+}
+
+async fn proclaim(ctx: &ServiceContext, req: ProclaimRequest) -> Result<ProclaimResponse, Status> {
+    let leader = req.leader.ok_or_else(missing_leader)?;
+    let header = proclaim_as(ctx, &leader, &req.value).await?;
+    Ok(ProclaimResponse {
+        header: Some(header),
+    })
+}
+
+async fn resign(ctx: &ServiceContext, req: ResignRequest) -> Result<ResignResponse, Status> {
+    let leader = req.leader.ok_or_else(missing_leader)?;
+    let resp = txn(
+        ctx,
+        pb::TxnRequest {
+            compare: vec![created_at(&leader.key, leader.rev)],
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(
+                    pb::DeleteRangeRequest {
+                        key: leader.key.clone(),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            failure: Vec::new(),
+        },
+    )
+    .await?;
+    Ok(ResignResponse {
+        header: resp.header,
+    })
+}
