@@ -252,7 +252,7 @@ async fn campaign(
         },
     )
     .await?;
-    let mut header = resp.header.clone();
+    let mut header = resp.header;
     let mut rev = header.as_ref().map_or(0, |h| h.revision);
     if !resp.succeeded {
         let existing = resp.responses.first().and_then(|r| match &r.response {
