@@ -277,7 +277,7 @@ pub const FLAGS: &[Flag] = &[
     f("cors", Kind::Urls { star: true }, "*", Both, NoEffect("basalt serves no browser-facing HTTP API")),
     f("host-whitelist", LIST, "*", Both, NoEffect("basalt serves no v2 HTTP API")),
     // ---- logging ----
-    f("logger", Text, "capnslog (3.5: zap)", Both, NoEffect(LOGGING)),
+    f("logger", Text, "capnslog (3.5: zap)", Both, Acted("zap: etcd's JSON lines (level, ts, caller, msg, then the fields); otherwise basalt's text lines")),
     f("log-output", YAML_LIST, "default", V34, NoEffect("deprecated in etcd 3.4: use --log-outputs")),
     f("log-outputs", YAML_LIST, "default", Both, Acted("default/stderr, stdout, or a file to append to")),
     f("debug", Bool, "false", V34, Acted("same as --log-level=debug")),

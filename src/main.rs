@@ -16,6 +16,7 @@ mod help;
 mod server_config;
 mod signals;
 mod version;
+mod zap;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -200,15 +201,19 @@ fn init_logging(logging: &Logging) -> std::io::Result<()> {
     let ansi = logging.outputs == [LogOutput::Stderr]
         && std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(ansi)
+        .with_ansi(ansi && !logging.zap)
         // A log line that cannot be written is dropped: reporting it would
         // write to the same broken stderr (a panic in `eprintln!`), and a
         // closed log pipe must never stop the member.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    if logging.zap {
+        builder.event_format(zap::ZapFormat).init();
+    } else {
+        builder.init();
+    }
     Ok(())
 }
 

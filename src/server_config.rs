@@ -49,6 +49,8 @@ pub struct Logging {
     /// `basalt_net=debug`).
     pub filter: String,
     pub outputs: Vec<LogOutput>,
+    /// `--logger zap`: etcd's JSON lines (see `crate::zap`).
+    pub zap: bool,
 }
 
 impl Default for Logging {
@@ -57,6 +59,7 @@ impl Default for Logging {
         Logging {
             filter: "info".into(),
             outputs: vec![LogOutput::Stderr],
+            zap: false,
         }
     }
 }
@@ -173,7 +176,11 @@ pub fn logging(settings: &Settings) -> Result<Logging, Refusal> {
     if outputs.is_empty() {
         outputs.push(LogOutput::Stderr);
     }
-    Ok(Logging { filter, outputs })
+    Ok(Logging {
+        filter,
+        outputs,
+        zap: settings.text("logger") == "zap",
+    })
 }
 
 /// The server's configuration.

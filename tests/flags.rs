@@ -825,3 +825,32 @@ async fn watch_progress_notify_interval_is_applied_like_etcd() {
         }
     }
 }
+
+/// `--logger zap` writes etcd's JSON lines: every line an object opening
+/// with `level`, `ts`, `caller`, `msg`, on etcd 3.4 as on basalt.
+#[tokio::test]
+async fn zap_logs_are_json_lines_in_etcds_layout() {
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let server = Server::start_with(kind, &["--logger=zap"]).await;
+        let mut c = server.client().await;
+        c.put("k", "v", None).await.unwrap();
+        let log = server.log();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() >= 3, "{kind:?}: {log}");
+        for line in lines {
+            let ok = line.starts_with("{\"level\":\"")
+                && line.contains(",\"ts\":\"")
+                && line.contains(",\"caller\":\"")
+                && line.contains(",\"msg\":\"")
+                && line.ends_with('}')
+                && line.find("\"ts\":") < line.find("\"caller\":")
+                && line.find("\"caller\":") < line.find("\"msg\":");
+            assert!(ok, "{kind:?}: not etcd's zap layout: {line}");
+            let ts = line.split("\"ts\":\"").nth(1).unwrap_or("");
+            assert!(
+                ts.len() > 23 && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T',
+                "{kind:?}: ts {ts}"
+            );
+        }
+    }
+}
