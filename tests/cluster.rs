@@ -997,3 +997,67 @@ async fn a_member_whose_data_diverged_gets_the_corrupt_alarm_and_writes_stop() {
         assert!(get_value(&mut c, "k0").await.is_some(), "reads go on");
     }
 }
+
+/// `/metrics` on each member of a cluster, over HTTP/1.1 on its client
+/// port.
+fn scrape(client_url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = client_url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What `/metrics` says of the cluster is true, as on etcd: every member
+/// has a leader, exactly one says it leads, each saw a leader change, and
+/// the process and proposal families of etcd's monitoring mixin are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_tell_the_truth_about_the_cluster_as_on_etcd() {
+    let mut transcripts = Vec::new();
+    for kind in [Kind::Etcd, Kind::Basalt] {
+        let cluster = Cluster::start(kind, 3, &[]).await;
+        cluster.wait_leader().await;
+        let mut lines = Vec::new();
+        let mut leaders = 0.0;
+        for m in &cluster.members {
+            let text = scrape(&m.client_url);
+            leaders += sample(&text, "etcd_server_is_leader").unwrap_or(-1.0);
+            lines.push(format!(
+                "has leader {:?}, leader changes seen > 0: {}, failed proposals {:?}, pending {:?}",
+                sample(&text, "etcd_server_has_leader"),
+                sample(&text, "etcd_server_leader_changes_seen_total").unwrap_or(0.0) > 0.0,
+                sample(&text, "etcd_server_proposals_failed_total"),
+                sample(&text, "etcd_server_proposals_pending"),
+            ));
+            for name in [
+                "process_resident_memory_bytes",
+                "process_cpu_seconds_total",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ] {
+                lines.push(format!(
+                    "{name} > 0: {}",
+                    sample(&text, name).unwrap_or(0.0) > 0.0
+                ));
+            }
+        }
+        lines.push(format!("members that lead: {leaders}"));
+        transcripts.push(lines);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "etcd vs basalt");
+}

@@ -236,6 +236,9 @@ mod tests {
                 Box::pin(async {
                     ServerState {
                         version: "3.5.17".into(),
+                        has_leader: true,
+                        is_leader: true,
+                        leader_changes: 1,
                         ..ServerState::default()
                     }
                 })

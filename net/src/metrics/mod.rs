@@ -71,31 +71,59 @@ pub struct ServerState {
     pub quota_backend_bytes: u64,
     /// Active alarms by name (`NOSPACE`, `CORRUPT`).
     pub alarms: Vec<String>,
+    /// This member knows a leader.
+    pub has_leader: bool,
+    /// This member leads.
+    pub is_leader: bool,
+    pub is_learner: bool,
+    /// Leader changes this member has seen since it started.
+    pub leader_changes: u64,
+    /// Proposals that failed (timed out, dropped, no leader).
+    pub proposals_failed: u64,
+    /// Proposals waiting to be applied.
+    pub proposals_pending: u64,
 }
 
 /// The `/metrics` body.
 pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     let mut out = String::with_capacity(4096);
-    // A single member is its own leader from the moment it serves: one
-    // leader change seen, as etcd reports after its first election.
     gauge(
         &mut out,
         "etcd_server_has_leader",
         "Whether or not a leader exists. 1 is existence, 0 is not.",
-        1,
+        u8::from(s.has_leader),
     );
     gauge(
         &mut out,
         "etcd_server_is_leader",
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        1,
+        u8::from(s.is_leader),
+    );
+    gauge(
+        &mut out,
+        "etcd_server_is_learner",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        u8::from(s.is_learner),
     );
     counter(
         &mut out,
         "etcd_server_leader_changes_seen_total",
         "The number of leader changes seen.",
-        1,
+        s.leader_changes,
     );
+    counter(
+        &mut out,
+        "etcd_server_proposals_failed_total",
+        "The total number of failed proposals seen.",
+        s.proposals_failed,
+    );
+    gauge(
+        &mut out,
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit.",
+        s.proposals_pending,
+    );
+    process_metrics(&mut out);
     header(
         &mut out,
         "etcd_server_id",
@@ -194,6 +222,94 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     out
 }
 
+/// Prometheus's standard `process_*` metrics for this process, from
+/// `/proc/self` (nothing is written where it cannot be read).
+fn process_metrics(out: &mut String) {
+    // SAFETY: sysconf only reads a system constant.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) in ")".
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            header(
+                out,
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                "counter",
+            );
+            let _ = writeln!(
+                out,
+                "process_cpu_seconds_total {}",
+                (utime + stime) as f64 / ticks
+            );
+        }
+        if let Some(vsize) = field(23) {
+            gauge(
+                out,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                vsize,
+            );
+        }
+        if let Some(rss) = field(24) {
+            gauge(
+                out,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                rss * page,
+            );
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        if let (Some(start), Some(boot)) = (field(22), boot) {
+            header(
+                out,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                "gauge",
+            );
+            let _ = writeln!(
+                out,
+                "process_start_time_seconds {}",
+                boot as f64 + start as f64 / ticks
+            );
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            out,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            dir.count(),
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        gauge(
+            out,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            limit.rlim_cur,
+        );
+    }
+}
+
 /// `major.minor` of a version (`3.5.17` → `3.5`), etcd's cluster version.
 fn major_minor(version: &str) -> &str {
     match version.match_indices('.').nth(1) {
@@ -215,11 +331,15 @@ pub fn version_json(server_version: &str) -> String {
 /// an alarm is raised (etcd ignores none for the default `/health`).
 pub fn health(s: &ServerState) -> (u16, String) {
     match s.alarms.first() {
-        None => (200, r#"{"health":"true","reason":""}"#.to_owned()),
         Some(alarm) => (
             503,
             format!(r#"{{"health":"false","reason":"ALARM {alarm}"}}"#),
         ),
+        None if !s.has_leader => (
+            503,
+            r#"{"health":"false","reason":"RAFT NO LEADER"}"#.to_owned(),
+        ),
+        None => (200, r#"{"health":"true","reason":""}"#.to_owned()),
     }
 }
 
@@ -254,6 +374,12 @@ mod tests {
             applied_index: 9,
             quota_backend_bytes: 2 << 30,
             alarms: vec![],
+            has_leader: true,
+            is_leader: true,
+            is_learner: false,
+            leader_changes: 1,
+            proposals_failed: 0,
+            proposals_pending: 0,
         }
     }
 

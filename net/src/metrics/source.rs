@@ -80,6 +80,13 @@ async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState
         quota_backend_bytes,
         ..ServerState::default()
     };
+    let raft = seq.raft_metrics();
+    state.has_leader = raft.has_leader;
+    state.is_leader = raft.is_leader;
+    state.is_learner = raft.is_learner;
+    state.leader_changes = raft.leader_changes;
+    state.proposals_failed = raft.proposals_failed;
+    state.proposals_pending = raft.proposals_pending;
     if let Ok(Reply::Status(s)) = seq.execute(Command::Status).await {
         state.member_id = s.header.member_id;
         state.db_size = s.db_size;

@@ -178,6 +178,22 @@ pub struct Sequencer {
     hash_rounds: RefCell<corruption::Rounds>,
     /// Members the leader found corrupt, whose alarm is still to propose.
     corrupt_to_raise: RefCell<Vec<u64>>,
+    /// The last leader this member knew of, and how often it changed.
+    last_leader: Cell<u64>,
+    leader_changes: Cell<u64>,
+    /// Proposals that failed for want of a leader or in time.
+    proposals_failed: Cell<u64>,
+}
+
+/// What `/metrics` reports of this member's Raft.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RaftMetrics {
+    pub has_leader: bool,
+    pub is_leader: bool,
+    pub is_learner: bool,
+    pub leader_changes: u64,
+    pub proposals_failed: u64,
+    pub proposals_pending: u64,
 }
 
 impl PeerSink for Sequencer {
@@ -292,6 +308,9 @@ impl Sequencer {
             hash_checks: RefCell::new(Vec::new()),
             hash_rounds: RefCell::new(corruption::Rounds::default()),
             corrupt_to_raise: RefCell::new(Vec::new()),
+            last_leader: Cell::new(0),
+            leader_changes: Cell::new(0),
+            proposals_failed: Cell::new(0),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -536,7 +555,27 @@ impl Sequencer {
             None
         };
         let rx = self.driver.propose(entry, op, self.cfg.max_request_bytes)?;
-        rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
+        let result = rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()));
+        if let Err(e) = &result {
+            // Not a client's mistake: the proposal did not make it.
+            if e.code == crate::grpc::Code::Unavailable {
+                self.proposals_failed.set(self.proposals_failed.get() + 1);
+            }
+        }
+        result
+    }
+
+    /// This member's Raft as `/metrics` reports it.
+    pub fn raft_metrics(&self) -> RaftMetrics {
+        let status = self.driver.status();
+        RaftMetrics {
+            has_leader: status.leader != 0,
+            is_leader: status.role == basalt_raft::StateRole::Leader,
+            is_learner: status.is_learner,
+            leader_changes: self.leader_changes.get(),
+            proposals_failed: self.proposals_failed.get(),
+            proposals_pending: self.driver.waiting_proposals() as u64,
+        }
     }
 
     /// Resolves once this member has applied everything committed when it
@@ -687,6 +726,10 @@ impl Sequencer {
         // before persisting, sending or applying any of it.
         self.log_failure()?;
         if let Some(ss) = rd.soft_state {
+            if ss.leader_id != 0 && ss.leader_id != self.last_leader.get() {
+                self.last_leader.set(ss.leader_id);
+                self.leader_changes.set(self.leader_changes.get() + 1);
+            }
             tracing::info!(
                 leader = format!("{:x}", ss.leader_id),
                 role = ?ss.role,
