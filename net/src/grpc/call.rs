@@ -101,6 +101,8 @@ impl RequestStream {
             if let Some(m) = deframer.next_message()? {
                 if let Some(t) = tally {
                     t.received();
+                    // The message and its 5-byte gRPC frame header.
+                    t.received_bytes(m.len() + 5);
                 }
                 return Ok(Some(m));
             }
@@ -218,6 +220,9 @@ impl ResponseSink {
             }
         };
         core.borrow_mut().start()?;
+        if let Some(t) = &core.borrow().tally {
+            t.sent_bytes(data.len());
+        }
         while !data.is_empty() {
             let granted = poll_fn(|cx| {
                 let mut core = core.borrow_mut();

@@ -147,6 +147,8 @@ struct Row {
     received: AtomicU64,
     sent: AtomicU64,
     handled: [AtomicU64; CODES],
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
 }
 
 /// One executor's connection count, on a cache line of its own.
@@ -215,6 +217,19 @@ impl CallMetrics {
 
     /// Every method's counters summed over the executors, in [`METHODS`]
     /// order.
+    /// (received, sent) bytes of gRPC messages over every method and
+    /// executor (etcd's `etcd_network_client_grpc_*_bytes_total`).
+    pub fn bytes(&self) -> (u64, u64) {
+        let mut totals = (0, 0);
+        for slot in self.slots.iter() {
+            for row in slot.iter() {
+                totals.0 += row.received_bytes.load(Ordering::Relaxed);
+                totals.1 += row.sent_bytes.load(Ordering::Relaxed);
+            }
+        }
+        totals
+    }
+
     pub fn totals(&self) -> Vec<MethodTotals> {
         METHODS
             .iter()
@@ -291,6 +306,18 @@ impl CallTally {
     /// One request message decoded from the client.
     pub fn received(&self) {
         bump(&self.row().received);
+    }
+
+    /// Bytes of request messages read from the client.
+    pub fn received_bytes(&self, n: usize) {
+        self.row()
+            .received_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes of response messages handed to the transport.
+    pub fn sent_bytes(&self, n: usize) {
+        self.row().sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// One response message handed to the transport.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::grpc_server::{render_executor_connections, render_grpc_server};
+use super::grpc_server::{render_client_bytes, render_executor_connections, render_grpc_server};
 use super::http1::{parse_request_line, read_head, text, write_response, Response};
 use super::{health, render_metrics, version_json, DiskMetrics, ServerState};
 use crate::config::parse_listen_url;
@@ -183,6 +183,7 @@ impl Endpoint {
                 let mut body = render_metrics(&(self.state)().await, &self.disk);
                 if let Some(calls) = self.calls.get() {
                     render_grpc_server(&mut body, &calls.totals());
+                    render_client_bytes(&mut body, calls.bytes());
                     render_executor_connections(&mut body, &calls.connections());
                 }
                 Response {

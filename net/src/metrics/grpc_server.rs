@@ -25,6 +25,27 @@ pub fn render_executor_connections(out: &mut String, per_executor: &[u64]) {
     }
 }
 
+/// Appends `etcd_network_client_grpc_received_bytes_total` and
+/// `etcd_network_client_grpc_sent_bytes_total` (gRPC messages with their
+/// frame headers).
+pub fn render_client_bytes(out: &mut String, (received, sent): (u64, u64)) {
+    family(
+        out,
+        "etcd_network_client_grpc_received_bytes_total",
+        "The total number of bytes received from grpc clients.",
+    );
+    let _ = writeln!(
+        out,
+        "etcd_network_client_grpc_received_bytes_total {received}"
+    );
+    family(
+        out,
+        "etcd_network_client_grpc_sent_bytes_total",
+        "The total number of bytes sent to grpc clients.",
+    );
+    let _ = writeln!(out, "etcd_network_client_grpc_sent_bytes_total {sent}");
+}
+
 /// Appends `grpc_server_handled_total`, `grpc_server_msg_received_total`,
 /// `grpc_server_msg_sent_total` and `grpc_server_started_total`.
 pub fn render_grpc_server(out: &mut String, totals: &[MethodTotals]) {

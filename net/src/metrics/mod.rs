@@ -82,6 +82,8 @@ pub struct ServerState {
     pub proposals_failed: u64,
     /// Proposals waiting to be applied.
     pub proposals_pending: u64,
+    /// (peer, bytes sent, bytes received, messages not sent).
+    pub peers: Vec<(u64, u64, u64, u64)>,
 }
 
 /// The `/metrics` body.
@@ -124,6 +126,7 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         s.proposals_pending,
     );
     process_metrics(&mut out);
+    peer_metrics(&mut out, &s.peers);
     header(
         &mut out,
         "etcd_server_id",
@@ -220,6 +223,53 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     disk.backend_commit
         .render(&mut out, "etcd_disk_backend_commit_duration_seconds");
     out
+}
+
+/// etcd's `etcd_network_peer_*` counters, one series per peer (ids in
+/// hex, etcd's `To`/`From` labels); failures only where there were some,
+/// as a Go counter vector shows only the series it was given.
+fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
+    if peers.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "etcd_network_peer_sent_bytes_total",
+        "The total number of bytes sent to peers.",
+        "counter",
+    );
+    for (id, sent, _, _) in peers {
+        let _ = writeln!(
+            out,
+            "etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}} {sent}"
+        );
+    }
+    header(
+        out,
+        "etcd_network_peer_received_bytes_total",
+        "The total number of bytes received from peers.",
+        "counter",
+    );
+    for (id, _, received, _) in peers {
+        let _ = writeln!(
+            out,
+            "etcd_network_peer_received_bytes_total{{From=\"{id:x}\"}} {received}"
+        );
+    }
+    if peers.iter().any(|p| p.3 > 0) {
+        header(
+            out,
+            "etcd_network_peer_sent_failures_total",
+            "The total number of send failures from peers.",
+            "counter",
+        );
+        for (id, _, _, failures) in peers.iter().filter(|p| p.3 > 0) {
+            let _ = writeln!(
+                out,
+                "etcd_network_peer_sent_failures_total{{To=\"{id:x}\"}} {failures}"
+            );
+        }
+    }
 }
 
 /// Prometheus's standard `process_*` metrics for this process, from
@@ -380,6 +430,7 @@ mod tests {
             leader_changes: 1,
             proposals_failed: 0,
             proposals_pending: 0,
+            peers: Vec::new(),
         }
     }
 

@@ -87,6 +87,7 @@ async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState
     state.leader_changes = raft.leader_changes;
     state.proposals_failed = raft.proposals_failed;
     state.proposals_pending = raft.proposals_pending;
+    state.peers = seq.peer_stats();
     if let Ok(Reply::Status(s)) = seq.execute(Command::Status).await {
         state.member_id = s.header.member_id;
         state.db_size = s.db_size;

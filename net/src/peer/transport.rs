@@ -103,6 +103,8 @@ pub struct Transport {
     peers: RefCell<HashMap<NodeId, Vec<String>>>,
     /// Members removed from the cluster: refused as such.
     removed: RefCell<std::collections::HashSet<NodeId>>,
+    /// Bytes received from each peer's streams.
+    received_bytes: RefCell<HashMap<NodeId, u64>>,
     links: RefCell<HashMap<NodeId, Rc<Link>>>,
     /// Peers a snapshot is being sent to.
     sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
@@ -129,6 +131,7 @@ impl Transport {
             sink,
             peers: RefCell::new(peers),
             removed: RefCell::default(),
+            received_bytes: RefCell::default(),
             links: RefCell::new(HashMap::new()),
             sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
@@ -165,6 +168,7 @@ impl Transport {
             };
             let mut q = link.queue.borrow_mut();
             if q.len() >= MAX_QUEUED_MESSAGES {
+                link.failures.set(link.failures.get() + 1);
                 full.push(to);
                 continue;
             }
@@ -239,6 +243,8 @@ impl Transport {
             queue: RefCell::new(VecDeque::new()),
             bell: Doorbell::default(),
             connected: Cell::new(false),
+            sent_bytes: Cell::new(0),
+            failures: Cell::new(0),
         };
         let tls = self.dial_tls.borrow().clone();
         let (mut stream, mut encoder) = dial(
@@ -301,6 +307,8 @@ impl Transport {
             queue: RefCell::new(VecDeque::new()),
             bell: Doorbell::default(),
             connected: Cell::new(false),
+            sent_bytes: Cell::new(0),
+            failures: Cell::new(0),
         });
         self.links.borrow_mut().insert(peer, link.clone());
         glommio::spawn_local(run_link(self.this.clone(), link.clone())).detach();
@@ -386,6 +394,7 @@ impl Transport {
                 sink.deliver(std::mem::take(&mut batch));
             }
             let n = read_some(&mut stream, &mut buf, &self.shutdown).await?;
+            *self.received_bytes.borrow_mut().entry(from).or_default() += n as u64;
             decoder.push(&buf[..n]);
         }
     }
@@ -473,6 +482,30 @@ impl Transport {
         Ok(())
     }
 
+    /// (peer, bytes sent, bytes received, messages not sent) for every
+    /// peer this member has talked with (etcd's `etcd_network_peer_*`).
+    pub fn peer_stats(&self) -> Vec<(NodeId, u64, u64, u64)> {
+        let received = self.received_bytes.borrow();
+        let mut ids: Vec<NodeId> = self
+            .links
+            .borrow()
+            .keys()
+            .chain(received.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let links = self.links.borrow();
+        ids.into_iter()
+            .map(|id| {
+                let (sent, failures) = links
+                    .get(&id)
+                    .map_or((0, 0), |l| (l.sent_bytes.get(), l.failures.get()));
+                (id, sent, received.get(&id).copied().unwrap_or(0), failures)
+            })
+            .collect()
+    }
+
     /// Members removed from the cluster, from now on.
     pub fn set_removed(&self, removed: std::collections::HashSet<NodeId>) {
         *self.removed.borrow_mut() = removed;
@@ -516,6 +549,10 @@ struct Link {
     queue: RefCell<VecDeque<Message>>,
     bell: Doorbell,
     connected: Cell<bool>,
+    /// Bytes written to the peer's stream.
+    sent_bytes: Cell<u64>,
+    /// Messages that could not be sent (queue full, stream lost).
+    failures: Cell<u64>,
 }
 
 /// Dials, handshakes and pumps the queue, again and again, until stop.
@@ -553,6 +590,8 @@ async fn run_link(transport: Weak<Transport>, link: Rc<Link>) {
         }
         // What was queued is stale by the time a new stream is up: Raft
         // sends again what still matters once told the peer was lost.
+        let dropped = link.queue.borrow().len() as u64;
+        link.failures.set(link.failures.get() + dropped);
         link.queue.borrow_mut().clear();
         if let Some(t) = transport.upgrade() {
             if let Some(sink) = t.sink.upgrade() {
@@ -709,6 +748,8 @@ async fn pump(
         if let Err(e) = stream.flush().await {
             return e.to_string();
         }
+        link.sent_bytes
+            .set(link.sent_bytes.get() + out.len() as u64);
     }
 }
 

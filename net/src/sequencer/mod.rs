@@ -565,6 +565,15 @@ impl Sequencer {
         result
     }
 
+    /// (peer, bytes sent, bytes received, messages not sent) per peer.
+    pub fn peer_stats(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.transport
+            .borrow()
+            .as_ref()
+            .map(|t| t.peer_stats())
+            .unwrap_or_default()
+    }
+
     /// This member's Raft as `/metrics` reports it.
     pub fn raft_metrics(&self) -> RaftMetrics {
         let status = self.driver.status();
