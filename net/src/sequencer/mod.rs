@@ -57,6 +57,10 @@ use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
+/// Least time between two automatic defragmentations (the first may run at
+/// once): a load that keeps most of the files free regardless (commits that
+/// rewrite whole trees) then costs one copy of the live data per period.
+const AUTO_DEFRAG_MIN_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
 /// Entries a member with peers keeps in its log behind its checkpoint, so
@@ -1147,6 +1151,7 @@ impl Sequencer {
     }
 
     async fn run_checkpointer(self: Rc<Self>) {
+        let mut last_auto_defrag: Option<std::time::Instant> = None;
         loop {
             glommio::timer::sleep(self.cfg.checkpoint_interval).await;
             if self.writer_done.is_fired() {
@@ -1157,6 +1162,26 @@ impl Sequencer {
                     tracing::error!(error = %e, "periodic checkpoint failed");
                 }
             }
+            self.maybe_auto_defragment(&mut last_auto_defrag).await;
+        }
+    }
+
+    /// Defragments on its own once most of the files is free space (after a
+    /// large delete and a compaction of the history; page reuse handles the
+    /// rest), at most once per [`AUTO_DEFRAG_MIN_INTERVAL`].
+    async fn maybe_auto_defragment(&self, last: &mut Option<std::time::Instant>) {
+        let due = last.is_none_or(|t| t.elapsed() >= AUTO_DEFRAG_MIN_INTERVAL);
+        if !due || !self.store.borrow().wants_defragment() || self.stopping.get() {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let (size, in_use) = {
+            let store = self.store.borrow();
+            (store.db_size(), store.db_size_in_use())
+        };
+        tracing::info!(size, in_use, "defragmenting automatically");
+        if let Err(e) = self.defragment().await {
+            tracing::error!(error = %e, "automatic defragmentation failed");
         }
     }
 
