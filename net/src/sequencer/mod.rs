@@ -57,9 +57,8 @@ use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
-/// Least time between two automatic defragmentations (the first may run at
-/// once): a load that keeps most of the files free regardless (commits that
-/// rewrite whole trees) then costs one copy of the live data per period.
+/// Least time between two automatic defragmentations unless the space to
+/// reclaim reached the size the last one left (the first may run at once).
 const AUTO_DEFRAG_MIN_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
@@ -1151,7 +1150,7 @@ impl Sequencer {
     }
 
     async fn run_checkpointer(self: Rc<Self>) {
-        let mut last_auto_defrag: Option<std::time::Instant> = None;
+        let mut last_auto_defrag = None;
         loop {
             glommio::timer::sleep(self.cfg.checkpoint_interval).await;
             if self.writer_done.is_fired() {
@@ -1166,23 +1165,33 @@ impl Sequencer {
         }
     }
 
-    /// Defragments on its own once most of the files is free space (after a
-    /// large delete and a compaction of the history; page reuse handles the
-    /// rest), at most once per [`AUTO_DEFRAG_MIN_INTERVAL`].
-    async fn maybe_auto_defragment(&self, last: &mut Option<std::time::Instant>) {
-        let due = last.is_none_or(|t| t.elapsed() >= AUTO_DEFRAG_MIN_INTERVAL);
-        if !due || !self.store.borrow().wants_defragment() || self.stopping.get() {
+    /// Defragments on its own once much of the files is free space (after a
+    /// large delete and a compaction of the history; page reuse handles
+    /// overwrites). `last` is when the previous automatic run ended and the
+    /// size it left: another runs only once there is at least that much to
+    /// reclaim, or after [`AUTO_DEFRAG_MIN_INTERVAL`]. A copy costs about
+    /// the live data, at most the size left, so the copying stays
+    /// proportional to the garbage written whatever the load.
+    async fn maybe_auto_defragment(&self, last: &mut Option<(std::time::Instant, u64)>) {
+        let (size, in_use, wanted) = {
+            let store = self.store.borrow();
+            (
+                store.db_size(),
+                store.db_size_in_use(),
+                store.wants_defragment(),
+            )
+        };
+        let due = last.is_none_or(|(at, left)| {
+            at.elapsed() >= AUTO_DEFRAG_MIN_INTERVAL || size.saturating_sub(in_use) >= left
+        });
+        if !wanted || !due || self.stopping.get() {
             return;
         }
-        *last = Some(std::time::Instant::now());
-        let (size, in_use) = {
-            let store = self.store.borrow();
-            (store.db_size(), store.db_size_in_use())
-        };
         tracing::info!(size, in_use, "defragmenting automatically");
         if let Err(e) = self.defragment().await {
             tracing::error!(error = %e, "automatic defragmentation failed");
         }
+        *last = Some((std::time::Instant::now(), self.store.borrow().db_size()));
     }
 
     fn status(&self) -> StatusInfo {
