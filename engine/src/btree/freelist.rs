@@ -198,7 +198,11 @@ pub(crate) fn unreachable_pages(
     chosen: &Meta,
     other: Option<&Meta>,
 ) -> Option<(Vec<u64>, Vec<u64>)> {
-    let page_count = chosen.page_count;
+    // No page past the file's end can be reached (reads check it), and a
+    // damaged count must not size the table.
+    let page_count = chosen
+        .page_count
+        .min(map.len() as u64 / u64::from(chosen.page_size));
     let mut used = vec![0u8; page_count as usize];
     let mut walk = Reach {
         map,
