@@ -122,9 +122,9 @@ impl<'t> WriteBatch<'t> {
             dirty::rebalance(b, &mut base)?;
         }
         let root = dirty::collapse_root(root);
+        // `base` pins the last commit; the pages this commit may reuse were
+        // freed by it or earlier, so the pin does not hold them back.
         let prev = base.meta;
-        // The batch's own pin must not hold back what it may reuse.
-        drop(base);
         let txn = prev.txn + 1;
         let mut sink = tree.commit_sink(txn)?;
         let top = root.map(|r| flush(r, &mut sink)).unwrap_or_default();
