@@ -475,10 +475,17 @@ fn online_compaction_keeps_commits_made_during_the_copy() {
     assert_eq!(tree.compaction_backlog(), 0);
     write(&mut tree, &mut model, 26);
     let old = tree.read();
-    let before = (tree.commit_id(), tree.committed_bytes());
+    let before = (
+        tree.commit_id(),
+        tree.committed_bytes(),
+        tree.reclaimable_bytes(),
+    );
     tree.finish_compaction(built).unwrap();
     assert!(tree.commit_id() > before.0);
-    assert!(tree.committed_bytes() < before.1 / 2);
+    // Page reuse keeps the old file near its live size already; the copy
+    // still drops what is free in it.
+    assert!(tree.committed_bytes() < before.1, "{before:?}");
+    assert!(tree.reclaimable_bytes() < before.2, "{before:?}");
     assert_eq!(tree.user_meta(), 26);
     tree.check_integrity().unwrap();
     assert_eq!(contents(&tree.read()), model_contents(&model));

@@ -1,6 +1,7 @@
 //! Property test: the B+tree against `std::collections::BTreeMap` over random
 //! inserts, removes, commits, aborted batches, reopens, compactions, range and
-//! count queries, and old snapshots. More cases: `BTREE_PROPTEST_CASES=5000`.
+//! count queries, and old snapshots kept (across reopens) and dropped, while
+//! commits reuse freed pages. More cases: `BTREE_PROPTEST_CASES=5000`.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -37,6 +38,10 @@ enum Op {
         kinds: u8,
     },
     KeepSnapshot,
+    /// Drops one kept snapshot: its pages become reusable.
+    DropSnapshot {
+        which: u8,
+    },
 }
 
 /// Distinct ids give distinct keys of varied lengths (2..=82 bytes), sorted
@@ -62,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FinishCompaction),
         4 => (id.clone(), id, any::<u8>()).prop_map(|(a, b, kinds)| Op::Query { a, b, kinds }),
         1 => Just(Op::KeepSnapshot),
+        1 => any::<u8>().prop_map(|which| Op::DropSnapshot { which }),
     ]
 }
 
@@ -184,6 +190,12 @@ impl Harness {
                 }
                 self.snapshots
                     .push((self.tree.read(), self.committed.clone()));
+            }
+            Op::DropSnapshot { which } => {
+                if !self.snapshots.is_empty() {
+                    self.snapshots
+                        .remove(usize::from(which) % self.snapshots.len());
+                }
             }
         }
     }

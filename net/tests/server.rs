@@ -580,3 +580,62 @@ fn etcdctl_works_against_basalt() {
     );
     std::thread::sleep(Duration::from_millis(1));
 }
+
+/// Issue 17: after a large delete and a compaction of the history the db
+/// shrinks by itself (an automatic online defragmentation), which etcd
+/// never does without a stop-the-world defrag. Fails if the automatic run
+/// is gone (the size stays at its high-water mark).
+#[tokio::test]
+async fn db_shrinks_by_itself_after_a_large_delete_and_compaction() {
+    let s = TestServer::start_with(|c| c.checkpoint_interval = Duration::from_millis(100));
+    let mut c = s.client().await;
+    let value = vec![b'x'; 1024];
+    for t in 0..30 {
+        let ops: Vec<TxnOp> = (0..100)
+            .map(|j| TxnOp::put(format!("space/{:05}", t * 100 + j), value.clone(), None))
+            .collect();
+        c.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    // Checkpointed within the interval: the size with every key written.
+    let mut peak = 0;
+    for _ in 0..100 {
+        peak = c.status().await.unwrap().db_size();
+        if peak > 3 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(peak > 3 << 20, "the puts made the db {peak} bytes");
+    let deleted = c
+        .delete(
+            "space/00300",
+            Some(DeleteOptions::new().with_range("space/1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted(), 2700);
+    let revision = deleted.header().unwrap().revision();
+    c.compact(revision, None).await.unwrap();
+    let mut last = (0, 0);
+    for _ in 0..100 {
+        let st = c.status().await.unwrap();
+        last = (st.db_size(), st.raft_used_db_size());
+        if last.0 <= 2 * last.1 && last.0 * 4 < peak {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (size, in_use) = last;
+    assert!(size <= 2 * in_use, "{size} bytes for {in_use} in use");
+    assert!(size * 4 < peak, "{peak} then {size}");
+    assert_eq!(
+        c.get(
+            "space/",
+            Some(GetOptions::new().with_prefix().with_count_only())
+        )
+        .await
+        .unwrap()
+        .count(),
+        300
+    );
+}

@@ -1,26 +1,41 @@
-//! Writing nodes: turning a batch's overlay into appended pages (splitting
-//! what grew past a page), and bulk-building a fresh tree for compaction.
+//! Writing nodes: turning a batch's overlay into pages (reused or appended,
+//! splitting what grew past a page), and bulk-building a fresh tree for
+//! compaction.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use super::dirty::{Dirty, Link};
 use super::dirty_leaf::DirtyLeaf;
 use super::error::BtreeError;
+use super::meta::node_digest;
 use super::page::{
-    branch_entry_len, encode_branch, encode_leaf_entries, leaf_entry_len, ChildRef, HEADER_LEN,
+    branch_entry_len, encode_branch, encode_leaf_entries, leaf_entry_len, span_for, ChildRef,
+    BRANCH_SLOT_LEN, HEADER_LEN,
 };
 use super::pagefile::PageFile;
 
-/// Appends encoded nodes at consecutive pages from `start_page`, keeping the
-/// commit digest (CRC32 over the node checksums, in page order).
+/// Places encoded nodes: in free pages handed over by the freelist when it
+/// has one that fits, else appended from `end`; keeps the commit digest
+/// ([`node_digest`] summed, order-independent) and counts.
+///
+/// Nodes are encoded into `buf`, which holds consecutive pages starting at
+/// `run_start`; a node placed anywhere else writes the run out first, so a
+/// commit into contiguous free pages (or appending) still writes in large
+/// pieces.
 pub(crate) struct NodeSink<'f> {
     buf: Vec<u8>,
-    start_page: u64,
-    /// Pages already handed to the file by [`NodeSink::drain`] or streaming.
-    drained_pages: u64,
+    run_start: u64,
+    /// The next page to append at.
+    end: u64,
+    /// Pages this sink may overwrite (see `freelist.rs`).
+    free: BTreeSet<u64>,
+    /// Pages written so far (all spans).
+    written: u64,
+    nodes: u64,
     txn: u64,
     page_size: usize,
-    digest: crc32fast::Hasher,
+    digest: u64,
     /// A commit's sink writes its nodes out every [`STREAM_BYTES`] while
     /// they are encoded (see [`NodeSink::streaming`]).
     out: Option<&'f PageFile>,
@@ -39,8 +54,10 @@ pub(crate) struct NodeSink<'f> {
 const STREAM_BYTES: usize = 256 << 10;
 
 impl NodeSink<'static> {
+    /// A sink that only appends, from `start_page`, keeping the nodes until
+    /// [`NodeSink::drain`] (a bulk build into a fresh file).
     pub(crate) fn new(start_page: u64, txn: u64, page_size: usize) -> NodeSink<'static> {
-        NodeSink::with_out(None, start_page, txn, page_size)
+        NodeSink::with_out(None, start_page, BTreeSet::new(), txn, page_size)
     }
 }
 
@@ -48,6 +65,7 @@ impl<'f> NodeSink<'f> {
     fn with_out(
         out: Option<&'f PageFile>,
         start_page: u64,
+        free: BTreeSet<u64>,
         txn: u64,
         page_size: usize,
     ) -> NodeSink<'f> {
@@ -56,38 +74,47 @@ impl<'f> NodeSink<'f> {
         } else {
             0
         };
+        debug_assert!(free.last().is_none_or(|&p| p < start_page));
         NodeSink {
             buf: Vec::with_capacity(capacity),
-            start_page,
-            drained_pages: 0,
+            run_start: start_page,
+            end: start_page,
+            free,
+            written: 0,
+            nodes: 0,
             txn,
             page_size,
-            digest: crc32fast::Hasher::new(),
+            digest: 0,
             out,
             error: None,
         }
     }
 
-    /// A sink that writes its nodes to `file` as they are encoded; call
+    /// A sink that writes its nodes to `file` as they are encoded, into the
+    /// `free` pages (all below `end_page`) or appended from `end_page`; call
     /// [`NodeSink::finish`] to write the rest, then grow the file's map
     /// (`ensure_len`) over them before anyone reads them.
-    /// Nodes past the committed pages are invisible until a meta slot names
-    /// them, so writing them early changes nothing for a crash.
+    /// Free pages and pages past the committed ones are invisible until a
+    /// meta slot names them, so writing them early changes nothing for a
+    /// crash.
     pub(crate) fn streaming(
         file: &'f PageFile,
-        start_page: u64,
+        end_page: u64,
+        free: BTreeSet<u64>,
         txn: u64,
         page_size: usize,
     ) -> NodeSink<'f> {
-        NodeSink::with_out(Some(file), start_page, txn, page_size)
+        NodeSink::with_out(Some(file), end_page, free, txn, page_size)
     }
 
-    /// Writes what is still buffered; returns the first write error.
-    pub(crate) fn finish(mut self) -> Result<(), BtreeError> {
+    /// Writes what is still buffered; returns the free pages not used, and
+    /// the first write error.
+    pub(crate) fn finish(mut self) -> (BTreeSet<u64>, Result<(), BtreeError>) {
         self.stream(true);
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let free = std::mem::take(&mut self.free);
+        match self.error.take() {
+            Some(e) => (free, Err(e)),
+            None => (free, Ok(())),
         }
     }
 
@@ -100,34 +127,80 @@ impl<'f> NodeSink<'f> {
             // itself, and growing (zero-filling a chunk ahead, remapping)
             // once per 256 KiB cost more than the writes. The commit grows
             // the file once, after its last node.
-            let offset = (self.start_page + self.drained_pages) * self.page_size as u64;
+            let offset = self.run_start * self.page_size as u64;
             if let Err(e) = file.write_at(&self.buf, offset) {
                 self.error = Some(e);
             }
         }
-        self.drained_pages += (self.buf.len() / self.page_size) as u64;
+        self.run_start += (self.buf.len() / self.page_size) as u64;
         self.buf.clear();
     }
 
-    fn next_page(&self) -> u64 {
-        self.start_page + self.drained_pages + (self.buf.len() / self.page_size) as u64
+    /// Picks the page of a node of `span` pages that must lie above
+    /// `above` (a branch's highest child), and makes `buf` end there.
+    fn place(&mut self, span: usize, above: u64) -> u64 {
+        let reused = if span == 1 {
+            self.free.range(above + 1..).next().copied()
+        } else {
+            None
+        };
+        let page = match reused {
+            Some(p) => {
+                self.free.remove(&p);
+                if let Some(file) = self.out {
+                    file.map().clear_verified(p);
+                }
+                p
+            }
+            None => {
+                let p = self.end;
+                self.end += span as u64;
+                p
+            }
+        };
+        let run_end = self.run_start + (self.buf.len() / self.page_size) as u64;
+        // A bulk build has no free pages: its nodes stay one run.
+        debug_assert!(self.out.is_some() || page == run_end);
+        if page != run_end {
+            self.stream(true);
+            self.run_start = page;
+        }
+        self.written += span as u64;
+        page
     }
 
-    /// Pages appended so far.
+    /// Pages written so far.
     pub(crate) fn pages(&self) -> u64 {
-        self.next_page() - self.start_page
+        self.written
+    }
+
+    /// The page after the last appended one.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    pub(crate) fn nodes(&self) -> u64 {
+        self.nodes
     }
 
     pub(crate) fn buffered(&self) -> &[u8] {
         &self.buf
     }
 
-    pub(crate) fn digest(&self) -> u32 {
-        self.digest.clone().finalize()
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
     }
 
     fn leaf<L: LeafEntries + ?Sized>(&mut self, entries: &L, range: Range<usize>) -> u64 {
-        let page = self.next_page();
+        let len = HEADER_LEN
+            + range
+                .clone()
+                .map(|i| {
+                    let (k, v) = entries.entry(i);
+                    leaf_entry_len(k, v)
+                })
+                .sum::<usize>();
+        let page = self.place(span_for(len, self.page_size), 0);
         let crc = encode_leaf_entries(
             &mut self.buf,
             range.map(|i| entries.entry(i)),
@@ -135,19 +208,23 @@ impl<'f> NodeSink<'f> {
             self.txn,
             self.page_size,
         );
-        self.placed(crc);
+        self.placed(page, crc);
         page
     }
 
     fn branch(&mut self, children: &[ChildRef]) -> u64 {
-        let page = self.next_page();
+        let keys: usize = children.iter().skip(1).map(|c| c.separator.len()).sum();
+        let len = HEADER_LEN + children.len() * BRANCH_SLOT_LEN + keys;
+        let highest_child = children.iter().map(|c| c.page).max().unwrap_or(0);
+        let page = self.place(span_for(len, self.page_size), highest_child);
         let crc = encode_branch(&mut self.buf, children, page, self.txn, self.page_size);
-        self.placed(crc);
+        self.placed(page, crc);
         page
     }
 
-    fn placed(&mut self, crc: u32) {
-        self.digest.update(&crc.to_le_bytes());
+    fn placed(&mut self, page: u64, crc: u32) {
+        self.digest = self.digest.wrapping_add(node_digest(page, crc));
+        self.nodes += 1;
         if self.out.is_some() {
             self.stream(false);
         }
@@ -160,9 +237,9 @@ impl<'f> NodeSink<'f> {
         if self.buf.is_empty() || (!force && self.buf.len() < DRAIN_BYTES) {
             return Ok(());
         }
-        let offset = (self.start_page + self.drained_pages) * self.page_size as u64;
+        let offset = self.run_start * self.page_size as u64;
         file.write_at(&self.buf, offset)?;
-        self.drained_pages += (self.buf.len() / self.page_size) as u64;
+        self.run_start += (self.buf.len() / self.page_size) as u64;
         self.buf.clear();
         Ok(())
     }

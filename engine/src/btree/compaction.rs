@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use super::commit::{build_root, write_leaves, NodeSink};
 use super::error::BtreeError;
-use super::meta::{Meta, FIRST_NODE_PAGE};
+use super::meta::{Meta, FIRST_NODE_PAGE, FORMAT_VERSION};
 use super::page::{leaf_entry_len, ChildRef, HEADER_LEN};
 use super::pagefile::{io_err, PageFile};
 use super::snapshot::Snapshot;
@@ -169,6 +169,7 @@ fn copy_live(snap: &Snapshot, out: &mut PageFile) -> Result<Meta, BtreeError> {
     out.ensure_len((FIRST_NODE_PAGE + pages) * ps as u64, true)?;
     sink.drain(out, true)?;
     Ok(Meta {
+        version: FORMAT_VERSION,
         page_size: snap.meta.page_size,
         txn,
         root: root.as_ref().map_or(0, |r| r.page),
@@ -178,6 +179,7 @@ fn copy_live(snap: &Snapshot, out: &mut PageFile) -> Result<Meta, BtreeError> {
         live_pages: pages,
         user_meta: snap.meta.user_meta,
         commit_digest: sink.digest(),
+        commit_nodes: sink.nodes(),
     })
 }
 
@@ -294,6 +296,11 @@ impl Tree {
         new_file.path = self.file.path.clone();
         let old = std::mem::replace(&mut self.file, new_file);
         self.meta = tree.meta;
+        // Free pages and read pins are the new file's from here on; the old
+        // file's snapshots pin the old file, which is never written again.
+        self.freelist = tree.freelist;
+        self.seq = tree.seq;
+        self.pin = tree.pin;
         // Until the directory sync completes a power loss may bring the old
         // name back, which holds the same commit: only a later commit needs
         // it durable, and the file's next sync waits for it.

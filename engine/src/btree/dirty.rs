@@ -74,17 +74,18 @@ impl Link {
     }
 }
 
-/// What the overlay reads clean nodes from, and where it counts the pages that
-/// stop being reachable.
+/// What the overlay reads clean nodes from, and where it lists the pages that
+/// stop being reachable (each node is loaded once, so each page once).
 pub(crate) struct Base<'a> {
     pub snap: &'a Snapshot,
-    pub freed_pages: &'a mut u64,
+    pub freed: &'a mut Vec<u64>,
 }
 
 impl Base<'_> {
     fn load(&mut self, page: u64) -> Result<Dirty, BtreeError> {
         let node = self.snap.node(page)?;
-        *self.freed_pages += node.span_bytes().div_ceil(self.snap.page_size) as u64;
+        let span = node.span_bytes().div_ceil(self.snap.page_size) as u64;
+        self.freed.extend(page..page + span);
         Ok(decode(&node))
     }
 }

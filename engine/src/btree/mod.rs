@@ -32,22 +32,27 @@
 //!   its own page number and the id of the commit that wrote it; the CRC is
 //!   checked the first time a node is read through a given map (nodes are
 //!   immutable, so once is enough) and always for the last commit on open.
-//! - Committed pages are never rewritten: a commit copies the changed
-//!   root-to-leaf paths to the end of the file, then writes the meta slot
+//! - A commit copies the changed root-to-leaf paths into free pages (see
+//!   below) or to the end of the file, then writes the meta slot
 //!   `commit_id % 2`, then issues one fdatasync. On open, the newest meta
 //!   slot whose checksum and every node of its commit verify wins, so a crash
 //!   at any point leaves the previous commit.
 //! - Branches store, per child, the number of keys below it, so
 //!   [`Snapshot::count`] reads two root-to-leaf paths, not the range.
-//! - Pages not reachable from the newest root are garbage: counted in
-//!   [`Tree::file_bytes`] but not [`Tree::live_bytes`]. They are not reused;
-//!   compaction drops them, either blocking ([`Tree::compact_file`]) or
-//!   online ([`Tree::begin_compaction`]: the copy runs on any thread from a
+//! - Pages a commit stops referencing are reused by later commits once
+//!   neither the last durable commit nor the other meta slot's commit
+//!   references them and no [`Snapshot`] can read them (`freelist.rs`); the
+//!   list of free pages is rebuilt on open by a walk of both slots' trees.
+//!   So [`Tree::committed_bytes`] (the high-water mark) stays near
+//!   [`Tree::live_bytes`] under overwrites. Compaction gives space back to
+//!   the filesystem, either blocking ([`Tree::compact_file`]) or online
+//!   ([`Tree::begin_compaction`]: the copy runs on any thread from a
 //!   snapshot while commits go on, and the writer only re-copies the keys
-//!   committed meanwhile).
-//! - A [`Snapshot`] holds an `Arc` of the memory map it was taken from, so it
-//!   stays valid across later commits, file growth and compaction. It is
-//!   `Send + Sync`; the `Tree` (the writer) is `Send`.
+//!   committed meanwhile); [`Tree::reclaimable_bytes`] says when it pays.
+//! - A [`Snapshot`] holds an `Arc` of the memory map it was taken from and a
+//!   pin of its commit, so it stays valid across later commits, page reuse,
+//!   file growth and compaction. It is `Send + Sync`; the `Tree` (the
+//!   writer) is `Send`.
 //! - Within a batch, [`WriteBatch::get`] sees the batch's own writes; nothing
 //!   is visible to snapshots before [`WriteBatch::commit`] returns.
 //! - An fdatasync failure poisons the tree ([`BtreeError::Poisoned`]): the
@@ -55,15 +60,16 @@
 //!
 //! # Files
 //! `page.rs` node layout · `meta.rs` meta slots · `pagefile.rs` file, map and
-//! growth · `snapshot.rs` reads · `dirty.rs` the batch's copy-on-write
-//! overlay · `commit.rs` writing nodes · `write_batch.rs` the batch API ·
-//! `compaction.rs` space reclamation.
+//! growth · `freelist.rs` page reuse and read pins · `snapshot.rs` reads ·
+//! `dirty.rs` the batch's copy-on-write overlay · `commit.rs` writing nodes ·
+//! `write_batch.rs` the batch API · `compaction.rs` space reclamation.
 
 mod commit;
 mod compaction;
 mod dirty;
 mod dirty_leaf;
 mod error;
+mod freelist;
 mod meta;
 mod page;
 mod pagefile;
@@ -72,6 +78,7 @@ mod write_batch;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 pub use compaction::{CompactedFile, CompactionJob};
 pub use error::BtreeError;
@@ -79,8 +86,9 @@ pub use snapshot::{EntryRef, RangeIter, Snapshot};
 pub use write_batch::WriteBatch;
 
 use commit::NodeSink;
-use meta::{Meta, FIRST_NODE_PAGE, META_LEN};
-use page::Header;
+use freelist::{Freelist, ReadPin};
+use meta::{node_digest, Meta, FIRST_NODE_PAGE, FORMAT_V1, META_LEN};
+use page::{Header, KIND_BRANCH};
 use pagefile::{MappedFile, PageFile};
 use snapshot::read_node;
 
@@ -116,6 +124,12 @@ pub struct Tree {
     /// its snapshot, which it must copy again before it can take over.
     compaction: Option<(u64, BTreeSet<Vec<u8>>)>,
     next_compaction_id: u64,
+    freelist: Freelist,
+    /// The last commit's sequence number in the file's read pins.
+    seq: u64,
+    /// The pin [`Tree::read`] hands out for the last commit, made on the
+    /// first read after it (so a snapshot costs an `Arc` clone).
+    pin: OnceLock<Arc<ReadPin>>,
 }
 
 impl Tree {
@@ -146,36 +160,56 @@ impl Tree {
         // A file shorter than the two meta slots has never completed its
         // first sync (creation writes and syncs slot 0 before anything else),
         // so it holds nothing committed: start it afresh.
-        let meta = if file.len() < 2 * u64::from(ps) {
+        let (meta, other) = if file.len() < 2 * u64::from(ps) {
             let meta = Meta::empty(ps);
             file.write_at(&meta.encode(), meta.slot_offset())?;
             file.sync()?;
             file.ensure_len(2 * u64::from(ps), true)?;
-            meta
+            (meta, None)
         } else {
             recover_meta(&file, ps, max_user_meta)?
         };
-        Ok(Tree::from_parts(file, meta))
+        let mut tree = Tree::from_parts(file, meta);
+        let map = tree.file.map().clone();
+        match freelist::unreachable_pages(&map, &tree.file.path, &meta, other.as_ref()) {
+            Some((free, other_only)) => {
+                tree.freelist = Freelist::from_open(free, other_only, tree.seq)
+            }
+            None => tracing::warn!(
+                path = %tree.file.path.display(),
+                "a page of the tree could not be read: no page is reused until a compaction"
+            ),
+        }
+        Ok(tree)
     }
 
     fn from_parts(file: PageFile, meta: Meta) -> Tree {
+        let seq = file.map().pins().next_seq();
         Tree {
             file,
             meta,
             poisoned: false,
             compaction: None,
             next_compaction_id: 0,
+            freelist: Freelist::default(),
+            seq,
+            pin: OnceLock::new(),
         }
     }
 
     /// A consistent view of the last commit. Cheap (an `Arc` clone); never
-    /// blocks or is blocked by the writer.
+    /// blocks or is blocked by the writer. Its pages are not reused while it
+    /// lives.
     pub fn read(&self) -> Snapshot {
+        let pin = self
+            .pin
+            .get_or_init(|| Arc::new(self.file.map().pins().pin(self.seq)));
         Snapshot {
             map: self.file.map().clone(),
             path: self.file.path.clone(),
             page_size: self.meta.page_size as usize,
             meta: self.meta,
+            _pin: pin.clone(),
         }
     }
 
@@ -220,10 +254,25 @@ impl Tree {
         (self.meta.live_pages + FIRST_NODE_PAGE) * u64::from(self.meta.page_size)
     }
 
-    /// Bytes up to the end of the last commit's pages: where the next commit
-    /// starts appending.
+    /// Bytes up to the end of the last commit's pages: the high-water mark
+    /// of pages in use (bbolt's `Tx.Size`), where the next commit appends
+    /// what free pages cannot take.
     pub fn committed_bytes(&self) -> u64 {
         self.meta.page_count * self.page_size()
+    }
+
+    /// Bytes below [`Tree::committed_bytes`] that the last commit does not
+    /// reach: free pages, reused by later commits, and what a compaction
+    /// would give back to the filesystem.
+    pub fn reclaimable_bytes(&self) -> u64 {
+        self.committed_bytes().saturating_sub(self.live_bytes())
+    }
+
+    /// Bytes of pages free for reuse now or once durable and no snapshot
+    /// reads them (at most [`Tree::reclaimable_bytes`]: pages an open could
+    /// not account for are left alone until a compaction).
+    pub fn free_bytes(&self) -> u64 {
+        self.freelist.free_pages() * self.page_size()
     }
 
     fn page_size(&self) -> u64 {
@@ -231,16 +280,42 @@ impl Tree {
     }
 
     /// Where a commit with id `txn` writes its nodes: straight to the file,
-    /// after the committed pages, as they are encoded.
-    fn commit_sink(&self, txn: u64) -> Result<NodeSink<'_>, BtreeError> {
+    /// into the pages free for it or after the committed pages, as they are
+    /// encoded.
+    fn commit_sink(&mut self, txn: u64) -> Result<NodeSink<'_>, BtreeError> {
         self.check_not_poisoned()?;
-        let (start, ps) = (self.meta.page_count, self.meta.page_size as usize);
-        Ok(NodeSink::streaming(&self.file, start, txn, ps))
+        let oldest_pin = self.file.map().pins().oldest();
+        let free = self.freelist.take_reusable(oldest_pin);
+        let (end, ps) = (self.meta.page_count, self.meta.page_size as usize);
+        Ok(NodeSink::streaming(&self.file, end, free, txn, ps))
     }
 
     /// Writes the meta of a commit whose nodes a [`Tree::commit_sink`]
-    /// wrote, then syncs once.
-    fn write_commit(&mut self, meta: &Meta, touched: Vec<Vec<u8>>) -> Result<(), BtreeError> {
+    /// wrote, then syncs once. `unused` are the free pages the sink did not
+    /// take, `freed` the pages the commit stops referencing.
+    fn write_commit(
+        &mut self,
+        meta: &Meta,
+        touched: Vec<Vec<u8>>,
+        unused: BTreeSet<u64>,
+        freed: Vec<u64>,
+    ) -> Result<(), BtreeError> {
+        let written = self.write_meta_and_sync(meta);
+        if let Err(e) = written {
+            self.freelist.abandoned(unused);
+            return Err(e);
+        }
+        self.meta = *meta;
+        self.seq = self.file.map().pins().next_seq();
+        self.pin = OnceLock::new();
+        self.freelist.committed(unused, freed, self.seq);
+        if let Some((_, keys)) = &mut self.compaction {
+            keys.extend(touched);
+        }
+        Ok(())
+    }
+
+    fn write_meta_and_sync(&mut self, meta: &Meta) -> Result<(), BtreeError> {
         self.check_not_poisoned()?;
         let ps = self.page_size();
         self.file.ensure_len(meta.page_count * ps, true)?;
@@ -248,10 +323,6 @@ impl Tree {
         if let Err(e) = self.file.sync() {
             self.poisoned = true;
             return Err(e);
-        }
-        self.meta = *meta;
-        if let Some((_, keys)) = &mut self.compaction {
-            keys.extend(touched);
         }
         Ok(())
     }
@@ -307,8 +378,13 @@ impl Tree {
 }
 
 /// Picks the newest meta slot that decodes, records at most
-/// `max_user_meta` and whose commit's nodes verify.
-fn recover_meta(file: &PageFile, page_size: u32, max_user_meta: u64) -> Result<Meta, BtreeError> {
+/// `max_user_meta` and whose commit's nodes verify; also returns the other
+/// slot's meta if it decodes (its pages must not be reused either).
+fn recover_meta(
+    file: &PageFile,
+    page_size: u32,
+    max_user_meta: u64,
+) -> Result<(Meta, Option<Meta>), BtreeError> {
     let map = file.map();
     let ps = page_size as usize;
     let mut candidates = Vec::new();
@@ -321,6 +397,7 @@ fn recover_meta(file: &PageFile, page_size: u32, max_user_meta: u64) -> Result<M
         }
     }
     candidates.sort_by_key(|m| std::cmp::Reverse(m.txn));
+    let all = candidates.clone();
     for m in candidates {
         let slot = (m.txn % 2) as usize;
         if m.page_size != page_size {
@@ -338,7 +415,10 @@ fn recover_meta(file: &PageFile, page_size: u32, max_user_meta: u64) -> Result<M
             continue;
         }
         match verify_commit(map, &file.path, &m) {
-            Ok(()) => return Ok(m),
+            Ok(()) => {
+                let other = all.iter().find(|o| o.txn % 2 != m.txn % 2).copied();
+                return Ok((m, other));
+            }
             Err(e) => reasons[slot] = format!("commit {} does not verify: {e}", m.txn),
         }
     }
@@ -353,6 +433,9 @@ fn recover_meta(file: &PageFile, page_size: u32, max_user_meta: u64) -> Result<M
 /// Checks that every node of `m`'s commit is on disk intact: each parses, was
 /// written by this commit, and together they match the meta's digest.
 fn verify_commit(map: &MappedFile, path: &Path, m: &Meta) -> Result<(), BtreeError> {
+    if m.version != FORMAT_V1 {
+        return verify_scattered_commit(map, path, m);
+    }
     let ps = m.page_size as usize;
     let mut digest = crc32fast::Hasher::new();
     let mut page = m.commit_start;
@@ -370,7 +453,7 @@ fn verify_commit(map: &MappedFile, path: &Path, m: &Meta) -> Result<(), BtreeErr
         digest.update(&h.crc.to_le_bytes());
         page += node.span_bytes().div_ceil(ps) as u64;
     }
-    if digest.finalize() != m.commit_digest {
+    if u64::from(digest.finalize()) != m.commit_digest {
         return Err(BtreeError::CorruptPage {
             path: path.to_path_buf(),
             page: m.commit_start,
@@ -379,6 +462,64 @@ fn verify_commit(map: &MappedFile, path: &Path, m: &Meta) -> Result<(), BtreeErr
     }
     if m.root != 0 {
         read_node(map, false, path, ps, m.page_count, m.root)?;
+    }
+    Ok(())
+}
+
+/// [`verify_commit`] for version 2: the commit's nodes are the ones stamped
+/// with its id, reached from the root through such nodes (a rewritten node's
+/// ancestors are rewritten too). A node the commit did not get to write
+/// still holds an older stamp (or garbage, which fails its checksum), so it
+/// is missing from the count and sum.
+fn verify_scattered_commit(map: &MappedFile, path: &Path, m: &Meta) -> Result<(), BtreeError> {
+    let ps = m.page_size as usize;
+    let corrupt = |page: u64, reason: String| BtreeError::CorruptPage {
+        path: path.to_path_buf(),
+        page,
+        reason,
+    };
+    let stamp = |page: u64| -> Option<u64> {
+        let off = usize::try_from(page).ok()?.checked_mul(ps)?;
+        let bytes = map.get(off..off.checked_add(page::HEADER_LEN)?)?;
+        Some(Header::read(bytes).txn)
+    };
+    let (mut nodes, mut digest) = (0u64, 0u64);
+    let mut stack = Vec::new();
+    if m.root != 0 {
+        // The root is read in full whoever wrote it: it must be intact.
+        read_node(map, false, path, ps, m.page_count, m.root)?;
+        if stamp(m.root) == Some(m.txn) {
+            stack.push(m.root);
+        }
+    }
+    while let Some(page) = stack.pop() {
+        let node = read_node(map, false, path, ps, m.page_count, page)?;
+        let h = Header::read(&map[page as usize * ps..]);
+        nodes += 1;
+        if nodes > m.commit_nodes {
+            return Err(corrupt(
+                page,
+                format!("more than the {} nodes the meta names", m.commit_nodes),
+            ));
+        }
+        digest = digest.wrapping_add(node_digest(page, h.crc));
+        if h.kind == KIND_BRANCH {
+            for i in 0..node.len() {
+                let child = node.child_page(i);
+                if stamp(child) == Some(m.txn) {
+                    stack.push(child);
+                }
+            }
+        }
+    }
+    if nodes != m.commit_nodes || digest != m.commit_digest {
+        return Err(corrupt(
+            m.root,
+            format!(
+                "found {nodes} nodes of commit {} (meta says {}) or their digest differs",
+                m.txn, m.commit_nodes
+            ),
+        ));
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! The tree file: positional writes, fdatasync, and a read-only memory map
 //! that readers share through an `Arc`.
 //!
-//! The file only grows (in chunks, so the map is rebuilt rarely) and pages
-//! below the committed end are never rewritten, so an old map held by a
-//! [`super::Snapshot`] stays valid and consistent after the writer remaps.
+//! The file only grows (in chunks, so the map is rebuilt rarely) and a page
+//! below the committed end is rewritten only once no snapshot can reach it
+//! (`freelist.rs`), so an old map held by a [`super::Snapshot`] stays valid
+//! and consistent after the writer remaps.
 //!
 //! Two slow kernel operations of a compaction's switch are kept off the
 //! writer's path here ([`PageFile::took_over`]): the directory fsync that
@@ -33,6 +34,7 @@ use std::time::Duration;
 use memmap2::{Mmap, MmapOptions};
 
 use super::error::BtreeError;
+use super::freelist::Pins;
 
 /// Smallest growth step of the file, in pages.
 const MIN_GROWTH_PAGES: u64 = 256;
@@ -101,6 +103,8 @@ struct Retirement {
     /// Set (by the switch, once the rename is durable) to a descriptor of
     /// the replaced file, so it can be shrunk after every map is gone.
     fd: OnceLock<File>,
+    /// Which commits snapshots of this file still read, across opens.
+    pins: Arc<Pins>,
 }
 
 /// The [`Retirement`] of every file this process maps, so that every map of
@@ -119,6 +123,7 @@ impl Retirement {
         let r = Arc::new(Retirement {
             key,
             fd: OnceLock::new(),
+            pins: Arc::default(),
         });
         all.insert(key, Arc::downgrade(&r));
         Ok(r)
@@ -184,6 +189,20 @@ impl MappedFile {
         if let Some(w) = self.region.verified.get(word) {
             w.fetch_or(1 << bit, Ordering::Relaxed);
         }
+    }
+
+    /// Forgets that the node at `page` was verified: the page is about to be
+    /// reused, and the node written there must pass its checksum afresh.
+    pub(crate) fn clear_verified(&self, page: u64) {
+        let (word, bit) = ((page / 64) as usize, page % 64);
+        if let Some(w) = self.region.verified.get(word) {
+            w.fetch_and(!(1 << bit), Ordering::Relaxed);
+        }
+    }
+
+    /// The read pins of this file (shared by every map of it).
+    pub(crate) fn pins(&self) -> &Arc<Pins> {
+        &self.retirement.pins
     }
 }
 
@@ -435,8 +454,9 @@ fn map_file(
                 .map(|r| r.div_ceil(page_size) * page_size)
                 .and_then(|r| usize::try_from(r).ok())
                 .ok_or_else(too_large)?;
-            // SAFETY: the map is read-only and basalt never rewrites or
-            // truncates the committed part of a tree file in place; bytes
+            // SAFETY: the map is read-only and basalt never truncates the
+            // committed part of a tree file, and rewrites a page in place only
+            // once no snapshot can reach it (`freelist.rs`, pinned); bytes
             // past the committed end are never handed to readers, nor is
             // anything past the file's length (`MappedFile::len`), where the
             // reservation would fault. Another process modifying the file is

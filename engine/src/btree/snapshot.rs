@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::BtreeError;
+use super::freelist::ReadPin;
 use super::meta::{Meta, FIRST_NODE_PAGE};
 use super::page::{Header, NodeView, HEADER_LEN};
 use super::pagefile::MappedFile;
@@ -77,6 +78,8 @@ pub struct Snapshot {
     pub(crate) path: Arc<PathBuf>,
     pub(crate) page_size: usize,
     pub(crate) meta: Meta,
+    /// Keeps the writer from reusing the pages this commit reads.
+    pub(crate) _pin: Arc<ReadPin>,
 }
 
 impl Snapshot {

@@ -4,7 +4,7 @@
 use super::commit::{build_root, flush};
 use super::dirty::{self, Base, Dirty, Link};
 use super::error::BtreeError;
-use super::meta::Meta;
+use super::meta::{Meta, FORMAT_VERSION};
 use super::snapshot::Snapshot;
 use super::{Tree, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
@@ -14,7 +14,8 @@ pub struct WriteBatch<'t> {
     tree: &'t mut Tree,
     base: Snapshot,
     root: Option<Link>,
-    freed_pages: u64,
+    /// Committed pages this batch's changes stop referencing.
+    freed: Vec<u64>,
     /// Keys written, kept only while a compaction needs them.
     touched: Option<Vec<Vec<u8>>>,
 }
@@ -38,7 +39,7 @@ impl<'t> WriteBatch<'t> {
             tree,
             base,
             root,
-            freed_pages: 0,
+            freed: Vec::new(),
             touched,
         }
     }
@@ -64,7 +65,7 @@ impl<'t> WriteBatch<'t> {
             Some(root) => {
                 let mut base = Base {
                     snap: &self.base,
-                    freed_pages: &mut self.freed_pages,
+                    freed: &mut self.freed,
                 };
                 let existed = dirty::insert(root, key, value, &mut base)?;
                 if let Some((separator, right)) = dirty::split_if_large(root) {
@@ -83,7 +84,7 @@ impl<'t> WriteBatch<'t> {
         };
         let mut base = Base {
             snap: &self.base,
-            freed_pages: &mut self.freed_pages,
+            freed: &mut self.freed,
         };
         let existed = dirty::remove(root, key, &mut base)?;
         if let (true, Some(t)) = (existed, &mut self.touched) {
@@ -100,8 +101,9 @@ impl<'t> WriteBatch<'t> {
         }
     }
 
-    /// Writes the changed nodes after the committed pages, then the meta slot
-    /// carrying `user_meta`, then fdatasyncs once. Durable and visible to new
+    /// Writes the changed nodes (into reusable free pages, else after the
+    /// committed pages), then the meta slot carrying `user_meta`, then
+    /// fdatasyncs once. Durable and visible to new
     /// [`Tree::read`] snapshots when it returns; on error the tree still shows
     /// the previous commit.
     pub fn commit(self, user_meta: u64) -> Result<(), BtreeError> {
@@ -109,17 +111,19 @@ impl<'t> WriteBatch<'t> {
             tree,
             base,
             mut root,
-            mut freed_pages,
+            mut freed,
             touched,
         } = self;
         if let Some(Dirty::Branch(b)) = root.as_mut().and_then(|l| l.dirty.as_deref_mut()) {
             let mut base = Base {
                 snap: &base,
-                freed_pages: &mut freed_pages,
+                freed: &mut freed,
             };
             dirty::rebalance(b, &mut base)?;
         }
         let root = dirty::collapse_root(root);
+        // `base` pins the last commit; the pages this commit may reuse were
+        // freed by it or earlier, so the pin does not hold them back.
         let prev = base.meta;
         let txn = prev.txn + 1;
         let mut sink = tree.commit_sink(txn)?;
@@ -127,17 +131,23 @@ impl<'t> WriteBatch<'t> {
         let top = build_root(top, &mut sink);
         let written = sink.pages();
         let meta = Meta {
+            version: FORMAT_VERSION,
             page_size: prev.page_size,
             txn,
             root: top.as_ref().map_or(0, |r| r.page),
             key_count: top.as_ref().map_or(0, |r| r.count),
-            page_count: prev.page_count + written,
+            page_count: sink.end(),
             commit_start: prev.page_count,
-            live_pages: (prev.live_pages + written).saturating_sub(freed_pages),
+            live_pages: (prev.live_pages + written).saturating_sub(freed.len() as u64),
             user_meta,
             commit_digest: sink.digest(),
+            commit_nodes: sink.nodes(),
         };
-        sink.finish()?;
-        tree.write_commit(&meta, touched.unwrap_or_default())
+        let (unused, written_out) = sink.finish();
+        if let Err(e) = written_out {
+            tree.freelist.abandoned(unused);
+            return Err(e);
+        }
+        tree.write_commit(&meta, touched.unwrap_or_default(), unused, freed)
     }
 }

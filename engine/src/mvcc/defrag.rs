@@ -8,6 +8,13 @@
 //! [`Store::finish_defragment`] switches files; writes wait at most for that
 //! last catch-up. [`Store::defragment`] does all of it in one blocking call.
 //!
+//! Tree commits reuse the pages copy-on-write frees, so files grow only with
+//! live data; what they cannot give back by themselves is the space left
+//! below the high-water mark after a large delete (and a compaction of the
+//! history). [`Store::wants_defragment`] says when that share is large
+//! enough for the driver (the sequencer) to defragment on its own: etcd
+//! never shrinks without a stop-the-world defrag.
+//!
 //! Defragmentation and a checkpoint task do not overlap: beginning,
 //! catching up or finishing while a task (`Store::start_checkpoint`) has the
 //! trees fails with [`MvccError::CheckpointInFlight`]; finish the task
@@ -51,7 +58,33 @@ impl DefragJob {
     }
 }
 
+/// Share of [`Store::db_size`] (in percent) not in use above which
+/// [`Store::wants_defragment`] says yes: between runs the files stay within
+/// 1.5x the live data. Small commits keep far less free (10-15% measured
+/// under `etcdctl check perf`); what passes it is a commit that rewrites
+/// most of a tree (a large delete: old and new pages coexist until the
+/// commit is durable, 40-50% free after it) or a delete plus a compaction
+/// of the history. The copy also packs leaves full, which random inserts
+/// leave about 70% full. Commits that keep rewriting whole trees hold up to
+/// 2/3 free (three versions until the oldest is reusable,
+/// `btree/freelist.rs`), which no copy keeps away: the driver bounds how
+/// often it acts.
+pub const AUTO_DEFRAG_RECLAIMABLE_PERCENT: u64 = 33;
+/// Reclaimable bytes below which defragmenting is not worth a copy.
+pub const AUTO_DEFRAG_MIN_RECLAIMABLE_BYTES: u64 = 1 << 20;
+
 impl Store {
+    /// Whether enough of the files is not in use that an automatic
+    /// defragmentation pays: at least [`AUTO_DEFRAG_RECLAIMABLE_PERCENT`] of
+    /// [`Store::db_size`] and [`AUTO_DEFRAG_MIN_RECLAIMABLE_BYTES`]. As of the
+    /// last checkpoint; the caller bounds how often it acts on it.
+    pub fn wants_defragment(&self) -> bool {
+        let (size, in_use) = (self.db_size(), self.db_size_in_use());
+        let reclaimable = size.saturating_sub(in_use);
+        reclaimable >= AUTO_DEFRAG_MIN_RECLAIMABLE_BYTES
+            && reclaimable * 100 >= size * AUTO_DEFRAG_RECLAIMABLE_PERCENT
+    }
+
     /// Checkpoints, then starts copying every tree. Starting another
     /// abandons this one.
     pub fn begin_defragment(&mut self) -> Result<DefragJob, MvccError> {

@@ -62,7 +62,9 @@ mod types;
 mod view;
 
 pub use checkpoint::{CheckpointDone, CheckpointTask, IndexCommit, ShardCommit, ShardCommitted};
-pub use defrag::{DefragCopy, DefragJob};
+pub use defrag::{
+    DefragCopy, DefragJob, AUTO_DEFRAG_MIN_RECLAIMABLE_BYTES, AUTO_DEFRAG_RECLAIMABLE_PERCENT,
+};
 pub use error::MvccError;
 pub use history::{HistoryImport, HistoryVersion, ImportSummary};
 pub use revision::Revision;
