@@ -24,7 +24,9 @@ use crate::grpc::{server_streaming, unary, Code, Router, Status};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
 
-use super::lock::{by_create, new_session_lease, range, txn};
+use super::lock::{
+    as_client_error, by_create, created_at, range, session_key, txn, wait_for_older,
+};
 use super::ServiceContext;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -110,13 +112,6 @@ fn not_leader() -> Status {
 fn missing_leader() -> Status {
     Status::new(Code::Unknown, "\"leader\" field must be provided")
 }
-fn as_client_error(e: Status) -> Status {
-    if e.code == Code::Unknown {
-        e
-    } else {
-        Status::new(Code::Unknown, e.message)
-    }
-}
 
 pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
@@ -200,16 +195,6 @@ fn put_op(key: &[u8], value: &[u8], lease: i64) -> pb::RequestOp {
     }
 }
 
-fn created_at(key: &[u8], rev: i64) -> pb::Compare {
-    pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Create as i32,
-        key: key.to_vec(),
-        target_union: Some(pb::compare::TargetUnion::CreateRevision(rev)),
-        ..Default::default()
-    }
-}
-
 /// The oldest key under `name/` (the leader's), if any.
 async fn leader(
     ctx: &ServiceContext,
@@ -229,15 +214,7 @@ async fn campaign(
     ctx: Rc<ServiceContext>,
     req: CampaignRequest,
 ) -> Result<CampaignResponse, Status> {
-    let lease = if req.lease == 0 {
-        new_session_lease(&ctx).await?
-    } else {
-        req.lease
-    };
-    let mut prefix = req.name.clone();
-    prefix.push(b'/');
-    let mut key = prefix.clone();
-    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    let (lease, prefix, key) = session_key(&ctx, &req.name, req.lease).await?;
     let resp = txn(
         &ctx,
         pb::TxnRequest {
@@ -273,15 +250,7 @@ async fn campaign(
         }
     }
     // Lead once every key created before ours is gone.
-    let mut pause = FIRST_PAUSE;
-    loop {
-        let older = by_create(&prefix, pb::range_request::SortOrder::Descend, rev - 1);
-        if range(&ctx, older).await?.kvs.is_empty() {
-            break;
-        }
-        glommio::timer::sleep(pause).await;
-        pause = (pause * 2).min(LONGEST_PAUSE);
-    }
+    wait_for_older(&ctx, &prefix, rev).await?;
     if header.is_none() {
         header = Some(pb::ResponseHeader::default());
     }

@@ -82,8 +82,57 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
 
 /// etcd's lock server calls its own client library, whose errors reach the
 /// caller as gRPC code Unknown with the server's message.
-fn as_client_error(e: Status) -> Status {
+pub(super) fn as_client_error(e: Status) -> Status {
     Status::new(crate::grpc::Code::Unknown, e.message)
+}
+
+/// The lease a Lock or Campaign holds its key with (a new one of
+/// [`SESSION_TTL`] for 0), the prefix `name/`, and its key `name/<lease>`.
+pub(super) async fn session_key(
+    ctx: &ServiceContext,
+    name: &[u8],
+    lease: i64,
+) -> Result<(i64, Vec<u8>, Vec<u8>), Status> {
+    let lease = if lease == 0 {
+        new_session_lease(ctx).await?
+    } else {
+        lease
+    };
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let mut key = prefix.clone();
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    Ok((lease, prefix, key))
+}
+
+/// Waits until no key under `prefix` was created before `rev`; the header
+/// of the read that found none.
+pub(super) async fn wait_for_older(
+    ctx: &ServiceContext,
+    prefix: &[u8],
+    rev: i64,
+) -> Result<Option<pb::ResponseHeader>, Status> {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let older = by_create(prefix, pb::range_request::SortOrder::Descend, rev - 1);
+        let r = range(ctx, older).await?;
+        if r.kvs.is_empty() {
+            return Ok(r.header);
+        }
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// Compares `key`'s create revision with `rev` (0: the key does not exist).
+pub(super) fn created_at(key: &[u8], rev: i64) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(pb::compare::TargetUnion::CreateRevision(rev)),
+        ..Default::default()
+    }
 }
 
 /// The end of the range of keys starting with `prefix`.
@@ -193,24 +242,10 @@ impl Drop for Abandon {
 }
 
 async fn lock(ctx: Rc<ServiceContext>, req: LockRequest) -> Result<LockResponse, Status> {
-    let lease = if req.lease == 0 {
-        new_session_lease(&ctx).await?
-    } else {
-        req.lease
-    };
-    let mut prefix = req.name.clone();
-    prefix.push(b'/');
-    let mut key = prefix.clone();
-    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    let (lease, prefix, key) = session_key(&ctx, &req.name, req.lease).await?;
     let first = || by_create(&prefix, pb::range_request::SortOrder::Ascend, 0);
     let acquire = pb::TxnRequest {
-        compare: vec![pb::Compare {
-            result: pb::compare::CompareResult::Equal as i32,
-            target: pb::compare::CompareTarget::Create as i32,
-            key: key.clone(),
-            target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-            ..Default::default()
-        }],
+        compare: vec![created_at(&key, 0)],
         success: vec![
             pb::RequestOp {
                 request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
@@ -256,18 +291,7 @@ async fn lock(ctx: Rc<ServiceContext>, req: LockRequest) -> Result<LockResponse,
         .map_or(0, |kv| kv.create_revision);
     let mut header = resp.header;
     if owner_rev != my_rev {
-        // Wait until every key created before ours is gone.
-        let mut pause = FIRST_PAUSE;
-        loop {
-            let older = by_create(&prefix, pb::range_request::SortOrder::Descend, my_rev - 1);
-            let r = range(&ctx, older).await?;
-            if r.kvs.is_empty() {
-                header = r.header;
-                break;
-            }
-            glommio::timer::sleep(pause).await;
-            pause = (pause * 2).min(LONGEST_PAUSE);
-        }
+        header = wait_for_older(&ctx, &prefix, my_rev).await?;
     }
     guard.key = None;
     Ok(LockResponse { header, key })
