@@ -190,7 +190,6 @@ const LIST: Kind = Kind::List { yaml_list: false };
 const YAML_LIST: Kind = Kind::List { yaml_list: true };
 
 const STORAGE: &str = "basalt's storage is not bbolt: it has its own WAL and trees";
-const NO_AUTH: &str = "basalt has no authentication yet";
 const NO_V2: &str = "basalt serves the v3 API only";
 const GRPC: &str = "basalt's gRPC server keeps its own connection settings";
 const LOGGING: &str = "basalt logs with its own format to stderr (or --log-outputs)";
@@ -295,9 +294,9 @@ pub const FLAGS: &[Flag] = &[
     f("experimental-distributed-tracing-address", Text, "localhost:4317", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-service-name", Text, "etcd", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-instance-id", Text, "", V35, NoEffect(TRACING)),
-    f("auth-token", Text, "simple", Both, NoEffect(NO_AUTH)),
-    f("bcrypt-cost", Uint, "10", Both, NoEffect(NO_AUTH)),
-    f("auth-token-ttl", Uint, "300", Both, NoEffect(NO_AUTH)),
+    f("auth-token", Text, "simple", Both, Acted("auth token type and options")),
+    f("bcrypt-cost", Uint, "10", Both, Acted("bcrypt cost of password hashes")),
+    f("auth-token-ttl", Uint, "300", Both, Acted("simple token lifetime in seconds")),
     f("enable-grpc-gateway", Bool, "true", Both, NoEffect("basalt serves no gRPC gateway (JSON over HTTP)")),
     // ---- experimental ----
     f("experimental-initial-corrupt-check", Bool, "false", Both, NoEffect("basalt has no corruption check before serving yet (the periodic one is --experimental-corrupt-check-time)")),

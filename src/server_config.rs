@@ -245,6 +245,15 @@ pub fn config(s: &Settings) -> Result<Config, String> {
         s.text("auto-compaction-retention"),
     )?;
     c.tls = tls(s)?;
+    let ttl = Duration::from_secs(s.uint("auth-token-ttl"));
+    c.auth_token = basalt_net::auth::TokenConfig::parse(s.text("auth-token"), ttl)?;
+    // Go's bcrypt hashes at its default cost below its minimum, and cannot
+    // above its maximum.
+    c.bcrypt_cost = match s.uint("bcrypt-cost") {
+        cost if cost < 4 => basalt_net::auth::DEFAULT_BCRYPT_COST,
+        cost if cost > 31 => return Err(format!("invalid --bcrypt-cost {cost}: at most 31")),
+        cost => cost as u32,
+    };
     Ok(c)
 }
 

@@ -3,58 +3,7 @@
 
 mod support;
 
-use support::{Kind, Server};
-
-/// Replaces what legitimately differs between two servers in etcdctl's
-/// output: endpoints (ports) and hexadecimal member/lease ids.
-fn normalise_output(text: &str, server: &Server) -> String {
-    let text = text.replace(&server.endpoint, "ENDPOINT");
-    text.split('\n')
-        .map(|line| {
-            for field in ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "] {
-                if line.starts_with(field) {
-                    return format!("{field}_");
-                }
-            }
-            line.split(' ')
-                .map(|word| {
-                    let w = word.trim_matches(|c: char| c == ',' || c == '[' || c == ']');
-                    if w.len() >= 8
-                        && w.chars().all(|c| c.is_ascii_hexdigit())
-                        && w.chars().any(|c| c.is_ascii_alphabetic())
-                    {
-                        word.replace(w, "ID")
-                    } else {
-                        word.to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn run(server: &Server, args: &[&str]) -> String {
-    let out = server.etcdctl(args);
-    format!(
-        "$ etcdctl {}\nexit={} stdout:\n{}stderr:\n{}",
-        args.join(" "),
-        out.status.code().unwrap_or(-1),
-        normalise_output(&String::from_utf8_lossy(&out.stdout), server),
-        normalise_output(&String::from_utf8_lossy(&out.stderr), server)
-            .lines()
-            // etcdctl's client logs retries as JSON with timestamps and
-            // random target names; the error it ends on is what counts.
-            .filter(|l| !l.starts_with('{'))
-            .map(|l| l
-                .split_once("Error:")
-                .map(|(_, e)| format!("Error:{e}"))
-                .unwrap_or_else(|| l.to_string()))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-}
+use support::{etcdctl_transcript as run, Kind, Server};
 
 const SCRIPT: &[&[&str]] = &[
     &["put", "foo", "bar"],

@@ -88,6 +88,13 @@ pub struct Config {
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
     /// `--tls-min-version`/`--tls-max-version`, `--self-signed-cert-validity`.
     pub tls: TlsSettings,
+
+    // ---- auth ----
+    /// `--auth-token` with `--auth-token-ttl`.
+    pub auth_token: crate::auth::TokenConfig,
+    /// `--bcrypt-cost`: of the password hashes UserAdd and
+    /// UserChangePassword store.
+    pub bcrypt_cost: u32,
 }
 
 impl Config {
@@ -120,6 +127,8 @@ impl Config {
             lease_checkpoint_interval: None,
             corrupt_check_interval: None,
             tls: TlsSettings::default(),
+            auth_token: crate::auth::TokenConfig::default(),
+            bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,
         }
     }
 

@@ -4,6 +4,7 @@
 //! files that are wire-identical to etcd's `etcdserverpb`, `mvccpb` and
 //! `authpb` packages. [`grpc`] is the gRPC server layer on `h2`.
 
+pub mod auth;
 pub mod compactor;
 pub mod config;
 pub mod error;

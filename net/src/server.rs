@@ -280,6 +280,11 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         progress_interval: cfg.watch_progress_notify_interval,
     };
     let kv = cfg.limits;
+    let auth = (
+        Arc::new(crate::auth::Tokens::new(&cfg.auth_token)?),
+        cfg.bcrypt_cost,
+    );
+    let auth0 = auth.clone();
     let mesh0 = mesh.clone();
     let spin = cfg.spin_before_park;
     executors.push(spawn_executor(
@@ -289,6 +294,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         move || async move {
             let links = SequencerLinks {
                 kv,
+                auth: auth0,
                 mesh: mesh0,
                 drained: drained_rxs,
                 metrics_listeners,
@@ -333,6 +339,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         let links = Links {
             cluster: cluster.clone(),
             kv: cfg.limits,
+            auth: auth.clone(),
             views: views.clone(),
             mesh: mesh.clone(),
             drained,
@@ -618,6 +625,8 @@ fn allowed_cpus() -> Vec<usize> {
 struct Links {
     cluster: ClusterInfo,
     kv: crate::services::KvLimits,
+    /// This member's auth tokens and `--bcrypt-cost`.
+    auth: (Arc<crate::auth::Tokens>, u32),
     /// The sequencer's read views (Range, read-only Txn, watch history).
     views: PublishedViews,
     /// To the sequencer (writes, Lease, Maintenance).
@@ -635,6 +644,8 @@ struct Links {
 /// What the sequencer's executor runs besides its own connections.
 struct SequencerLinks {
     kv: crate::services::KvLimits,
+    /// This member's auth tokens and `--bcrypt-cost`.
+    auth: (Arc<crate::auth::Tokens>, u32),
     /// From the other executors (writes, Lease, Maintenance).
     mesh: Option<SequencerMesh>,
     /// One per other executor, told when its calls are finished.
@@ -675,6 +686,7 @@ impl Executor {
     ) -> Result<(), String> {
         let SequencerLinks {
             kv,
+            auth,
             mesh,
             drained,
             metrics_listeners,
@@ -710,6 +722,8 @@ impl Executor {
             views: seq.views(),
             cluster: cluster.clone(),
             limits: kv,
+            tokens: auth.0.clone(),
+            bcrypt_cost: auth.1,
         });
         let mut methods = router(ctx);
         methods.count_calls(self.calls.executor(self.id));
@@ -779,6 +793,7 @@ impl Executor {
         let Links {
             cluster,
             kv,
+            auth,
             views,
             mesh,
             drained,
@@ -801,6 +816,8 @@ impl Executor {
             views: views.clone(),
             cluster,
             limits: kv,
+            tokens: auth.0.clone(),
+            bcrypt_cost: auth.1,
         });
         let mut methods = router(ctx);
         // Watch streams of this executor's connections are served here.

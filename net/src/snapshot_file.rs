@@ -138,6 +138,7 @@ fn found_restored(
         },
         members: cluster.members.clone(),
         removed: Vec::new(),
+        auth: Default::default(),
     };
     store.stage_member_meta(meta.encode());
     store.checkpoint()?;

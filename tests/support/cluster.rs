@@ -303,11 +303,13 @@ impl Cluster {
             )
             .await
             {
-                if let Ok(Ok(_)) =
+                if let Ok(read) =
                     tokio::time::timeout(Duration::from_secs(2), c.get("cluster-test-probe", None))
                         .await
                 {
-                    return;
+                    if super::answered(read) {
+                        return;
+                    }
                 }
             }
             if Instant::now() > deadline {

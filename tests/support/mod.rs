@@ -267,7 +267,7 @@ impl Server {
                 .status
                 .success(),
             _ => match self.connect().await {
-                Ok(mut c) => c.get("basalt-test-probe", None).await.is_ok(),
+                Ok(mut c) => answered(c.get("basalt-test-probe", None).await),
                 Err(_) => false,
             },
         }
@@ -500,3 +500,66 @@ pub fn assert_transcripts_match(
 }
 pub mod cluster;
 pub mod pki;
+
+/// Replaces what legitimately differs between two servers in etcdctl's
+/// output: endpoints (ports) and hexadecimal member/lease ids.
+pub fn normalise_etcdctl_output(text: &str, server: &Server) -> String {
+    let text = text.replace(&server.endpoint, "ENDPOINT");
+    text.split('\n')
+        .map(|line| {
+            for field in ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "] {
+                if line.starts_with(field) {
+                    return format!("{field}_");
+                }
+            }
+            line.split(' ')
+                .map(|word| {
+                    let w = word.trim_matches(|c: char| c == ',' || c == '[' || c == ']');
+                    if w.len() >= 8
+                        && w.chars().all(|c| c.is_ascii_hexdigit())
+                        && w.chars().any(|c| c.is_ascii_alphabetic())
+                    {
+                        word.replace(w, "ID")
+                    } else {
+                        word.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One etcdctl command against `server` as a transcript entry: the
+/// command, its exit code and its normalised stdout and stderr.
+pub fn etcdctl_transcript(server: &Server, args: &[&str]) -> String {
+    let out = server.etcdctl(args);
+    format!(
+        "$ etcdctl {}\nexit={} stdout:\n{}stderr:\n{}",
+        args.join(" "),
+        out.status.code().unwrap_or(-1),
+        normalise_etcdctl_output(&String::from_utf8_lossy(&out.stdout), server),
+        normalise_etcdctl_output(&String::from_utf8_lossy(&out.stderr), server)
+            .lines()
+            // etcdctl's client logs retries as JSON with timestamps and
+            // random target names; the error it ends on is what counts.
+            .filter(|l| !l.starts_with('{'))
+            .map(|l| l
+                .split_once("Error:")
+                .map(|(_, e)| format!("Error:{e}"))
+                .unwrap_or_else(|| l.to_string()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Whether a probe read was answered by a serving member: a value, or a
+/// refusal for want of credentials once auth is on.
+pub fn answered<T>(read: Result<T, etcd_client::Error>) -> bool {
+    match read {
+        Ok(_) => true,
+        Err(etcd_client::Error::GRpcStatus(s)) => s.message() == "etcdserver: user name is empty",
+        Err(_) => false,
+    }
+}

@@ -8,6 +8,9 @@
 use basalt_raft::ConfState;
 use prost::Message;
 
+use std::sync::Arc;
+
+use crate::auth::AuthState;
 use crate::error::Error;
 use crate::member::MemberInfo;
 
@@ -40,6 +43,9 @@ struct Record {
     /// Members removed from the cluster: they may never rejoin.
     #[prost(uint64, repeated, tag = "11")]
     removed: Vec<u64>,
+    /// The auth store ([`crate::auth::AuthState`]'s own encoding).
+    #[prost(bytes = "vec", optional, tag = "12")]
+    auth: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -76,6 +82,10 @@ pub struct MemberMeta {
     pub members: Vec<MemberInfo>,
     /// Members removed from the cluster (their peers refuse them).
     pub removed: Vec<u64>,
+    /// Users, roles and whether auth is on: replicated state, applied from
+    /// the log like the members (shared with the read views it is
+    /// published in; changed copy-on-write).
+    pub auth: Arc<AuthState>,
 }
 
 impl MemberMeta {
@@ -128,6 +138,7 @@ impl MemberMeta {
                 .collect(),
             alarms: Vec::new(),
             removed: self.removed.clone(),
+            auth: (*self.auth != AuthState::default()).then(|| self.auth.encode()),
         }
     }
 
@@ -162,6 +173,10 @@ impl MemberMeta {
                 })
                 .collect(),
             removed: r.removed,
+            auth: Arc::new(match &r.auth {
+                Some(bytes) => AuthState::decode(bytes)?,
+                None => AuthState::default(),
+            }),
         })
     }
 }
@@ -189,6 +204,11 @@ mod tests {
                 is_learner: false,
             }],
             removed: vec![9],
+            auth: Arc::new(AuthState {
+                enabled: true,
+                revision: 4,
+                ..AuthState::default()
+            }),
         };
         assert_eq!(MemberMeta::decode(&meta.encode()).unwrap(), meta);
         assert!(MemberMeta::decode(&[0xff, 0xff]).is_err());

@@ -198,6 +198,7 @@ fn found(store: &mut Store, flags: &ClusterInfo) -> Result<MemberMeta, Error> {
         },
         members: flags.members.clone(),
         removed: Vec::new(),
+        auth: Default::default(),
     };
     store.stage_member_meta(meta.encode());
     store.skip(BOOTSTRAP_INDEX);
@@ -223,6 +224,7 @@ fn joined(store: &mut Store, flags: &ClusterInfo, conf_state: &ConfState) -> Mem
         conf_state: conf_state.clone(),
         members: flags.members.clone(),
         removed: Vec::new(),
+        auth: Default::default(),
     };
     store.stage_member_meta(meta.encode());
     tracing::info!(
@@ -274,6 +276,7 @@ fn migrate(
         },
         members: vec![local],
         removed: Vec::new(),
+        auth: Default::default(),
     };
     store.stage_member_meta(meta.encode());
     tracing::info!(

@@ -16,7 +16,7 @@ use crate::wire;
 pub struct LogEntry {
     #[prost(
         oneof = "Request",
-        tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15"
+        tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16"
     )]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
@@ -25,6 +25,14 @@ pub struct LogEntry {
     /// Names the waiting client among the proposer's requests.
     #[prost(uint64, tag = "8")]
     pub request_id: u64,
+    /// The user the request was made as, once auth is on (etcd's
+    /// `RequestHeader.username`): permissions are checked again where the
+    /// entry applies. Empty: no user.
+    #[prost(string, tag = "17")]
+    pub user: String,
+    /// The auth revision the user's credentials carry.
+    #[prost(uint64, tag = "18")]
+    pub auth_revision: u64,
 }
 
 /// A member's name and client URLs, published through the log when it
@@ -79,6 +87,10 @@ pub enum Request {
     /// Not a store operation: a member's new peer URLs (MemberUpdate).
     #[prost(message, tag = "15")]
     MemberUpdate(super::membership::MemberUpdate),
+    /// Not a store operation: a change of users, roles or the auth switch,
+    /// applied to the member metadata on every member.
+    #[prost(message, tag = "16")]
+    Auth(crate::auth::AuthChange),
 }
 
 /// A corruption check round (see `sequencer::corruption`).
@@ -108,6 +120,34 @@ impl LogEntry {
             request: Some(request),
             member_id: 0,
             request_id: 0,
+            user: String::new(),
+            auth_revision: 0,
+        }
+    }
+
+    /// This entry, made by `caller` (nothing changes while auth is off).
+    pub fn by(mut self, caller: &crate::auth::Caller) -> LogEntry {
+        if let Some((user, revision)) = &caller.user {
+            self.user = user.clone();
+            self.auth_revision = *revision;
+        }
+        self
+    }
+
+    /// Whether the entry's user may make it, by the auth state where it
+    /// applies: KV writes per key, every compare and operation of a txn,
+    /// root for auth changes.
+    pub fn permitted(&self, state: &std::sync::Arc<crate::auth::AuthState>) -> Result<(), Error> {
+        if !state.enabled {
+            return Ok(());
+        }
+        let caller = crate::auth::Caller::of_entry(&self.user, self.auth_revision, state);
+        match &self.request {
+            Some(Request::Put(r)) => caller.put(r),
+            Some(Request::DeleteRange(r)) => caller.delete_range(r),
+            Some(Request::Txn(t)) => caller.txn(t),
+            Some(Request::Auth(_)) => caller.check_admin(),
+            _ => Ok(()),
         }
     }
 
@@ -123,6 +163,7 @@ impl LogEntry {
                 | Some(Request::HashCheck(_))
                 | Some(Request::HashReport(_))
                 | Some(Request::MemberUpdate(_))
+                | Some(Request::Auth(_))
         )
     }
 
@@ -146,7 +187,8 @@ impl LogEntry {
             | Some(Request::LeaseCheckpoint(_))
             | Some(Request::HashCheck(_))
             | Some(Request::HashReport(_))
-            | Some(Request::MemberUpdate(_)) => {
+            | Some(Request::MemberUpdate(_))
+            | Some(Request::Auth(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

@@ -370,6 +370,7 @@ impl Sequencer {
             cluster_id: self.meta.borrow().cluster_id,
             member_id: status.id,
             raft_term: status.term,
+            auth: self.meta.borrow().auth.clone(),
         });
     }
 
@@ -957,6 +958,14 @@ impl Sequencer {
                             Some((reply, op)) => (Some(reply), op),
                             None => (None, None),
                         };
+                        let auth = self.meta.borrow().auth.clone();
+                        if let Err(err) = entry.permitted(&auth) {
+                            self.store.borrow_mut().skip(e.index);
+                            if let Some(reply) = reply {
+                                answers.push((reply, Err(err.into())));
+                            }
+                            continue;
+                        }
                         let op = match op.map(Ok).unwrap_or_else(|| entry.op()) {
                             Ok(op) => op,
                             Err(err) => {
@@ -1052,6 +1061,23 @@ impl Sequencer {
             Some(LogRequest::HashReport(r)) => {
                 self.hash_reported(r);
                 Ok(Reply::Done(self.header()))
+            }
+            Some(LogRequest::Auth(change)) => {
+                let auth = self.meta.borrow().auth.clone();
+                entry.permitted(&auth)?;
+                let applied = {
+                    let mut meta = self.meta.borrow_mut();
+                    std::sync::Arc::make_mut(&mut meta.auth).apply(change)
+                };
+                match applied {
+                    Ok(changed) => {
+                        if changed {
+                            self.stage_meta();
+                        }
+                        Ok(Reply::Done(self.header()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
             Some(LogRequest::MemberUpdate(u)) => {
                 let mut meta = self.meta.borrow_mut();

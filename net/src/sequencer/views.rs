@@ -34,6 +34,8 @@ pub struct Published {
     pub cluster_id: u64,
     pub member_id: u64,
     pub raft_term: u64,
+    /// The auth store as applied with this view.
+    pub auth: Arc<crate::auth::AuthState>,
 }
 
 impl Published {

@@ -22,7 +22,7 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     r.add(
         "/etcdserverpb.KV/Range",
         Rc::new(
-            move |_: Metadata, mut requests: RequestStream, mut responses: ResponseSink| {
+            move |meta: Metadata, mut requests: RequestStream, mut responses: ResponseSink| {
                 let c = c.clone();
                 Box::pin(async move {
                     let req: pb::RangeRequest = requests.next().await?.ok_or_else(|| {
@@ -31,7 +31,7 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
                             "grpc: unary call ended without a request",
                         )
                     })?;
-                    range(c, req, &mut responses).await
+                    range(c, req, &meta, &mut responses).await
                 }) as HandlerFuture
             },
         ),
@@ -39,17 +39,17 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.KV/Put",
-        unary(move |req: pb::PutRequest, _| put(c.clone(), req)),
+        unary(move |req: pb::PutRequest, meta| put(c.clone(), req, meta)),
     );
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.KV/DeleteRange",
-        unary(move |req: pb::DeleteRangeRequest, _| delete_range(c.clone(), req)),
+        unary(move |req: pb::DeleteRangeRequest, meta| delete_range(c.clone(), req, meta)),
     );
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.KV/Txn",
-        unary(move |req: pb::TxnRequest, _| txn(c.clone(), req)),
+        unary(move |req: pb::TxnRequest, meta| txn(c.clone(), req, meta)),
     );
     let c = ctx.clone();
     r.add(
@@ -65,11 +65,13 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
 async fn range(
     ctx: Rc<ServiceContext>,
     req: pb::RangeRequest,
+    meta: &Metadata,
     responses: &mut ResponseSink,
 ) -> Result<(), Status> {
     validate::range(&req)?;
     let r = wire::range_request(&req)?;
     let published = ctx.read_view(req.serializable).await?;
+    ctx.caller(meta, &published)?.range(&req)?;
     if large_range::eligible(&r) {
         let sizes = large_range::PageSizes::default();
         let source = ViewSource(published);
@@ -102,9 +104,18 @@ impl large_range::PageSource for ViewSource {
     }
 }
 
-async fn put(ctx: Rc<ServiceContext>, req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+async fn put(
+    ctx: Rc<ServiceContext>,
+    req: pb::PutRequest,
+    meta: Metadata,
+) -> Result<pb::PutResponse, Status> {
     validate::put(&req)?;
-    match ctx.propose(LogEntry::new(LogRequest::Put(req))).await? {
+    let caller = ctx.latest_caller(&meta)?;
+    caller.put(&req)?;
+    match ctx
+        .propose(LogEntry::new(LogRequest::Put(req)).by(&caller))
+        .await?
+    {
         Reply::Applied(OpResponse::Put(r), header) => Ok(wire::put_response(r, &header)),
         _ => Err(unexpected("Put")),
     }
@@ -113,10 +124,13 @@ async fn put(ctx: Rc<ServiceContext>, req: pb::PutRequest) -> Result<pb::PutResp
 async fn delete_range(
     ctx: Rc<ServiceContext>,
     req: pb::DeleteRangeRequest,
+    meta: Metadata,
 ) -> Result<pb::DeleteRangeResponse, Status> {
     validate::delete_range(&req)?;
+    let caller = ctx.latest_caller(&meta)?;
+    caller.delete_range(&req)?;
     match ctx
-        .propose(LogEntry::new(LogRequest::DeleteRange(req)))
+        .propose(LogEntry::new(LogRequest::DeleteRange(req)).by(&caller))
         .await?
     {
         Reply::Applied(OpResponse::DeleteRange(r), header) => Ok(wire::delete_response(r, &header)),
@@ -126,8 +140,14 @@ async fn delete_range(
 
 /// A txn that writes nothing skips the log (no fdatasync) and is evaluated
 /// here on the latest published view; every other txn is proposed.
-async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+async fn txn(
+    ctx: Rc<ServiceContext>,
+    req: pb::TxnRequest,
+    meta: Metadata,
+) -> Result<pb::TxnResponse, Status> {
     validate::txn(&req, ctx.limits.max_txn_ops)?;
+    let caller = ctx.latest_caller(&meta)?;
+    caller.txn(&req)?;
     if is_read_only(&req) {
         let read = wire::txn_request(&req)?;
         if let Some(read) = ReadOnlyTxn::new(read) {
@@ -136,7 +156,10 @@ async fn txn(ctx: Rc<ServiceContext>, req: pb::TxnRequest) -> Result<pb::TxnResp
             return Ok(wire::txn_response(resp, &published.header()));
         }
     }
-    match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {
+    match ctx
+        .propose(LogEntry::new(LogRequest::Txn(req)).by(&caller))
+        .await?
+    {
         Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
         _ => Err(unexpected("Txn")),
     }

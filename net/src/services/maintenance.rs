@@ -23,9 +23,10 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/MoveLeader",
-        unary(move |req: pb::MoveLeaderRequest, _| {
+        unary(move |req: pb::MoveLeaderRequest, meta: Metadata| {
             let c = c.clone();
             async move {
+                c.latest_caller(&meta)?.check_maintenance()?;
                 match c
                     .sequencer
                     .call(Command::MoveLeader {
@@ -44,9 +45,10 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/Defragment",
-        unary(move |_: pb::DefragmentRequest, _| {
+        unary(move |_: pb::DefragmentRequest, meta: Metadata| {
             let c = c.clone();
             async move {
+                c.latest_caller(&meta)?.check_maintenance()?;
                 match c.sequencer.call(Command::Defragment).await? {
                     // etcd answers a defragment without a header.
                     Reply::Done(_) => Ok(pb::DefragmentResponse { header: None }),
@@ -58,9 +60,10 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/Hash",
-        unary(move |_: pb::HashRequest, _| {
+        unary(move |_: pb::HashRequest, meta: Metadata| {
             let c = c.clone();
             async move {
+                c.latest_caller(&meta)?.check_maintenance()?;
                 match c.sequencer.call(Command::Hash).await? {
                     Reply::Hash { hash, header } => Ok(pb::HashResponse {
                         header: Some(header),
@@ -74,13 +77,23 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/HashKV",
-        unary(move |req: pb::HashKvRequest, _| hash_kv(c.clone(), req.revision)),
+        unary(move |req: pb::HashKvRequest, meta: Metadata| {
+            let c = c.clone();
+            async move {
+                c.latest_caller(&meta)?.check_maintenance()?;
+                hash_kv(c, req.revision).await
+            }
+        }),
     );
     let c = ctx.clone();
     r.add(
         "/etcdserverpb.Maintenance/Snapshot",
-        server_streaming(move |_: pb::SnapshotRequest, _: Metadata, sink| {
-            snapshot(c.clone(), sink)
+        server_streaming(move |_: pb::SnapshotRequest, meta: Metadata, sink| {
+            let c = c.clone();
+            async move {
+                c.latest_caller(&meta)?.check_maintenance()?;
+                snapshot(c, sink).await
+            }
         }),
     );
     let c = ctx.clone();

@@ -12,12 +12,13 @@ mod kv;
 mod lock;
 mod maintenance;
 
+use crate::auth::Caller;
+
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::grpc::{Router, Status};
 use crate::member::ClusterInfo;
-use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, LogEntry, Published, PublishedViews, Reply, SequencerClient};
 
 /// The etcd version basalt reports in Maintenance.Status: the etcd API
@@ -54,6 +55,10 @@ pub struct ServiceContext {
     pub views: PublishedViews,
     pub cluster: ClusterInfo,
     pub limits: KvLimits,
+    /// This member's auth tokens, shared by every executor.
+    pub tokens: Arc<crate::auth::Tokens>,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }
 
 impl ServiceContext {
@@ -77,13 +82,20 @@ impl ServiceContext {
         self.views.latest()
     }
 
-    fn empty_header(&self) -> pb::ResponseHeader {
-        pb::ResponseHeader {
-            cluster_id: self.cluster.cluster_id,
-            member_id: self.cluster.local.id,
-            revision: 0,
-            raft_term: 0,
-        }
+    /// Who makes a call with `meta`, judged by the auth state of
+    /// `published`.
+    fn caller(
+        &self,
+        meta: &crate::grpc::Metadata,
+        published: &Published,
+    ) -> Result<Caller, Status> {
+        Ok(Caller::of(meta, &published.auth, &self.tokens)?)
+    }
+
+    /// The caller against the latest applied auth state.
+    fn latest_caller(&self, meta: &crate::grpc::Metadata) -> Result<Caller, Status> {
+        let latest = self.views.latest()?;
+        self.caller(meta, &latest)
     }
 }
 
