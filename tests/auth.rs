@@ -210,3 +210,82 @@ async fn auth_enabled_on_the_leader_holds_on_every_member() {
         "alice\nroot\n"
     );
 }
+
+/// What a user client sees of Txn, Watch and Lease checks and of a
+/// password change, as etcd-client (Rust) reports it.
+async fn client_scenario(server: &Server) -> support::Transcript {
+    use etcd_client::{
+        Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    };
+    set_up(|args| server.etcdctl(args));
+    let connect = |user: &str, password: &str| {
+        let options = ConnectOptions::new().with_user(user, password);
+        Client::connect([server.endpoint.clone()], Some(options))
+    };
+    let mut root = connect("root", "rootpw").await.expect("root");
+    let mut alice = connect("alice", "alicepw").await.expect("alice");
+    let mut t = support::Transcript { lines: Vec::new() };
+    let txn = |other: &str| {
+        Txn::new()
+            .when([Compare::value("a/1", CompareOp::Equal, "x")])
+            .and_then([TxnOp::put("a/2", "y", None)])
+            .or_else([TxnOp::put(other, "z", None)])
+    };
+    let r = alice.txn(txn("a/3")).await.map(|r| r.succeeded());
+    t.record("txn within a/", r);
+    let r = alice.txn(txn("b")).await.map(|r| r.succeeded());
+    t.record("txn whose else branch writes b", r);
+    let r = alice
+        .txn(Txn::new().when([Compare::version("b", CompareOp::Equal, 0)]))
+        .await
+        .map(|r| r.succeeded());
+    t.record("txn comparing b", r);
+    for (label, key, prefix) in [("watch b", "b", false), ("watch a/", "a/", true)] {
+        let options = prefix.then(|| WatchOptions::new().with_prefix());
+        match alice.watch(key, options).await {
+            Ok(mut stream) => {
+                let first = stream
+                    .message()
+                    .await
+                    .map(|m| m.map(|m| (m.created(), m.canceled(), m.cancel_reason().to_string())));
+                t.record(label, first);
+            }
+            Err(e) => t.record::<()>(label, Err(e)).unwrap_or(()),
+        }
+    }
+    let lease = root.lease_grant(100, None).await.expect("grant").id();
+    let with_lease = || Some(PutOptions::new().with_lease(lease));
+    t.record(
+        "root puts b on the lease",
+        root.put("b", "x", with_lease()).await.map(|_| ()),
+    );
+    let r = alice.put("a/l", "x", with_lease()).await.map(|_| ());
+    t.record("alice attaches a/l to the lease", r);
+    let r = alice.lease_revoke(lease).await.map(|_| ());
+    t.record("alice revokes the lease", r);
+    t.record(
+        "root revokes the lease",
+        root.lease_revoke(lease).await.map(|_| ()),
+    );
+    let r = root
+        .user_change_password("alice", "newpw")
+        .await
+        .map(|_| ());
+    t.record("root changes alice's password", r);
+    let r = alice.get("a/1", None).await.map(|r| r.kvs().len());
+    t.record("alice with the old token", r);
+    t
+}
+
+/// Catches: a Txn branch or compare not checked, a Watch created on a
+/// range the user may not read, a lease revoked or joined by a user who
+/// may not write its keys, a token still valid after a password change.
+#[tokio::test]
+async fn client_checks_match_etcd() {
+    let etcd = Server::start(Kind::Etcd).await;
+    let expected = client_scenario(&etcd).await;
+    drop(etcd);
+    let basalt = Server::start(Kind::Basalt).await;
+    let got = client_scenario(&basalt).await;
+    support::assert_transcripts_match("client checks", &expected, &got, &basalt);
+}

@@ -735,6 +735,10 @@ impl Executor {
             crate::watch::HubConfig {
                 max_response_bytes: kv.max_request_bytes,
                 progress_interval: self.progress_interval,
+                authorize: Some(crate::services::watch_authorizer(
+                    seq.views(),
+                    auth.0.clone(),
+                )),
                 ..Default::default()
             },
         );
@@ -749,6 +753,7 @@ impl Executor {
                 ..crate::lease::LeaseConfig::new(timing.heartbeat, timing.election_timeout)
             },
         );
+        crate::services::guard_leases(&mut methods, seq.clone(), auth.0.clone());
         let methods = Rc::new(methods);
         // Before joining the mesh: the other executors start only then.
         let _ = self.ready.send(Ok(cluster));
@@ -824,6 +829,10 @@ impl Executor {
         let hub = crate::watch::HubConfig {
             max_response_bytes: kv.max_request_bytes,
             progress_interval: self.progress_interval,
+            authorize: Some(crate::services::watch_authorizer(
+                views.clone(),
+                auth.0.clone(),
+            )),
             ..Default::default()
         };
         crate::watch::attach_fed(&mut methods, event_feed, &views, hub)

@@ -118,6 +118,11 @@ impl Router {
         self
     }
 
+    /// The handler registered for `path` itself, if any (to wrap it).
+    pub fn method(&self, path: &str) -> Option<Rc<dyn Handler>> {
+        self.methods.get(path).cloned()
+    }
+
     /// Every path without its own handler goes to `handler`.
     pub fn set_fallback(&mut self, handler: Rc<dyn Handler>) -> &mut Router {
         self.fallback = Some(handler);

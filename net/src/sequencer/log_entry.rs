@@ -136,14 +136,29 @@ impl LogEntry {
 
     /// Whether the entry's user may make it, by the auth state where it
     /// applies: KV writes per key, every compare and operation of a txn,
-    /// root for auth changes.
-    pub fn permitted(&self, state: &std::sync::Arc<crate::auth::AuthState>) -> Result<(), Error> {
+    /// root for auth changes. A put to a lease needs write permission on
+    /// the keys already attached to it (`lease_keys`): a user who could
+    /// not revoke the lease may not attach to it (etcd's
+    /// `checkLeasePuts`).
+    pub fn permitted(
+        &self,
+        state: &std::sync::Arc<crate::auth::AuthState>,
+        lease_keys: impl Fn(i64) -> Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
         if !state.enabled {
             return Ok(());
         }
         let caller = crate::auth::Caller::of_entry(&self.user, self.auth_revision, state);
         match &self.request {
-            Some(Request::Put(r)) => caller.put(r),
+            Some(Request::Put(r)) => {
+                caller.put(r)?;
+                if r.lease != 0 {
+                    for key in lease_keys(r.lease) {
+                        caller.check(&key, &[], crate::auth::Access::Write)?;
+                    }
+                }
+                Ok(())
+            }
             Some(Request::DeleteRange(r)) => caller.delete_range(r),
             Some(Request::Txn(t)) => caller.txn(t),
             Some(Request::Auth(_)) => caller.check_admin(),

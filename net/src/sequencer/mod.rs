@@ -959,7 +959,11 @@ impl Sequencer {
                             None => (None, None),
                         };
                         let auth = self.meta.borrow().auth.clone();
-                        if let Err(err) = entry.permitted(&auth) {
+                        let lease_keys = |id| {
+                            let lease = self.store.borrow().lease(id).ok().flatten();
+                            lease.map(|l| l.keys).unwrap_or_default()
+                        };
+                        if let Err(err) = entry.permitted(&auth, lease_keys) {
                             self.store.borrow_mut().skip(e.index);
                             if let Some(reply) = reply {
                                 answers.push((reply, Err(err.into())));
@@ -1064,7 +1068,7 @@ impl Sequencer {
             }
             Some(LogRequest::Auth(change)) => {
                 let auth = self.meta.borrow().auth.clone();
-                entry.permitted(&auth)?;
+                entry.permitted(&auth, |_| Vec::new())?;
                 let applied = {
                     let mut meta = self.meta.borrow_mut();
                     std::sync::Arc::make_mut(&mut meta.auth).apply(change)

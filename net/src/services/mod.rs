@@ -9,10 +9,12 @@ mod auth;
 mod cluster;
 mod election;
 mod kv;
+mod lease_guard;
 mod lock;
 mod maintenance;
 
 use crate::auth::Caller;
+pub use lease_guard::guard_leases;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -136,4 +138,24 @@ pub fn learner_gate(views: crate::sequencer::PublishedViews) -> crate::grpc::Gat
             _ => Ok(()),
         }
     })
+}
+
+/// etcd's check of a watch at creation: read permission on its range for
+/// the stream's caller; any failure is `permission denied`, as the text of
+/// its gRPC error (etcd's `isWatchPermitted`).
+pub fn watch_authorizer(
+    views: PublishedViews,
+    tokens: Arc<crate::auth::Tokens>,
+) -> crate::watch::WatchAuthorizer {
+    crate::watch::WatchAuthorizer(Rc::new(move |meta, req| {
+        let denied = || {
+            let e = crate::error::Error::PermissionDenied;
+            format!("rpc error: code = {} desc = {e}", e.code().grpc_go_name())
+        };
+        let latest = views.latest().map_err(|_| denied())?;
+        let caller = Caller::of(meta, &latest.auth, &tokens).map_err(|_| denied())?;
+        caller
+            .check(&req.key, &req.range_end, crate::auth::Access::Read)
+            .map_err(|_| denied())
+    }))
 }

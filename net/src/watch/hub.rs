@@ -68,6 +68,25 @@ pub struct HubConfig {
     /// `--max-request-bytes`: a watcher that asked for `fragment` gets
     /// responses larger than this split into several.
     pub max_response_bytes: usize,
+    /// Whether a stream's caller may create a watcher (auth); `None`:
+    /// everyone may.
+    pub authorize: Option<WatchAuthorizer>,
+}
+
+/// Decides, from a stream's metadata, whether a watcher may be created;
+/// `Err` is the reason it is created canceled (etcd checks read permission
+/// on the range once, at creation).
+#[derive(Clone)]
+pub struct WatchAuthorizer(pub std::rc::Rc<AuthorizeWatch>);
+
+/// See [`WatchAuthorizer`].
+pub type AuthorizeWatch =
+    dyn Fn(&crate::grpc::Metadata, &pb::WatchCreateRequest) -> Result<(), String>;
+
+impl std::fmt::Debug for WatchAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchAuthorizer")
+    }
 }
 
 impl Default for HubConfig {
@@ -79,6 +98,7 @@ impl Default for HubConfig {
             // etcd's watchBatchMaxRevs is 1000 revisions per catch-up batch.
             catch_up_events: 1000,
             max_response_bytes: 3 * 512 * 1024,
+            authorize: None,
         }
     }
 }
@@ -322,6 +342,27 @@ impl Hub {
             Some(RequestUnion::ProgressRequest(_)) => self.request_progress(sid, history),
             None => {}
         }
+    }
+
+    /// Queues the answer to a create request that was refused before it
+    /// reached the hub: created and canceled at once, with `reason`.
+    pub fn refuse(&mut self, sid: StreamId, reason: String, history: &dyn History) {
+        let header = self.header(history.current_revision());
+        let Some(stream) = self.streams.get_mut(&sid) else {
+            return;
+        };
+        stream.push(Outgoing {
+            response: pb::WatchResponse {
+                header,
+                watch_id: INVALID_WATCH_ID,
+                created: true,
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            },
+            fragment: false,
+            buffered_for: None,
+        });
     }
 
     /// Registers a watcher and queues its created response; one with a past

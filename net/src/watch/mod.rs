@@ -38,8 +38,8 @@ mod wiring;
 pub use feed::{attach_fed, EventBatch, EventFeed, EventFeeds};
 pub use fragment::fragments;
 pub use hub::{
-    History, Hub, HubConfig, Outgoing, StreamId, DEFAULT_PROGRESS_INTERVAL, INVALID_WATCH_ID,
-    MAX_STREAM_BACKLOG,
+    History, Hub, HubConfig, Outgoing, StreamId, WatchAuthorizer, DEFAULT_PROGRESS_INTERVAL,
+    INVALID_WATCH_ID, MAX_STREAM_BACKLOG,
 };
 pub use range::{EmptyRange, KeyRange};
 pub use require_leader::{require_leader, MAX_NO_LEADER_CHECKS};

@@ -118,8 +118,7 @@ async fn serve(
     responses: ResponseSink,
 ) -> Result<(), Status> {
     // `hasleader: true` is served by `require_leader`, wrapped around this.
-    let _ = meta;
-    run_stream(hub, source, requests, responses).await
+    run_stream(hub, source, Some(meta), requests, responses).await
 }
 
 /// Serves one watch stream on the hub until the client goes away, or has
@@ -127,6 +126,7 @@ async fn serve(
 pub(super) async fn run_stream(
     hub: Rc<RefCell<Hub>>,
     source: Rc<dyn HistorySource>,
+    meta: Option<Metadata>,
     requests: impl WatchRequests,
     responses: impl WatchResponses,
 ) -> Result<(), Status> {
@@ -137,7 +137,7 @@ pub(super) async fn run_stream(
     };
     let half_closed = Cell::new(false);
     futures_lite::future::or(
-        receive(&hub, &*source, sid, requests, &half_closed),
+        receive(&hub, &*source, sid, meta.as_ref(), requests, &half_closed),
         send(&hub, &*source, sid, responses, &half_closed),
     )
     .await
@@ -147,14 +147,25 @@ async fn receive(
     hub: &RefCell<Hub>,
     source: &dyn HistorySource,
     sid: StreamId,
+    meta: Option<&Metadata>,
     mut requests: impl WatchRequests,
     half_closed: &Cell<bool>,
 ) -> Result<(), Status> {
+    let authorize = hub.borrow().config().authorize.clone();
     loop {
         poll_fn(|cx| hub.borrow_mut().poll_room(sid, cx)).await;
         let Some(req) = requests.next_request().await? else {
             break;
         };
+        if let (Some(auth), Some(meta), Some(pb::watch_request::RequestUnion::CreateRequest(c))) =
+            (&authorize, meta, &req.request_union)
+        {
+            if let Err(reason) = (auth.0)(meta, c) {
+                let history = source.history();
+                hub.borrow_mut().refuse(sid, reason, &*history);
+                continue;
+            }
+        }
         let history = source.history();
         hub.borrow_mut().handle(sid, req, &*history);
     }
@@ -281,7 +292,8 @@ mod tests {
                 let source: Rc<dyn HistorySource> = Rc::new(RefCell::new(Empty));
                 let (mut req_tx, req_rx) = mpsc::channel(8);
                 let (resp_tx, mut resp_rx) = mpsc::unbounded();
-                let served = glommio::spawn_local(run_stream(hub.clone(), source, req_rx, resp_tx));
+                let served =
+                    glommio::spawn_local(run_stream(hub.clone(), source, None, req_rx, resp_tx));
                 let create = pb::WatchRequest {
                     request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
                         pb::WatchCreateRequest {
