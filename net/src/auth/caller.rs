@@ -18,8 +18,6 @@ use crate::proto::etcdserverpb as pb;
 const TOKEN: &str = "token";
 /// The key etcd's gRPC gateway uses.
 const TOKEN_GATEWAY: &str = "authorization";
-/// The header the connection sets to a verified client certificate's CN.
-pub const CLIENT_CN: &str = "x-basalt-client-cn";
 
 pub struct Caller {
     pub state: Arc<AuthState>,
@@ -45,7 +43,7 @@ impl Caller {
         let token = meta.get(TOKEN).or_else(|| meta.get(TOKEN_GATEWAY));
         if let Some(token) = token {
             caller.user = Some(tokens.verify(token, state)?);
-        } else if let Some(cn) = meta.get(CLIENT_CN) {
+        } else if let Some(cn) = meta.client_cn() {
             caller.user = Some((cn.to_string(), state.revision));
         }
         Ok(caller)

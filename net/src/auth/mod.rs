@@ -30,7 +30,7 @@ pub mod perm;
 mod state;
 mod token;
 
-pub use caller::{Caller, CLIENT_CN};
+pub use caller::Caller;
 pub use perm::Access;
 pub use state::{AuthChange, AuthState, Change, Role, User, ROOT};
 pub use token::{TokenConfig, Tokens, DEFAULT_BCRYPT_COST, DEFAULT_TOKEN_TTL};

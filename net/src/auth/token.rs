@@ -369,6 +369,68 @@ mod tests {
         assert!(tokens.verify(&t, &s).is_err());
     }
 
+    /// An ES256 key pair in PEM files, as `--auth-token jwt,…` names them.
+    fn es256_keys(dir: &std::path::Path) -> TokenConfig {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+        std::fs::write(&private, key.serialize_pem()).unwrap();
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        TokenConfig::Jwt {
+            sign_method: "ES256".into(),
+            pub_key: public,
+            priv_key: Some(private),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn jwt_tokens_carry_user_and_revision_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = es256_keys(dir.path());
+        let tokens = Tokens::new(&cfg).unwrap();
+        let mut s = AuthState::default();
+        s.apply(&AuthChange::user_add("u", "h")).unwrap();
+        let t = tokens.issue(&s, "u").unwrap();
+        assert_eq!(t.split('.').count(), 3, "a JWT");
+        assert_eq!(tokens.verify(&t, &s).unwrap(), ("u".to_string(), 1));
+        // Tampered: invalid.
+        let mut bad = t.clone();
+        bad.pop();
+        assert!(matches!(
+            tokens.verify(&bad, &s),
+            Err(Error::InvalidAuthToken)
+        ));
+        // Another member with only the public key verifies it too.
+        let TokenConfig::Jwt { pub_key, .. } = &cfg else {
+            unreachable!()
+        };
+        let verify_only = Tokens::new(&TokenConfig::Jwt {
+            sign_method: "ES256".into(),
+            pub_key: pub_key.clone(),
+            priv_key: None,
+            ttl: Duration::from_secs(60),
+        })
+        .unwrap();
+        assert!(verify_only.verify(&t, &s).is_ok());
+        assert!(verify_only.issue(&s, "u").is_err());
+        // A later auth change makes the token's revision old.
+        s.apply(&AuthChange::user_add("v", "h")).unwrap();
+        s.enabled = true;
+        let state = std::sync::Arc::new(s);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("token", t.parse().unwrap());
+        let meta = crate::grpc::Metadata {
+            path: String::new(),
+            headers,
+            deadline: None,
+        };
+        let caller = crate::auth::Caller::of(&meta, &state, &tokens).unwrap();
+        assert!(matches!(
+            caller.check(b"k", b"", crate::auth::Access::Read),
+            Err(Error::AuthOldRevision)
+        ));
+    }
+
     #[test]
     fn token_options_parse_as_etcds() {
         let ttl = Duration::from_secs(7);

@@ -31,7 +31,17 @@ pub struct Metadata {
     pub deadline: Option<Instant>,
 }
 
+/// The header under which a call carries the CN of the client certificate
+/// its connection verified (set by the connection only: a client's own
+/// header of that name is dropped).
+pub const CLIENT_CN_HEADER: &str = "x-basalt-client-cn";
+
 impl Metadata {
+    /// The CN of the verified client certificate of the call's connection.
+    pub fn client_cn(&self) -> Option<&str> {
+        self.get(CLIENT_CN_HEADER)
+    }
+
     /// A request header as text, if present and valid UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())

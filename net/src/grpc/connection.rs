@@ -17,7 +17,7 @@ use http::Request;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::authority::AuthorityFix;
-use super::call::{Metadata, RequestStream, ResponseSink};
+use super::call::{Metadata, RequestStream, ResponseSink, CLIENT_CN_HEADER};
 use super::call_metrics::CallTally;
 use super::deadline::parse_grpc_timeout;
 use super::preface::{read_first_bytes, FirstBytes};
@@ -89,7 +89,14 @@ pub async fn serve_connection(
                 .map_err(|e| Error::io("HTTP/1.1 on the client port", e))
         }
         Some(Ok((stream, FirstBytes::Http2(received)))) => {
-            serve_http2(stream, &received, router, limits, shutdown)
+            // Present only when the certificate was verified (a client
+            // certificate is asked for under --client-cert-auth only).
+            let client_cn = stream
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(crate::tls::common_name)
+                .map(Rc::<str>::from);
+            serve_http2(stream, &received, router, limits, shutdown, client_cn)
                 .await
                 .map_err(|e| {
                     let text = e.to_string();
@@ -106,6 +113,7 @@ async fn serve_http2(
     router: Rc<Router>,
     limits: Limits,
     shutdown: Rc<Shutdown>,
+    client_cn: Option<Rc<str>>,
 ) -> Result<(), h2::Error> {
     let mut conn = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
@@ -139,7 +147,8 @@ async fn serve_http2(
         match next {
             Some(Ok((req, respond))) if is_grpc(&req) => {
                 let router = router.clone();
-                glommio::spawn_local(serve_call(req, respond, router, limits)).detach();
+                let cn = client_cn.clone();
+                glommio::spawn_local(serve_call(req, respond, router, limits, cn)).detach();
             }
             Some(Ok((req, respond))) => {
                 let router = router.clone();
@@ -165,6 +174,7 @@ async fn serve_call(
     respond: SendResponse<Bytes>,
     router: Rc<Router>,
     limits: Limits,
+    client_cn: Option<Rc<str>>,
 ) {
     let tally = router.calls().and_then(|c| c.start(req.uri().path()));
     let (sink, core) = ResponseSink::new(respond, tally.clone());
@@ -177,7 +187,7 @@ async fn serve_call(
             Err(Status::new(Code::Cancelled, "context canceled"))
         }
     };
-    let call = run_call(req, sink, &router, limits, tally.clone());
+    let call = run_call(req, sink, &router, limits, tally.clone(), client_cn);
     let status = match future::or(call, reset).await {
         Ok(()) => Status::ok(),
         Err(s) => s,
@@ -194,8 +204,13 @@ async fn run_call(
     router: &Router,
     limits: Limits,
     tally: Option<CallTally>,
+    client_cn: Option<Rc<str>>,
 ) -> Result<(), Status> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.headers.remove(CLIENT_CN_HEADER);
+    if let Some(value) = client_cn.and_then(|cn| http::HeaderValue::from_str(&cn).ok()) {
+        parts.headers.insert(CLIENT_CN_HEADER, value);
+    }
     if let Some(enc) = parts.headers.get("grpc-encoding") {
         if enc != "identity" {
             return Err(Status::new(

@@ -48,7 +48,7 @@ mod status;
 pub use bridge::{
     forwarding_handler, serve_forwarded, CallForwarder, ForwardedCall, BRIDGE_BUFFER,
 };
-pub use call::{Metadata, RequestStream, ResponseSink};
+pub use call::{Metadata, RequestStream, ResponseSink, CLIENT_CN_HEADER};
 pub use call_metrics::{
     CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, METHODS,
 };

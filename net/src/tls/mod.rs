@@ -55,6 +55,7 @@ use rustls::{ClientConfig, ServerConfig};
 pub use rotation::RotatingCert;
 pub use stream::{server_name, Stream};
 pub use suites::{parse_tls_version, TlsVersion};
+pub use verify::common_name;
 
 use crate::error::Error;
 
