@@ -14,7 +14,7 @@ use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseTimeToLiveOptions,
     PutOptions, Txn, TxnOp, WatchOptions,
 };
-use support::{free_port, Kind, Server, ETCDCTL_BIN};
+use support::{basalt_restore, free_port, Kind, Server, ETCDCTL_BIN};
 
 /// What a workload left for the comparison to check.
 struct Written {
@@ -310,17 +310,6 @@ fn save(server: &Server, file: &Path) {
         "snapshot save from {:?}: {out:?}",
         server.kind
     );
-}
-
-fn basalt_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_basalt"))
-        .arg("--restore-snapshot")
-        .arg(file)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .output()
-        .expect("basalt --restore-snapshot")
 }
 
 #[tokio::test]

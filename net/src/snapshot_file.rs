@@ -95,9 +95,13 @@ pub fn restore(
     }
     let made_data_dir = !data_dir.exists();
     let cluster = flags.cluster.clone();
-    let result = restore_into(file, data_dir, flags).and_then(|what| {
-        if let Some(cluster) = &cluster {
-            found_restored(data_dir, cluster)?;
+    let result = restore_into(file, data_dir, flags).and_then(|(what, auth)| {
+        match &cluster {
+            Some(cluster) => found_restored(data_dir, cluster, auth)?,
+            None if auth != crate::auth::AuthState::default() => {
+                tracing::warn!("the snapshot's users and roles are not restored without a cluster")
+            }
+            None => {}
         }
         Ok(what)
     });
@@ -117,6 +121,7 @@ pub fn restore(
 fn found_restored(
     data_dir: &std::path::Path,
     cluster: &crate::member::ClusterInfo,
+    auth: crate::auth::AuthState,
 ) -> Result<(), Error> {
     use basalt_engine::mvcc::{Store, StoreOptions};
     let mut store = Store::open(
@@ -138,7 +143,7 @@ fn found_restored(
         },
         members: cluster.members.clone(),
         removed: Vec::new(),
-        auth: Default::default(),
+        auth: std::sync::Arc::new(auth),
     };
     store.stage_member_meta(meta.encode());
     store.checkpoint()?;
@@ -149,7 +154,7 @@ fn restore_into(
     file: &std::path::Path,
     data_dir: &std::path::Path,
     flags: RestoreFlags,
-) -> Result<String, Error> {
+) -> Result<(String, crate::auth::AuthState), Error> {
     let mut head = [0u8; 20];
     let n = std::fs::File::open(file)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
@@ -162,12 +167,15 @@ fn restore_into(
         };
         let r = etcdfmt::restore(file, &store_dir, &opts)
             .map_err(|e| Error::SnapshotFile(format!("{}: {e}", file.display())))?;
-        return Ok(format!(
-            "etcd snapshot: revision {}, compacted at {}, {} versions, {} leases{}{}",
+        let auth = crate::auth::AuthState::from_etcd(&r.auth)?;
+        let summary = format!(
+            "etcd snapshot: revision {}, compacted at {}, {} versions, {} leases, {} users, {} roles{}{}",
             r.revision,
             r.compact_revision,
             r.summary.versions,
             r.summary.leases,
+            auth.users.len(),
+            auth.roles.len(),
             if r.hash_verified {
                 ", SHA-256 verified"
             } else {
@@ -181,7 +189,8 @@ fn restore_into(
             } else {
                 String::new()
             }
-        ));
+        );
+        return Ok((summary, auth));
     }
     let bytes = std::fs::read(file)
         .map_err(|e| Error::io(format!("reading snapshot {}", file.display()), e))?;
@@ -193,7 +202,10 @@ fn restore_into(
         other => other,
     })?;
     basalt_engine::mvcc::Store::restore_snapshot(&mut store, &store_dir)?;
-    Ok("basalt's older snapshot format".into())
+    Ok((
+        "basalt's older snapshot format".into(),
+        crate::auth::AuthState::default(),
+    ))
 }
 
 #[cfg(test)]

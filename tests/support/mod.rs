@@ -563,3 +563,15 @@ pub fn answered<T>(read: Result<T, etcd_client::Error>) -> bool {
         Err(_) => false,
     }
 }
+
+/// `basalt --restore-snapshot file --data-dir data_dir extra…`.
+pub fn basalt_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .arg("--restore-snapshot")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .expect("basalt --restore-snapshot")
+}

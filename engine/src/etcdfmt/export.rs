@@ -23,6 +23,20 @@ pub struct SnapshotMeta {
     /// The cluster's members (etcd's `members` bucket; `etcdctl snapshot
     /// restore` replaces them with the ones it is given).
     pub members: Vec<SnapshotMember>,
+    /// The auth store (etcd's `auth`, `authUsers`, `authRoles` buckets).
+    pub auth: SnapshotAuth,
+}
+
+/// The auth store as etcd's buckets hold it. Users and roles are the
+/// caller's encodings of etcd's `authpb.User` and `authpb.Role` (this
+/// crate does not read them), keyed by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotAuth {
+    pub enabled: bool,
+    /// The auth revision (etcd's `authRevision`; 1 in a new etcd).
+    pub revision: u64,
+    pub users: Vec<(Vec<u8>, Vec<u8>)>,
+    pub roles: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A member as etcd's `members` bucket records it.
@@ -206,15 +220,30 @@ fn with_buckets<T>(
     let mut members: Vec<(Vec<u8>, Vec<u8>)> =
         meta.members.iter().map(SnapshotMember::entry).collect();
     members.sort();
-    // etcd records the auth store's revision from its first start on.
-    let auth = vec![(schema::AUTH_REVISION.to_vec(), 1u64.to_be_bytes().to_vec())];
+    // etcd records the auth store's revision from its first start on, and
+    // whether auth is on once it was ever switched.
+    let mut auth = Vec::new();
+    if meta.auth.enabled || meta.auth.revision > 1 {
+        auth.push((
+            schema::AUTH_ENABLED.to_vec(),
+            vec![u8::from(meta.auth.enabled)],
+        ));
+    }
+    auth.push((
+        schema::AUTH_REVISION.to_vec(),
+        meta.auth.revision.max(1).to_be_bytes().to_vec(),
+    ));
+    let mut users = meta.auth.users.clone();
+    users.sort();
+    let mut roles = meta.auth.roles.clone();
+    roles.sort();
     let empty: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let keys = KeyBucket(view);
     let buckets: [BucketSpec<'_>; 10] = [
         (schema::ALARM, &empty),
         (schema::AUTH, &auth),
-        (schema::AUTH_ROLES, &empty),
-        (schema::AUTH_USERS, &empty),
+        (schema::AUTH_ROLES, &roles),
+        (schema::AUTH_USERS, &users),
         (schema::CLUSTER, &cluster),
         (schema::KEY, &keys),
         (schema::LEASE, &leases),

@@ -30,13 +30,15 @@ pub struct RestoreOptions {
 }
 
 /// What a restore found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
     pub summary: ImportSummary,
     pub revision: i64,
     pub compact_revision: i64,
     /// The file had a trailer and it matched.
     pub hash_verified: bool,
+    /// The auth store the snapshot holds, for the caller to decode.
+    pub auth: super::SnapshotAuth,
 }
 
 /// Whether `head` (the file's first bytes) starts a bbolt database.
@@ -83,7 +85,7 @@ pub fn restore_bytes(
     let hash_verified = check_trailer(db_bytes, trailer, opts.skip_hash_check)?;
     let buckets = top_level(&db)?;
     let meta = read_meta(&db, buckets.get(schema::META).copied())?;
-    check_auth(&db, &buckets)?;
+    let auth = read_auth(&db, &buckets)?;
     let key = *buckets
         .get(schema::KEY)
         .ok_or_else(|| EtcdFmtError::Malformed {
@@ -107,6 +109,7 @@ pub fn restore_bytes(
         revision: newest.max(compacted).max(1),
         compact_revision: compacted,
         hash_verified,
+        auth,
     })
 }
 
@@ -240,38 +243,37 @@ fn read_meta<'f>(db: &Db<'f>, bucket: Option<Bucket<'f>>) -> Result<MetaBucket, 
     Ok(meta)
 }
 
-/// basalt does not restore auth yet: refuse rather than drop it silently.
-fn check_auth<'f>(
+/// The auth store: users and roles as etcd encoded them, and the switch.
+fn read_auth<'f>(
     db: &Db<'f>,
     buckets: &BTreeMap<&'f [u8], Bucket<'f>>,
-) -> Result<(), EtcdFmtError> {
-    for name in [schema::AUTH_USERS, schema::AUTH_ROLES] {
+) -> Result<super::SnapshotAuth, EtcdFmtError> {
+    let mut auth = super::SnapshotAuth::default();
+    let read = |name: &[u8], into: &mut Vec<(Vec<u8>, Vec<u8>)>| {
         if let Some(&b) = buckets.get(name) {
-            let mut n = 0usize;
-            entries(db, name, b, &mut |_, _| {
-                n += 1;
+            entries(db, name, b, &mut |k, v| {
+                into.push((k.to_vec(), v.to_vec()));
                 Ok(())
             })?;
-            if n > 0 {
-                return Err(EtcdFmtError::Unsupported(format!(
-                    "the snapshot holds {n} entries in {:?}; basalt does not restore auth \
-                     users and roles yet",
-                    String::from_utf8_lossy(name)
-                )));
-            }
         }
-    }
+        Ok::<(), EtcdFmtError>(())
+    };
+    read(schema::AUTH_USERS, &mut auth.users)?;
+    read(schema::AUTH_ROLES, &mut auth.roles)?;
     if let Some(&b) = buckets.get(schema::AUTH) {
         entries(db, schema::AUTH, b, &mut |k, v| {
-            if k == schema::AUTH_ENABLED && v.first() == Some(&1) {
-                return Err(EtcdFmtError::Unsupported(
-                    "auth is enabled in the snapshot; basalt does not restore auth yet".into(),
-                ));
+            if k == schema::AUTH_ENABLED {
+                auth.enabled = v.first() == Some(&1);
+            } else if k == schema::AUTH_REVISION {
+                auth.revision = schema::u64_value(v).ok_or_else(|| EtcdFmtError::Malformed {
+                    place: "auth bucket, authRevision".into(),
+                    what: format!("a revision is 8 bytes, not {}", v.len()),
+                })?;
             }
             Ok(())
         })?;
     }
-    Ok(())
+    Ok(auth)
 }
 
 fn read_leases<'f>(

@@ -42,6 +42,6 @@ pub mod proto;
 pub mod schema;
 
 pub use error::EtcdFmtError;
-pub use export::{EtcdSnapshot, SnapshotMember, SnapshotMeta, TRAILER_LEN};
+pub use export::{EtcdSnapshot, SnapshotAuth, SnapshotMember, SnapshotMeta, TRAILER_LEN};
 pub use hash::{hash_kv, Crc32c, HashKv};
 pub use import::{is_etcd_db, restore, restore_bytes, RestoreOptions, Restored};

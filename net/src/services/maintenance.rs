@@ -182,6 +182,7 @@ async fn snapshot(ctx: Rc<ServiceContext>, mut sink: ResponseSink) -> Result<(),
                 is_learner: false,
             })
             .collect(),
+        auth: published.auth.to_etcd(),
     };
     drop(published);
     let failed = |e: EtcdFmtError| {
