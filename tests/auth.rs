@@ -182,7 +182,9 @@ async fn auth_survives_a_restart() {
 
 /// Catches: auth applied on the proposing member only (not through the
 /// log), or lost by a member that restarts: a follower would serve
-/// anyone, or forget the users.
+/// anyone, or forget the users; a simple token known to the member that
+/// issued it only (requests balanced to another member would fail with
+/// `invalid auth token`).
 #[tokio::test]
 async fn auth_enabled_on_the_leader_holds_on_every_member() {
     let mut cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
@@ -199,6 +201,16 @@ async fn auth_enabled_on_the_leader_holds_on_every_member() {
         ok(cluster.etcdctl_at(at, &[ALICE, "put", "a/x", &i.to_string()]));
         let denied = refused(cluster.etcdctl_at(at, &[ALICE, "get", "b"]));
         assert!(denied.contains("permission denied"), "member {i}: {denied}");
+    }
+    // One token, from whichever member authenticated it, serves requests
+    // balanced over all three (a simple token goes through the log).
+    let options = etcd_client::ConnectOptions::new().with_user("alice", "alicepw");
+    let mut c = etcd_client::Client::connect(endpoints.clone(), Some(options))
+        .await
+        .expect("connect");
+    for n in 0..30 {
+        let got = c.get("a/x", None).await;
+        assert!(got.is_ok(), "request {n} with alice's token: {got:?}");
     }
     let follower = (leader + 1) % 3;
     cluster.restart(follower).await;

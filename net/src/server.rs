@@ -209,6 +209,10 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let failed = std::sync::Arc::new(std::sync::OnceLock::new());
     let (shard_workers, workers) = ShardWorkers::new(cores);
     let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
+    let auth = (
+        Arc::new(crate::auth::Tokens::new(&cfg.auth_token)?),
+        cfg.bcrypt_cost,
+    );
     let seq_cfg = SequencerConfig {
         data_dir,
         cluster: cluster.clone(),
@@ -225,6 +229,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         event_feeds,
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
+        tokens: Some(auth.0.clone()),
         join,
     };
     let views = seq_cfg.views.clone();
@@ -280,10 +285,6 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         progress_interval: cfg.watch_progress_notify_interval,
     };
     let kv = cfg.limits;
-    let auth = (
-        Arc::new(crate::auth::Tokens::new(&cfg.auth_token)?),
-        cfg.bcrypt_cost,
-    );
     let auth0 = auth.clone();
     let mesh0 = mesh.clone();
     let spin = cfg.spin_before_park;

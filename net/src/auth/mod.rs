@@ -32,5 +32,5 @@ mod token;
 
 pub use caller::Caller;
 pub use perm::Access;
-pub use state::{AuthChange, AuthState, Change, Role, User, ROOT};
+pub use state::{AuthChange, AuthState, Change, Role, TokenAssigned, User, ROOT};
 pub use token::{TokenConfig, Tokens, DEFAULT_BCRYPT_COST, DEFAULT_TOKEN_TTL};

@@ -81,6 +81,20 @@ pub enum Change {
     RoleRevokePermission(pb::AuthRoleRevokePermissionRequest),
 }
 
+/// A simple token Authenticate issued, for every member to accept (etcd's
+/// `InternalAuthenticateRequest`). Field numbers are basalt's on-disk
+/// format: never reuse one.
+#[derive(Clone, PartialEq, Message)]
+pub struct TokenAssigned {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(string, tag = "2")]
+    pub token: String,
+    /// Of the password checked: a token for an older one is not assigned.
+    #[prost(uint64, tag = "3")]
+    pub password_revision: u64,
+}
+
 impl AuthChange {
     pub fn new(change: Change) -> AuthChange {
         AuthChange {

@@ -4,10 +4,8 @@
 //!   (`yvNbRMtXJbAZUPWd.21`, etcd's format). Kept in this member's table;
 //!   one unused for `--auth-token-ttl` expires, one used is extended (etcd's
 //!   `simpleTokenKeeper`). A token dies with its user, or when the user's
-//!   password changes.
-//!   Unlike etcd, whose Authenticate goes through the log so that every
-//!   member knows the token, a simple token is valid on the member that
-//!   issued it only.
+//!   password changes. As in etcd, Authenticate puts the token through
+//!   the log ([`Tokens::assign`] on every member), so any member takes it.
 //! - `jwt,pub-key=…,priv-key=…,sign-method=RS256|…,ttl=5m`: a signed JWT
 //!   with etcd's claims (`username`, `revision`, `exp`), valid on every
 //!   member with the key. Its auth revision is the one it was issued at: a
@@ -209,34 +207,9 @@ impl Tokens {
     pub fn issue(&self, state: &AuthState, user: &str) -> Result<String, Error> {
         let u = state.users.get(user).ok_or(Error::AuthFailed)?;
         match &self.kind {
-            Kind::Simple { ttl } => {
-                let token = format!(
-                    "{}.{}",
-                    random_letters(16),
-                    self.sequence.fetch_add(1, Ordering::Relaxed)
-                );
-                let mut table = self.simple.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                if table.len() >= MAX_SIMPLE_TOKENS {
-                    table.retain(|_, t| t.expires > now);
-                }
-                if table.len() >= MAX_SIMPLE_TOKENS {
-                    if let Some(oldest) = table
-                        .iter()
-                        .min_by_key(|(_, t)| t.expires)
-                        .map(|(k, _)| k.clone())
-                    {
-                        table.remove(&oldest);
-                    }
-                }
-                table.insert(
-                    token.clone(),
-                    SimpleToken {
-                        user: user.to_string(),
-                        password_revision: u.password_revision,
-                        expires: now + *ttl,
-                    },
-                );
+            Kind::Simple { .. } => {
+                let token = self.new_simple();
+                self.assign(&token, user, u.password_revision);
                 Ok(token)
             }
             Kind::Jwt {
@@ -264,6 +237,51 @@ impl Tokens {
                     .map_err(|e| Error::Config(format!("auth: cannot sign a JWT: {e}")))
             }
         }
+    }
+
+    /// Whether tokens are etcd's `simple` ones, which every member learns
+    /// through the log ([`Tokens::assign`]).
+    pub fn is_simple(&self) -> bool {
+        matches!(self.kind, Kind::Simple { .. })
+    }
+
+    /// A fresh simple token, not valid until assigned.
+    pub fn new_simple(&self) -> String {
+        format!(
+            "{}.{}",
+            random_letters(16),
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Makes a simple `token` name `user` (whose password was set at
+    /// `password_revision`) for `--auth-token-ttl`; nothing for jwt.
+    pub fn assign(&self, token: &str, user: &str, password_revision: u64) {
+        let Kind::Simple { ttl } = &self.kind else {
+            return;
+        };
+        let mut table = self.simple.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if table.len() >= MAX_SIMPLE_TOKENS {
+            table.retain(|_, t| t.expires > now);
+        }
+        if table.len() >= MAX_SIMPLE_TOKENS {
+            if let Some(oldest) = table
+                .iter()
+                .min_by_key(|(_, t)| t.expires)
+                .map(|(k, _)| k.clone())
+            {
+                table.remove(&oldest);
+            }
+        }
+        table.insert(
+            token.to_string(),
+            SimpleToken {
+                user: user.to_string(),
+                password_revision,
+                expires: now + *ttl,
+            },
+        );
     }
 
     /// The user a token names and the auth revision it carries, or etcd's

@@ -16,7 +16,7 @@ use crate::wire;
 pub struct LogEntry {
     #[prost(
         oneof = "Request",
-        tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16"
+        tags = "1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16, 19"
     )]
     pub request: Option<Request>,
     /// The member that proposed the entry: only it has a client waiting.
@@ -91,6 +91,10 @@ pub enum Request {
     /// applied to the member metadata on every member.
     #[prost(message, tag = "16")]
     Auth(crate::auth::AuthChange),
+    /// Not a store operation: a simple token Authenticate issued, which
+    /// every member accepts from then on.
+    #[prost(message, tag = "19")]
+    TokenAssigned(crate::auth::TokenAssigned),
 }
 
 /// A corruption check round (see `sequencer::corruption`).
@@ -179,6 +183,7 @@ impl LogEntry {
                 | Some(Request::HashReport(_))
                 | Some(Request::MemberUpdate(_))
                 | Some(Request::Auth(_))
+                | Some(Request::TokenAssigned(_))
         )
     }
 
@@ -203,7 +208,8 @@ impl LogEntry {
             | Some(Request::HashCheck(_))
             | Some(Request::HashReport(_))
             | Some(Request::MemberUpdate(_))
-            | Some(Request::Auth(_)) => {
+            | Some(Request::Auth(_))
+            | Some(Request::TokenAssigned(_)) => {
                 return Err(Error::Wal("log entry is not a store operation".into()))
             }
             None => return Err(Error::Wal("log entry without a request".into())),

@@ -128,6 +128,9 @@ pub struct SequencerConfig {
     /// `--experimental-corrupt-check-time`: how often the leader checks
     /// that every member's HashKV agrees; `None` = never (etcd's default).
     pub corrupt_check_interval: Option<Duration>,
+    /// This member's auth tokens: simple tokens applied from the log are
+    /// assigned there.
+    pub tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -1082,6 +1085,23 @@ impl Sequencer {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+            Some(LogRequest::TokenAssigned(t)) => {
+                // Tokens replayed at open are history: only live ones count.
+                let current = self
+                    .meta
+                    .borrow()
+                    .auth
+                    .users
+                    .get(&t.user)
+                    .is_some_and(|u| u.password_revision == t.password_revision);
+                if !current {
+                    return Err(Error::AuthFailed.into());
+                }
+                if let (true, Some(tokens)) = (self.published.is_fired(), &self.cfg.tokens) {
+                    tokens.assign(&t.token, &t.user, t.password_revision);
+                }
+                Ok(Reply::Done(self.header()))
             }
             Some(LogRequest::MemberUpdate(u)) => {
                 let mut meta = self.meta.borrow_mut();

@@ -142,11 +142,27 @@ async fn authenticate(
     if now.auth.users.get(&req.name).map(|u| u.password_revision) != Some(set_at) {
         return Err(Error::AuthFailed.into());
     }
-    let token = c.tokens.issue(&now.auth, &req.name)?;
-    Ok(pb::AuthenticateResponse {
-        header: Some(now.header()),
-        token,
-    })
+    if !c.tokens.is_simple() {
+        let token = c.tokens.issue(&now.auth, &req.name)?;
+        return Ok(pb::AuthenticateResponse {
+            header: Some(now.header()),
+            token,
+        });
+    }
+    // Through the log, so that every member takes the token.
+    let token = c.tokens.new_simple();
+    let entry = LogEntry::new(LogRequest::TokenAssigned(crate::auth::TokenAssigned {
+        user: req.name,
+        token: token.clone(),
+        password_revision: set_at,
+    }));
+    match c.propose(entry).await? {
+        Reply::Done(header) => Ok(pb::AuthenticateResponse {
+            header: Some(header),
+            token,
+        }),
+        _ => Err(unexpected("Authenticate")),
+    }
 }
 
 fn register_users(r: &mut Router, ctx: &Rc<ServiceContext>) {
