@@ -288,7 +288,7 @@ fn unexpected_page_types_are_named_with_their_page() {
 }
 
 #[test]
-fn unknown_buckets_fields_and_auth_are_refused_by_name() {
+fn unknown_buckets_and_fields_are_refused_by_name_and_auth_read() {
     let empty: Entries = Vec::new();
     let key: Entries = vec![kv_entry(
         2,
@@ -346,13 +346,29 @@ fn unknown_buckets_fields_and_auth_are_refused_by_name() {
         "{msg}"
     );
 
+    // Auth buckets are read (for the caller to decode); a malformed auth
+    // revision is refused by name.
     let users: Entries = vec![(b"root".to_vec(), b"...".to_vec())];
-    let msg = refused(
-        &file(&[(schema::AUTH_USERS, &users)]),
+    let switch: Entries = vec![
+        (schema::AUTH_ENABLED.to_vec(), vec![1]),
+        (schema::AUTH_REVISION.to_vec(), 7u64.to_be_bytes().to_vec()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let restored = restore_bytes(
+        &file(&[(schema::AUTH, &switch), (schema::AUTH_USERS, &users)]),
+        dir.path(),
         &RestoreOptions::default(),
     )
-    .to_string();
-    assert!(msg.contains("auth"), "{msg}");
+    .unwrap();
+    assert_eq!(
+        (restored.auth.enabled, restored.auth.revision),
+        (true, 7),
+        "the switch and revision"
+    );
+    assert_eq!(restored.auth.users, users);
+    let bad: Entries = vec![(schema::AUTH_REVISION.to_vec(), vec![1, 2])];
+    let msg = refused(&file(&[(schema::AUTH, &bad)]), &RestoreOptions::default()).to_string();
+    assert!(msg.contains("authRevision"), "{msg}");
 
     let bad_rev: Entries = vec![(b"not-a-revision".to_vec(), Vec::new())];
     let msg = refused(
