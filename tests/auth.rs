@@ -436,3 +436,53 @@ async fn auth_travels_in_snapshots_both_ways() {
     let etcd = Server::start_on(Kind::Etcd, data_dir, ports).await;
     assert_auth_of_set_up(&etcd);
 }
+
+/// Catches: password checks run on the serving thread (bcrypt takes tens
+/// of milliseconds each) or a failed one leaking the password into the
+/// log: a stream of wrong passwords is refused one by one with etcd's
+/// error, and other clients are served meanwhile.
+#[tokio::test]
+async fn a_stream_of_wrong_passwords_is_refused_and_others_are_served() {
+    use etcd_client::{Client, ConnectOptions};
+    let server = Server::start(Kind::Basalt).await;
+    set_up(|args| server.etcdctl(args));
+    let endpoint = server.endpoint.clone();
+    let attacks: Vec<_> = (0..40)
+        .map(|i| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let options = ConnectOptions::new().with_user("alice", format!("guess-{i}"));
+                Client::connect([endpoint], Some(options)).await.err()
+            })
+        })
+        .collect();
+    let options = ConnectOptions::new().with_user("alice", "alicepw");
+    let mut alice = Client::connect([endpoint], Some(options))
+        .await
+        .expect("alice");
+    for n in 0..20 {
+        let started = std::time::Instant::now();
+        alice.put("a/busy", n.to_string(), None).await.expect("put");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "a put took {:?} during the guessing",
+            started.elapsed()
+        );
+    }
+    for a in attacks {
+        let e = a
+            .await
+            .expect("task")
+            .expect("a wrong password was accepted");
+        assert_eq!(
+            support::describe_error(&e),
+            "code=InvalidArgument message=\"etcdserver: authentication failed, invalid user ID or password\""
+        );
+    }
+    let log = server.log();
+    assert!(!log.contains("guess-"), "a password in the log");
+    assert!(
+        log.contains("authentication failed"),
+        "no log line for the refusals"
+    );
+}
