@@ -138,6 +138,15 @@ impl LogEntry {
         self
     }
 
+    /// This entry, written by the server on a caller's behalf after it
+    /// checked the caller's rights itself (Lock, Election): applied with
+    /// root's rights, which no auth change can take away while auth is on.
+    pub fn on_behalf(mut self) -> LogEntry {
+        self.user = crate::auth::ROOT.to_string();
+        self.auth_revision = u64::MAX;
+        self
+    }
+
     /// Whether the entry's user may make it, by the auth state where it
     /// applies: KV writes per key, every compare and operation of a txn,
     /// root for auth changes. A put to a lease needs write permission on

@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use prost::Message;
 
-use crate::grpc::{server_streaming, unary, Code, Router, Status};
+use crate::auth::Access;
+use crate::grpc::{server_streaming, unary, Code, Metadata, Router, Status};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
 
 use super::lock::{
-    as_client_error, by_create, created_at, range, session_key, txn, wait_for_older,
+    as_client_error, by_create, check_key, check_name, created_at, range, session_key, txn,
+    wait_for_older,
 };
 use super::ServiceContext;
 
@@ -117,25 +119,33 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/v3electionpb.Election/Campaign",
-        unary(move |req: CampaignRequest, _| {
+        unary(move |req: CampaignRequest, meta: Metadata| {
             let c = c.clone();
-            async move { campaign(c, req).await.map_err(as_client_error) }
+            async move {
+                check_name(&c, &meta, &req.name).map_err(as_client_error)?;
+                campaign(c, req).await.map_err(as_client_error)
+            }
         }),
     );
     let c = ctx.clone();
     r.add(
         "/v3electionpb.Election/Proclaim",
-        unary(move |req: ProclaimRequest, _| {
+        unary(move |req: ProclaimRequest, meta: Metadata| {
             let c = c.clone();
-            async move { proclaim(&c, req).await.map_err(as_client_error) }
+            async move {
+                let key = req.leader.as_ref().map_or(&[][..], |l| &l.key[..]);
+                check_key(&c, &meta, key).map_err(as_client_error)?;
+                proclaim(&c, req).await.map_err(as_client_error)
+            }
         }),
     );
     let c = ctx.clone();
     r.add(
         "/v3electionpb.Election/Leader",
-        unary(move |req: LeaderRequest, _| {
+        unary(move |req: LeaderRequest, meta: Metadata| {
             let c = c.clone();
             async move {
+                check_name_read(&c, &meta, &req.name).map_err(as_client_error)?;
                 match leader(&c, &req.name).await.map_err(as_client_error)? {
                     (header, Some(kv)) => Ok(LeaderResponse {
                         header: Some(header),
@@ -149,9 +159,10 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/v3electionpb.Election/Observe",
-        server_streaming(move |req: LeaderRequest, _, mut responses| {
+        server_streaming(move |req: LeaderRequest, meta: Metadata, mut responses| {
             let c = c.clone();
             async move {
+                check_name_read(&c, &meta, &req.name).map_err(as_client_error)?;
                 let mut last: Option<(Vec<u8>, i64)> = None;
                 let mut pause = FIRST_PAUSE;
                 loop {
@@ -177,11 +188,24 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         "/v3electionpb.Election/Resign",
-        unary(move |req: ResignRequest, _| {
+        unary(move |req: ResignRequest, meta: Metadata| {
             let c = c.clone();
-            async move { resign(&c, req).await.map_err(as_client_error) }
+            async move {
+                let key = req.leader.as_ref().map_or(&[][..], |l| &l.key[..]);
+                check_key(&c, &meta, key).map_err(as_client_error)?;
+                resign(&c, req).await.map_err(as_client_error)
+            }
         }),
     );
+}
+
+/// Read permission on `name/` and every key under it (Leader, Observe).
+fn check_name_read(ctx: &ServiceContext, meta: &Metadata, name: &[u8]) -> Result<(), Status> {
+    let caller = ctx.latest_caller(meta)?;
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let end = super::lock::prefix_end(&prefix);
+    Ok(caller.check(&prefix, &end, Access::Read)?)
 }
 
 fn put_op(key: &[u8], value: &[u8], lease: i64) -> pb::RequestOp {

@@ -18,7 +18,8 @@ use std::time::Duration;
 use basalt_engine::mvcc::OpResponse;
 use prost::Message;
 
-use crate::grpc::{unary, Router, Status};
+use crate::auth::Access;
+use crate::grpc::{unary, Metadata, Router, Status};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{LogEntry, LogRequest, Reply};
 use crate::wire;
@@ -65,19 +66,44 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
     let c = ctx.clone();
     r.add(
         LOCK_METHOD,
-        unary(move |req: LockRequest, _| {
+        unary(move |req: LockRequest, meta: Metadata| {
             let c = c.clone();
-            async move { lock(c, req).await.map_err(as_client_error) }
+            async move {
+                check_name(&c, &meta, &req.name).map_err(as_client_error)?;
+                lock(c, req).await.map_err(as_client_error)
+            }
         }),
     );
     let c = ctx.clone();
     r.add(
         UNLOCK_METHOD,
-        unary(move |req: UnlockRequest, _| {
+        unary(move |req: UnlockRequest, meta: Metadata| {
             let c = c.clone();
-            async move { unlock(c, req).await.map_err(as_client_error) }
+            async move {
+                check_key(&c, &meta, &req.key).map_err(as_client_error)?;
+                unlock(c, req).await.map_err(as_client_error)
+            }
         }),
     );
+}
+
+/// etcd's lock and election servers are clients of their own server with
+/// the caller's token: they need read and write permission on `name/` and
+/// every key under it.
+pub(super) fn check_name(ctx: &ServiceContext, meta: &Metadata, name: &[u8]) -> Result<(), Status> {
+    let caller = ctx.latest_caller(meta)?;
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let end = prefix_end(&prefix);
+    caller.check(&prefix, &end, Access::Read)?;
+    caller.check(&prefix, &end, Access::Write)?;
+    Ok(())
+}
+
+/// Write permission on one key a lock or leader holds (Unlock, Proclaim,
+/// Resign).
+pub(super) fn check_key(ctx: &ServiceContext, meta: &Metadata, key: &[u8]) -> Result<(), Status> {
+    Ok(ctx.latest_caller(meta)?.check(key, &[], Access::Write)?)
 }
 
 /// etcd's lock server calls its own client library, whose errors reach the
@@ -136,7 +162,7 @@ pub(super) fn created_at(key: &[u8], rev: i64) -> pb::Compare {
 }
 
 /// The end of the range of keys starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -174,7 +200,10 @@ pub(super) async fn txn(
     ctx: &ServiceContext,
     req: pb::TxnRequest,
 ) -> Result<pb::TxnResponse, Status> {
-    match ctx.propose(LogEntry::new(LogRequest::Txn(req))).await? {
+    match ctx
+        .propose(LogEntry::new(LogRequest::Txn(req)).on_behalf())
+        .await?
+    {
         Reply::Applied(OpResponse::Txn(r), header) => Ok(wire::txn_response(r, &header)),
         _ => Err(unexpected("Txn")),
     }
@@ -228,12 +257,13 @@ impl Drop for Abandon {
             let ctx = self.ctx.clone();
             glommio::spawn_local(async move {
                 let _ = ctx
-                    .propose(LogEntry::new(LogRequest::DeleteRange(
-                        pb::DeleteRangeRequest {
+                    .propose(
+                        LogEntry::new(LogRequest::DeleteRange(pb::DeleteRangeRequest {
                             key,
                             ..Default::default()
-                        },
-                    )))
+                        }))
+                        .on_behalf(),
+                    )
                     .await;
             })
             .detach();
@@ -303,7 +333,7 @@ async fn unlock(ctx: Rc<ServiceContext>, req: UnlockRequest) -> Result<UnlockRes
         ..Default::default()
     };
     match ctx
-        .propose(LogEntry::new(LogRequest::DeleteRange(delete)))
+        .propose(LogEntry::new(LogRequest::DeleteRange(delete)).on_behalf())
         .await?
     {
         Reply::Applied(OpResponse::DeleteRange(_), header) => Ok(UnlockResponse {
