@@ -371,4 +371,33 @@ mod tests {
         assert_eq!(logging(&settings(&["--debug"])).unwrap().filter, "debug");
         assert!(check(&settings(&["--listen-client-urls=http://127.0.0.1:1"])).is_err());
     }
+
+    /// Catches: the auth flags read but not put into the configuration.
+    #[test]
+    fn auth_flags_act() {
+        use basalt_net::auth::TokenConfig;
+        use std::time::Duration;
+        let c = config(&settings(&["--bcrypt-cost=4", "--auth-token-ttl=7"])).unwrap();
+        assert_eq!(c.bcrypt_cost, 4);
+        assert_eq!(
+            c.auth_token,
+            TokenConfig::Simple {
+                ttl: Duration::from_secs(7)
+            }
+        );
+        // Go's bcrypt: below its minimum, its default cost.
+        assert_eq!(
+            config(&settings(&["--bcrypt-cost=2"])).unwrap().bcrypt_cost,
+            10
+        );
+        assert!(config(&settings(&["--bcrypt-cost=32"])).is_err());
+        let c = config(&settings(&[
+            "--auth-token=jwt,pub-key=/p,priv-key=/k,sign-method=RS256,ttl=1m",
+        ]))
+        .unwrap();
+        assert!(
+            matches!(c.auth_token, TokenConfig::Jwt { ttl, .. } if ttl == Duration::from_secs(60))
+        );
+        assert!(config(&settings(&["--auth-token=jwt,sign-method=RS256"])).is_err());
+    }
 }
