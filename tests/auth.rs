@@ -518,3 +518,38 @@ async fn lock_and_election_need_the_callers_rights() {
     assert_eq!(support::describe_error(&e), denied);
     alice.campaign("a", "v", 0).await.expect("campaign a/");
 }
+
+/// Catches: LeaseTimeToLive listing the keys of a lease to a user who may
+/// not read them (etcd 3.5.8's fix; etcd 3.4.23 still lists them, so
+/// basalt only).
+#[tokio::test]
+async fn lease_time_to_live_lists_keys_only_to_readers() {
+    use etcd_client::{Client, ConnectOptions, LeaseTimeToLiveOptions, PutOptions};
+    let server = Server::start(Kind::Basalt).await;
+    set_up(|args| server.etcdctl(args));
+    let connect = |user: &str, password: &str| {
+        let options = ConnectOptions::new().with_user(user, password);
+        Client::connect([server.endpoint.clone()], Some(options))
+    };
+    let mut root = connect("root", "rootpw").await.expect("root");
+    let mut alice = connect("alice", "alicepw").await.expect("alice");
+    let lease = root.lease_grant(100, None).await.expect("grant").id();
+    let on_lease = Some(PutOptions::new().with_lease(lease));
+    root.put("b", "x", on_lease).await.expect("put");
+    let ttl = alice
+        .lease_time_to_live(lease, None)
+        .await
+        .expect("no keys");
+    assert!(ttl.keys().is_empty());
+    let keys = Some(LeaseTimeToLiveOptions::new().with_keys());
+    let e = alice
+        .lease_time_to_live(lease, keys.clone())
+        .await
+        .expect_err("keys of b");
+    assert_eq!(
+        support::describe_error(&e),
+        "code=PermissionDenied message=\"etcdserver: permission denied\""
+    );
+    let ttl = root.lease_time_to_live(lease, keys).await.expect("root");
+    assert_eq!(ttl.keys(), [b"b".to_vec()]);
+}
