@@ -171,6 +171,75 @@ fn range_variants() {
     assert_eq!(count(&counted, "range"), 50);
 }
 
+/// Catches a range response decoded wrong (kvs dropped or cut short): the
+/// bytes loadgen reports must be exactly the keys and values etcd holds.
+#[test]
+fn range_reports_every_byte_it_read() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        &etcd,
+        dir.path(),
+        &[
+            "--total",
+            "200",
+            "put",
+            "--key-space-size",
+            "200",
+            "--sequential-keys",
+            "--prefix",
+            "b/",
+            "--key-size",
+            "8",
+            "--val-size",
+            "100",
+        ],
+    );
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--conns",
+            "2",
+            "--clients",
+            "4",
+            "--total",
+            "40",
+            "range",
+            "b/",
+            "--prefix",
+            "--limit",
+            "50",
+        ],
+    );
+    assert_eq!(count(&r, "range"), 40);
+    let bytes = r["bytes_per_s"].as_f64().unwrap() * r["duration_s"].as_f64().unwrap();
+    let expected = 40.0 * 50.0 * (8.0 + 100.0);
+    assert!(
+        (bytes - expected).abs() < 1e-6 * expected,
+        "{bytes} bytes read, expected {expected}: {r}"
+    );
+}
+
+/// Catches a lean-path call that swallows a server's gRPC error: etcd
+/// refuses a value over its 1.5 MiB request limit, and each refusal must
+/// count as a failed put (exit status 1) with etcd's message.
+#[test]
+fn a_refused_request_counts_as_an_error() {
+    let etcd = Etcd::start();
+    let out = etcd.loadgen(&["--total", "3", "put", "--val-size", "2000000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("request is too large"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let put = stdout
+        .lines()
+        .find(|l| l.starts_with("put "))
+        .unwrap_or_else(|| panic!("no put line in {stdout}"));
+    let fields: Vec<&str> = put.split_whitespace().collect();
+    assert_eq!(&fields[1..3], ["0", "3"], "count 0, errors 3: {stdout}");
+}
+
 #[test]
 fn txn_put_and_mixed() {
     let etcd = Etcd::start();

@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use etcd_client::{GetOptions, Txn, TxnOp};
 
 use super::DEFAULT_TOTAL;
 use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
+use crate::connection::Connection;
 use crate::error::{LoadgenError, Result};
+use crate::grpc::messages::{path, PutRequest, PutResponse, RangeRequest, RangeResponse};
+use crate::grpc::Channel;
 use crate::keys::{prefix_end, random_value, KeySpace};
 use crate::report::Recorder;
 use crate::run::{gather, Phase, Run};
@@ -36,24 +40,30 @@ pub async fn put(
     compact: Option<Duration>,
 ) -> Result<(Recorder, Duration)> {
     let keys = Arc::new(key_space(&args.keys)?);
-    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    // Shared by every request: cloning `Bytes` copies no value.
+    let value = Bytes::from(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
+        let channel = lean_channel(&conn)?;
         let (phase, keys, value) = (phase.clone(), keys.clone(), value.clone());
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             let mut rng = fastrand::Rng::new();
+            let mut request = PutRequest {
+                value,
+                ..Default::default()
+            };
             while let Some(ticket) = phase.pacer.next().await {
-                let key = keys.pick(ticket, &mut rng);
+                request.key = Bytes::from(keys.pick(ticket, &mut rng));
                 let floor = conn.floor();
-                let Some(outcome) = phase.timed(kv.put(key, value.as_slice(), None)).await else {
+                let call = channel.unary::<_, PutResponse>(path::PUT, &request);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 tally.settle("put", &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 });
             }
             tally.rec
@@ -122,42 +132,44 @@ pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> 
             "--limit must not be negative".into(),
         ));
     }
-    let mut options = read_options(args.consistency, args.limit);
-    if args.prefix {
-        options = options.with_range(prefix_end(args.key.as_bytes()));
+    let range_end = if args.prefix {
+        Bytes::from(prefix_end(args.key.as_bytes()))
     } else if let Some(end) = &args.end {
-        options = options.with_range(end.as_bytes());
-    }
-    if args.count_only {
-        options = options.with_count_only();
-    }
-    if args.keys_only {
-        options = options.with_keys_only();
-    }
+        Bytes::copy_from_slice(end.as_bytes())
+    } else {
+        Bytes::new()
+    };
+    let serializable = args.consistency == Consistency::S;
+    let request = RangeRequest {
+        key: Bytes::copy_from_slice(args.key.as_bytes()),
+        range_end,
+        limit: args.limit,
+        serializable,
+        keys_only: args.keys_only,
+        count_only: args.count_only,
+        ..Default::default()
+    };
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
-        let (phase, options, key) = (phase.clone(), options.clone(), args.key.clone());
-        let serializable = args.consistency == Consistency::S;
+        let channel = lean_channel(&conn)?;
+        let (phase, request) = (phase.clone(), request.clone());
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             while phase.pacer.next().await.is_some() {
                 let floor = conn.read_floor(serializable);
-                let Some(outcome) = phase
-                    .timed(kv.get(key.as_str(), Some(options.clone())))
-                    .await
-                else {
+                let call = channel.unary::<_, RangeResponse>(path::RANGE, &request);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 if let Some(resp) = tally.settle("range", &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 }) {
                     let bytes: usize = resp
-                        .kvs()
+                        .kvs
                         .iter()
-                        .map(|kv| kv.key().len() + kv.value().len())
+                        .map(|kv| kv.key.len() + kv.value.len())
                         .sum();
                     tally.rec.add_bytes(bytes as u64);
                 }
@@ -167,6 +179,13 @@ pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> 
     }
     let rec = gather(tasks, &run.incidents).await;
     Ok((rec, phase.finish()))
+}
+
+/// The lean channel of a connection opened for put or range.
+fn lean_channel(conn: &Connection) -> Result<Channel> {
+    conn.channel().cloned().ok_or_else(|| {
+        LoadgenError::InvalidArgs("put and range need connections opened with the lean path".into())
+    })
 }
 
 /// `txn-put`: Txns of `--txn-ops` unconditional puts.
