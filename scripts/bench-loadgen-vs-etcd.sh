@@ -13,7 +13,9 @@
 # (default target/etcd-benchmark/benchmark), ETCD (default etcd on PATH),
 # WORK (scratch dir for etcd's data, default target/loadgen-vs-etcd, on disk
 # as the side-by-side harness), CASES (default "put-100 put-1 range-s range-l"),
-# PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL (requests per run).
+# PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL (requests per run), LOADGEN_BEFORE (a
+# second loadgen binary, e.g. an older build, run as a third client
+# "loadgen-before" in every round; the order rotates over all clients).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 rounds="${1:-3}"
@@ -65,10 +67,11 @@ run_client() {
   case "$who" in
     etcd-tool) /usr/bin/time -f '%U %S' -o "$times" "$tool" --endpoints "$endpoint" "$@" >"$out" 2>&1 ;;
     loadgen) /usr/bin/time -f '%U %S' -o "$times" "$loadgen" --endpoints "http://$endpoint" --no-progress "$@" >"$out" 2>&1 ;;
+    loadgen-before) /usr/bin/time -f '%U %S' -o "$times" "$LOADGEN_BEFORE" --endpoints "http://$endpoint" --no-progress "$@" >"$out" 2>&1 ;;
   esac || { echo "$who failed:" >&2; cat "$out" >&2; exit 2; }
   case "$who" in
     etcd-tool) rate="$(awk '/Requests\/sec:/ { print $2 }' "$out")" ;;
-    loadgen) rate="$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^ops\/s,?$/) print $i }' "$out")" ;;
+    loadgen*) rate="$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^ops\/s,?$/) print $i }' "$out")" ;;
   esac
   client_cpu="$(awk '{ print $1 + $2 }' "$times")"
 }
@@ -83,15 +86,24 @@ case_args() {
   esac
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
 echo "| case | round | client | requests/s | client CPU s | etcd CPU s |"
 echo "|---|---|---|---:|---:|---:|"
 summary=""
+clients=(etcd-tool loadgen)
+[ -z "${LOADGEN_BEFORE:-}" ] || clients+=(loadgen-before)
 for c in $cases; do
   read -r -a args <<<"$(case_args "$c")"
   start_etcd
   ratios=()
+  before_ratios=()
   for r in $(seq "$rounds"); do
-    if [ $((r % 2)) -eq 1 ]; then order="etcd-tool loadgen"; else order="loadgen etcd-tool"; fi
+    # Rotate who goes first, so that no client always meets a server that
+    # has just warmed up (or filled up).
+    n=${#clients[@]}
+    order=""
+    for i in $(seq 0 $((n - 1))); do order+="${clients[$(((r - 1 + i) % n))]} "; done
     declare -A got=()
     for who in $order; do
       before="$(server_cpu)"
@@ -102,12 +114,20 @@ for c in $cases; do
         "$(echo "$after - $before" | bc -l)"
     done
     ratios+=("$(echo "${got[loadgen]} / ${got[etcd-tool]}" | bc -l)")
+    [ -z "${LOADGEN_BEFORE:-}" ] || before_ratios+=("$(echo "${got[loadgen-before]} / ${got[etcd-tool]}" | bc -l)")
     unset got
   done
-  median="$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')"
-  summary+="$(printf '| %s | %s | %.2f |' "$c" "$(printf '%.2f ' "${ratios[@]}")" "$median")"$'\n'
+  row="$(printf '| %s | %s | %.2f |' "$c" "$(printf '%.2f ' "${ratios[@]}")" "$(median "${ratios[@]}")")"
+  [ -z "${LOADGEN_BEFORE:-}" ] ||
+    row+="$(printf ' %s | %.2f |' "$(printf '%.2f ' "${before_ratios[@]}")" "$(median "${before_ratios[@]}")")"
+  summary+="$row"$'\n'
 done
 echo
-echo "| case | loadgen / etcd tool, per round | median |"
-echo "|---|---|---:|"
+if [ -z "${LOADGEN_BEFORE:-}" ]; then
+  echo "| case | loadgen / etcd tool, per round | median |"
+  echo "|---|---|---:|"
+else
+  echo "| case | loadgen / etcd tool, per round | median | loadgen-before / etcd tool, per round | median |"
+  echo "|---|---|---:|---|---:|"
+fi
 printf '%s' "$summary"
