@@ -226,3 +226,27 @@ fn validate(cli: &Cli) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads(args: &[&str]) -> usize {
+        let mut all = vec!["loadgen"];
+        all.extend_from_slice(args);
+        runtime_threads(&Cli::try_parse_from(all).expect("parse"))
+    }
+
+    /// Catches put or range losing their single-threaded runtime (which
+    /// measured faster) or another workload being confined to one thread.
+    #[test]
+    fn put_and_range_run_on_one_thread_unless_told() {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        assert_eq!(threads(&["put"]), 1);
+        assert_eq!(threads(&["range", "k"]), 1);
+        assert_eq!(threads(&["txn-put"]), cpus);
+        assert_eq!(threads(&["--profile", "kubernetes"]), cpus);
+        assert_eq!(threads(&["--threads", "3", "put"]), 3);
+        assert_eq!(threads(&["--threads", "0", "put"]), 1);
+    }
+}
