@@ -6,7 +6,7 @@ mod etcd;
 
 use std::path::Path;
 
-use etcd::Etcd;
+use etcd::{Etcd, Pki};
 use serde_json::Value;
 
 /// Runs loadgen with `--json`, checks it succeeded, returns the report.
@@ -238,6 +238,40 @@ fn a_refused_request_counts_as_an_error() {
         .unwrap_or_else(|| panic!("no put line in {stdout}"));
     let fields: Vec<&str> = put.split_whitespace().collect();
     assert_eq!(&fields[1..3], ["0", "3"], "count 0, errors 3: {stdout}");
+}
+
+/// Catches the lean path's TLS going wrong: put and range over https with
+/// a client certificate succeed (etcd checks it), and without one the
+/// run cannot even connect (exit status 2).
+#[test]
+fn put_and_range_over_tls() {
+    let pki = Pki::generate();
+    let etcd = Etcd::start_tls(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let flags = pki.client_flags();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--conns", "2", "--clients", "4", "--total", "200", "put"]);
+    assert_eq!(count(&run(&etcd, dir.path(), &args), "put"), 200);
+    args.truncate(flags.len());
+    args.extend([
+        "--conns",
+        "2",
+        "--clients",
+        "4",
+        "--total",
+        "200",
+        "range",
+        "k",
+    ]);
+    assert_eq!(count(&run(&etcd, dir.path(), &args), "range"), 200);
+    let ca = pki.file("ca.pem");
+    let out = etcd.loadgen(&["--cacert", &ca, "--total", "5", "put"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
