@@ -11,7 +11,11 @@
 //! `etcd-client`.
 //!
 //! A [`Channel`] is one HTTP/2 connection; it is cheap to clone, and calls
-//! on clones are multiplexed as concurrent streams. A call encodes its
+//! on clones are multiplexed as concurrent streams. Unlike tonic's channel
+//! it does not reconnect: once the connection is gone every later call
+//! fails (and counts as a failed request), which suits a benchmark run
+//! against a server that is meant to stay up; it talks to one endpoint,
+//! where etcd-client balances each call over all of them. A call encodes its
 //! request straight into the frame it sends and decodes the response from
 //! the frame it received (byte fields borrow it).
 //!
