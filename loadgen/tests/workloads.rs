@@ -274,6 +274,50 @@ fn put_and_range_over_tls() {
     );
 }
 
+/// Catches a lean channel that never dials again: etcd is killed and
+/// restarted in the middle of a paced put run, and puts must succeed
+/// again once it is back (the ones in between count as failures).
+#[test]
+fn put_recovers_after_a_server_restart() {
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--endpoints", &etcd.endpoint, "--no-progress", "--json"])
+        .arg(&json)
+        .args([
+            "--conns",
+            "2",
+            "--clients",
+            "4",
+            "--rate",
+            "100",
+            "--duration",
+            "7s",
+            "put",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    etcd.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures while etcd was down: {stderr}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // ~150 puts before the kill; a channel that stays dead adds none.
+    let puts = count(&report, "put");
+    assert!(
+        puts > 250,
+        "{puts} puts: no recovery after the restart: {report}\n{stderr}"
+    );
+}
+
 #[test]
 fn txn_put_and_mixed() {
     let etcd = Etcd::start();

@@ -11,11 +11,11 @@
 //! `etcd-client`.
 //!
 //! A [`Channel`] is one HTTP/2 connection; it is cheap to clone, and calls
-//! on clones are multiplexed as concurrent streams. Unlike tonic's channel
-//! it does not reconnect: once the connection is gone every later call
-//! fails (and counts as a failed request), which suits a benchmark run
-//! against a server that is meant to stay up; it talks to one endpoint,
-//! where etcd-client balances each call over all of them. A call encodes its
+//! on clones are multiplexed as concurrent streams. When the connection
+//! fails, the call that finds it gone fails (and counts as a failed
+//! request) and the next call dials a new one, as tonic's channel does. It
+//! talks to one endpoint, where etcd-client balances each call over all of
+//! them. A call encodes its
 //! request straight into the frame it sends and decodes the response from
 //! the frame it received (byte fields borrow it).
 //!
@@ -58,6 +58,8 @@ pub enum CallError {
     Status { code: u32, message: String },
     /// The HTTP/2 connection or stream failed.
     Transport(h2::Error),
+    /// The connection was lost and could not be dialled again.
+    Connect(String),
     /// The answer was not a well-formed gRPC response.
     Protocol(String),
 }
@@ -67,6 +69,7 @@ impl fmt::Display for CallError {
         match self {
             Self::Status { code, message } => write!(f, "grpc-status {code}: {message}"),
             Self::Transport(e) => write!(f, "transport: {e}"),
+            Self::Connect(m) => write!(f, "reconnecting: {m}"),
             Self::Protocol(m) => write!(f, "protocol: {m}"),
         }
     }
@@ -93,18 +96,32 @@ pub enum ConnectError {
     Tls(String, String),
 }
 
-/// What every request on a connection carries.
+/// Where a channel connects, and what every request on it carries.
 struct Target {
+    endpoint: String,
     scheme: Scheme,
     authority: Authority,
+    port: u16,
+    tls: Option<TlsConfig>,
     headers: HeaderMap,
 }
 
-/// One HTTP/2 connection to one endpoint.
+/// The live connection's handle, numbered so that a task that saw an old
+/// connection fail does not drop a newer one another task dialled.
+#[derive(Default)]
+struct Live {
+    generation: u64,
+    send: Option<h2::client::SendRequest<Bytes>>,
+}
+
+/// One HTTP/2 connection to one endpoint, dialled again after it fails.
 #[derive(Clone)]
 pub struct Channel {
-    send: h2::client::SendRequest<Bytes>,
     target: Arc<Target>,
+    live: Arc<std::sync::Mutex<Live>>,
+    /// Held while dialling, so that the clients of a lost connection dial
+    /// one new connection, not one each.
+    dialling: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Channel {
@@ -131,51 +148,68 @@ impl Channel {
             .cloned()
             .ok_or_else(|| bad("no host:port".into()))?;
         let port = authority.port_u16().ok_or_else(|| bad("no port".into()))?;
-        let tcp = TcpStream::connect((authority.host(), port))
-            .await
-            .map_err(|e| ConnectError::Io(endpoint.to_owned(), e))?;
-        tcp.set_nodelay(true)
-            .map_err(|e| ConnectError::Io(endpoint.to_owned(), e))?;
-        let mut builder = h2::client::Builder::new();
-        builder
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
-        let send = if scheme == Scheme::HTTPS {
-            let tls = tls.ok_or_else(|| {
-                bad("https needs TLS settings (--cacert, or --cert and --key)".into())
-            })?;
-            let stream = tls
-                .connect(authority.host(), tcp)
-                .await
-                .map_err(|e| ConnectError::Tls(endpoint.to_owned(), e.to_string()))?;
-            let (send, conn) = builder
-                .handshake::<_, Bytes>(stream)
-                .await
-                .map_err(|e| ConnectError::Handshake(endpoint.to_owned(), e))?;
-            tokio::spawn(drive(conn));
-            send
-        } else {
-            let (send, conn) = builder
-                .handshake::<_, Bytes>(tcp)
-                .await
-                .map_err(|e| ConnectError::Handshake(endpoint.to_owned(), e))?;
-            tokio::spawn(drive(conn));
-            send
-        };
+        if scheme == Scheme::HTTPS && tls.is_none() {
+            return Err(bad(
+                "https needs TLS settings (--cacert, or --cert and --key)".into(),
+            ));
+        }
         let mut headers = HeaderMap::with_capacity(3);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         if require_leader {
             headers.insert("hasleader", HeaderValue::from_static("true"));
         }
+        let target = Target {
+            endpoint: endpoint.to_owned(),
+            scheme,
+            authority,
+            port,
+            tls: tls.cloned(),
+            headers,
+        };
+        let send = dial(&target).await?;
         Ok(Self {
-            send,
-            target: Arc::new(Target {
-                scheme,
-                authority,
-                headers,
-            }),
+            target: Arc::new(target),
+            live: Arc::new(std::sync::Mutex::new(Live {
+                generation: 0,
+                send: Some(send),
+            })),
+            dialling: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        // Nothing can panic while the lock is held; a poisoned lock still
+        // holds a consistent value.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live connection, dialled anew if the last one failed.
+    async fn connection(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), CallError> {
+        let current = |live: &Live| live.send.clone().map(|s| (live.generation, s));
+        if let Some(found) = current(&self.live()) {
+            return Ok(found);
+        }
+        let _dialling = self.dialling.lock().await;
+        if let Some(found) = current(&self.live()) {
+            return Ok(found);
+        }
+        let send = dial(&self.target)
+            .await
+            .map_err(|e| CallError::Connect(e.to_string()))?;
+        let mut live = self.live();
+        live.generation += 1;
+        live.send = Some(send.clone());
+        Ok((live.generation, send))
+    }
+
+    /// Drops connection `generation` after it failed, unless it has
+    /// already been replaced.
+    fn lost(&self, generation: u64) {
+        let mut live = self.live();
+        if live.generation == generation {
+            live.send = None;
+        }
     }
 
     /// Calls unary method `path` with `request`.
@@ -195,7 +229,9 @@ impl Channel {
         *head.method_mut() = Method::POST;
         *head.uri_mut() = uri;
         *head.headers_mut() = self.target.headers.clone();
-        let mut send = self.send.clone().ready().await?;
+        let (generation, send) = self.connection().await?;
+        // `ready` fails only when the connection is gone.
+        let mut send = send.ready().await.inspect_err(|_| self.lost(generation))?;
         let (response, mut stream) = send.send_request(head, false)?;
         stream.send_data(body, true)?;
         let response = response.await?;
@@ -217,6 +253,44 @@ impl Channel {
             None => return Err(CallError::Protocol("no trailers (grpc-status)".into())),
         }
         decode_frame(message.into_bytes())
+    }
+}
+
+/// Opens a connection to `target` and starts driving it.
+async fn dial(target: &Target) -> Result<h2::client::SendRequest<Bytes>, ConnectError> {
+    let endpoint = || target.endpoint.clone();
+    let host = target.authority.host();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host, target.port))
+        .await
+        .map_err(|e| ConnectError::Io(endpoint(), e))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| ConnectError::Io(endpoint(), e))?;
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    match &target.tls {
+        Some(tls) if target.scheme == Scheme::HTTPS => {
+            let stream = tls
+                .connect(host, tcp)
+                .await
+                .map_err(|e| ConnectError::Tls(endpoint(), e.to_string()))?;
+            let (send, conn) = builder
+                .handshake::<_, Bytes>(stream)
+                .await
+                .map_err(|e| ConnectError::Handshake(endpoint(), e))?;
+            tokio::spawn(drive(conn));
+            Ok(send)
+        }
+        _ => {
+            let (send, conn) = builder
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .map_err(|e| ConnectError::Handshake(endpoint(), e))?;
+            tokio::spawn(drive(conn));
+            Ok(send)
+        }
     }
 }
 

@@ -56,7 +56,6 @@ impl TlsConfig {
         host: &str,
         tcp: TcpStream,
     ) -> std::io::Result<TlsStream<TcpStream>> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         self.connector.connect(name, tcp).await

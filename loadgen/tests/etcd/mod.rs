@@ -83,7 +83,25 @@ pub struct Etcd {
     pub endpoint: String,
     /// etcdctl's flags for this etcd's client TLS, if it has any.
     tls: Vec<String>,
+    /// The command line, for a restart.
+    args: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// Starts etcd with `args`, its log in `dir` (appended to across restarts).
+fn spawn(args: &[String], dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .expect("log file");
+    Command::new(etcd_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd starts (install it with scripts/install-test-deps.sh)")
 }
 
 impl Etcd {
@@ -113,29 +131,35 @@ impl Etcd {
             None => Vec::new(),
         };
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new(etcd_binary())
-            .arg("--name=loadgen-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=loadgen-test={peer_url}"))
-            .args(&tls_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd starts (install it with scripts/install-test-deps.sh)");
+        let mut args = vec![
+            "--name=loadgen-test".to_owned(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={endpoint}"),
+            format!("--advertise-client-urls={endpoint}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=loadgen-test={peer_url}"),
+        ];
+        args.extend(tls_args);
+        let child = spawn(&args, dir.path());
         let etcd = Etcd {
             child,
             endpoint,
             tls: pki.map(Pki::client_flags).unwrap_or_default(),
+            args,
             _dir: dir,
         };
         etcd.wait_ready();
         etcd
+    }
+
+    /// Kills etcd (by its PID), starts it again on the same ports and data,
+    /// and waits until it serves.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.args, self._dir.path());
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
