@@ -3,8 +3,10 @@
 //!
 //! tonic puts a tower stack in front of every call (a buffer task fed by a
 //! channel, a oneshot back, a body adapter, a spawned task per request in
-//! hyper); profiled under `range --clients 100` that stack, and the
-//! allocations it makes, cost more CPU than the request itself. On a
+//! hyper); profiled under `range --clients 100` that stack and its
+//! allocations were most of loadgen's CPU, and without it a request costs
+//! 7–10 µs of client CPU instead of 18–22 µs
+//! (docs/benchmarks/loadgen-vs-etcd-benchmark.md). On a
 //! 2-core machine the client's CPU is taken from the server under test, so
 //! the hot workloads (`put`, `range`) go through this path instead; every
 //! other call (txn, watch, lease, compaction, the profiles) stays on
@@ -15,9 +17,9 @@
 //! fails, the call that finds it gone fails (and counts as a failed
 //! request) and the next call dials a new one, as tonic's channel does. It
 //! talks to one endpoint, where etcd-client balances each call over all of
-//! them. A call encodes its
-//! request straight into the frame it sends and decodes the response from
-//! the frame it received (byte fields borrow it).
+//! them. A call encodes its request straight into the frame it sends and
+//! decodes the response from the frame it received (byte fields borrow
+//! it).
 //!
 //! ```text
 //! use crate::grpc::{messages::{path, RangeRequest, RangeResponse}, Channel};
@@ -40,6 +42,8 @@ use prost::Message;
 use tokio::net::TcpStream;
 
 pub use tls::TlsConfig;
+
+use crate::connection::MAX_MESSAGE_BYTES;
 
 /// A gRPC message is framed by a compression flag and a 32-bit length.
 const FRAME_PREFIX: usize = 5;
@@ -244,6 +248,11 @@ impl Channel {
         let mut message = Received::default();
         while let Some(chunk) = body.data().await {
             let chunk = chunk?;
+            if message.len() + chunk.len() > FRAME_PREFIX + MAX_MESSAGE_BYTES {
+                return Err(CallError::Protocol(format!(
+                    "response over {MAX_MESSAGE_BYTES} bytes"
+                )));
+            }
             // Hand the window back at once: the bytes are ours now.
             let _ = body.flow_control().release_capacity(chunk.len());
             message.push(chunk);
@@ -387,6 +396,14 @@ struct Received {
 }
 
 impl Received {
+    fn len(&self) -> usize {
+        match (&self.joined, &self.first) {
+            (Some(joined), _) => joined.len(),
+            (None, Some(first)) => first.len(),
+            (None, None) => 0,
+        }
+    }
+
     fn push(&mut self, chunk: Bytes) {
         if let Some(joined) = &mut self.joined {
             joined.extend_from_slice(&chunk);
@@ -448,6 +465,8 @@ mod tests {
         received.push(frame.slice(..3));
         received.push(frame.slice(3..7));
         received.push(frame.slice(7..));
+        // The size limit is checked against this.
+        assert_eq!(received.len(), frame.len());
         let back: PutResponse = decode_frame(received.into_bytes()).unwrap();
         assert_eq!(back.header.unwrap().revision, 42);
     }
