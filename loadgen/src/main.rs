@@ -126,10 +126,15 @@ async fn execute(cli: Cli) -> Result<Outcome> {
         cacert: cli.cacert.clone(),
         cert: cli.cert.clone().zip(cli.tls_key.clone()),
     });
-    // put and range, the workloads that measure a server's peak rate, go
-    // through the lean path so that the client's CPU does not cap it.
+    // The KV workloads, which measure a server's peak rate, go through the
+    // lean path so that the client's CPU does not cap it.
     let path = match job {
-        Job::Workload(cli::Workload::Put(_) | cli::Workload::Range(_)) => connection::Path::Lean,
+        Job::Workload(
+            cli::Workload::Put(_)
+            | cli::Workload::Range(_)
+            | cli::Workload::TxnPut(_)
+            | cli::Workload::TxnMixed(_),
+        ) => connection::Path::Lean,
         _ => connection::Path::Client,
     };
     let conns = Connection::open_many(

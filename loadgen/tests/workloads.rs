@@ -318,6 +318,40 @@ fn put_recovers_after_a_server_restart() {
     );
 }
 
+/// Catches a Txn whose ops etcd reads as something else (a put sent under
+/// the range tag would succeed and write nothing): after sequential
+/// txn-puts over 20 keys, a prefix range must read all 20, each 8 + 8
+/// bytes.
+#[test]
+fn txn_put_writes_every_key() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        &etcd,
+        dir.path(),
+        &[
+            "--total",
+            "10",
+            "txn-put",
+            "--txn-ops",
+            "2",
+            "--prefix",
+            "t/",
+            "--key-space-size",
+            "20",
+            "--sequential-keys",
+        ],
+    );
+    assert_eq!(count(&r, "txn-put"), 10);
+    let r = run(
+        &etcd,
+        dir.path(),
+        &["--total", "1", "range", "t/", "--prefix"],
+    );
+    let bytes = r["bytes_per_s"].as_f64().unwrap() * r["duration_s"].as_f64().unwrap();
+    assert!((bytes - 320.0).abs() < 1e-6, "{bytes} bytes: {r}");
+}
+
 #[test]
 fn txn_put_and_mixed() {
     let etcd = Etcd::start();

@@ -94,8 +94,47 @@ pub struct PutResponse {
     pub prev_kv: Option<KeyValue>,
 }
 
+/// `etcdserverpb.RequestOp` (the ranges and puts of a Txn; delete and
+/// nested txn are not sent).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(oneof = "request_op::Request", tags = "1, 2")]
+    pub request: Option<request_op::Request>,
+}
+
+pub mod request_op {
+    /// `RequestOp.request`.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Request {
+        #[prost(message, tag = "1")]
+        Range(super::RangeRequest),
+        #[prost(message, tag = "2")]
+        Put(super::PutRequest),
+    }
+}
+
+/// `etcdserverpb.TxnRequest` without compares (no workload sends any).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+/// `etcdserverpb.TxnResponse`; the per-op responses (field 3) are skipped
+/// when decoding, as nothing reads them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+}
+
 /// The gRPC method paths of the calls above.
 pub mod path {
     pub const RANGE: &str = "/etcdserverpb.KV/Range";
     pub const PUT: &str = "/etcdserverpb.KV/Put";
+    pub const TXN: &str = "/etcdserverpb.KV/Txn";
 }

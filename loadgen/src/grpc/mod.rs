@@ -8,9 +8,9 @@
 //! 7–10 µs of client CPU instead of 18–22 µs
 //! (docs/benchmarks/loadgen-vs-etcd-benchmark.md). On a
 //! 2-core machine the client's CPU is taken from the server under test, so
-//! the hot workloads (`put`, `range`) go through this path instead; every
-//! other call (txn, watch, lease, compaction, the profiles) stays on
-//! `etcd-client`.
+//! the KV workloads (`put`, `range`, `txn-put`, `txn-mixed`) go through
+//! this path instead; every other call (watch, lease, compaction, the
+//! profiles) stays on `etcd-client`.
 //!
 //! A [`Channel`] is one HTTP/2 connection; it is cheap to clone, and calls
 //! on clones are multiplexed as concurrent streams. When the connection
