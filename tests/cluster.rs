@@ -164,6 +164,42 @@ async fn leases_and_watches_work_through_followers() {
     assert!(get_value(&mut f, "w/leased").await.is_none());
 }
 
+/// LeaseTimeToLive on a follower answers what the leader knows, as etcd
+/// forwards it: a keepalive sent to the leader renews only the leader's
+/// clock. Fails if the follower answers from its own clock (about 6 s
+/// left instead of the renewed 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_time_to_live_on_a_follower_is_the_leaders_answer() {
+    let cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let mut l = cluster.client(leader).await;
+    let mut f = cluster.client((leader + 1) % 3).await;
+    let lease = l.lease_grant(10, None).await.unwrap().id();
+    l.put("leased", "v", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (mut keeper, mut acks) = l.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().ttl(), 10);
+    let r = f
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.ttl() >= 9,
+        "the follower says {} s are left of a lease the leader just renewed to 10 s",
+        r.ttl()
+    );
+    assert_eq!(r.granted_ttl(), 10);
+    assert_eq!(r.keys(), [b"leased".to_vec()]);
+    let unknown = f.lease_time_to_live(lease + 1, None).await.unwrap();
+    assert_eq!((unknown.ttl(), unknown.granted_ttl()), (-1, 0));
+}
+
 /// Replaces what differs between two clusters: member ids, ports, times.
 fn normalise_etcdctl(text: &str, cluster: &Cluster) -> String {
     let mut out = text.to_string();

@@ -100,8 +100,8 @@ pub use frame::{
     MAGIC,
 };
 pub use hello::{
-    Hello, HelloReply, JoinedCluster, JoinedMember, Refusal, StreamKind, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Hello, HelloReply, JoinedCluster, JoinedMember, PeerAnswer, PeerQuery, Refusal, StreamKind,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 pub use join::discover;
 pub use limits::{

@@ -41,8 +41,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::{
-    check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, Refusal, StreamKind,
-    WireLimits,
+    check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, PeerAnswer, PeerQuery,
+    Refusal, StreamKind, WireLimits,
 };
 use crate::config::parse_listen_url;
 use crate::grpc::Shutdown;
@@ -89,6 +89,11 @@ pub trait PeerSink {
     /// A peer refused this member because it was removed from the
     /// cluster (while it was down, say): it must stop.
     fn removed(&self) {}
+    /// The answer to a member's [`PeerQuery`] (see [`StreamKind::Query`]).
+    fn answer(&self, query: &PeerQuery) -> PeerAnswer {
+        let _ = query;
+        PeerAnswer::NotLeader
+    }
 }
 
 /// The transport of one member.
@@ -315,6 +320,37 @@ impl Transport {
         Some(link)
     }
 
+    /// Asks member `peer` one question over a connection of its own (each
+    /// of its URLs in turn, a few seconds each at most).
+    pub async fn ask(&self, peer: NodeId, query: PeerQuery) -> Result<PeerAnswer, String> {
+        let urls = self
+            .peers
+            .borrow()
+            .get(&peer)
+            .cloned()
+            .ok_or_else(|| format!("member {peer:x} is not a peer"))?;
+        let tls = self.dial_tls.borrow().clone();
+        let mut hello = Hello::new(self.cluster_id, self.me, peer, StreamKind::Query);
+        hello.query = Some(query);
+        let mut last_error = String::from("no peer URL");
+        for url in &urls {
+            let (addr, tls) = match target(url, &tls) {
+                Ok(t) => t,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            match say_hello(addr, tls, &hello, self.limits).await {
+                Ok((_, _, HelloReply::Answer(answer))) => return Ok(answer),
+                Ok((_, _, HelloReply::Refused(r))) => last_error = format!("{url}: refused: {r}"),
+                Ok(_) => last_error = format!("{url}: the peer did not answer the question"),
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+        Err(last_error)
+    }
+
     /// Serves a stream a peer opened to us until it closes or misbehaves.
     pub async fn serve_inbound(self: Rc<Self>, stream: Stream) {
         let peer_addr = stream.peer_addr().ok();
@@ -360,9 +396,18 @@ impl Transport {
         } else if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
             verdict = Err(Refusal::UnknownMember { id: hello.from });
         }
-        let reply = match &verdict {
-            Ok(()) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
-            Err(r) => HelloReply::Refused(r.clone()),
+        let reply = match (&verdict, &hello.query) {
+            (Ok(()), Some(query)) if hello.stream == StreamKind::Query => {
+                match self.sink.upgrade() {
+                    Some(sink) => HelloReply::Answer(sink.answer(query)),
+                    None => return Ok(()),
+                }
+            }
+            (Ok(()), _) if hello.stream == StreamKind::Query => {
+                return Err("a query hello without a question".into())
+            }
+            (Ok(()), _) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
+            (Err(r), _) => HelloReply::Refused(r.clone()),
         };
         let mut out = Vec::new();
         FrameEncoder::new(self.limits)
@@ -373,6 +418,9 @@ impl Transport {
         if let Err(r) = verdict {
             tracing::warn!(from = format!("{:x}", hello.from), reason = %r, "refused a peer");
             return Err(r.to_string());
+        }
+        if hello.stream == StreamKind::Query {
+            return Ok(());
         }
         stream.set_read_timeout(None).map_err(|e| e.to_string())?;
         let from = hello.from;
@@ -620,18 +668,10 @@ async fn dial(
 ) -> Result<(Stream, FrameEncoder), String> {
     let mut last_error = String::from("no peer URL");
     for url in &link.urls {
-        let addr: SocketAddr = match parse_listen_url(url) {
-            Ok(a) => a,
+        let (addr, tls) = match target(url, &tls) {
+            Ok(t) => t,
             Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let tls = match (crate::tls::is_https(url), &tls) {
-            (false, _) => None,
-            (true, Some(config)) => Some((config.clone(), crate::tls::server_name(url, addr))),
-            (true, None) => {
-                last_error = format!("{url}: an https peer URL needs the --peer-* TLS flags");
+                last_error = e;
                 continue;
             }
         };
@@ -643,53 +683,40 @@ async fn dial(
     Err(last_error)
 }
 
+type DialTls = Option<(
+    Arc<rustls::ClientConfig>,
+    rustls_pki_types::ServerName<'static>,
+)>;
+
+/// The address a peer URL names, and TLS for it if it is `https`.
+fn target(
+    url: &str,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+) -> Result<(SocketAddr, DialTls), String> {
+    let addr: SocketAddr = parse_listen_url(url).map_err(|e| e.to_string())?;
+    let tls = match (crate::tls::is_https(url), tls) {
+        (false, _) => None,
+        (true, Some(config)) => Some((config.clone(), crate::tls::server_name(url, addr))),
+        (true, None) => {
+            return Err(format!(
+                "{url}: an https peer URL needs the --peer-* TLS flags"
+            ))
+        }
+    };
+    Ok((addr, tls))
+}
+
 async fn handshake(
     addr: SocketAddr,
-    tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    tls: DialTls,
     peer: NodeId,
     me: NodeId,
     cluster_id: u64,
     limits: WireLimits,
     kind: StreamKind,
 ) -> Result<(Stream, FrameEncoder), String> {
-    let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    let mut stream = match tls {
-        None => Stream::Plain(tcp),
-        Some((config, name)) => Stream::connect(tcp, config, name)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?,
-    };
-    let mut encoder = FrameEncoder::new(limits);
-    let mut out = Vec::new();
-    encoder
-        .hello(&Hello::new(cluster_id, me, peer, kind), &mut out)
-        .map_err(|e| e.to_string())?;
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut decoder = FrameDecoder::new(limits);
-    let mut buf = vec![0u8; 4096];
-    let reply = loop {
-        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            match frame.decode().map_err(|e| e.to_string())? {
-                Frame::HelloReply(r) => break r,
-                _ => return Err("the peer did not answer the hello".into()),
-            }
-        }
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the peer closed the stream during the handshake".into());
-        }
-        decoder.push(&buf[..n]);
-    };
+    let hello = Hello::new(cluster_id, me, peer, kind);
+    let (stream, mut encoder, reply) = say_hello(addr, tls, &hello, limits).await?;
     match reply {
         HelloReply::Refused(Refusal::MemberRemoved { id }) if id == me => {
             tracing::error!(
@@ -709,6 +736,48 @@ async fn handshake(
             encoder.set_limits(limits.min(theirs));
             Ok((stream, encoder))
         }
+    }
+}
+
+/// Connects to `addr`, sends `hello` and reads the reply.
+async fn say_hello(
+    addr: SocketAddr,
+    tls: DialTls,
+    hello: &Hello,
+    limits: WireLimits,
+) -> Result<(Stream, FrameEncoder, HelloReply), String> {
+    let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some((config, name)) => Stream::connect(tcp, config, name)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?,
+    };
+    let mut encoder = FrameEncoder::new(limits);
+    let mut out = Vec::new();
+    encoder.hello(hello, &mut out).map_err(|e| e.to_string())?;
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(limits);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            return match frame.decode().map_err(|e| e.to_string())? {
+                Frame::HelloReply(r) => Ok((stream, encoder, r)),
+                _ => Err("the peer did not answer the hello".into()),
+            };
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the stream during the handshake".into());
+        }
+        decoder.push(&buf[..n]);
     }
 }
 

@@ -56,7 +56,7 @@ use crate::grpc::{Shutdown, Status};
 use crate::lease::LeaseEvent;
 use crate::member::{ClusterInfo, MemberInfo};
 use crate::node::{Driver, MemberMeta, NodeTiming};
-use crate::peer::{PeerSink, Transport};
+use crate::peer::{PeerAnswer, PeerQuery, PeerSink, Transport};
 use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
@@ -185,7 +185,12 @@ pub struct Sequencer {
     leader_changes: Cell<u64>,
     /// Proposals that failed for want of a leader or in time.
     proposals_failed: Cell<u64>,
+    /// Answers other members' questions (the lessor, once attached).
+    query_answerer: RefCell<Option<QueryAnswerer>>,
 }
+
+/// Answers a [`PeerQuery`] from another member.
+pub type QueryAnswerer = Box<dyn Fn(&PeerQuery) -> PeerAnswer>;
 
 /// What `/metrics` reports of this member's Raft.
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,6 +227,12 @@ impl PeerSink for Sequencer {
             .cfg
             .failed
             .set("the member has been permanently removed from the cluster".into());
+    }
+    fn answer(&self, query: &PeerQuery) -> PeerAnswer {
+        match &*self.query_answerer.borrow() {
+            Some(answer) => answer(query),
+            None => PeerAnswer::NotLeader,
+        }
     }
     fn join_reply(&self, peer_urls: &[String]) -> crate::peer::HelloReply {
         membership::join_reply(&self.meta.borrow(), peer_urls)
@@ -313,6 +324,7 @@ impl Sequencer {
             last_leader: Cell::new(0),
             leader_changes: Cell::new(0),
             proposals_failed: Cell::new(0),
+            query_answerer: RefCell::new(None),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -469,6 +481,47 @@ impl Sequencer {
     /// Registers a listener for applied lease changes (the lessor).
     pub fn subscribe_leases(&self, listener: LeaseListener) {
         self.lease_listeners.borrow_mut().push(listener);
+    }
+
+    /// Sets who answers other members' questions (the lessor).
+    pub fn answer_queries_with(&self, answerer: QueryAnswerer) {
+        *self.query_answerer.borrow_mut() = Some(answerer);
+    }
+
+    /// Asks the leader `query` and waits for its answer, through leader
+    /// changes, within the request timeout (etcd's follower retries its
+    /// forwarded lease calls the same way). `None`: this member leads.
+    pub async fn ask_leader(&self, query: PeerQuery) -> Result<Option<PeerAnswer>, Error> {
+        let deadline = std::time::Instant::now() + self.cfg.timing.request_timeout();
+        loop {
+            let status = self.driver.status();
+            if status.role == basalt_raft::StateRole::Leader {
+                return Ok(None);
+            }
+            let transport = self.transport.borrow().clone();
+            if status.leader != basalt_raft::NO_NODE {
+                let Some(transport) = transport else {
+                    return Err(Error::NoLeader);
+                };
+                match transport.ask(status.leader, query.clone()).await {
+                    Ok(PeerAnswer::NotLeader) => {}
+                    Ok(answer) => return Ok(Some(answer)),
+                    Err(e) => tracing::debug!(
+                        leader = format!("{:x}", status.leader),
+                        error = %e,
+                        "cannot ask the leader"
+                    ),
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(if status.leader == basalt_raft::NO_NODE {
+                    Error::NoLeader
+                } else {
+                    Error::Timeout
+                });
+            }
+            glommio::timer::sleep(self.cfg.timing.heartbeat).await;
+        }
     }
 
     /// The store, for read-only use by services on this executor (watch
