@@ -300,7 +300,7 @@ pub const FLAGS: &[Flag] = &[
     f("auth-token-ttl", Uint, "300", Both, NoEffect(NO_AUTH)),
     f("enable-grpc-gateway", Bool, "true", Both, NoEffect("basalt serves no gRPC gateway (JSON over HTTP)")),
     // ---- experimental ----
-    f("experimental-initial-corrupt-check", Bool, "false", Both, NoEffect("basalt has no corruption check before serving yet (the periodic one is --experimental-corrupt-check-time)")),
+    f("experimental-initial-corrupt-check", Bool, "false", Both, Acted("a restarted member compares its HashKV with every peer's before serving clients and exits 1 if one differs after the same compaction")),
     f("experimental-corrupt-check-time", Duration, "0s", Both, Acted("how often the leader compares every member's HashKV through the log (0s: never); a mismatch raises CORRUPT")),
     f("experimental-backend-bbolt-freelist-type", Text, "array", V34, NoEffect(STORAGE)),
     f("experimental-enable-lease-checkpoint", Bool, "false", Both, Acted("the leader records long leases' remaining TTLs in the log every 5 minutes; a new leader starts them from there")),

@@ -214,6 +214,7 @@ pub fn config(s: &Settings) -> Result<Config, String> {
     let nanos = |name: &str| std::time::Duration::from_nanos(s.nanos(name).max(0) as u64);
     c.corrupt_check_interval =
         Some(nanos("experimental-corrupt-check-time")).filter(|d| !d.is_zero());
+    c.initial_corrupt_check = s.bool("experimental-initial-corrupt-check");
     c.lease_checkpoint_interval = s
         .bool("experimental-enable-lease-checkpoint")
         .then(|| nanos("experimental-lease-checkpoint-interval"))

@@ -83,6 +83,9 @@ pub struct Config {
     /// `--experimental-corrupt-check-time`: how often the leader compares
     /// every member's HashKV; `None` (etcd's `0s`) = never.
     pub corrupt_check_interval: Option<Duration>,
+    /// `--experimental-initial-corrupt-check`: a restarted member compares
+    /// its HashKV with every peer's before serving clients.
+    pub initial_corrupt_check: bool,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -119,6 +122,7 @@ impl Config {
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
             lease_checkpoint_interval: None,
             corrupt_check_interval: None,
+            initial_corrupt_check: false,
             tls: TlsSettings::default(),
         }
     }

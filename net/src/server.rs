@@ -225,6 +225,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         event_feeds,
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
+        initial_corrupt_check: cfg.initial_corrupt_check,
         join,
     };
     let views = seq_cfg.views.clone();
@@ -751,7 +752,14 @@ impl Executor {
         transport.set_dial_tls(acceptor.peer_dial.clone());
         let gate = {
             let seq = seq.clone();
-            Box::pin(async move { seq.wait_published().await }) as Gate
+            Box::pin(async move {
+                // A member whose data disagrees with its peers never
+                // serves a client: the process stops (see `failure`).
+                if !seq.initial_corruption_check().await {
+                    std::future::pending::<()>().await;
+                }
+                seq.wait_published().await
+            }) as Gate
         };
         let accepting = glommio::spawn_local(acceptor.run(shutdown.clone(), transport, gate));
         let serving = Serving {

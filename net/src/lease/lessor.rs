@@ -371,6 +371,9 @@ impl Lessor {
                     Err(e) => PeerAnswer::Failed { message: e.message },
                 }
             }
+            PeerQuery::HashKv { .. } => PeerAnswer::Failed {
+                message: "basalt: the lessor does not answer hashes".into(),
+            },
         }
     }
 

@@ -66,6 +66,9 @@ pub struct Entered {
     pub meta: MemberMeta,
     /// This member's id (from the data dir once one exists).
     pub member_id: u64,
+    /// The data dir held this member's state already (etcd's
+    /// "member initialized"): not a new or joining member.
+    pub restarted: bool,
 }
 
 /// Opens Raft over `wal` for the `store` as checkpointed. `flags` is the
@@ -82,6 +85,7 @@ pub async fn enter(
         .durable_member_meta()?
         .map(|b| MemberMeta::decode(&b))
         .transpose()?;
+    let restarted = durable.is_some();
     let (meta, bootstrapped) = match durable {
         Some(meta) => (meta, false),
         None if is_empty(store, &wal) => match join {
@@ -148,6 +152,7 @@ pub async fn enter(
         driver,
         meta,
         member_id,
+        restarted,
     })
 }
 

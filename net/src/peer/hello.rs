@@ -46,6 +46,10 @@ pub enum PeerQuery {
     /// runs the leases' clocks (keepalives reach it, not the followers),
     /// so etcd forwards this call (`/leases/internal`).
     LeaseTimeToLive { id: i64, keys: bool },
+    /// etcd's HashKV at `revision` (0: the answerer's current one), asked
+    /// of every peer by a restarted member before it serves clients
+    /// (`--experimental-initial-corrupt-check`).
+    HashKv { revision: i64 },
 }
 
 /// The answer to a [`PeerQuery`].
@@ -60,7 +64,15 @@ pub enum PeerAnswer {
     /// The member asked is not the one that can answer (no longer the
     /// leader, say): ask again once the cluster settles.
     NotLeader,
-    /// The member could not answer (a store read failed).
+    /// etcd's HashKV: `revision` is the answerer's current revision (the
+    /// response header's), `hash` covers up to the revision asked.
+    HashKv {
+        revision: i64,
+        compact_revision: i64,
+        hash: u32,
+    },
+    /// The member could not answer: etcd's error message (a revision
+    /// compacted or in the future, a store read that failed).
     Failed { message: String },
 }
 

@@ -109,5 +109,5 @@ pub use limits::{
     MAX_FRAME_BYTES, SNAPSHOT_CHUNK_OVERHEAD,
 };
 pub use snapshot_chunk::SnapshotChunk;
-pub use transport::{PeerSink, Transport, MAX_QUEUED_MESSAGES};
+pub use transport::{Answering, PeerSink, Transport, MAX_QUEUED_MESSAGES};
 pub use wire::{check_batch, decode_messages, messages_payload_len, Frame, FrameEncoder};

@@ -65,6 +65,9 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = super::DEFAULT_MAX_SNAPSHOT_CHUNK_DATA;
 /// Chunks written ahead of the socket, at most.
 pub const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 
+/// An answer being worked out (a hash over the whole store takes a while).
+pub type Answering = std::pin::Pin<Box<dyn std::future::Future<Output = PeerAnswer>>>;
+
 /// Where received messages and transport reports go (the member's Raft
 /// driver), and where snapshots come from and go to.
 pub trait PeerSink {
@@ -90,9 +93,9 @@ pub trait PeerSink {
     /// cluster (while it was down, say): it must stop.
     fn removed(&self) {}
     /// The answer to a member's [`PeerQuery`] (see [`StreamKind::Query`]).
-    fn answer(&self, query: &PeerQuery) -> PeerAnswer {
+    fn answer(&self, query: PeerQuery) -> Answering {
         let _ = query;
-        PeerAnswer::NotLeader
+        Box::pin(async { PeerAnswer::NotLeader })
     }
 }
 
@@ -321,8 +324,13 @@ impl Transport {
     }
 
     /// Asks member `peer` one question over a connection of its own (each
-    /// of its URLs in turn, a few seconds each at most).
-    pub async fn ask(&self, peer: NodeId, query: PeerQuery) -> Result<PeerAnswer, String> {
+    /// of its URLs in turn, `wait` at most for each answer).
+    pub async fn ask(
+        &self,
+        peer: NodeId,
+        query: PeerQuery,
+        wait: Duration,
+    ) -> Result<PeerAnswer, String> {
         let urls = self
             .peers
             .borrow()
@@ -341,7 +349,7 @@ impl Transport {
                     continue;
                 }
             };
-            match say_hello(addr, tls, &hello, self.limits).await {
+            match say_hello(addr, tls, &hello, self.limits, wait).await {
                 Ok((_, _, HelloReply::Answer(answer))) => return Ok(answer),
                 Ok((_, _, HelloReply::Refused(r))) => last_error = format!("{url}: refused: {r}"),
                 Ok(_) => last_error = format!("{url}: the peer did not answer the question"),
@@ -398,10 +406,11 @@ impl Transport {
         }
         let reply = match (&verdict, &hello.query) {
             (Ok(()), Some(query)) if hello.stream == StreamKind::Query => {
-                match self.sink.upgrade() {
-                    Some(sink) => HelloReply::Answer(sink.answer(query)),
+                let answering = match self.sink.upgrade() {
+                    Some(sink) => sink.answer(query.clone()),
                     None => return Ok(()),
-                }
+                };
+                HelloReply::Answer(answering.await)
             }
             (Ok(()), _) if hello.stream == StreamKind::Query => {
                 return Err("a query hello without a question".into())
@@ -716,7 +725,8 @@ async fn handshake(
     kind: StreamKind,
 ) -> Result<(Stream, FrameEncoder), String> {
     let hello = Hello::new(cluster_id, me, peer, kind);
-    let (stream, mut encoder, reply) = say_hello(addr, tls, &hello, limits).await?;
+    let (stream, mut encoder, reply) =
+        say_hello(addr, tls, &hello, limits, HANDSHAKE_TIMEOUT).await?;
     match reply {
         HelloReply::Refused(Refusal::MemberRemoved { id }) if id == me => {
             tracing::error!(
@@ -739,18 +749,20 @@ async fn handshake(
     }
 }
 
-/// Connects to `addr`, sends `hello` and reads the reply.
+/// Connects to `addr`, sends `hello` and reads the reply (waiting `wait`
+/// at most for each read).
 async fn say_hello(
     addr: SocketAddr,
     tls: DialTls,
     hello: &Hello,
     limits: WireLimits,
+    wait: Duration,
 ) -> Result<(Stream, FrameEncoder, HelloReply), String> {
     let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+    tcp.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
         .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     let mut stream = match tls {

@@ -27,6 +27,7 @@ mod client;
 mod command;
 mod corruption;
 mod defrag;
+mod initial_check;
 mod log_entry;
 mod membership;
 mod read_txn;
@@ -127,6 +128,8 @@ pub struct SequencerConfig {
     /// `--experimental-corrupt-check-time`: how often the leader checks
     /// that every member's HashKV agrees; `None` = never (etcd's default).
     pub corrupt_check_interval: Option<Duration>,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial_corrupt_check: bool,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -143,6 +146,8 @@ pub struct Sequencer {
     wal: RefCell<Option<Rc<Wal>>>,
     /// This member's Raft node.
     driver: Driver,
+    /// The data dir held this member's state before this start.
+    restarted: bool,
     /// The membership and position as of the last applied entry; staged
     /// into the store whenever it changes.
     meta: RefCell<MemberMeta>,
@@ -228,11 +233,32 @@ impl PeerSink for Sequencer {
             .failed
             .set("the member has been permanently removed from the cluster".into());
     }
-    fn answer(&self, query: &PeerQuery) -> PeerAnswer {
-        match &*self.query_answerer.borrow() {
-            Some(answer) => answer(query),
-            None => PeerAnswer::NotLeader,
+    fn answer(&self, query: PeerQuery) -> crate::peer::Answering {
+        if let PeerQuery::HashKv { revision } = query {
+            // On a blocking thread: it reads every version up to revision.
+            let view = self.store.borrow().read_view();
+            return Box::pin(async move {
+                let current = view.current_revision();
+                let hashed = glommio::executor()
+                    .spawn_blocking(move || basalt_engine::etcdfmt::hash_kv(&view, revision))
+                    .await;
+                match hashed {
+                    Ok(h) => PeerAnswer::HashKv {
+                        revision: current,
+                        compact_revision: h.compact_revision,
+                        hash: h.hash,
+                    },
+                    Err(e) => PeerAnswer::Failed {
+                        message: Status::from(e).message,
+                    },
+                }
+            });
         }
+        let answer = match &*self.query_answerer.borrow() {
+            Some(answer) => answer(&query),
+            None => PeerAnswer::NotLeader,
+        };
+        Box::pin(async move { answer })
     }
     fn join_reply(&self, peer_urls: &[String]) -> crate::peer::HelloReply {
         membership::join_reply(&self.meta.borrow(), peer_urls)
@@ -301,6 +327,7 @@ impl Sequencer {
             store: RefCell::new(store),
             wal: RefCell::new(Some(wal)),
             driver: entered.driver,
+            restarted: entered.restarted,
             meta: RefCell::new(entered.meta),
             stopping: Cell::new(false),
             poisoned: RefCell::new(None),
@@ -503,7 +530,8 @@ impl Sequencer {
                 let Some(transport) = transport else {
                     return Err(Error::NoLeader);
                 };
-                match transport.ask(status.leader, query.clone()).await {
+                let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                match transport.ask(status.leader, query.clone(), wait).await {
                     Ok(PeerAnswer::NotLeader) => {}
                     Ok(answer) => return Ok(Some(answer)),
                     Err(e) => tracing::debug!(
