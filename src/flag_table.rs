@@ -202,7 +202,7 @@ pub const FLAGS: &[Flag] = &[
     // ---- member ----
     f("name", Text, "default", Both, Acted("member name")),
     f("data-dir", Text, "${name}.basalt", Both, Acted("data directory (basalt's default is ${name}.basalt)")),
-    f("wal-dir", Text, "", Both, NoEffect("basalt keeps its WAL in <data-dir>/member/wal")),
+    f("wal-dir", Text, "", Both, Acted("the WAL's own directory (default <data-dir>/member/wal)")),
     f("listen-peer-urls", URLS, "http://localhost:2380", Both, Acted("peer listeners")),
     f("listen-client-urls", URLS, "http://localhost:2379", Both, Acted("client listeners")),
     f("listen-metrics-urls", URLS, "", Both, Acted("/metrics and /health listeners")),
@@ -238,7 +238,7 @@ pub const FLAGS: &[Flag] = &[
     f("initial-cluster-token", Text, "etcd-cluster", Both, Acted("part of the member and cluster ids")),
     f("initial-cluster-state", Choice(&["new", "existing"]), "new", Both, Acted("'existing' joins a running cluster after `etcdctl member add`")),
     f("strict-reconfig-check", Bool, "true", Both, NoEffect("basalt refuses every membership change yet")),
-    f("pre-vote", Bool, "false (3.5: true)", Both, NoEffect("basalt's Raft election has no pre-vote phase")),
+    f("pre-vote", Bool, "false (3.5: true)", Both, Acted("Raft's pre-vote phase; on unless --pre-vote=false (etcd 3.5's default)")),
     f("enable-v2", Bool, "false", Both, RefusedUnlessDefault(NO_V2)),
     f("experimental-enable-v2v3", Text, "", Both, RefusedUnlessDefault(NO_V2)),
     f("v2-deprecation", Choices(&["not-yet", "write-only", "write-only-drop-data", "gone"]), "not-yet", V35, NoEffect("basalt has no v2 store at all")),

@@ -192,6 +192,7 @@ pub fn config(s: &Settings) -> Result<Config, String> {
         dir => PathBuf::from(dir),
     };
     let mut c = Config::new(data_dir);
+    c.wal_dir = Some(PathBuf::from(s.text("wal-dir"))).filter(|d| !d.as_os_str().is_empty());
     c.name = name;
     c.listen_client_urls = s.list("listen-client-urls").to_vec();
     c.advertise_client_urls = s.list("advertise-client-urls").to_vec();
@@ -215,6 +216,8 @@ pub fn config(s: &Settings) -> Result<Config, String> {
     c.corrupt_check_interval =
         Some(nanos("experimental-corrupt-check-time")).filter(|d| !d.is_zero());
     c.initial_corrupt_check = s.bool("experimental-initial-corrupt-check");
+    // etcd 3.5's default (the version basalt reports) unless given.
+    c.pre_vote = !s.is_given("pre-vote") || s.bool("pre-vote");
     c.lease_checkpoint_interval = s
         .bool("experimental-enable-lease-checkpoint")
         .then(|| nanos("experimental-lease-checkpoint-interval"))

@@ -258,6 +258,37 @@ async fn initial_corrupt_check_stops_a_member_whose_data_differs() {
     assert!(log.contains("found different hash values from remote peer"));
 }
 
+/// The Raft term of a lone member (the others killed) after `wait`: with
+/// pre-vote its campaigns never win a pre-vote, so its term stays; without,
+/// every election timeout raises it.
+async fn lone_member_terms(extra: &[&str], wait: Duration) -> (u64, u64) {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, extra).await;
+    let leader = cluster.wait_leader().await;
+    let lone = (leader + 1) % 3;
+    let mut c = cluster.client(lone).await;
+    let before = c.status().await.unwrap().raft_term();
+    cluster.kill(leader);
+    cluster.kill((leader + 2) % 3);
+    tokio::time::sleep(wait).await;
+    let after = c.status().await.unwrap().raft_term();
+    (before, after)
+}
+
+/// `--pre-vote`: on by default (etcd 3.5's default), off with
+/// `--pre-vote=false` as etcd 3.4 runs by default. Fails if the flag is
+/// ignored either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_vote_keeps_a_lone_members_term_and_can_be_turned_off() {
+    let wait = Duration::from_secs(4);
+    let (before, after) = lone_member_terms(&[], wait).await;
+    assert_eq!(after, before, "with pre-vote the lone member's term moved");
+    let (before, after) = lone_member_terms(&["--pre-vote=false"], wait).await;
+    assert!(
+        after >= before + 2,
+        "without pre-vote a lone member campaigns every election timeout: term {before} then {after}"
+    );
+}
+
 /// Replaces what differs between two clusters: member ids, ports, times.
 fn normalise_etcdctl(text: &str, cluster: &Cluster) -> String {
     let mut out = text.to_string();

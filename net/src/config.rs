@@ -26,6 +26,9 @@ pub struct Config {
     pub name: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: the WAL's own directory (a dedicated disk, say);
+    /// `None`: `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     /// `--listen-client-urls`, e.g. `http://127.0.0.1:2379`.
     pub listen_client_urls: Vec<String>,
     /// `--advertise-client-urls`; reported by MemberList. Port 0 is replaced
@@ -86,6 +89,9 @@ pub struct Config {
     /// `--experimental-initial-corrupt-check`: a restarted member compares
     /// its HashKV with every peer's before serving clients.
     pub initial_corrupt_check: bool,
+    /// `--pre-vote`: a candidate asks whether it would win before raising
+    /// the term (etcd 3.5's default, true; 3.4's was false).
+    pub pre_vote: bool,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -99,6 +105,7 @@ impl Config {
         Config {
             name: "default".into(),
             data_dir: data_dir.into(),
+            wal_dir: None,
             listen_client_urls: vec!["http://localhost:2379".into()],
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_metrics_urls: Vec::new(),
@@ -123,6 +130,7 @@ impl Config {
             lease_checkpoint_interval: None,
             corrupt_check_interval: None,
             initial_corrupt_check: false,
+            pre_vote: true,
             tls: TlsSettings::default(),
         }
     }

@@ -209,7 +209,13 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let failed = std::sync::Arc::new(std::sync::OnceLock::new());
     let (shard_workers, workers) = ShardWorkers::new(cores);
     let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
+    let wal_dir = match &cfg.wal_dir {
+        Some(dir) => std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("resolving --wal-dir {}", dir.display()), e))?,
+        None => crate::sequencer::wal_dir(&data_dir),
+    };
     let seq_cfg = SequencerConfig {
+        wal_dir,
         data_dir,
         cluster: cluster.clone(),
         timing: cfg.timing,
@@ -226,6 +232,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
         initial_corrupt_check: cfg.initial_corrupt_check,
+        pre_vote: cfg.pre_vote,
         join,
     };
     let views = seq_cfg.views.clone();

@@ -80,6 +80,7 @@ pub async fn enter(
     flags: &ClusterInfo,
     join: Option<&Result<ConfState, String>>,
     timing: NodeTiming,
+    pre_vote: bool,
 ) -> Result<Entered, Error> {
     let durable = store
         .durable_member_meta()?
@@ -135,6 +136,7 @@ pub async fn enter(
     let mut cfg = basalt_raft::Config::new(member_id);
     cfg.election_tick = timing.election_ticks();
     cfg.heartbeat_tick = 1;
+    cfg.pre_vote = pre_vote;
     cfg.applied = applied.max(log.snapshot_metadata().index);
     cfg.max_committed_size_per_ready = MAX_APPLY_BYTES_PER_PASS;
     cfg.max_size_per_msg = MAX_APPEND_BYTES;

@@ -93,6 +93,8 @@ pub fn snap_dir(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SequencerConfig {
     pub data_dir: PathBuf,
+    /// Where the WAL lives (`--wal-dir`, else [`wal_dir`] of `data_dir`).
+    pub wal_dir: PathBuf,
     /// The cluster `--initial-cluster` describes (used by a new member;
     /// a restarted one keeps the membership its data dir records).
     pub cluster: ClusterInfo,
@@ -130,6 +132,8 @@ pub struct SequencerConfig {
     pub corrupt_check_interval: Option<Duration>,
     /// `--experimental-initial-corrupt-check`.
     pub initial_corrupt_check: bool,
+    /// `--pre-vote`.
+    pub pre_vote: bool,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -298,7 +302,7 @@ impl Sequencer {
             materialize_recovered: false,
             ..cfg.wal.clone()
         };
-        let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), wal_opts)
+        let (wal, recovered) = Wal::open(&cfg.wal_dir, wal_opts)
             .await
             .map_err(|e| Error::Wal(e.to_string()))?;
         if recovered.torn_tail_cut {
@@ -315,6 +319,7 @@ impl Sequencer {
             &cfg.cluster,
             cfg.join.as_ref(),
             cfg.timing,
+            cfg.pre_vote,
         )
         .await?;
         let alarm_file = AlarmFile::new(&member_dir(&cfg.data_dir));
