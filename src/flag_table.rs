@@ -290,7 +290,7 @@ pub const FLAGS: &[Flag] = &[
     f("auto-compaction-mode", Text, "periodic", Both, Acted("periodic or revision")),
     // ---- profiling, metrics, auth ----
     f("enable-pprof", Bool, "false", Both, NoEffect("basalt has no Go runtime profiler; see docs/tuning.md for perf")),
-    f("metrics", Text, "basic", Both, NoEffect("basalt exports one set of metrics")),
+    f("metrics", Text, "basic", Both, Acted("extensive adds grpc_server_handling_seconds, as in etcd")),
     f("experimental-enable-distributed-tracing", Bool, "false", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-address", Text, "localhost:4317", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-service-name", Text, "etcd", V35, NoEffect(TRACING)),

@@ -218,6 +218,8 @@ pub fn config(s: &Settings) -> Result<Config, String> {
     c.initial_corrupt_check = s.bool("experimental-initial-corrupt-check");
     // etcd 3.5's default (the version basalt reports) unless given.
     c.pre_vote = !s.is_given("pre-vote") || s.bool("pre-vote");
+    // etcd does not check the value: anything but "extensive" is basic.
+    c.metrics_extensive = s.text("metrics") == "extensive";
     c.lease_checkpoint_interval = s
         .bool("experimental-enable-lease-checkpoint")
         .then(|| nanos("experimental-lease-checkpoint-interval"))

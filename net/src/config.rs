@@ -92,6 +92,8 @@ pub struct Config {
     /// `--pre-vote`: a candidate asks whether it would win before raising
     /// the term (etcd 3.5's default, true; 3.4's was false).
     pub pre_vote: bool,
+    /// `--metrics extensive`: also export `grpc_server_handling_seconds`.
+    pub metrics_extensive: bool,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -131,6 +133,7 @@ impl Config {
             corrupt_check_interval: None,
             initial_corrupt_check: false,
             pre_vote: true,
+            metrics_extensive: false,
             tls: TlsSettings::default(),
         }
     }

@@ -286,6 +286,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             .map(|mode| (mode, cfg.revision_compaction_interval)),
         lease_checkpoint_interval: cfg.lease_checkpoint_interval,
         progress_interval: cfg.watch_progress_notify_interval,
+        metrics_extensive: cfg.metrics_extensive,
     };
     let kv = cfg.limits;
     let mesh0 = mesh.clone();
@@ -337,6 +338,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             auto_compaction: None,
             lease_checkpoint_interval: None,
             progress_interval: cfg.watch_progress_notify_interval,
+            metrics_extensive: false,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -671,6 +673,8 @@ struct Executor {
     /// `--experimental-enable-lease-checkpoint`: how often the leader
     /// records remaining lease TTLs in the log.
     lease_checkpoint_interval: Option<Duration>,
+    /// `--metrics extensive`.
+    metrics_extensive: bool,
     /// `--experimental-watch-progress-notify-interval`.
     progress_interval: Duration,
 }
@@ -710,6 +714,7 @@ impl Executor {
             metrics_listeners,
             seq.clone(),
             kv.quota_backend_bytes,
+            self.metrics_extensive,
         );
         let mut cluster = seq.cluster();
         fix_advertised_ports(&mut cluster, &self.bound);

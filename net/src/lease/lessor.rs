@@ -371,8 +371,8 @@ impl Lessor {
                     Err(e) => PeerAnswer::Failed { message: e.message },
                 }
             }
-            PeerQuery::HashKv { .. } => PeerAnswer::Failed {
-                message: "basalt: the lessor does not answer hashes".into(),
+            PeerQuery::HashKv { .. } | PeerQuery::Ping => PeerAnswer::Failed {
+                message: "basalt: not a lease question".into(),
             },
         }
     }

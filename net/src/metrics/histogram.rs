@@ -13,8 +13,16 @@ pub const DISK_LATENCY_BUCKETS: [f64; 14] = [
     8.192,
 ];
 
+/// etcd's peer round trip buckets: 0.1 ms doubling 15 times (up to
+/// 3.2768 s), for `etcd_network_peer_round_trip_time_seconds`.
+pub const PEER_RTT_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
 /// Counts per bucket (not cumulative; rendering accumulates), the sum and
 /// the count of observations.
+#[derive(Debug, Clone)]
 pub struct Histogram {
     bounds: &'static [f64],
     /// One slot per bound plus the +Inf overflow.
@@ -58,15 +66,32 @@ impl Histogram {
 
     /// Appends the `_bucket`, `_sum` and `_count` series of `name`.
     pub fn render(&self, out: &mut String, name: &str) {
+        self.render_labeled(out, name, "");
+    }
+
+    /// Appends the series of `name` with `labels` (`To="a1"`) before `le`.
+    pub fn render_labeled(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (bound, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.get();
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         cumulative += self.counts[self.bounds.len()].get();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum.get());
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum.get());
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
 }
 

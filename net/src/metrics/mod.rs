@@ -30,8 +30,8 @@ pub use client_port::{client_http_handler, serve_client_http, CLIENT_HTTP_PATH};
 pub use endpoint::{
     bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
 };
-pub use grpc_server::render_grpc_server;
-pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
+pub use grpc_server::{render_grpc_server, render_handling_seconds};
+pub use histogram::{Histogram, DISK_LATENCY_BUCKETS, PEER_RTT_BUCKETS};
 pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};
 pub use source::MetricsServer;
 
@@ -82,9 +82,43 @@ pub struct ServerState {
     pub proposals_failed: u64,
     /// Proposals waiting to be applied.
     pub proposals_pending: u64,
-    /// (peer, bytes sent, bytes received, messages not sent).
-    pub peers: Vec<(u64, u64, u64, u64)>,
+    /// What this member knows of each peer.
+    pub peers: Vec<PeerStats>,
 }
+
+/// One peer as `/metrics` reports it (etcd's `etcd_network_*` families).
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    pub id: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// Messages that could not be sent.
+    pub failures: u64,
+    /// A stream to the peer is up.
+    pub active: bool,
+    /// Round trips of the probes to the peer.
+    pub rtt: Histogram,
+}
+
+impl PartialEq for PeerStats {
+    fn eq(&self, other: &PeerStats) -> bool {
+        (
+            self.id,
+            self.sent_bytes,
+            self.received_bytes,
+            self.failures,
+            self.active,
+        ) == (
+            other.id,
+            other.sent_bytes,
+            other.received_bytes,
+            other.failures,
+            other.active,
+        ) && self.rtt.count() == other.rtt.count()
+    }
+}
+
+impl Eq for PeerStats {}
 
 /// The `/metrics` body.
 pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
@@ -126,7 +160,7 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         s.proposals_pending,
     );
     process_metrics(&mut out);
-    peer_metrics(&mut out, &s.peers);
+    peer_metrics(&mut out, s.member_id, &s.peers);
     header(
         &mut out,
         "etcd_server_id",
@@ -228,9 +262,36 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
 /// etcd's `etcd_network_peer_*` counters, one series per peer (ids in
 /// hex, etcd's `To`/`From` labels); failures only where there were some,
 /// as a Go counter vector shows only the series it was given.
-fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
+fn peer_metrics(out: &mut String, me: u64, peers: &[PeerStats]) {
     if peers.is_empty() {
         return;
+    }
+    header(
+        out,
+        "etcd_network_active_peers",
+        "The current number of active peer connections.",
+        "gauge",
+    );
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "etcd_network_active_peers{{Local=\"{me:x}\",Remote=\"{:x}\"}} {}",
+            p.id,
+            u8::from(p.active)
+        );
+    }
+    header(
+        out,
+        "etcd_network_peer_round_trip_time_seconds",
+        "Round-Trip-Time histogram between peers",
+        "histogram",
+    );
+    for p in peers {
+        p.rtt.render_labeled(
+            out,
+            "etcd_network_peer_round_trip_time_seconds",
+            &format!("To=\"{:x}\"", p.id),
+        );
     }
     header(
         out,
@@ -238,10 +299,11 @@ fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
         "The total number of bytes sent to peers.",
         "counter",
     );
-    for (id, sent, _, _) in peers {
+    for p in peers {
         let _ = writeln!(
             out,
-            "etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}} {sent}"
+            "etcd_network_peer_sent_bytes_total{{To=\"{:x}\"}} {}",
+            p.id, p.sent_bytes
         );
     }
     header(
@@ -250,23 +312,25 @@ fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
         "The total number of bytes received from peers.",
         "counter",
     );
-    for (id, _, received, _) in peers {
+    for p in peers {
         let _ = writeln!(
             out,
-            "etcd_network_peer_received_bytes_total{{From=\"{id:x}\"}} {received}"
+            "etcd_network_peer_received_bytes_total{{From=\"{:x}\"}} {}",
+            p.id, p.received_bytes
         );
     }
-    if peers.iter().any(|p| p.3 > 0) {
+    if peers.iter().any(|p| p.failures > 0) {
         header(
             out,
             "etcd_network_peer_sent_failures_total",
             "The total number of send failures from peers.",
             "counter",
         );
-        for (id, _, _, failures) in peers.iter().filter(|p| p.3 > 0) {
+        for p in peers.iter().filter(|p| p.failures > 0) {
             let _ = writeln!(
                 out,
-                "etcd_network_peer_sent_failures_total{{To=\"{id:x}\"}} {failures}"
+                "etcd_network_peer_sent_failures_total{{To=\"{:x}\"}} {}",
+                p.id, p.failures
             );
         }
     }

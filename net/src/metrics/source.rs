@@ -31,6 +31,7 @@ impl MetricsServer {
         listeners: Vec<super::MetricsListener>,
         seq: Rc<Sequencer>,
         quota_backend_bytes: u64,
+        extensive: bool,
     ) -> MetricsServer {
         let disk = seq.disk_metrics();
         let shutdown = Rc::new(Shutdown::new());
@@ -40,6 +41,7 @@ impl MetricsServer {
             }),
             disk: disk.clone(),
             calls: OnceCell::new(),
+            extensive,
         });
         let task = (!listeners.is_empty()).then(|| {
             glommio::spawn_local(serve(listeners, endpoint.clone(), shutdown.clone())).detach()

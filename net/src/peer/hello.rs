@@ -50,6 +50,10 @@ pub enum PeerQuery {
     /// of every peer by a restarted member before it serves clients
     /// (`--experimental-initial-corrupt-check`).
     HashKv { revision: i64 },
+    /// Are you there? Answered at once with [`PeerAnswer::Pong`]: every
+    /// member times one to each peer now and then, etcd's
+    /// `etcd_network_peer_round_trip_time_seconds`.
+    Ping,
 }
 
 /// The answer to a [`PeerQuery`].
@@ -71,6 +75,8 @@ pub enum PeerAnswer {
         compact_revision: i64,
         hash: u32,
     },
+    /// The answer to [`PeerQuery::Ping`].
+    Pong,
     /// The member could not answer: etcd's error message (a revision
     /// compacted or in the future, a store read that failed).
     Failed { message: String },

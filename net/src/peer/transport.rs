@@ -46,6 +46,7 @@ use super::{
 };
 use crate::config::parse_listen_url;
 use crate::grpc::Shutdown;
+use crate::metrics::{Histogram, PeerStats, PEER_RTT_BUCKETS};
 use crate::node::Doorbell;
 use crate::tls::Stream;
 
@@ -58,6 +59,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a dial and for either side of the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often every member pings each peer for its round trip histogram
+/// (etcd probes every 4 s and observes its smoothed round trip every 30 s).
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes read from a peer's stream per read.
 const READ_CHUNK: usize = 64 << 10;
 /// Store bytes per snapshot chunk (the wire's default chunk limit).
@@ -113,6 +117,8 @@ pub struct Transport {
     removed: RefCell<std::collections::HashSet<NodeId>>,
     /// Bytes received from each peer's streams.
     received_bytes: RefCell<HashMap<NodeId, u64>>,
+    /// Round trips of the pings to each peer.
+    round_trips: RefCell<HashMap<NodeId, Histogram>>,
     links: RefCell<HashMap<NodeId, Rc<Link>>>,
     /// Peers a snapshot is being sent to.
     sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
@@ -140,6 +146,7 @@ impl Transport {
             peers: RefCell::new(peers),
             removed: RefCell::default(),
             received_bytes: RefCell::default(),
+            round_trips: RefCell::default(),
             links: RefCell::new(HashMap::new()),
             sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
@@ -331,6 +338,17 @@ impl Transport {
         query: PeerQuery,
         wait: Duration,
     ) -> Result<PeerAnswer, String> {
+        self.ask_timed(peer, query, wait).await.map(|(a, _)| a)
+    }
+
+    /// [`Transport::ask`], and how long the question took once the
+    /// connection was up (the round trip, without connecting).
+    async fn ask_timed(
+        &self,
+        peer: NodeId,
+        query: PeerQuery,
+        wait: Duration,
+    ) -> Result<(PeerAnswer, Duration), String> {
         let urls = self
             .peers
             .borrow()
@@ -350,8 +368,10 @@ impl Transport {
                 }
             };
             match say_hello(addr, tls, &hello, self.limits, wait).await {
-                Ok((_, _, HelloReply::Answer(answer))) => return Ok(answer),
-                Ok((_, _, HelloReply::Refused(r))) => last_error = format!("{url}: refused: {r}"),
+                Ok((_, _, HelloReply::Answer(answer), took)) => return Ok((answer, took)),
+                Ok((_, _, HelloReply::Refused(r), _)) => {
+                    last_error = format!("{url}: refused: {r}")
+                }
                 Ok(_) => last_error = format!("{url}: the peer did not answer the question"),
                 Err(e) => last_error = format!("{url}: {e}"),
             }
@@ -405,6 +425,9 @@ impl Transport {
             verdict = Err(Refusal::UnknownMember { id: hello.from });
         }
         let reply = match (&verdict, &hello.query) {
+            (Ok(()), Some(PeerQuery::Ping)) if hello.stream == StreamKind::Query => {
+                HelloReply::Answer(PeerAnswer::Pong)
+            }
             (Ok(()), Some(query)) if hello.stream == StreamKind::Query => {
                 let answering = match self.sink.upgrade() {
                     Some(sink) => sink.answer(query.clone()),
@@ -539,15 +562,17 @@ impl Transport {
         Ok(())
     }
 
-    /// (peer, bytes sent, bytes received, messages not sent) for every
-    /// peer this member has talked with (etcd's `etcd_network_peer_*`).
-    pub fn peer_stats(&self) -> Vec<(NodeId, u64, u64, u64)> {
+    /// Every peer this member has talked with or pinged, as `/metrics`
+    /// reports it (etcd's `etcd_network_*`).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
         let received = self.received_bytes.borrow();
+        let round_trips = self.round_trips.borrow();
         let mut ids: Vec<NodeId> = self
             .links
             .borrow()
             .keys()
             .chain(received.keys())
+            .chain(round_trips.keys())
             .copied()
             .collect();
         ids.sort_unstable();
@@ -555,12 +580,55 @@ impl Transport {
         let links = self.links.borrow();
         ids.into_iter()
             .map(|id| {
-                let (sent, failures) = links
-                    .get(&id)
-                    .map_or((0, 0), |l| (l.sent_bytes.get(), l.failures.get()));
-                (id, sent, received.get(&id).copied().unwrap_or(0), failures)
+                let link = links.get(&id);
+                PeerStats {
+                    id,
+                    sent_bytes: link.map_or(0, |l| l.sent_bytes.get()),
+                    received_bytes: received.get(&id).copied().unwrap_or(0),
+                    failures: link.map_or(0, |l| l.failures.get()),
+                    active: link.is_some_and(|l| l.connected.get()),
+                    rtt: round_trips
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| Histogram::new(&PEER_RTT_BUCKETS)),
+                }
             })
             .collect()
+    }
+
+    /// Pings every peer each [`PROBE_INTERVAL`] and records the round
+    /// trips, until the transport stops.
+    pub async fn probe_peers(transport: Weak<Transport>) {
+        loop {
+            let Some(t) = transport.upgrade() else {
+                return;
+            };
+            let shutdown = t.shutdown.clone();
+            drop(t);
+            if shutdown
+                .unless_fired(glommio::timer::sleep(PROBE_INTERVAL))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            let Some(t) = transport.upgrade() else {
+                return;
+            };
+            let mut peers: Vec<NodeId> = t.peers.borrow().keys().copied().collect();
+            peers.sort_unstable();
+            for peer in peers {
+                if let Ok((PeerAnswer::Pong, took)) =
+                    t.ask_timed(peer, PeerQuery::Ping, HANDSHAKE_TIMEOUT).await
+                {
+                    t.round_trips
+                        .borrow_mut()
+                        .entry(peer)
+                        .or_insert_with(|| Histogram::new(&PEER_RTT_BUCKETS))
+                        .observe(took);
+                }
+            }
+        }
     }
 
     /// Members removed from the cluster, from now on.
@@ -725,7 +793,7 @@ async fn handshake(
     kind: StreamKind,
 ) -> Result<(Stream, FrameEncoder), String> {
     let hello = Hello::new(cluster_id, me, peer, kind);
-    let (stream, mut encoder, reply) =
+    let (stream, mut encoder, reply, _) =
         say_hello(addr, tls, &hello, limits, HANDSHAKE_TIMEOUT).await?;
     match reply {
         HelloReply::Refused(Refusal::MemberRemoved { id }) if id == me => {
@@ -750,14 +818,14 @@ async fn handshake(
 }
 
 /// Connects to `addr`, sends `hello` and reads the reply (waiting `wait`
-/// at most for each read).
+/// at most for each read), and says how long that took once connected.
 async fn say_hello(
     addr: SocketAddr,
     tls: DialTls,
     hello: &Hello,
     limits: WireLimits,
     wait: Duration,
-) -> Result<(Stream, FrameEncoder, HelloReply), String> {
+) -> Result<(Stream, FrameEncoder, HelloReply, Duration), String> {
     let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
@@ -774,6 +842,7 @@ async fn say_hello(
     let mut encoder = FrameEncoder::new(limits);
     let mut out = Vec::new();
     encoder.hello(hello, &mut out).map_err(|e| e.to_string())?;
+    let asked = std::time::Instant::now();
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(limits);
@@ -781,7 +850,7 @@ async fn say_hello(
     loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             return match frame.decode().map_err(|e| e.to_string())? {
-                Frame::HelloReply(r) => Ok((stream, encoder, r)),
+                Frame::HelloReply(r) => Ok((stream, encoder, r, asked.elapsed())),
                 _ => Err("the peer did not answer the hello".into()),
             };
         }

@@ -464,6 +464,7 @@ impl Sequencer {
             Rc::downgrade(&sink),
         );
         self.driver.set_outbox(transport.clone());
+        glommio::spawn_local(Transport::probe_peers(Rc::downgrade(&transport))).detach();
         *self.transport.borrow_mut() = Some(transport.clone());
         self.refresh_peers();
         transport
@@ -654,7 +655,7 @@ impl Sequencer {
     }
 
     /// (peer, bytes sent, bytes received, messages not sent) per peer.
-    pub fn peer_stats(&self) -> Vec<(u64, u64, u64, u64)> {
+    pub fn peer_stats(&self) -> Vec<crate::metrics::PeerStats> {
         self.transport
             .borrow()
             .as_ref()
