@@ -314,7 +314,7 @@ pub const FLAGS: &[Flag] = &[
     f("experimental-bootstrap-defrag-threshold-megabytes", Uint, "0", V35, NoEffect(STORAGE)),
     f("experimental-snapshot-catchup-entries", Uint64, "5000", Later35, Acted("log entries kept behind a checkpoint for slow followers")),
     // ---- unsafe ----
-    f("unsafe-no-fsync", Bool, "false", Both, NoEffect("basalt always syncs its WAL before answering")),
+    f("unsafe-no-fsync", Bool, "false", Both, Acted("WAL batches are acknowledged without fdatasync (a power loss can lose them; a killed process cannot); store checkpoints still sync")),
     f("force-new-cluster", Bool, "false", Both, RefusedUnlessDefault("basalt cannot rewrite a member's cluster to one member")),
     // ---- flags etcd accepts and ignores (its `ignored` list) ----
     no_yaml(f("cluster-active-size", Kind::Legacy, "", Both, Legacy)),

@@ -220,6 +220,7 @@ pub fn config(s: &Settings) -> Result<Config, String> {
     c.pre_vote = !s.is_given("pre-vote") || s.bool("pre-vote");
     // etcd does not check the value: anything but "extensive" is basic.
     c.metrics_extensive = s.text("metrics") == "extensive";
+    c.wal.sync = !s.bool("unsafe-no-fsync");
     c.lease_checkpoint_interval = s
         .bool("experimental-enable-lease-checkpoint")
         .then(|| nanos("experimental-lease-checkpoint-interval"))
@@ -334,7 +335,7 @@ mod tests {
         assert!(warnings(&settings(&[])).is_empty());
         let w = warnings(&settings(&[
             "--enable-pprof",
-            "--metrics=extensive",
+            "--max-wals=3",
             "--v",
             "--enable-v2=false",
         ]));
