@@ -192,7 +192,6 @@ const YAML_LIST: Kind = Kind::List { yaml_list: true };
 const STORAGE: &str = "basalt's storage is not bbolt: it has its own WAL and trees";
 const NO_AUTH: &str = "basalt has no authentication yet";
 const NO_V2: &str = "basalt serves the v3 API only";
-const GRPC: &str = "basalt's gRPC server keeps its own connection settings";
 const LOGGING: &str = "basalt logs with its own format to stderr (or --log-outputs)";
 const TRACING: &str = "basalt has no OpenTelemetry tracing";
 
@@ -219,9 +218,9 @@ pub const FLAGS: &[Flag] = &[
     f("max-txn-ops", Uint, "128", Both, Acted("operations per transaction")),
     f("max-request-bytes", Uint, "1572864", Both, Acted("largest client request")),
     f("max-concurrent-streams", Uint32, "4294967295", V34, Acted("gRPC streams per client connection (basalt caps it at 10000)")),
-    f("grpc-keepalive-min-time", Duration, "5s", Both, NoEffect(GRPC)),
-    f("grpc-keepalive-interval", Duration, "2h0m0s", Both, NoEffect(GRPC)),
-    f("grpc-keepalive-timeout", Duration, "20s", Both, NoEffect(GRPC)),
+    f("grpc-keepalive-min-time", Duration, "5s", Both, NoEffect("basalt's HTTP/2 layer answers every client ping and cannot tell too frequent ones apart")),
+    f("grpc-keepalive-interval", Duration, "2h0m0s", Both, Acted("how often the server pings each client connection")),
+    f("grpc-keepalive-timeout", Duration, "20s", Both, Acted("a connection whose client does not answer a ping this long is closed")),
     no_yaml(f("socket-reuse-port", Bool, "false", V35, NoEffect("basalt binds its ports with SO_REUSEADDR only"))),
     no_yaml(f("socket-reuse-address", Bool, "false", V35, NoEffect("basalt always binds its ports with SO_REUSEADDR"))),
     no_yaml(f("raft-read-timeout", Duration, "5s", V35, NoEffect("basalt's peer transport has its own timeouts"))),

@@ -242,6 +242,10 @@ pub fn config(s: &Settings) -> Result<Config, String> {
         c.watch_progress_notify_interval = Duration::from_nanos(progress as u64);
     }
     c.max_concurrent_streams = u32::try_from(s.uint("max-concurrent-streams")).unwrap_or(u32::MAX);
+    // grpc-go pings only with a positive interval and timeout.
+    let every = std::time::Duration::from_nanos(s.nanos("grpc-keepalive-interval").max(0) as u64);
+    let timeout = std::time::Duration::from_nanos(s.nanos("grpc-keepalive-timeout").max(0) as u64);
+    c.grpc_keepalive = (!every.is_zero() && !timeout.is_zero()).then_some((every, timeout));
     c.cores = usize::try_from(s.uint("cores")).unwrap_or(usize::MAX);
     c.spin_before_park = match s.text("spin-before-park") {
         "" => None,

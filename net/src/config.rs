@@ -64,6 +64,9 @@ pub struct Config {
     /// `--max-concurrent-streams` (etcd 3.4): gRPC streams one client
     /// connection may open at once; capped at the server's own bound.
     pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd:
+    /// 2 h and 20 s); `None`: never ping.
+    pub grpc_keepalive: Option<(Duration, Duration)>,
     /// Executors (one per core); `0` = every CPU in the affinity mask.
     pub cores: usize,
     /// `--spin-before-park`: how long an idle executor spins before it parks
@@ -122,6 +125,7 @@ impl Config {
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),
             max_concurrent_streams: u32::MAX,
+            grpc_keepalive: Some((Duration::from_secs(2 * 3600), Duration::from_secs(20))),
             watch_progress_notify_interval: crate::watch::DEFAULT_PROGRESS_INTERVAL,
             cores: 0,
             spin_before_park: None,

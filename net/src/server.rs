@@ -242,6 +242,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
         max_concurrent_streams: cfg.max_concurrent_streams.min(MAX_CONCURRENT_STREAMS),
+        keepalive: cfg.grpc_keepalive,
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
