@@ -318,8 +318,8 @@ const MIXIN_SERIES: &[&str] = &[
 ];
 
 /// Every series of etcd's monitoring mixin is there, the peers' round
-/// trips are measured and the handling times of the calls made are
-/// counted. Fails if a family is renamed or missing, if `--metrics
+/// trips are measured, the handling times of the calls made and the puts
+/// every member applied are counted. Fails if a family is renamed or missing, if `--metrics
 /// extensive` is ignored, or if peers are never pinged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcds_monitoring_mixin_finds_every_series_it_queries() {
@@ -359,6 +359,10 @@ async fn etcds_monitoring_mixin_finds_every_series_it_queries() {
         "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\"",
     );
     assert_eq!(puts, vec![1.0]);
+    // Every member counts the puts it applied, as etcd's mvcc does.
+    let follower = scrape(&cluster.members[(leader + 1) % 3].client_url);
+    assert_eq!(sample(&follower, "etcd_mvcc_put_total"), Some(1.0));
+    assert_eq!(sample(&follower, "etcd_mvcc_delete_total"), Some(0.0));
     // Without --metrics extensive, as etcd, no handling time histograms.
     let plain = Cluster::start(Kind::Basalt, 1, &[]).await;
     assert!(!scrape(&plain.members[0].client_url).contains("grpc_server_handling_seconds"));

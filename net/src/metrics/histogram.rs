@@ -20,6 +20,12 @@ pub const PEER_RTT_BUCKETS: [f64; 16] = [
     0.4096, 0.8192, 1.6384, 3.2768,
 ];
 
+/// etcd's defragmentation buckets: 0.1 s doubling 12 times (up to
+/// 409.6 s), for `etcd_disk_backend_defrag_duration_seconds`.
+pub const DEFRAG_BUCKETS: [f64; 13] = [
+    0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6,
+];
+
 /// Counts per bucket (not cumulative; rendering accumulates), the sum and
 /// the count of observations.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ pub use endpoint::{
     bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
 };
 pub use grpc_server::{render_grpc_server, render_handling_seconds};
-pub use histogram::{Histogram, DISK_LATENCY_BUCKETS, PEER_RTT_BUCKETS};
+pub use histogram::{Histogram, DEFRAG_BUCKETS, DISK_LATENCY_BUCKETS, PEER_RTT_BUCKETS};
 pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};
 pub use source::MetricsServer;
 
@@ -43,6 +43,10 @@ pub struct DiskMetrics {
     pub wal_fsync: Histogram,
     /// One store checkpoint (etcd: a bbolt backend commit).
     pub backend_commit: Histogram,
+    /// One defragmentation, start to switch.
+    pub defrag: Histogram,
+    /// A defragmentation is running.
+    pub defrag_inflight: std::cell::Cell<bool>,
 }
 
 impl Default for DiskMetrics {
@@ -50,6 +54,8 @@ impl Default for DiskMetrics {
         DiskMetrics {
             wal_fsync: Histogram::new(&DISK_LATENCY_BUCKETS),
             backend_commit: Histogram::new(&DISK_LATENCY_BUCKETS),
+            defrag: Histogram::new(&DEFRAG_BUCKETS),
+            defrag_inflight: std::cell::Cell::new(false),
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct ServerState {
     pub proposals_pending: u64,
     /// What this member knows of each peer.
     pub peers: Vec<PeerStats>,
+    /// Puts and delete-ranges this member applied (in transactions too).
+    pub puts: u64,
+    pub deletes: u64,
 }
 
 /// One peer as `/metrics` reports it (etcd's `etcd_network_*` families).
@@ -256,6 +265,32 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     );
     disk.backend_commit
         .render(&mut out, "etcd_disk_backend_commit_duration_seconds");
+    header(
+        &mut out,
+        "etcd_disk_backend_defrag_duration_seconds",
+        "The latency distribution of backend defragmentation.",
+        "histogram",
+    );
+    disk.defrag
+        .render(&mut out, "etcd_disk_backend_defrag_duration_seconds");
+    gauge(
+        &mut out,
+        "etcd_disk_defrag_inflight",
+        "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+        u8::from(disk.defrag_inflight.get()),
+    );
+    counter(
+        &mut out,
+        "etcd_mvcc_put_total",
+        "Total number of puts seen by this member.",
+        s.puts,
+    );
+    counter(
+        &mut out,
+        "etcd_mvcc_delete_total",
+        "Total number of deletes seen by this member.",
+        s.deletes,
+    );
     out
 }
 
@@ -401,12 +436,13 @@ fn process_metrics(out: &mut String) {
             );
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+    let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count());
+    if let Ok(n) = open_fds {
         gauge(
             out,
             "process_open_fds",
             "Number of open file descriptors.",
-            dir.count(),
+            n,
         );
     }
     let mut limit = libc::rlimit {
@@ -421,6 +457,16 @@ fn process_metrics(out: &mut String) {
             "Maximum number of open file descriptors.",
             limit.rlim_cur,
         );
+        // etcd 3.5's own names for the same two numbers.
+        gauge(
+            out,
+            "os_fd_limit",
+            "The file descriptor limit.",
+            limit.rlim_cur,
+        );
+    }
+    if let Ok(n) = open_fds {
+        gauge(out, "os_fd_used", "The number of used file descriptors.", n);
     }
 }
 
@@ -495,6 +541,8 @@ mod tests {
             proposals_failed: 0,
             proposals_pending: 0,
             peers: Vec::new(),
+            puts: 5,
+            deletes: 2,
         }
     }
 
@@ -517,6 +565,11 @@ mod tests {
             "etcd_debugging_mvcc_compact_revision -1\n",
             "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n",
             "etcd_disk_backend_commit_duration_seconds_count 0\n",
+            "etcd_disk_backend_defrag_duration_seconds_bucket{le=\"0.1\"} 0\n",
+            "etcd_disk_defrag_inflight 0\n",
+            "etcd_mvcc_put_total 5\n",
+            "etcd_mvcc_delete_total 2\n",
+            "# TYPE os_fd_used gauge\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -90,6 +90,7 @@ async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState
     state.proposals_failed = raft.proposals_failed;
     state.proposals_pending = raft.proposals_pending;
     state.peers = seq.peer_stats();
+    (state.puts, state.deletes) = seq.applied_writes();
     if let Ok(Reply::Status(s)) = seq.execute(Command::Status).await {
         state.member_id = s.header.member_id;
         state.db_size = s.db_size;

@@ -196,6 +196,10 @@ pub struct Sequencer {
     proposals_failed: Cell<u64>,
     /// Answers other members' questions (the lessor, once attached).
     query_answerer: RefCell<Option<QueryAnswerer>>,
+    /// Puts and delete-ranges applied, transactions' included (etcd's
+    /// `etcd_mvcc_put_total`, `etcd_mvcc_delete_total`).
+    applied_puts: Cell<u64>,
+    applied_deletes: Cell<u64>,
 }
 
 /// Answers a [`PeerQuery`] from another member.
@@ -357,6 +361,8 @@ impl Sequencer {
             leader_changes: Cell::new(0),
             proposals_failed: Cell::new(0),
             query_answerer: RefCell::new(None),
+            applied_puts: Cell::new(0),
+            applied_deletes: Cell::new(0),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -1301,6 +1307,35 @@ impl Sequencer {
         }
     }
 
+    /// Counts the puts and delete-ranges one applied operation made.
+    fn count_writes(&self, response: &m::OpResponse) {
+        fn txn(t: &m::TxnResponse, puts: &mut u64, deletes: &mut u64) {
+            for r in &t.responses {
+                match r {
+                    m::ResponseOp::Put(_) => *puts += 1,
+                    m::ResponseOp::DeleteRange(_) => *deletes += 1,
+                    m::ResponseOp::Txn(inner) => txn(inner, puts, deletes),
+                    m::ResponseOp::Range(_) => {}
+                }
+            }
+        }
+        let (mut puts, mut deletes) = (0, 0);
+        match response {
+            m::OpResponse::Put(_) => puts = 1,
+            m::OpResponse::DeleteRange(_) => deletes = 1,
+            m::OpResponse::Txn(t) => txn(t, &mut puts, &mut deletes),
+            _ => {}
+        }
+        self.applied_puts.set(self.applied_puts.get() + puts);
+        self.applied_deletes
+            .set(self.applied_deletes.get() + deletes);
+    }
+
+    /// (puts, delete-ranges) applied since start, for `/metrics`.
+    pub fn applied_writes(&self) -> (u64, u64) {
+        (self.applied_puts.get(), self.applied_deletes.get())
+    }
+
     /// Applies one entry and hands its events to this executor's watch
     /// hook; `fed` collects them for the other executors' hubs.
     fn apply(
@@ -1315,6 +1350,7 @@ impl Sequencer {
         };
         match applied {
             Ok(a) => {
+                self.count_writes(&a.response);
                 let lease_event = match *op {
                     m::Op::LeaseGrant { id, ttl } => Some(LeaseEvent::Granted { id, ttl }),
                     m::Op::LeaseRevoke { id } => Some(LeaseEvent::Revoked(id)),
