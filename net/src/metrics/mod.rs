@@ -224,7 +224,8 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         "Total size of the underlying database physically allocated in bytes.",
         s.db_size,
     );
-    // The 3.4 name, still exported by etcd 3.4 and 3.5 beside the new one.
+    // etcd 3.4's name (3.4 exports both; 3.5.1 only the new one), kept for
+    // dashboards written against 3.4.
     gauge(
         &mut out,
         "etcd_debugging_mvcc_db_total_size_in_bytes",
@@ -467,6 +468,15 @@ fn process_metrics(out: &mut String) {
     }
     if let Ok(n) = open_fds {
         gauge(out, "os_fd_used", "The number of used file descriptors.", n);
+    }
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0 {
+        gauge(
+            out,
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            limit.rlim_cur,
+        );
     }
 }
 
