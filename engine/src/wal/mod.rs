@@ -190,6 +190,8 @@ pub struct WalStats {
     pub entries: u64,
     /// fdatasyncs issued for batches (0 without [`WalOptions::sync`]).
     pub fdatasyncs: u64,
+    /// Bytes those batches wrote (padded to the block size).
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -197,10 +199,12 @@ pub(crate) struct Counters {
     syncs: Cell<u64>,
     entries: Cell<u64>,
     fdatasyncs: Cell<u64>,
+    bytes: Cell<u64>,
 }
 
 impl Counters {
-    pub(crate) fn note_sync(&self, entries: usize, fdatasync: bool) {
+    pub(crate) fn note_sync(&self, entries: usize, fdatasync: bool, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes as u64);
         self.syncs.set(self.syncs.get() + 1);
         self.entries.set(self.entries.get() + entries as u64);
         self.fdatasyncs
@@ -504,6 +508,7 @@ impl Wal {
             syncs: st.counters.syncs.get(),
             entries: st.counters.entries.get(),
             fdatasyncs: st.counters.fdatasyncs.get(),
+            bytes: st.counters.bytes.get(),
         }
     }
 

@@ -198,7 +198,7 @@ impl Writer {
             .st
             .borrow()
             .counters
-            .note_sync(batch.entries, sync);
+            .note_sync(batch.entries, sync, padded);
         Ok(())
     }
 

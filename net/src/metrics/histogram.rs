@@ -26,6 +26,13 @@ pub const DEFRAG_BUCKETS: [f64; 13] = [
     0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6,
 ];
 
+/// etcd's lease TTL buckets: 1 s doubling 21 times (up to 2^21 s), for
+/// `etcd_debugging_lease_ttl_total`.
+pub const LEASE_TTL_BUCKETS: [f64; 22] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+    16384.0, 32768.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0, 2097152.0,
+];
+
 /// Counts per bucket (not cumulative; rendering accumulates), the sum and
 /// the count of observations.
 #[derive(Debug, Clone)]

@@ -31,7 +31,9 @@ pub use endpoint::{
     bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
 };
 pub use grpc_server::{render_grpc_server, render_handling_seconds};
-pub use histogram::{Histogram, DEFRAG_BUCKETS, DISK_LATENCY_BUCKETS, PEER_RTT_BUCKETS};
+pub use histogram::{
+    Histogram, DEFRAG_BUCKETS, DISK_LATENCY_BUCKETS, LEASE_TTL_BUCKETS, PEER_RTT_BUCKETS,
+};
 pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};
 pub use source::MetricsServer;
 
@@ -93,7 +95,60 @@ pub struct ServerState {
     /// Puts and delete-ranges this member applied (in transactions too).
     pub puts: u64,
     pub deletes: u64,
+    /// The rest of etcd's server counters.
+    pub counters: ServerCounters,
 }
+
+/// etcd's counters of a member's applies, reads, leases and WAL.
+#[derive(Debug, Clone)]
+pub struct ServerCounters {
+    pub slow_applies: u64,
+    pub leases_granted: u64,
+    pub leases_revoked: u64,
+    pub lease_ttls: Histogram,
+    pub read_indexes_failed: u64,
+    pub slow_read_indexes: u64,
+    pub installing_snapshot: bool,
+    pub learners_promoted: u64,
+    pub wal_bytes: u64,
+}
+
+impl Default for ServerCounters {
+    fn default() -> ServerCounters {
+        ServerCounters {
+            slow_applies: 0,
+            leases_granted: 0,
+            leases_revoked: 0,
+            lease_ttls: Histogram::new(&LEASE_TTL_BUCKETS),
+            read_indexes_failed: 0,
+            slow_read_indexes: 0,
+            installing_snapshot: false,
+            learners_promoted: 0,
+            wal_bytes: 0,
+        }
+    }
+}
+
+impl PartialEq for ServerCounters {
+    fn eq(&self, o: &ServerCounters) -> bool {
+        let key = |c: &ServerCounters| {
+            (
+                c.slow_applies,
+                c.leases_granted,
+                c.leases_revoked,
+                c.lease_ttls.count(),
+                c.read_indexes_failed,
+                c.slow_read_indexes,
+                c.installing_snapshot,
+                c.learners_promoted,
+                c.wal_bytes,
+            )
+        };
+        key(self) == key(o)
+    }
+}
+
+impl Eq for ServerCounters {}
 
 /// One peer as `/metrics` reports it (etcd's `etcd_network_*` families).
 #[derive(Debug, Clone)]
@@ -292,7 +347,66 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         "Total number of deletes seen by this member.",
         s.deletes,
     );
+    server_counters(&mut out, &s.counters);
     out
+}
+
+fn server_counters(out: &mut String, c: &ServerCounters) {
+    counter(
+        out,
+        "etcd_server_slow_apply_total",
+        "The total number of slow apply requests (likely overloaded from slow disk).",
+        c.slow_applies,
+    );
+    counter(
+        out,
+        "etcd_server_read_indexes_failed_total",
+        "The total number of failed read indexes seen.",
+        c.read_indexes_failed,
+    );
+    counter(
+        out,
+        "etcd_server_slow_read_indexes_total",
+        "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+        c.slow_read_indexes,
+    );
+    gauge(
+        out,
+        "etcd_server_snapshot_apply_in_progress_total",
+        "1 if the server is applying the incoming snapshot. 0 if none.",
+        u8::from(c.installing_snapshot),
+    );
+    counter(
+        out,
+        "etcd_server_learner_promote_successes",
+        "The total number of successful learner promotions while this member is leader.",
+        c.learners_promoted,
+    );
+    gauge(
+        out,
+        "etcd_disk_wal_write_bytes_total",
+        "Total number of bytes written in WAL.",
+        c.wal_bytes,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_granted_total",
+        "The total number of granted leases.",
+        c.leases_granted,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_revoked_total",
+        "The total number of revoked leases.",
+        c.leases_revoked,
+    );
+    header(
+        out,
+        "etcd_debugging_lease_ttl_total",
+        "Bucketed histogram of lease TTLs.",
+        "histogram",
+    );
+    c.lease_ttls.render(out, "etcd_debugging_lease_ttl_total");
 }
 
 /// etcd's `etcd_network_peer_*` counters, one series per peer (ids in
@@ -553,6 +667,7 @@ mod tests {
             peers: Vec::new(),
             puts: 5,
             deletes: 2,
+            counters: ServerCounters::default(),
         }
     }
 
@@ -579,6 +694,8 @@ mod tests {
             "etcd_disk_defrag_inflight 0\n",
             "etcd_mvcc_put_total 5\n",
             "etcd_mvcc_delete_total 2\n",
+            "etcd_server_slow_apply_total 0\n",
+            "etcd_debugging_lease_ttl_total_bucket{le=\"1\"} 0\n",
             "# TYPE os_fd_used gauge\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

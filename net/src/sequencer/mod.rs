@@ -196,10 +196,60 @@ pub struct Sequencer {
     proposals_failed: Cell<u64>,
     /// Answers other members' questions (the lessor, once attached).
     query_answerer: RefCell<Option<QueryAnswerer>>,
-    /// Puts and delete-ranges applied, transactions' included (etcd's
-    /// `etcd_mvcc_put_total`, `etcd_mvcc_delete_total`).
-    applied_puts: Cell<u64>,
-    applied_deletes: Cell<u64>,
+    /// What `/metrics` counts of this member's work.
+    counters: Counters,
+}
+
+/// etcd's counters of a member's applies, reads and membership, kept where
+/// the work happens (this executor) and read by a scrape.
+#[derive(Debug)]
+pub struct Counters {
+    /// Puts and delete-ranges applied, transactions' included
+    /// (`etcd_mvcc_put_total`, `etcd_mvcc_delete_total`).
+    pub puts: Cell<u64>,
+    pub deletes: Cell<u64>,
+    /// Entries whose apply took longer than [`SLOW_APPLY`]
+    /// (`etcd_server_slow_apply_total`).
+    pub slow_applies: Cell<u64>,
+    /// Leases granted and revoked as applied, and the granted TTLs
+    /// (`etcd_debugging_lease_*`).
+    pub leases_granted: Cell<u64>,
+    pub leases_revoked: Cell<u64>,
+    pub lease_ttls: crate::metrics::Histogram,
+    /// ReadIndex rounds that failed, or took longer than [`SLOW_READ_INDEX`].
+    pub read_indexes_failed: Cell<u64>,
+    pub slow_read_indexes: Cell<u64>,
+    /// A snapshot from the leader is being installed.
+    pub installing_snapshot: Cell<bool>,
+    /// Learners this member promoted as leader.
+    pub learners_promoted: Cell<u64>,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            puts: Cell::new(0),
+            deletes: Cell::new(0),
+            slow_applies: Cell::new(0),
+            leases_granted: Cell::new(0),
+            leases_revoked: Cell::new(0),
+            lease_ttls: crate::metrics::Histogram::new(&crate::metrics::LEASE_TTL_BUCKETS),
+            read_indexes_failed: Cell::new(0),
+            slow_read_indexes: Cell::new(0),
+            installing_snapshot: Cell::new(false),
+            learners_promoted: Cell::new(0),
+        }
+    }
+}
+
+/// etcd warns of (and counts) an apply slower than this.
+const SLOW_APPLY: Duration = Duration::from_millis(100);
+/// etcd counts a ReadIndex that needs longer than this as slow (its retry
+/// interval).
+const SLOW_READ_INDEX: Duration = Duration::from_millis(500);
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
 }
 
 /// Answers a [`PeerQuery`] from another member.
@@ -361,8 +411,7 @@ impl Sequencer {
             leader_changes: Cell::new(0),
             proposals_failed: Cell::new(0),
             query_answerer: RefCell::new(None),
-            applied_puts: Cell::new(0),
-            applied_deletes: Cell::new(0),
+            counters: Counters::default(),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -689,8 +738,17 @@ impl Sequencer {
         if let Some(why) = self.poisoned.borrow().as_ref() {
             return Err(Error::Wal(why.clone()).into());
         }
-        let rx = self.driver.read_index()?;
-        rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
+        let started = std::time::Instant::now();
+        let done = match self.driver.read_index() {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(Error::Stopped.into())),
+            Err(e) => Err(e.into()),
+        };
+        if done.is_err() {
+            bump(&self.counters.read_indexes_failed);
+        } else if started.elapsed() > SLOW_READ_INDEX {
+            bump(&self.counters.slow_read_indexes);
+        }
+        done
     }
 
     /// Hands leadership to `target` and waits until it leads (etcd's
@@ -890,6 +948,13 @@ impl Sequencer {
     /// after the snapshot, the membership is the leader's, and every
     /// watcher gets the events between our old revision and the new one.
     async fn install_snapshot(&self, snapshot: basalt_raft::Snapshot) -> Result<(), Error> {
+        self.counters.installing_snapshot.set(true);
+        let installed = self.install_snapshot_file(snapshot).await;
+        self.counters.installing_snapshot.set(false);
+        installed
+    }
+
+    async fn install_snapshot_file(&self, snapshot: basalt_raft::Snapshot) -> Result<(), Error> {
         let index = snapshot.metadata.index;
         let path = match self.received_snapshot.borrow_mut().take() {
             Some((i, path)) if i == index => path,
@@ -1326,14 +1391,19 @@ impl Sequencer {
             m::OpResponse::Txn(t) => txn(t, &mut puts, &mut deletes),
             _ => {}
         }
-        self.applied_puts.set(self.applied_puts.get() + puts);
-        self.applied_deletes
-            .set(self.applied_deletes.get() + deletes);
+        let c = &self.counters;
+        c.puts.set(c.puts.get() + puts);
+        c.deletes.set(c.deletes.get() + deletes);
     }
 
-    /// (puts, delete-ranges) applied since start, for `/metrics`.
-    pub fn applied_writes(&self) -> (u64, u64) {
-        (self.applied_puts.get(), self.applied_deletes.get())
+    /// This member's counters, for `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The WAL's I/O counters (`None` once it is closed).
+    pub fn wal_stats(&self) -> Option<basalt_engine::wal::WalStats> {
+        self.wal.borrow().as_ref().map(|w| w.stats())
     }
 
     /// Applies one entry and hands its events to this executor's watch
@@ -1344,16 +1414,34 @@ impl Sequencer {
         op: &m::Op,
         fed: &mut Vec<(i64, Vec<Event>)>,
     ) -> Result<Reply, Status> {
+        let started = std::time::Instant::now();
         let applied = {
             let mut store = self.store.borrow_mut();
             store.apply(index, op)
         };
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            bump(&self.counters.slow_applies);
+            tracing::warn!(
+                index,
+                took_ms = took.as_secs_f64() * 1e3,
+                expected_ms = SLOW_APPLY.as_millis() as u64,
+                "apply request took too long"
+            );
+        }
         match applied {
             Ok(a) => {
                 self.count_writes(&a.response);
                 let lease_event = match *op {
-                    m::Op::LeaseGrant { id, ttl } => Some(LeaseEvent::Granted { id, ttl }),
-                    m::Op::LeaseRevoke { id } => Some(LeaseEvent::Revoked(id)),
+                    m::Op::LeaseGrant { id, ttl } => {
+                        bump(&self.counters.leases_granted);
+                        self.counters.lease_ttls.observe_value(ttl as f64);
+                        Some(LeaseEvent::Granted { id, ttl })
+                    }
+                    m::Op::LeaseRevoke { id } => {
+                        bump(&self.counters.leases_revoked);
+                        Some(LeaseEvent::Revoked(id))
+                    }
                     _ => None,
                 };
                 if let Some(event) = lease_event {
