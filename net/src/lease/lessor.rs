@@ -46,6 +46,11 @@ pub trait LeaseLog {
     fn is_leader(&self) -> bool {
         true
     }
+    /// Counts a lease renewed by this member as leader, or expired by it
+    /// (etcd's `etcd_debugging_lease_renewed_total`,
+    /// `etcd_debugging_server_lease_expired_total`).
+    fn note_renewed(&self) {}
+    fn note_expired(&self) {}
     /// Asks the leader `query` (a follower's LeaseTimeToLive: only the
     /// leader's clocks are renewed by keepalives sent to it). `Ok(None)`:
     /// this member leads after all, answer here.
@@ -304,6 +309,9 @@ impl Lessor {
                 keeper.schedule_checkpoint(req.id, now, self.cfg.checkpoint_interval);
                 (ttl, had_checkpoint)
             };
+            if ttl.is_some() {
+                self.log.note_renewed();
+            }
             // The other members still hold the old remaining TTL: clear it
             // through the log, or a new leader would end the lease early
             // (what etcd 3.5 does on renewal).
@@ -447,6 +455,7 @@ impl Lessor {
                 Ok(_) => {
                     revoked += 1;
                     keeper.forget(id);
+                    self.log.note_expired();
                 }
                 // Revoked by a client in the meantime.
                 Err(e) if e == not_found => keeper.forget(id),

@@ -64,6 +64,16 @@ impl LeaseLog for Sequencer {
         })
     }
 
+    fn note_renewed(&self) {
+        let c = &self.counters().leases_renewed;
+        c.set(c.get() + 1);
+    }
+
+    fn note_expired(&self) {
+        let c = &self.counters().leases_expired;
+        c.set(c.get() + 1);
+    }
+
     fn ask_leader(&self, query: PeerQuery) -> LogFuture<'_, Option<PeerAnswer>> {
         Box::pin(async move { Ok(self.ask_leader(query).await?) })
     }

@@ -105,6 +105,8 @@ pub struct ServerCounters {
     pub slow_applies: u64,
     pub leases_granted: u64,
     pub leases_revoked: u64,
+    pub leases_renewed: u64,
+    pub leases_expired: u64,
     pub lease_ttls: Histogram,
     pub read_indexes_failed: u64,
     pub slow_read_indexes: u64,
@@ -119,6 +121,8 @@ impl Default for ServerCounters {
             slow_applies: 0,
             leases_granted: 0,
             leases_revoked: 0,
+            leases_renewed: 0,
+            leases_expired: 0,
             lease_ttls: Histogram::new(&LEASE_TTL_BUCKETS),
             read_indexes_failed: 0,
             slow_read_indexes: 0,
@@ -136,6 +140,8 @@ impl PartialEq for ServerCounters {
                 c.slow_applies,
                 c.leases_granted,
                 c.leases_revoked,
+                c.leases_renewed,
+                c.leases_expired,
                 c.lease_ttls.count(),
                 c.read_indexes_failed,
                 c.slow_read_indexes,
@@ -399,6 +405,18 @@ fn server_counters(out: &mut String, c: &ServerCounters) {
         "etcd_debugging_lease_revoked_total",
         "The total number of revoked leases.",
         c.leases_revoked,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_renewed_total",
+        "The number of renewed leases seen by the leader.",
+        c.leases_renewed,
+    );
+    counter(
+        out,
+        "etcd_debugging_server_lease_expired_total",
+        "The total number of expired leases.",
+        c.leases_expired,
     );
     header(
         out,

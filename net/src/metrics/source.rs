@@ -99,6 +99,8 @@ async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState
         slow_applies: c.slow_applies.get(),
         leases_granted: c.leases_granted.get(),
         leases_revoked: c.leases_revoked.get(),
+        leases_renewed: c.leases_renewed.get(),
+        leases_expired: c.leases_expired.get(),
         lease_ttls: c.lease_ttls.clone(),
         read_indexes_failed: c.read_indexes_failed.get(),
         slow_read_indexes: c.slow_read_indexes.get(),

@@ -215,6 +215,9 @@ pub struct Counters {
     /// (`etcd_debugging_lease_*`).
     pub leases_granted: Cell<u64>,
     pub leases_revoked: Cell<u64>,
+    /// Keepalives this member renewed as leader, leases it expired.
+    pub leases_renewed: Cell<u64>,
+    pub leases_expired: Cell<u64>,
     pub lease_ttls: crate::metrics::Histogram,
     /// ReadIndex rounds that failed, or took longer than [`SLOW_READ_INDEX`].
     pub read_indexes_failed: Cell<u64>,
@@ -233,6 +236,8 @@ impl Default for Counters {
             slow_applies: Cell::new(0),
             leases_granted: Cell::new(0),
             leases_revoked: Cell::new(0),
+            leases_renewed: Cell::new(0),
+            leases_expired: Cell::new(0),
             lease_ttls: crate::metrics::Histogram::new(&crate::metrics::LEASE_TTL_BUCKETS),
             read_indexes_failed: Cell::new(0),
             slow_read_indexes: Cell::new(0),
