@@ -775,3 +775,87 @@ async fn python_etcd3gw_sees_what_it_sees_on_etcd() {
     assert_eq!(got, expected, "etcd3gw transcript differs from etcd's");
     assert!(got.lines().count() > 10, "{got}");
 }
+
+/// The value of one `grpc_server_handled_total` series on `server`.
+fn handled(server: &Server, method: &str, code: &str) -> u64 {
+    let metrics = http(server, "GET", "/metrics", "").body;
+    let series =
+        format!("grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Gateway calls count as the gRPC calls they are (etcd's gateway is a
+/// gRPC client of its own server), and a watch whose HTTP client leaves
+/// ends at once, idle as it is (counted `Canceled`).
+#[tokio::test]
+async fn gateway_calls_are_counted_and_end_with_their_client() {
+    let basalt = Server::start(Kind::Basalt).await;
+    post(&basalt, "/v3/kv/put", r#"{"key":"Yw==","value":"dg=="}"#);
+    post(&basalt, "/v3/kv/put", r#"{"key":""}"#);
+    assert_eq!(handled(&basalt, "Put", "OK"), 1);
+    assert_eq!(handled(&basalt, "Put", "InvalidArgument"), 1);
+    let mut s = connect(&basalt);
+    s.write_all(&request_bytes(
+        "POST",
+        "/v3/watch",
+        r#"{"create_request":{"key":"Yw=="}}"#,
+        false,
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handled(&basalt, "Watch", "Canceled"), 0);
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while handled(&basalt, "Watch", "Canceled") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch did not end within 5 s of its client leaving"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Lock that waits for a holder is dropped when its HTTP client gives
+/// up: it never takes the lock for no one, so the next client gets it as
+/// soon as the holder unlocks.
+#[tokio::test]
+async fn a_waiting_lock_ends_with_its_client() {
+    let basalt = Server::start(Kind::Basalt).await;
+    let held = post(&basalt, "/v3/lock/lock", r#"{"name":"bA=="}"#);
+    assert_eq!(held.status, 200, "{held:?}");
+    let key = held.body.split(r#""key":""#).nth(1).unwrap();
+    let key = &key[..key.find('"').unwrap()];
+    let mut waiting = connect(&basalt);
+    waiting
+        .write_all(&request_bytes(
+            "POST",
+            "/v3/lock/lock",
+            r#"{"name":"bA=="}"#,
+            false,
+        ))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unlock = post(&basalt, "/v3/lock/unlock", &format!(r#"{{"key":"{key}"}}"#));
+    assert_eq!(unlock.status, 200, "{unlock:?}");
+    let mut next = connect(&basalt);
+    next.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    next.write_all(&request_bytes(
+        "POST",
+        "/v3/lock/lock",
+        r#"{"name":"bA=="}"#,
+        true,
+    ))
+    .unwrap();
+    let mut answer = String::new();
+    let read = next.read_to_string(&mut answer);
+    assert!(
+        read.is_ok() && answer.starts_with("HTTP/1.1 200 "),
+        "the next Lock waits for the abandoned one: {read:?} {answer}"
+    );
+}

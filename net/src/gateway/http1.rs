@@ -79,6 +79,7 @@ pub async fn serve_http1(
         };
         let head_only = head.method == "HEAD";
         let mut w = Writer::new(&mut stream, head.keep_alive, head_only);
+        w.received = Some(&mut buf);
         if is_gateway_path(&head.path) {
             let req = GatewayRequest {
                 method: &head.method,
@@ -274,6 +275,9 @@ async fn read_chunked(stream: &mut Stream, buf: &mut Vec<u8>, max: usize) -> io:
 /// Writes one answer: a head, then a body of known length or chunks.
 struct Writer<'a> {
     stream: &'a mut Stream,
+    /// Where bytes the client sends during an answer go (a pipelined next
+    /// request), read while watching for the client to leave.
+    received: Option<&'a mut Vec<u8>>,
     keep_alive: bool,
     head_only: bool,
     chunked: bool,
@@ -284,6 +288,7 @@ impl<'a> Writer<'a> {
     fn new(stream: &'a mut Stream, keep_alive: bool, head_only: bool) -> Writer<'a> {
         Writer {
             stream,
+            received: None,
             keep_alive,
             head_only,
             chunked: false,
@@ -348,6 +353,27 @@ impl ReplyWriter for Writer<'_> {
             self.pending.extend_from_slice(b"0\r\n\r\n");
         }
         self.flush().await
+    }
+
+    /// The client closes its side (as Go's server, a half-close counts as
+    /// gone) or the connection fails. What it sends meanwhile is kept for
+    /// the next request, up to a head's worth.
+    async fn closed(&mut self) {
+        let Some(received) = self.received.as_mut() else {
+            return std::future::pending().await;
+        };
+        let mut chunk = [0u8; 1024];
+        while received.len() <= MAX_HEAD_BYTES {
+            match self.stream.read(&mut chunk).await {
+                Ok(0) => return,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                // The read timeout is for requests, not for a client
+                // reading a long stream.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+        std::future::pending().await
     }
 }
 

@@ -146,4 +146,13 @@ impl ReplyWriter for Writer {
         }
         Ok(())
     }
+
+    /// The client resets the stream (or the connection goes).
+    async fn closed(&mut self) {
+        let _ = poll_fn(|cx| match self.stream.as_mut() {
+            Some(stream) => stream.poll_reset(cx),
+            None => self.respond.poll_reset(cx),
+        })
+        .await;
+    }
 }

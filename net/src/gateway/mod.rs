@@ -18,11 +18,16 @@
 //!   64-bit integers as strings, bytes as base64, zero values left out);
 //! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe): `200`, chunked,
 //!   one `{"result":…}` line per message; every JSON value in the body is
-//!   one request, and the call is half-closed after the last;
+//!   one request, and the call is half-closed after the last (but for a
+//!   watch, which streams until its client goes, as etcd's does);
 //! - a failed call: the HTTP status grpc-gateway maps the gRPC code to and
 //!   `{"error":…,"code":…,"message":…}`; `{"error":{"grpc_code":…}}` as the
 //!   last line of a stream;
 //! - an unknown path `404 Not Found`, another method than POST `405`.
+//!
+//! A call whose client goes away (an idle watch, a Lock still waiting) is
+//! dropped at once, as a reset gRPC stream drops its call, and every call
+//! is counted in the gRPC call metrics, as etcd counts its gateway's.
 //!
 //! ```
 //! use basalt_net::gateway::http_status;
@@ -47,7 +52,9 @@ use futures_channel::mpsc;
 use futures_lite::{future, StreamExt};
 use http::HeaderMap;
 
-use crate::grpc::{Code, Deframer, Metadata, RequestStream, ResponseSink, Router, Status};
+use crate::grpc::{
+    CallTally, Code, Deframer, Metadata, RequestStream, ResponseSink, Router, Status, PREFIX_LEN,
+};
 
 /// Most requests one streaming body may carry (a body of keep-alives or
 /// watch requests); etcd has no limit, but a body is bounded anyway.
@@ -89,6 +96,9 @@ pub(crate) trait ReplyWriter {
     ) -> io::Result<()>;
     async fn body(&mut self, data: &[u8]) -> io::Result<()>;
     async fn end(&mut self) -> io::Result<()>;
+    /// Resolves once the client is gone (closed or reset), so that a
+    /// stream with nothing to send (an idle watch) does not outlive it.
+    async fn closed(&mut self);
 }
 
 /// grpc-gateway's `HTTPStatusFromCode` (v1.16, etcd 3.5's): note
@@ -219,10 +229,19 @@ pub(crate) async fn serve<W: ReplyWriter>(
         );
         return failed(out, &s).await;
     }
+    // Counted as the gRPC call it is (etcd's gateway is a gRPC client of
+    // its own server, so etcd counts these calls too).
+    let tally = Tally::start(router, route.method);
     let handler = match router.route_client(route.method) {
         Ok(h) => h,
-        Err(s) => return failed(out, &s).await,
+        Err(s) => {
+            tally.finish(s.code);
+            return failed(out, &s).await;
+        }
     };
+    for m in &messages {
+        tally.received(m.len());
+    }
     let (mut req_tx, req_rx) = mpsc::channel::<Bytes>(messages.len());
     for m in messages {
         // The channel has room for every message: this cannot fail.
@@ -245,10 +264,53 @@ pub(crate) async fn serve<W: ReplyWriter>(
     // The handler runs in its own task so that a reader gone mid-stream
     // (a write fails) drops it, as a reset stream drops a gRPC call.
     let task = glommio::spawn_local(call);
+    let responses = Responses::new(task, resp_rx, tally);
     match route.shape {
-        Shape::Unary => unary_reply(route, task, resp_rx, out).await,
+        Shape::Unary => unary_reply(route, responses, out).await,
         Shape::ServerStream | Shape::BidiStream | Shape::Watch => {
-            stream_reply(route, task, resp_rx, out).await
+            stream_reply(route, responses, out).await
+        }
+    }
+}
+
+/// A gateway call's place in the gRPC call counters: started, messages
+/// each way, and how it ended (`Cancelled` if the client went away first).
+struct Tally {
+    tally: Option<CallTally>,
+    code: std::cell::Cell<Option<Code>>,
+}
+
+impl Tally {
+    fn start(router: &Router, method: &str) -> Tally {
+        Tally {
+            tally: router.calls().and_then(|c| c.start(method)),
+            code: std::cell::Cell::new(None),
+        }
+    }
+
+    fn received(&self, len: usize) {
+        if let Some(t) = &self.tally {
+            t.received();
+            t.received_bytes(len + PREFIX_LEN);
+        }
+    }
+
+    fn sent(&self, len: usize) {
+        if let Some(t) = &self.tally {
+            t.sent();
+            t.sent_bytes(len + PREFIX_LEN);
+        }
+    }
+
+    fn finish(&self, code: Code) {
+        self.code.set(Some(code));
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tally {
+            t.finished(self.code.get().unwrap_or(Code::Cancelled));
         }
     }
 }
@@ -325,16 +387,22 @@ struct Responses {
     rx: mpsc::Receiver<Bytes>,
     deframer: Deframer,
     status: Option<Result<(), Status>>,
+    tally: Tally,
 }
 
 impl Responses {
-    fn new(task: glommio::Task<Result<(), Status>>, rx: mpsc::Receiver<Bytes>) -> Responses {
+    fn new(
+        task: glommio::Task<Result<(), Status>>,
+        rx: mpsc::Receiver<Bytes>,
+        tally: Tally,
+    ) -> Responses {
         Responses {
             task: Some(task),
             rx,
             // A response is as large as the server made it.
             deframer: Deframer::new(u32::MAX as usize),
             status: None,
+            tally,
         }
     }
 
@@ -343,7 +411,10 @@ impl Responses {
     async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         loop {
             match self.deframer.next_message() {
-                Ok(Some(m)) => return Some(Ok(m)),
+                Ok(Some(m)) => {
+                    self.tally.sent(m.len());
+                    return Some(Ok(m));
+                }
                 Ok(None) => {}
                 Err(s) => return Some(Err(s)),
             }
@@ -374,20 +445,40 @@ impl Responses {
         }
     }
 
+    /// How the handler ended; counted as the call's code.
     fn status(&mut self) -> Result<(), Status> {
-        self.status.take().unwrap_or(Ok(()))
+        let status = self.status.take().unwrap_or(Ok(()));
+        self.tally
+            .finish(status.as_ref().err().map_or(Code::Ok, |s| s.code));
+        status
     }
+}
+
+/// The next response message, or `None` once the client is gone.
+async fn next_or_gone<W: ReplyWriter>(
+    responses: &mut Responses,
+    out: &mut W,
+) -> Option<Option<Result<Bytes, Status>>> {
+    future::or(async { Some(responses.next().await) }, async {
+        out.closed().await;
+        None
+    })
+    .await
 }
 
 async fn unary_reply<W: ReplyWriter>(
     route: &Route,
-    task: glommio::Task<Result<(), Status>>,
-    rx: mpsc::Receiver<Bytes>,
+    mut responses: Responses,
     out: &mut W,
 ) -> io::Result<()> {
-    let mut responses = Responses::new(task, rx);
     let mut answer = None;
-    while let Some(m) = responses.next().await {
+    loop {
+        // The client gone (it gave up on a waiting Lock, say): dropping
+        // `responses` drops the handler, as a reset stream drops a call.
+        let Some(next) = next_or_gone(&mut responses, out).await else {
+            return Ok(());
+        };
+        let Some(m) = next else { break };
         match m {
             Ok(m) if answer.is_none() => answer = Some(m),
             Ok(_) => {}
@@ -412,14 +503,17 @@ async fn unary_reply<W: ReplyWriter>(
 
 async fn stream_reply<W: ReplyWriter>(
     route: &Route,
-    task: glommio::Task<Result<(), Status>>,
-    rx: mpsc::Receiver<Bytes>,
+    mut responses: Responses,
     out: &mut W,
 ) -> io::Result<()> {
-    let mut responses = Responses::new(task, rx);
     let mut started = false;
     let mut error = None;
-    while let Some(m) = responses.next().await {
+    loop {
+        // The client gone: dropping `responses` drops the handler.
+        let Some(next) = next_or_gone(&mut responses, out).await else {
+            return Ok(());
+        };
+        let Some(m) = next else { break };
         let line = m.and_then(|m| (route.encode)(&m)).map(|json| {
             let mut line = Vec::with_capacity(json.len() + 12);
             line.extend_from_slice(b"{\"result\":");
