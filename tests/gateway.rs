@@ -282,6 +282,8 @@ const SCENARIO: &[(&str, &str, &[&str])] = &[
     ("/v3/kv/range", r#"{"key":"#, &[]),
     ("/v3/kv/range", "[]", &[]),
     ("/v3/kv/range", "xyz", &[]),
+    ("/v3/kv/range", r#"{"key":123}"#, &[]),
+    ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"!!"}"#, &[]),
     ("/v3/kv/range", r#"{"key":"Zm9v","sort_order":1}"#, &[]),
     ("/v3/kv/nope", "{}", &[]),
     ("/v3/lease/revoke", r#"{"ID":"5"}"#, &[]),

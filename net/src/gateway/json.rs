@@ -136,9 +136,36 @@ fn go_quote_char(b: u8) -> String {
     }
 }
 
-/// A JSON object whose fields do not fit the request type.
+/// A JSON object whose fields do not fit the request type, in Go's words
+/// where the decoder's error says enough to find them (bytes fields; other
+/// type errors keep the decoder's own message).
 fn invalid_field(e: &serde_json::Error) -> Status {
-    Status::new(Code::InvalidArgument, e.to_string())
+    let text = e.to_string();
+    Status::new(Code::InvalidArgument, go_field_error(&text).unwrap_or(text))
+}
+
+fn go_field_error(text: &str) -> Option<String> {
+    // The base64 decoder: "Invalid symbol 33, offset 0."
+    if text.starts_with("Invalid symbol ") || text.starts_with("Invalid last symbol ") {
+        let offset = text.rsplit("offset ").next()?.trim_end_matches('.');
+        let offset: usize = offset.parse().ok()?;
+        return Some(format!("illegal base64 data at input byte {offset}"));
+    }
+    // A bytes field given another JSON type: "invalid type: integer `1`,
+    // expected a base64 string".
+    let unexpected = text
+        .strip_prefix("invalid type: ")?
+        .strip_suffix(", expected a base64 string")?;
+    let kind = match unexpected.split(' ').next()? {
+        "integer" | "floating" => "number",
+        "boolean" => "bool",
+        "map" => "object",
+        "sequence" => "array",
+        _ => return None,
+    };
+    Some(format!(
+        "json: cannot unmarshal {kind} into Go value of type []uint8"
+    ))
 }
 
 #[cfg(test)]
@@ -246,7 +273,20 @@ mod tests {
             "invalid character 'x' looking for beginning of value"
         );
         let e = first_request::<RangeRequest>(br#"{"key":123}"#).unwrap_err();
-        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                Code::InvalidArgument,
+                "json: cannot unmarshal number into Go value of type []uint8"
+            )
+        );
+        let e = first_request::<RangeRequest>(br#"{"key":["a"]}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "json: cannot unmarshal array into Go value of type []uint8"
+        );
+        let e = first_request::<RangeRequest>(br#"{"key":"Zm!v"}"#).unwrap_err();
+        assert_eq!(e.message, "illegal base64 data at input byte 2");
         let e = first_request::<RangeRequest>(br#"{"sort_order":"BOGUS"}"#).unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
     }
