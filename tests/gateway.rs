@@ -285,6 +285,16 @@ const SCENARIO: &[(&str, &str, &[&str])] = &[
     ("/v3/kv/range", r#"{"key":123}"#, &[]),
     ("/v3/kv/range", r#"{"key":"Zm9v","range_end":"!!"}"#, &[]),
     ("/v3/kv/range", r#"{"key":"Zm9v","sort_order":1}"#, &[]),
+    (
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","sort_order":"BOGUS"}"#,
+        &[],
+    ),
+    (
+        "/v3/maintenance/alarm",
+        r#"{"action":"GET","alarm":"NOPE"}"#,
+        &[],
+    ),
     ("/v3/kv/nope", "{}", &[]),
     ("/v3/lease/revoke", r#"{"ID":"5"}"#, &[]),
 ];
@@ -547,6 +557,24 @@ async fn http11_keeps_connections_alive() {
         0,
         "closed after the last"
     );
+    // `Expect: 100-continue`: the interim answer first, then the body is
+    // sent and answered.
+    let mut s = connect(&basalt);
+    let body = r#"{"key":"aw=="}"#;
+    write!(
+        s,
+        "POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    r.read_line(&mut line).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let range = read_reply(&mut r);
+    assert!(range.body.contains(r#""value":"MQ==""#), "{range:?}");
     // curl reuses its connection for a second URL.
     let url = format!("{}/v3/kv/range", basalt.endpoint);
     let out = curl(&[

@@ -91,6 +91,66 @@ pub fn requests<T: DeserializeOwned + Default>(body: &[u8], max: usize) -> Resul
     Ok(out)
 }
 
+/// An enum given a name it does not have, as etcd 3.5's decoder says it:
+/// `unknown value "\"BOGUS\"" for enum etcdserverpb.RangeRequest.SortOrder`.
+/// The decoder names the value and the names it expected; the enum whose
+/// names those are is found in the descriptors the protos were built into.
+fn unknown_enum_value(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("unknown variant ")?;
+    let mut quoted = rest.split('`').skip(1).step_by(2);
+    let value = quoted.next()?;
+    let expected: Vec<&str> = quoted.collect();
+    let name = enum_names()
+        .iter()
+        .find(|(_, values)| *values == expected)
+        .map(|(name, _)| name.as_str())?;
+    let raw = format!("{value:?}");
+    Some(format!("unknown value {raw:?} for enum {name}"))
+}
+
+/// Every enum of the protos: (full name, its value names in order).
+fn enum_names() -> &'static [(String, Vec<String>)] {
+    use prost::Message;
+    static NAMES: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+        let Ok(set) = prost_types::FileDescriptorSet::decode(&bytes[..]) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for file in &set.file {
+            let package = file.package();
+            for e in &file.enum_type {
+                out.push(enum_entry(package, e));
+            }
+            for m in &file.message_type {
+                collect_enums(&format!("{package}.{}", m.name()), m, &mut out);
+            }
+        }
+        out
+    })
+}
+
+fn collect_enums(
+    scope: &str,
+    m: &prost_types::DescriptorProto,
+    out: &mut Vec<(String, Vec<String>)>,
+) {
+    for e in &m.enum_type {
+        out.push(enum_entry(scope, e));
+    }
+    for nested in &m.nested_type {
+        collect_enums(&format!("{scope}.{}", nested.name()), nested, out);
+    }
+}
+
+fn enum_entry(scope: &str, e: &prost_types::EnumDescriptorProto) -> (String, Vec<String>) {
+    (
+        format!("{scope}.{}", e.name()),
+        e.value.iter().map(|v| v.name().to_owned()).collect(),
+    )
+}
+
 /// How Go names a JSON value's kind in its unmarshal errors.
 fn go_kind(v: &serde_json::Value) -> &'static str {
     match v {
@@ -145,6 +205,9 @@ fn invalid_field(e: &serde_json::Error) -> Status {
 }
 
 fn go_field_error(text: &str) -> Option<String> {
+    if let Some(m) = unknown_enum_value(text) {
+        return Some(m);
+    }
     // The base64 decoder: "Invalid symbol 33, offset 0."
     if text.starts_with("Invalid symbol ") || text.starts_with("Invalid last symbol ") {
         let offset = text.rsplit("offset ").next()?.trim_end_matches('.');
@@ -288,6 +351,12 @@ mod tests {
         let e = first_request::<RangeRequest>(br#"{"key":"Zm!v"}"#).unwrap_err();
         assert_eq!(e.message, "illegal base64 data at input byte 2");
         let e = first_request::<RangeRequest>(br#"{"sort_order":"BOGUS"}"#).unwrap_err();
-        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                Code::InvalidArgument,
+                r#"unknown value "\"BOGUS\"" for enum etcdserverpb.RangeRequest.SortOrder"#
+            )
+        );
     }
 }
