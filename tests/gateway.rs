@@ -296,6 +296,11 @@ const SCENARIO: &[(&str, &str, &[&str])] = &[
         &[],
     ),
     ("/v3/kv/nope", "{}", &[]),
+    // A bidirectional call's bad first request is Unknown (500), a
+    // server-streaming call's InvalidArgument (400).
+    ("/v3/lease/keepalive", "xx", &[]),
+    ("/v3/watch", "[1]", &[]),
+    ("/v3/maintenance/snapshot", "xx", &[]),
     ("/v3/lease/revoke", r#"{"ID":"5"}"#, &[]),
 ];
 

@@ -217,6 +217,11 @@ pub(crate) async fn serve<W: ReplyWriter>(
     let messages = match (route.decode)(req.body, max_requests) {
         Ok(m) if m.is_empty() => vec![Bytes::new()],
         Ok(m) => m,
+        // grpc-gateway decodes a bidirectional call's first request outside
+        // its error mapping: the error goes out as Unknown (500).
+        Err(s) if max_requests > 1 => {
+            return failed(out, &Status::new(Code::Unknown, s.message)).await
+        }
         Err(s) => return failed(out, &s).await,
     };
     if let Some(m) = messages.iter().find(|m| m.len() > max_message) {
