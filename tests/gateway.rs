@@ -490,6 +490,16 @@ async fn stream_transcript(server: &Server) -> Vec<String> {
     while let Some(line) = ka.line() {
         out.push(blank(&line, IDS));
     }
+    // No request at all: an empty stream, ended at once.
+    let (head, mut ka) = StreamReader::open(server, "/v3/lease/keepalive", "");
+    out.push(format!(
+        "empty keepalive {} {:?}",
+        head.status,
+        head.header("grpc-metadata-content-type")
+    ));
+    while let Some(line) = ka.line() {
+        out.push(blank(&line, IDS));
+    }
     out
 }
 
@@ -502,7 +512,7 @@ async fn streams_match_etcd_35() {
     let got = stream_transcript(&basalt).await;
     assert_same(&expected, &got);
     assert!(got[3].contains(r#""events":[{"kv":{"key":"dw==","create_revision":"2","mod_revision":"3","version":"2","value":"Mg=="},"prev_kv":"#), "{}", got[3]);
-    assert_eq!(got.len(), 9, "{got:#?}");
+    assert_eq!(got.len(), 10, "{got:#?}");
 }
 
 /// A snapshot streams as `{"result":{"blob":…}}` lines whose blobs, joined,

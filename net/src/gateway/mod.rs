@@ -210,30 +210,10 @@ pub(crate) async fn serve<W: ReplyWriter>(
     if req.method != "POST" {
         return plain(out, 405, "Method Not Allowed\n").await;
     }
-    let max_requests = match route.shape {
-        Shape::BidiStream | Shape::Watch => MAX_STREAM_REQUESTS,
-        Shape::Unary | Shape::ServerStream => 1,
-    };
-    let messages = match (route.decode)(req.body, max_requests) {
-        Ok(m) if m.is_empty() => vec![Bytes::new()],
+    let messages = match requests_of(route, req.body, max_message) {
         Ok(m) => m,
-        // grpc-gateway decodes a bidirectional call's first request outside
-        // its error mapping: the error goes out as Unknown (500).
-        Err(s) if max_requests > 1 => {
-            return failed(out, &Status::new(Code::Unknown, s.message)).await
-        }
         Err(s) => return failed(out, &s).await,
     };
-    if let Some(m) = messages.iter().find(|m| m.len() > max_message) {
-        let s = Status::new(
-            Code::ResourceExhausted,
-            format!(
-                "grpc: received message larger than max ({} vs. {max_message})",
-                m.len()
-            ),
-        );
-        return failed(out, &s).await;
-    }
     // Counted as the gRPC call it is (etcd's gateway is a gRPC client of
     // its own server, so etcd counts these calls too).
     let tally = Tally::start(router, route.method);
@@ -247,7 +227,7 @@ pub(crate) async fn serve<W: ReplyWriter>(
     for m in &messages {
         tally.received(m.len());
     }
-    let (mut req_tx, req_rx) = mpsc::channel::<Bytes>(messages.len());
+    let (mut req_tx, req_rx) = mpsc::channel::<Bytes>(messages.len().max(1));
     for m in messages {
         // The channel has room for every message: this cannot fail.
         let _ = req_tx.try_send(m);
@@ -276,6 +256,35 @@ pub(crate) async fn serve<W: ReplyWriter>(
             stream_reply(route, responses, out).await
         }
     }
+}
+
+/// The gRPC request messages a body holds, each within `max_message`.
+/// A unary or server-streaming call has exactly one (an empty body is the
+/// empty request); a bidirectional one every value in the body, none for
+/// an empty body (grpc-gateway then sends nothing and half-closes).
+fn requests_of(route: &Route, body: &[u8], max_message: usize) -> Result<Vec<Bytes>, Status> {
+    let bidi = matches!(route.shape, Shape::BidiStream | Shape::Watch);
+    let max_requests = if bidi { MAX_STREAM_REQUESTS } else { 1 };
+    let mut messages = match (route.decode)(body, max_requests) {
+        Ok(m) => m,
+        // grpc-gateway decodes a bidirectional call's first request outside
+        // its error mapping: the error goes out as Unknown (500).
+        Err(s) if bidi => return Err(Status::new(Code::Unknown, s.message)),
+        Err(s) => return Err(s),
+    };
+    if messages.is_empty() && !bidi {
+        messages.push(Bytes::new());
+    }
+    if let Some(m) = messages.iter().find(|m| m.len() > max_message) {
+        return Err(Status::new(
+            Code::ResourceExhausted,
+            format!(
+                "grpc: received message larger than max ({} vs. {max_message})",
+                m.len()
+            ),
+        ));
+    }
+    Ok(messages)
 }
 
 /// A gateway call's place in the gRPC call counters: started, messages
@@ -550,7 +559,10 @@ async fn stream_reply<W: ReplyWriter>(
         out.body(&stream_error_line(&s)).await?;
     }
     if !started {
-        out.head(200, &ok_headers(), None).await?;
+        // No message: grpc-gateway saw no gRPC header metadata to forward.
+        let mut headers: Vec<(&str, &str)> = CORS.to_vec();
+        headers.push(("Content-Type", "application/json"));
+        out.head(200, &headers, None).await?;
     }
     out.end().await
 }
