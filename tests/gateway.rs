@@ -374,6 +374,9 @@ async fn methods_and_paths_answer_as_etcd() {
         ("OPTIONS", "/v3/kv/range"),
         ("POST", "/v3alpha/kv/range"),
         ("POST", "/v3/"),
+        ("POST", "/v3"),
+        ("GET", "/v3?x=1"),
+        ("POST", "/v3beta"),
     ];
     let answers = |server: &Server| -> Vec<String> {
         cases
@@ -381,10 +384,11 @@ async fn methods_and_paths_answer_as_etcd() {
             .map(|(m, p)| {
                 let r = http(server, m, p, "{}");
                 format!(
-                    "{m} {p} -> {} {:?} {:?} {:?}",
+                    "{m} {p} -> {} {:?} {:?} {:?} {:?}",
                     r.status,
                     r.header("content-type"),
                     r.header("x-content-type-options"),
+                    r.header("location"),
                     r.body
                 )
             })

@@ -28,6 +28,7 @@ struct Head {
     method: String,
     /// Without the query string.
     path: String,
+    query: Option<String>,
     headers: HeaderMap,
     keep_alive: bool,
     /// Bytes of the head (what follows is the body).
@@ -84,6 +85,7 @@ pub async fn serve_http1(
             let req = GatewayRequest {
                 method: &head.method,
                 path: &head.path,
+                query: head.query.as_deref(),
                 headers: &head.headers,
                 body: &body,
             };
@@ -176,10 +178,14 @@ fn parse_head(buf: &[u8]) -> io::Result<Option<Head>> {
         1 => !connection.contains("close"),
         _ => connection.contains("keep-alive"),
     };
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
     Ok(Some(Head {
         method: method.to_owned(),
         path: path.to_owned(),
+        query,
         headers,
         keep_alive,
         len,

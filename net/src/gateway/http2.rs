@@ -68,6 +68,7 @@ pub async fn serve_http2(
     let req = GatewayRequest {
         method: parts.method.as_str(),
         path,
+        query: parts.uri.query(),
         headers: &parts.headers,
         body: &data,
     };

@@ -80,6 +80,8 @@ const CORS: [(&str, &str); 3] = [
 pub struct GatewayRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string, without its `?`.
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
 }
@@ -129,6 +131,7 @@ pub fn http_status(code: Code) -> u16 {
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -203,6 +206,9 @@ pub(crate) async fn serve<W: ReplyWriter>(
         // etcd answers a CORS preflight itself, on any path.
         out.head(200, &CORS, Some(0)).await?;
         return out.end().await;
+    }
+    if req.path == "/v3" {
+        return redirect_to_v3(out, req.method, req.query).await;
     }
     let Some(route) = find(req.path) else {
         return plain(out, 404, "Not Found\n").await;
@@ -360,6 +366,30 @@ pub(crate) fn http_headers(content_type: &str, status: u16) -> Vec<(&'static str
         headers.push(("X-Content-Type-Options", "nosniff"));
     }
     headers
+}
+
+/// `/v3` is `/v3/`: Go's mux redirects a path to its subtree, keeping the
+/// query, with a link for GET and HEAD and no body otherwise.
+async fn redirect_to_v3<W: ReplyWriter>(
+    out: &mut W,
+    method: &str,
+    query: Option<&str>,
+) -> io::Result<()> {
+    let location = match query {
+        Some(q) => format!("/v3/?{q}"),
+        None => "/v3/".to_owned(),
+    };
+    let mut headers: Vec<(&str, &str)> = CORS.to_vec();
+    let body = if method == "GET" || method == "HEAD" {
+        headers.push(("Content-Type", "text/html; charset=utf-8"));
+        format!("<a href=\"{location}\">Moved Permanently</a>.\n\n")
+    } else {
+        String::new()
+    };
+    headers.push(("Location", &location));
+    out.head(301, &headers, Some(body.len())).await?;
+    out.body(body.as_bytes()).await?;
+    out.end().await
 }
 
 /// A text answer (grpc-gateway's 404 and 405, Go's `http.Error`).

@@ -295,10 +295,10 @@ pub fn find(path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.http_path == path)
 }
 
-/// Whether `path` is the gateway's to answer (etcd mounts it on `/v3/`;
-/// `/v3beta/` is rewritten to it first).
+/// Whether `path` is the gateway's to answer (etcd mounts it on `/v3/`,
+/// so `/v3` redirects there; `/v3beta/` is rewritten to it first).
 pub fn is_gateway_path(path: &str) -> bool {
-    path.starts_with("/v3/") || path.starts_with("/v3beta/")
+    path == "/v3" || path.starts_with("/v3/") || path.starts_with("/v3beta/")
 }
 
 #[cfg(test)]
@@ -336,7 +336,10 @@ mod tests {
             "/etcdserverpb.Maintenance/Hash"
         );
         assert!(
-            is_gateway_path("/v3beta/x") && !is_gateway_path("/v3") && !is_gateway_path("/metrics")
+            is_gateway_path("/v3beta/x")
+                && is_gateway_path("/v3")
+                && !is_gateway_path("/v3beta")
+                && !is_gateway_path("/metrics")
         );
     }
 }
