@@ -1117,3 +1117,38 @@ async fn election_through_the_gateway_as_on_etcd() {
         "{got:#?}"
     );
 }
+
+/// A large answer, sent by the handler in parts (and across executors on
+/// two cores), arrives whole: a range over eight values of 150 KB.
+#[tokio::test]
+async fn large_answers_arrive_whole_on_two_cores() {
+    let basalt = Server::start_with(Kind::Basalt, &["--cores", "2"]).await;
+    // 150,000 bytes of 'x' is 200,000 base64 characters of 'eHh4'.
+    let value = "eHh4".repeat(50_000);
+    for i in 0..8 {
+        let key = [
+            "bDA=", "bDE=", "bDI=", "bDM=", "bDQ=", "bDU=", "bDY=", "bDc=",
+        ][i];
+        let put = post(
+            &basalt,
+            "/v3/kv/put",
+            &format!(r#"{{"key":"{key}","value":"{value}"}}"#),
+        );
+        assert_eq!(put.status, 200, "{put:?}");
+    }
+    for _ in 0..4 {
+        // Every executor in turn (connections are spread over them).
+        let r = post(
+            &basalt,
+            "/v3/kv/range",
+            r#"{"key":"bA==","range_end":"bQ=="}"#,
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.matches(&format!(r#""value":"{value}""#)).count(), 8);
+        assert!(
+            r.body.ends_with(r#""count":"8"}"#),
+            "{}",
+            &r.body[r.body.len() - 40..]
+        );
+    }
+}
