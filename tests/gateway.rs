@@ -626,6 +626,7 @@ async fn bad_http_never_hangs_or_takes_the_server_down() {
         b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: nine\r\n\r\n".to_vec(),
         b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n".to_vec(),
         b"POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"POST /v3/kv/range HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nffffffffffffffff\r\n".to_vec(),
         b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"k".to_vec(),
         [
             b"GET /".to_vec(),

@@ -266,10 +266,15 @@ async fn read_chunked(stream: &mut Stream, buf: &mut Vec<u8>, max: usize) -> io:
             .ok_or_else(|| invalid("bad chunk size"))?;
         if size == 0 {
             // Trailers, if any, up to the blank line.
-            while !read_line(stream, buf).await?.is_empty() {}
-            return Ok(body);
+            for _ in 0..=MAX_HEADERS {
+                if read_line(stream, buf).await?.is_empty() {
+                    return Ok(body);
+                }
+            }
+            return Err(invalid("too many trailers"));
         }
-        if body.len() + size > max {
+        // Not `body.len() + size`: a size of 2^64 - 1 would overflow.
+        if size > max.saturating_sub(body.len()) {
             return Err(invalid("request body too large"));
         }
         fill(stream, buf, size + 2).await?;
