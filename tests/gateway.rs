@@ -581,6 +581,22 @@ async fn http11_keeps_connections_alive() {
         0,
         "closed after the last"
     );
+    // Pipelined, then half-closed (`printf … | nc -N`): each is answered.
+    let mut s = connect(&basalt);
+    let mut wire = request_bytes("POST", "/v3/kv/range", r#"{"key":"aw=="}"#, false);
+    wire.extend(request_bytes(
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"aw=="}"#,
+        true,
+    ));
+    s.write_all(&wire).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut r = BufReader::new(s);
+    for _ in 0..2 {
+        let range = read_reply(&mut r);
+        assert!(range.body.contains(r#""value":"MQ==""#), "{range:?}");
+    }
     // `Expect: 100-continue`: the interim answer first, then the body is
     // sent and answered.
     let mut s = connect(&basalt);
@@ -913,6 +929,29 @@ async fn a_waiting_lock_ends_with_its_client() {
         read.is_ok() && answer.starts_with("HTTP/1.1 200 "),
         "the next Lock waits for the abandoned one: {read:?} {answer}"
     );
+    // But a client that sent another request behind its waiting Lock and
+    // then half-closed (`printf … | nc -N`) is still there: as with Go's
+    // server, bytes behind a request end the watch for its leaving, and
+    // both are answered once the lock is free.
+    let key = answer.split(r#""key":""#).nth(1).unwrap();
+    let key = key[..key.find('"').unwrap()].to_owned();
+    let mut s = connect(&basalt);
+    let mut wire = request_bytes("POST", "/v3/lock/lock", r#"{"name":"bA=="}"#, false);
+    wire.extend(request_bytes(
+        "POST",
+        "/v3/kv/range",
+        r#"{"key":"bA=="}"#,
+        true,
+    ));
+    s.write_all(&wire).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unlock = post(&basalt, "/v3/lock/unlock", &format!(r#"{{"key":"{key}"}}"#));
+    assert_eq!(unlock.status, 200, "{unlock:?}");
+    let mut r = BufReader::new(s);
+    let lock = read_reply(&mut r);
+    assert_eq!(lock.status, 200, "{lock:?}");
+    assert_eq!(read_reply(&mut r).status, 200);
 }
 
 /// One POST with an `Authorization` header (the token, as etcd's gateway

@@ -366,25 +366,32 @@ impl ReplyWriter for Writer<'_> {
         self.flush().await
     }
 
-    /// The client closes its side (as Go's server, a half-close counts as
-    /// gone) or the connection fails. What it sends meanwhile is kept for
-    /// the next request, up to a head's worth.
+    /// The client closes its side or the connection fails, as Go's server
+    /// watches for it: a read that finds the end (a half-close counts as
+    /// gone) or an error. A read that finds bytes (a pipelined next request,
+    /// kept for it) ends the watch, as Go's background read does, and the
+    /// current answer is served whatever follows.
     async fn closed(&mut self) {
-        let Some(received) = self.received.as_mut() else {
+        if !self.received.as_ref().is_some_and(|r| r.is_empty()) {
+            // Not watching, or a request already waits behind this one.
             return std::future::pending().await;
-        };
+        }
         let mut chunk = [0u8; 1024];
-        while received.len() <= MAX_HEAD_BYTES {
+        loop {
             match self.stream.read(&mut chunk).await {
                 Ok(0) => return,
-                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    if let Some(received) = self.received.as_mut() {
+                        received.extend_from_slice(&chunk[..n]);
+                    }
+                    return std::future::pending().await;
+                }
                 // The read timeout is for requests, not for a client
                 // reading a long stream.
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
                 Err(_) => return,
             }
         }
-        std::future::pending().await
     }
 }
 
