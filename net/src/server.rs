@@ -209,7 +209,13 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let failed = std::sync::Arc::new(std::sync::OnceLock::new());
     let (shard_workers, workers) = ShardWorkers::new(cores);
     let (event_feeds, feeds) = crate::watch::EventFeeds::new(cores);
+    let wal_dir = match &cfg.wal_dir {
+        Some(dir) => std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("resolving --wal-dir {}", dir.display()), e))?,
+        None => crate::sequencer::wal_dir(&data_dir),
+    };
     let seq_cfg = SequencerConfig {
+        wal_dir,
         data_dir,
         cluster: cluster.clone(),
         timing: cfg.timing,
@@ -225,6 +231,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         event_feeds,
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
+        initial_corrupt_check: cfg.initial_corrupt_check,
+        pre_vote: cfg.pre_vote,
         join,
     };
     let views = seq_cfg.views.clone();
@@ -234,6 +242,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
         max_concurrent_streams: cfg.max_concurrent_streams.min(MAX_CONCURRENT_STREAMS),
+        keepalive: cfg.grpc_keepalive,
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
@@ -278,6 +287,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             .map(|mode| (mode, cfg.revision_compaction_interval)),
         lease_checkpoint_interval: cfg.lease_checkpoint_interval,
         progress_interval: cfg.watch_progress_notify_interval,
+        metrics_extensive: cfg.metrics_extensive,
     };
     let kv = cfg.limits;
     let mesh0 = mesh.clone();
@@ -329,6 +339,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             auto_compaction: None,
             lease_checkpoint_interval: None,
             progress_interval: cfg.watch_progress_notify_interval,
+            metrics_extensive: false,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -663,6 +674,8 @@ struct Executor {
     /// `--experimental-enable-lease-checkpoint`: how often the leader
     /// records remaining lease TTLs in the log.
     lease_checkpoint_interval: Option<Duration>,
+    /// `--metrics extensive`.
+    metrics_extensive: bool,
     /// `--experimental-watch-progress-notify-interval`.
     progress_interval: Duration,
 }
@@ -702,6 +715,7 @@ impl Executor {
             metrics_listeners,
             seq.clone(),
             kv.quota_backend_bytes,
+            self.metrics_extensive,
         );
         let mut cluster = seq.cluster();
         fix_advertised_ports(&mut cluster, &self.bound);
@@ -751,7 +765,14 @@ impl Executor {
         transport.set_dial_tls(acceptor.peer_dial.clone());
         let gate = {
             let seq = seq.clone();
-            Box::pin(async move { seq.wait_published().await }) as Gate
+            Box::pin(async move {
+                // A member whose data disagrees with its peers never
+                // serves a client: the process stops (see `failure`).
+                if !seq.initial_corruption_check().await {
+                    std::future::pending::<()>().await;
+                }
+                seq.wait_published().await
+            }) as Gate
         };
         let accepting = glommio::spawn_local(acceptor.run(shutdown.clone(), transport, gate));
         let serving = Serving {

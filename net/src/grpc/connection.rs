@@ -35,6 +35,11 @@ pub struct Limits {
     pub max_recv_message_bytes: usize,
     /// Concurrent streams per connection announced in SETTINGS.
     pub max_concurrent_streams: u32,
+    /// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`:
+    /// the server pings each connection this often and closes one whose
+    /// client does not answer in time (a client that vanished without a
+    /// FIN or RST, its watches held open meanwhile).
+    pub keepalive: Option<(Duration, Duration)>,
 }
 
 /// HTTP/2 windows: generous so one large Range or snapshot is not throttled
@@ -115,16 +120,36 @@ async fn serve_http2(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .handshake::<_, Bytes>(AuthorityFix::with_received(tcp, received).compat())
         .await?;
+    let unanswered = Rc::new(Shutdown::new());
+    // Dropped (cancelled) with the connection.
+    let _pinger = match (limits.keepalive, conn.ping_pong()) {
+        (Some((every, timeout)), Some(pings)) => Some(glommio::spawn_local(keep_alive(
+            pings,
+            every,
+            timeout,
+            unanswered.clone(),
+        ))),
+        _ => None,
+    };
     let mut draining = false;
     loop {
         let next = if draining {
-            conn.accept().await
+            future::or(async { Some(conn.accept().await) }, async {
+                unanswered.wait().await;
+                None
+            })
+            .await
+            .unwrap_or(None)
         } else {
             let stop = future::or(async { Some(conn.accept().await) }, async {
-                shutdown.wait().await;
+                future::or(shutdown.wait(), unanswered.wait()).await;
                 None
             })
             .await;
+            if stop.is_none() && unanswered.is_fired() {
+                tracing::debug!("closing a client connection whose keepalive ping went unanswered");
+                return Ok(());
+            }
             match stop {
                 Some(next) => next,
                 None => {
@@ -151,6 +176,31 @@ async fn serve_http2(
             }
             Some(Err(e)) => return Err(e),
             None => return Ok(()),
+        }
+    }
+}
+
+/// Pings the client every `every`; fires `unanswered` when a ping goes
+/// `timeout` without its answer (grpc-go's server keepalive).
+async fn keep_alive(
+    mut pings: h2::PingPong,
+    every: Duration,
+    timeout: Duration,
+    unanswered: Rc<Shutdown>,
+) {
+    loop {
+        glommio::timer::sleep(every).await;
+        let answered = future::or(
+            async { pings.ping(h2::Ping::opaque()).await.is_ok() },
+            async {
+                glommio::timer::sleep(timeout).await;
+                false
+            },
+        )
+        .await;
+        if !answered {
+            unanswered.fire();
+            return;
         }
     }
 }

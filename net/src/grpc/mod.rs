@@ -51,7 +51,8 @@ pub use bridge::{
 };
 pub use call::{Metadata, RequestStream, ResponseSink};
 pub use call_metrics::{
-    CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, METHODS,
+    CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, HANDLING_BUCKETS,
+    METHODS,
 };
 pub use codec::{encode_message, Deframer, PREFIX_LEN};
 pub use connection::{serve_connection, Limits};

@@ -118,6 +118,7 @@ mod tests {
             state: Box::new(|| Box::pin(async { ServerState::default() })),
             disk: Rc::new(DiskMetrics::default()),
             calls: OnceCell::new(),
+            extensive: false,
         })
     }
 

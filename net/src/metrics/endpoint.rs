@@ -16,7 +16,9 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::grpc_server::{render_client_bytes, render_executor_connections, render_grpc_server};
+use super::grpc_server::{
+    render_client_bytes, render_executor_connections, render_grpc_server, render_handling_seconds,
+};
 use super::http1::{parse_request_line, read_head, text, write_response, Response};
 use super::{health, render_metrics, version_json, DiskMetrics, ServerState};
 use crate::config::parse_listen_url;
@@ -41,6 +43,8 @@ pub struct Endpoint {
     /// The gRPC call counters of every executor, once the server counts
     /// calls (see [`super::MetricsServer::attach`]).
     pub calls: OnceCell<Arc<CallMetrics>>,
+    /// `--metrics extensive`: also the handling time histograms.
+    pub extensive: bool,
 }
 
 /// One bound `--listen-metrics-urls` URL; `https` ones serve TLS with the
@@ -187,7 +191,11 @@ impl Endpoint {
             "/metrics" => {
                 let mut body = render_metrics(&(self.state)().await, &self.disk);
                 if let Some(calls) = self.calls.get() {
-                    render_grpc_server(&mut body, &calls.totals());
+                    let totals = calls.totals();
+                    render_grpc_server(&mut body, &totals);
+                    if self.extensive {
+                        render_handling_seconds(&mut body, &totals);
+                    }
                     render_client_bytes(&mut body, calls.bytes());
                     render_executor_connections(&mut body, &calls.connections());
                 }
@@ -251,6 +259,7 @@ mod tests {
             }),
             disk: Rc::new(DiskMetrics::default()),
             calls: OnceCell::from(CallMetrics::new(1)),
+            extensive: false,
         };
         let get = |method, path| future::block_on(endpoint.route(method, path, Listener::Metrics));
         assert_eq!(get("GET", "/livez").body, "ok");
