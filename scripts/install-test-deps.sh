@@ -50,3 +50,11 @@ if [ ! -x "$venv35/etcdbin/etcdutl" ]; then
 fi
 etcd35_version="$("$venv35/etcdbin/etcd" --version)"
 echo "${etcd35_version%%$'\n'*}"
+
+# The Python `etcd3gw` client (tests/gateway.rs), a client of etcd's JSON
+# gateway, in a virtualenv of its own.
+venvgw="$(dirname "$0")/../target/py-etcd3gw"
+if [ ! -x "$venvgw/bin/python" ] || ! "$venvgw/bin/python" -c 'import etcd3gw' 2>/dev/null; then
+  python3 -m venv "$venvgw"
+  "$venvgw/bin/pip" install -q 'etcd3gw==2.7.0'
+fi

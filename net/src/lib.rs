@@ -7,6 +7,7 @@
 pub mod compactor;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod lease;
 pub mod member;

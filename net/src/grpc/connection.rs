@@ -1,9 +1,9 @@
 //! Serves one client TCP connection, after a TLS handshake on an `https`
 //! listener: HTTP/2 via `h2`, each stream one call (or, for a request that
-//! is not gRPC, an HTTP answer, see [`crate::metrics::serve_client_http2`]);
-//! or, when the first bytes are not the HTTP/2 preface, one plain
-//! HTTP/1.x request (`/metrics`, `/health`, `/version`, as etcd answers on
-//! its client port) through [`crate::metrics::serve_client_http`].
+//! is not gRPC, an HTTP answer, see [`crate::gateway::serve_http2`]);
+//! or, when the first bytes are not the HTTP/2 preface, HTTP/1.x requests
+//! (the JSON gateway, `/metrics`, `/health`, `/version`, as etcd answers on
+//! its client port) through [`crate::gateway::serve_http1`].
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ pub async fn serve_connection(
         None | Some(Ok((_, FirstBytes::Closed))) => Ok(()),
         Some(Err(e)) => Err(Error::io("reading a connection's first bytes", e)),
         Some(Ok((stream, FirstBytes::Http1(received)))) => {
-            crate::metrics::serve_client_http(stream, received, &router)
+            crate::gateway::serve_http1(stream, received, &router, limits.max_recv_message_bytes)
                 .await
                 .map_err(|e| Error::io("HTTP/1.1 on the client port", e))
         }
@@ -168,8 +168,9 @@ async fn serve_http2(
             }
             Some(Ok((req, respond))) => {
                 let router = router.clone();
+                let max = limits.max_recv_message_bytes;
                 glommio::spawn_local(async move {
-                    crate::metrics::serve_client_http2(req, respond, &router).await
+                    crate::gateway::serve_http2(req, respond, &router, max).await
                 })
                 .detach();
             }
@@ -204,10 +205,14 @@ async fn keep_alive(
     }
 }
 
-/// Every gRPC call is a POST; a GET or HEAD (`curl https://…/metrics`
-/// over `h2`) is a plain HTTP request.
+/// A gRPC call says so in its content type (`application/grpc`,
+/// `application/grpc+proto`), as grpc-go and etcd tell them apart; anything
+/// else (`curl https://…/metrics` or a gateway POST over `h2`) is a plain
+/// HTTP request.
 fn is_grpc(req: &Request<RecvStream>) -> bool {
-    req.method() != http::Method::GET && req.method() != http::Method::HEAD
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 async fn serve_call(

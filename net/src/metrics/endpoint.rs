@@ -2,7 +2,7 @@
 //! connection (`Connection: close`), GET or HEAD, a bounded request head
 //! and a read timeout, so a slow or hostile scraper costs one small task.
 //! [`Endpoint::route`] also answers HTTP/1 requests on the client port
-//! (see [`super::serve_client_http`]).
+//! (see [`super::answer`]).
 
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
@@ -179,8 +179,13 @@ pub enum Listener {
 impl Endpoint {
     /// The answer to `method path` on `listener`.
     pub async fn route(&self, method: &str, path: &str, listener: Listener) -> Response {
-        if method != "GET" && method != "HEAD" {
-            return text(405, "method not allowed\n");
+        // As etcd's Go mux: the Prometheus handler takes any method, the
+        // others GET (and HEAD) only, and an unknown path is 404 whatever
+        // the method.
+        let known = matches!(path, "/health" | "/livez" | "/readyz")
+            || (path == "/version" && listener == Listener::Client);
+        if known && method != "GET" && method != "HEAD" {
+            return text(405, "Method Not Allowed\n");
         }
         match path {
             "/metrics" => {
@@ -260,7 +265,9 @@ mod tests {
         assert_eq!(get("GET", "/livez").body, "ok");
         assert_eq!(get("GET", "/readyz").status, 200);
         assert_eq!(get("GET", "/nope").status, 404);
-        assert_eq!(get("POST", "/metrics").status, 405);
+        assert_eq!(get("POST", "/metrics").status, 200);
+        assert_eq!(get("POST", "/health").status, 405);
+        assert_eq!(get("POST", "/nope").status, 404);
         let metrics = get("GET", "/metrics").body;
         assert!(metrics.contains("etcd_server_has_leader 1\n"));
         assert!(metrics.contains("# TYPE grpc_server_handled_total counter\n"));

@@ -1,7 +1,7 @@
 //! `/metrics` (Prometheus text format, etcd's metric names), `/health`,
 //! `/livez` and `/readyz` for the basalt server, on `--listen-metrics-urls`
-//! and, with `/version`, over HTTP/1.1 on the client port (see
-//! [`serve_client_http`]).
+//! and, with `/version`, on the client port (see [`answer`] and
+//! [`crate::gateway`]).
 //!
 //! Scrapes are answered on the sequencer's executor: gauges are read from
 //! the sequencer when a scrape arrives (nothing is counted twice), and the
@@ -25,8 +25,7 @@ mod histogram;
 mod http1;
 mod source;
 
-pub use client_port::serve_client_http2;
-pub use client_port::{client_http_handler, serve_client_http, CLIENT_HTTP_PATH};
+pub use client_port::{answer, client_http_handler, CLIENT_HTTP_PATH};
 pub use endpoint::{
     bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
 };
