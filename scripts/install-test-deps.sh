@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine:
-# real etcd 3.4 and etcdctl (differential tests) and protoc (prost-build).
+# real etcd 3.4 and etcdctl (differential tests), protoc (prost-build) and
+# openssl (certificates in loadgen's TLS test).
 set -euo pipefail
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -8,6 +9,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# loadgen's TLS test makes its certificates with the openssl tool.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
@@ -47,3 +50,11 @@ if [ ! -x "$venv35/etcdbin/etcdutl" ]; then
 fi
 etcd35_version="$("$venv35/etcdbin/etcd" --version)"
 echo "${etcd35_version%%$'\n'*}"
+
+# The Python `etcd3gw` client (tests/gateway.rs), a client of etcd's JSON
+# gateway, in a virtualenv of its own.
+venvgw="$(dirname "$0")/../target/py-etcd3gw"
+if [ ! -x "$venvgw/bin/python" ] || ! "$venvgw/bin/python" -c 'import etcd3gw' 2>/dev/null; then
+  python3 -m venv "$venvgw"
+  "$venvgw/bin/pip" install -q 'etcd3gw==2.7.0'
+fi

@@ -191,7 +191,6 @@ const YAML_LIST: Kind = Kind::List { yaml_list: true };
 
 const STORAGE: &str = "basalt's storage is not bbolt: it has its own WAL and trees";
 const NO_V2: &str = "basalt serves the v3 API only";
-const GRPC: &str = "basalt's gRPC server keeps its own connection settings";
 const LOGGING: &str = "basalt logs with its own format to stderr (or --log-outputs)";
 const TRACING: &str = "basalt has no OpenTelemetry tracing";
 
@@ -201,7 +200,7 @@ pub const FLAGS: &[Flag] = &[
     // ---- member ----
     f("name", Text, "default", Both, Acted("member name")),
     f("data-dir", Text, "${name}.basalt", Both, Acted("data directory (basalt's default is ${name}.basalt)")),
-    f("wal-dir", Text, "", Both, NoEffect("basalt keeps its WAL in <data-dir>/member/wal")),
+    f("wal-dir", Text, "", Both, Acted("the WAL's own directory (default <data-dir>/member/wal)")),
     f("listen-peer-urls", URLS, "http://localhost:2380", Both, Acted("peer listeners")),
     f("listen-client-urls", URLS, "http://localhost:2379", Both, Acted("client listeners")),
     f("listen-metrics-urls", URLS, "", Both, Acted("/metrics and /health listeners")),
@@ -218,9 +217,9 @@ pub const FLAGS: &[Flag] = &[
     f("max-txn-ops", Uint, "128", Both, Acted("operations per transaction")),
     f("max-request-bytes", Uint, "1572864", Both, Acted("largest client request")),
     f("max-concurrent-streams", Uint32, "4294967295", V34, Acted("gRPC streams per client connection (basalt caps it at 10000)")),
-    f("grpc-keepalive-min-time", Duration, "5s", Both, NoEffect(GRPC)),
-    f("grpc-keepalive-interval", Duration, "2h0m0s", Both, NoEffect(GRPC)),
-    f("grpc-keepalive-timeout", Duration, "20s", Both, NoEffect(GRPC)),
+    f("grpc-keepalive-min-time", Duration, "5s", Both, NoEffect("basalt's HTTP/2 layer answers every client ping and cannot tell too frequent ones apart")),
+    f("grpc-keepalive-interval", Duration, "2h0m0s", Both, Acted("how often the server pings each client connection")),
+    f("grpc-keepalive-timeout", Duration, "20s", Both, Acted("a connection whose client does not answer a ping this long is closed")),
     no_yaml(f("socket-reuse-port", Bool, "false", V35, NoEffect("basalt binds its ports with SO_REUSEADDR only"))),
     no_yaml(f("socket-reuse-address", Bool, "false", V35, NoEffect("basalt always binds its ports with SO_REUSEADDR"))),
     no_yaml(f("raft-read-timeout", Duration, "5s", V35, NoEffect("basalt's peer transport has its own timeouts"))),
@@ -237,7 +236,7 @@ pub const FLAGS: &[Flag] = &[
     f("initial-cluster-token", Text, "etcd-cluster", Both, Acted("part of the member and cluster ids")),
     f("initial-cluster-state", Choice(&["new", "existing"]), "new", Both, Acted("'existing' joins a running cluster after `etcdctl member add`")),
     f("strict-reconfig-check", Bool, "true", Both, NoEffect("basalt refuses every membership change yet")),
-    f("pre-vote", Bool, "false (3.5: true)", Both, NoEffect("basalt's Raft election has no pre-vote phase")),
+    f("pre-vote", Bool, "false (3.5: true)", Both, Acted("Raft's pre-vote phase; on unless --pre-vote=false (etcd 3.5's default)")),
     f("enable-v2", Bool, "false", Both, RefusedUnlessDefault(NO_V2)),
     f("experimental-enable-v2v3", Text, "", Both, RefusedUnlessDefault(NO_V2)),
     f("v2-deprecation", Choices(&["not-yet", "write-only", "write-only-drop-data", "gone"]), "not-yet", V35, NoEffect("basalt has no v2 store at all")),
@@ -289,7 +288,7 @@ pub const FLAGS: &[Flag] = &[
     f("auto-compaction-mode", Text, "periodic", Both, Acted("periodic or revision")),
     // ---- profiling, metrics, auth ----
     f("enable-pprof", Bool, "false", Both, NoEffect("basalt has no Go runtime profiler; see docs/tuning.md for perf")),
-    f("metrics", Text, "basic", Both, NoEffect("basalt exports one set of metrics")),
+    f("metrics", Text, "basic", Both, Acted("extensive adds grpc_server_handling_seconds, as in etcd")),
     f("experimental-enable-distributed-tracing", Bool, "false", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-address", Text, "localhost:4317", V35, NoEffect(TRACING)),
     f("experimental-distributed-tracing-service-name", Text, "etcd", V35, NoEffect(TRACING)),
@@ -299,7 +298,7 @@ pub const FLAGS: &[Flag] = &[
     f("auth-token-ttl", Uint, "300", Both, Acted("simple token lifetime in seconds")),
     f("enable-grpc-gateway", Bool, "true", Both, NoEffect("basalt serves no gRPC gateway (JSON over HTTP)")),
     // ---- experimental ----
-    f("experimental-initial-corrupt-check", Bool, "false", Both, NoEffect("basalt has no corruption check before serving yet (the periodic one is --experimental-corrupt-check-time)")),
+    f("experimental-initial-corrupt-check", Bool, "false", Both, Acted("a restarted member compares its HashKV with every peer's before serving clients and exits 1 if one differs after the same compaction")),
     f("experimental-corrupt-check-time", Duration, "0s", Both, Acted("how often the leader compares every member's HashKV through the log (0s: never); a mismatch raises CORRUPT")),
     f("experimental-backend-bbolt-freelist-type", Text, "array", V34, NoEffect(STORAGE)),
     f("experimental-enable-lease-checkpoint", Bool, "false", Both, Acted("the leader records long leases' remaining TTLs in the log every 5 minutes; a new leader starts them from there")),
@@ -313,7 +312,7 @@ pub const FLAGS: &[Flag] = &[
     f("experimental-bootstrap-defrag-threshold-megabytes", Uint, "0", V35, NoEffect(STORAGE)),
     f("experimental-snapshot-catchup-entries", Uint64, "5000", Later35, Acted("log entries kept behind a checkpoint for slow followers")),
     // ---- unsafe ----
-    f("unsafe-no-fsync", Bool, "false", Both, NoEffect("basalt always syncs its WAL before answering")),
+    f("unsafe-no-fsync", Bool, "false", Both, Acted("WAL batches are acknowledged without fdatasync (a power loss can lose them; a killed process cannot); store checkpoints still sync")),
     f("force-new-cluster", Bool, "false", Both, RefusedUnlessDefault("basalt cannot rewrite a member's cluster to one member")),
     // ---- flags etcd accepts and ignores (its `ignored` list) ----
     no_yaml(f("cluster-active-size", Kind::Legacy, "", Both, Legacy)),

@@ -192,6 +192,7 @@ pub fn config(s: &Settings) -> Result<Config, String> {
         dir => PathBuf::from(dir),
     };
     let mut c = Config::new(data_dir);
+    c.wal_dir = Some(PathBuf::from(s.text("wal-dir"))).filter(|d| !d.as_os_str().is_empty());
     c.name = name;
     c.listen_client_urls = s.list("listen-client-urls").to_vec();
     c.advertise_client_urls = s.list("advertise-client-urls").to_vec();
@@ -214,6 +215,12 @@ pub fn config(s: &Settings) -> Result<Config, String> {
     let nanos = |name: &str| std::time::Duration::from_nanos(s.nanos(name).max(0) as u64);
     c.corrupt_check_interval =
         Some(nanos("experimental-corrupt-check-time")).filter(|d| !d.is_zero());
+    c.initial_corrupt_check = s.bool("experimental-initial-corrupt-check");
+    // etcd 3.5's default (the version basalt reports) unless given.
+    c.pre_vote = !s.is_given("pre-vote") || s.bool("pre-vote");
+    // etcd does not check the value: anything but "extensive" is basic.
+    c.metrics_extensive = s.text("metrics") == "extensive";
+    c.wal.sync = !s.bool("unsafe-no-fsync");
     c.lease_checkpoint_interval = s
         .bool("experimental-enable-lease-checkpoint")
         .then(|| nanos("experimental-lease-checkpoint-interval"))
@@ -235,6 +242,10 @@ pub fn config(s: &Settings) -> Result<Config, String> {
         c.watch_progress_notify_interval = Duration::from_nanos(progress as u64);
     }
     c.max_concurrent_streams = u32::try_from(s.uint("max-concurrent-streams")).unwrap_or(u32::MAX);
+    // grpc-go pings only with a positive interval and timeout.
+    let every = std::time::Duration::from_nanos(s.nanos("grpc-keepalive-interval").max(0) as u64);
+    let timeout = std::time::Duration::from_nanos(s.nanos("grpc-keepalive-timeout").max(0) as u64);
+    c.grpc_keepalive = (!every.is_zero() && !timeout.is_zero()).then_some((every, timeout));
     c.cores = usize::try_from(s.uint("cores")).unwrap_or(usize::MAX);
     c.spin_before_park = match s.text("spin-before-park") {
         "" => None,
@@ -337,7 +348,7 @@ mod tests {
         assert!(warnings(&settings(&[])).is_empty());
         let w = warnings(&settings(&[
             "--enable-pprof",
-            "--metrics=extensive",
+            "--max-wals=3",
             "--v",
             "--enable-v2=false",
         ]));

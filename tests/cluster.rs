@@ -164,6 +164,210 @@ async fn leases_and_watches_work_through_followers() {
     assert!(get_value(&mut f, "w/leased").await.is_none());
 }
 
+/// LeaseTimeToLive on a follower answers what the leader knows, as etcd
+/// forwards it: a keepalive sent to the leader renews only the leader's
+/// clock. Fails if the follower answers from its own clock (about 6 s
+/// left instead of the renewed 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_time_to_live_on_a_follower_is_the_leaders_answer() {
+    let cluster = Cluster::start(Kind::Basalt, 3, &[]).await;
+    let leader = cluster.wait_leader().await;
+    let mut l = cluster.client(leader).await;
+    let mut f = cluster.client((leader + 1) % 3).await;
+    let lease = l.lease_grant(10, None).await.unwrap().id();
+    l.put("leased", "v", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (mut keeper, mut acks) = l.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().ttl(), 10);
+    let r = f
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.ttl() >= 9,
+        "the follower says {} s are left of a lease the leader just renewed to 10 s",
+        r.ttl()
+    );
+    assert_eq!(r.granted_ttl(), 10);
+    assert_eq!(r.keys(), [b"leased".to_vec()]);
+    let unknown = f.lease_time_to_live(lease + 1, None).await.unwrap();
+    assert_eq!((unknown.ttl(), unknown.granted_ttl()), (-1, 0));
+}
+
+/// `--experimental-initial-corrupt-check`: a restarted member whose data
+/// differs from its peers' at the same revision exits 1 before serving a
+/// client, with etcd's "found data inconsistency with peers"; a healthy
+/// restarted member passes the check and serves. Fails if the check is
+/// skipped (the tampered member serves its extra key) or misjudges a
+/// healthy member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_corrupt_check_stops_a_member_whose_data_differs() {
+    use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
+    let mut cluster =
+        Cluster::start(Kind::Basalt, 3, &["--experimental-initial-corrupt-check"]).await;
+    let leader = cluster.wait_leader().await;
+    let (healthy, victim) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut l = cluster.client(leader).await;
+    for i in 0..10 {
+        l.put(format!("k{i}"), "v", None).await.unwrap();
+    }
+    // A healthy member restarts through the check.
+    cluster.restart(healthy).await;
+    assert!(
+        cluster.members[healthy]
+            .log()
+            .contains("initial corruption checking passed"),
+        "{}",
+        cluster.members[healthy].log()
+    );
+    // The victim's store applies the next index with a write of its own:
+    // at the next revision it holds another key than its peers.
+    assert!(cluster.terminate(victim));
+    {
+        let dir = cluster.members[victim].data_dir.join("member/store");
+        let mut store = Store::open(&dir, StoreOptions::default()).unwrap();
+        let next = store.last_applied() + 1;
+        let put = PutRequest {
+            key: b"only-here".to_vec(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        };
+        store.apply(next, &Op::Put(put)).unwrap();
+        store.checkpoint().unwrap();
+    }
+    for i in 0..5 {
+        l.put(format!("after/{i}"), "v", None).await.unwrap();
+    }
+    cluster.respawn(victim);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cluster.members[victim].exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member with diverged data is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = cluster.members[victim].log();
+    assert!(log.contains("found data inconsistency with peers"), "{log}");
+    assert!(log.contains("found different hash values from remote peer"));
+}
+
+/// The Raft term of a lone member (the others killed) after `wait`: with
+/// pre-vote its campaigns never win a pre-vote, so its term stays; without,
+/// every election timeout raises it.
+async fn lone_member_terms(extra: &[&str], wait: Duration) -> (u64, u64) {
+    let mut cluster = Cluster::start(Kind::Basalt, 3, extra).await;
+    let leader = cluster.wait_leader().await;
+    let lone = (leader + 1) % 3;
+    let mut c = cluster.client(lone).await;
+    let before = c.status().await.unwrap().raft_term();
+    cluster.kill(leader);
+    cluster.kill((leader + 2) % 3);
+    tokio::time::sleep(wait).await;
+    let after = c.status().await.unwrap().raft_term();
+    (before, after)
+}
+
+/// `--pre-vote`: on by default (etcd 3.5's default), off with
+/// `--pre-vote=false` as etcd 3.4 runs by default. Fails if the flag is
+/// ignored either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_vote_keeps_a_lone_members_term_and_can_be_turned_off() {
+    let wait = Duration::from_secs(4);
+    let (before, after) = lone_member_terms(&[], wait).await;
+    assert_eq!(after, before, "with pre-vote the lone member's term moved");
+    let (before, after) = lone_member_terms(&["--pre-vote=false"], wait).await;
+    assert!(
+        after >= before + 2,
+        "without pre-vote a lone member campaigns every election timeout: term {before} then {after}"
+    );
+}
+
+/// The series etcd's monitoring mixin (its alert rules and Grafana
+/// dashboard) queries, with `--metrics extensive` as the mixin assumes for
+/// `grpc_server_handling_seconds`. (`etcd_network_peer_sent_failures_total`
+/// appears only once a send failed, on etcd as here.)
+const MIXIN_SERIES: &[&str] = &[
+    "etcd_server_has_leader",
+    "etcd_server_leader_changes_seen_total",
+    "etcd_server_proposals_failed_total",
+    "etcd_server_proposals_pending",
+    "etcd_server_proposals_committed_total",
+    "etcd_server_proposals_applied_total",
+    "etcd_server_quota_backend_bytes",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_mvcc_db_total_size_in_use_in_bytes",
+    "etcd_debugging_mvcc_db_total_size_in_bytes",
+    "etcd_disk_wal_fsync_duration_seconds_bucket",
+    "etcd_disk_backend_commit_duration_seconds_bucket",
+    "etcd_network_peer_round_trip_time_seconds_bucket",
+    "etcd_network_peer_sent_bytes_total",
+    "etcd_network_peer_received_bytes_total",
+    "etcd_network_client_grpc_received_bytes_total",
+    "etcd_network_client_grpc_sent_bytes_total",
+    "grpc_server_started_total",
+    "grpc_server_handled_total",
+    "grpc_server_handling_seconds_bucket",
+    "process_resident_memory_bytes",
+];
+
+/// Every series of etcd's monitoring mixin is there, the peers' round
+/// trips are measured, the handling times of the calls made and the puts
+/// every member applied are counted. Fails if a family is renamed or missing, if `--metrics
+/// extensive` is ignored, or if peers are never pinged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_monitoring_mixin_finds_every_series_it_queries() {
+    let cluster = Cluster::start(Kind::Basalt, 3, &["--metrics=extensive"]).await;
+    let leader = cluster.wait_leader().await;
+    let mut c = cluster.client(leader).await;
+    c.put("k", "v", None).await.unwrap();
+    // Peers are pinged every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let text = scrape(&cluster.members[leader].client_url);
+    let missing: Vec<&str> = MIXIN_SERIES
+        .iter()
+        .copied()
+        .filter(|name| {
+            !text.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(['{', ' ']))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "missing series: {missing:?}");
+    let count = |prefix: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    };
+    let rtts = count("etcd_network_peer_round_trip_time_seconds_count{To=");
+    assert_eq!(rtts.len(), 2, "one round trip histogram per peer");
+    assert!(rtts.iter().all(|n| *n >= 1.0), "peers not pinged: {rtts:?}");
+    assert_eq!(
+        count("etcd_network_active_peers{"),
+        vec![1.0, 1.0],
+        "both peers connected"
+    );
+    let puts = count(
+        "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\"",
+    );
+    assert_eq!(puts, vec![1.0]);
+    // Every member counts the puts it applied, as etcd's mvcc does.
+    let follower = scrape(&cluster.members[(leader + 1) % 3].client_url);
+    assert_eq!(sample(&follower, "etcd_mvcc_put_total"), Some(1.0));
+    assert_eq!(sample(&follower, "etcd_mvcc_delete_total"), Some(0.0));
+    // Without --metrics extensive, as etcd, no handling time histograms.
+    let plain = Cluster::start(Kind::Basalt, 1, &[]).await;
+    assert!(!scrape(&plain.members[0].client_url).contains("grpc_server_handling_seconds"));
+}
+
 /// Replaces what differs between two clusters: member ids, ports, times.
 fn normalise_etcdctl(text: &str, cluster: &Cluster) -> String {
     let mut out = text.to_string();

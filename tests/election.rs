@@ -1,7 +1,7 @@
 //! etcd's Election service (`v3electionpb.Election`) as the Rust client
 //! calls it, against a real etcd 3.4 and basalt side by side: campaign,
-//! leader, observe, proclaim, a second campaigner waiting, resign, and
-//! etcd's errors.
+//! leader, observe (every value proclaimed, even back to back), proclaim,
+//! a second campaigner waiting, resign, and etcd's errors.
 
 mod support;
 
@@ -58,6 +58,32 @@ async fn elections_as_on_etcd() {
             .unwrap()
             .unwrap();
         t.push(format!("observed after proclaim: {}", value(&next)));
+        // Values proclaimed back to back are each observed, in order (the
+        // observer polled once between them and missed the middle ones).
+        for v in ["p1", "p2", "p3", "p4"] {
+            c.proclaim(v, Some(ProclaimOptions::new().with_leader(ka.clone())))
+                .await
+                .unwrap();
+        }
+        let mut quick = Vec::new();
+        for _ in 0..4 {
+            let r = tokio::time::timeout(Duration::from_secs(5), seen.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            quick.push(value(&r));
+        }
+        t.push(format!("observed quick proclaims: {quick:?}"));
+        c.proclaim("v1b", Some(ProclaimOptions::new().with_leader(ka.clone())))
+            .await
+            .unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), seen.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        t.push(format!("observed after proclaim: {}", value(&again)));
         t.push(format!("leader: {}", value(&c.leader("E").await.unwrap())));
         c.resign(Some(ResignOptions::new().with_leader(ka.clone())))
             .await

@@ -125,6 +125,33 @@ fn round_trip_entries_and_hard_state() {
     });
 }
 
+/// etcd's `--unsafe-no-fsync`: batches are written and acknowledged
+/// without fdatasync, and read back after a reopen. Fails if the option is
+/// ignored (one fdatasync per batch).
+#[test]
+fn without_sync_batches_are_written_but_never_fdatasynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let no_sync = WalOptions {
+            sync: false,
+            ..opts()
+        };
+        let (wal, _) = Wal::open(&d, no_sync.clone()).await.unwrap();
+        for i in 1..=10 {
+            wal.append(&[entry(1, i, 100)]).await.unwrap();
+        }
+        let stats = wal.stats();
+        assert_eq!((stats.syncs, stats.fdatasyncs), (10, 0));
+        drop(wal.close().await);
+        let (wal, rec) = Wal::open(&d, opts()).await.unwrap();
+        assert_eq!(rec.entries.len(), 10);
+        wal.append(&[entry(1, 11, 100)]).await.unwrap();
+        let stats = wal.stats();
+        assert_eq!((stats.syncs, stats.fdatasyncs), (1, 1));
+    });
+}
+
 #[test]
 fn concurrent_appenders_share_syncs() {
     let dir = tempfile::tempdir().unwrap();

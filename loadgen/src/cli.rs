@@ -64,6 +64,10 @@ pub struct Cli {
     /// compaction (default 5m there, none for put).
     #[arg(long, global = true, value_parser = parse_duration)]
     pub compact_interval: Option<Duration>,
+    /// Threads of the async runtime (default: 1 for put and range, one per
+    /// CPU otherwise).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
     /// Do not draw the progress bar.
     #[arg(long, global = true)]
     pub no_progress: bool,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, KvClient, WatchClient};
 
 use crate::error::{LoadgenError, Result};
+use crate::grpc;
 
 /// The largest response a client accepts: full LISTs of a big prefix are
 /// exactly what the list-storm profile asks for, so tonic's 4 MiB default
@@ -53,10 +54,27 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn options(&self) -> Result<etcd_client::TlsOptions> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| LoadgenError::InvalidArgs(format!("{}: {e}", p.display())))
+    fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+        std::fs::read(path)
+            .map_err(|e| LoadgenError::InvalidArgs(format!("{}: {e}", path.display())))
+    }
+
+    /// The same files for the lean path.
+    pub fn lean(&self) -> Result<grpc::TlsConfig> {
+        let ca = self.cacert.as_deref().map(Self::read).transpose()?;
+        let identity = match &self.cert {
+            Some((cert, key)) => Some((Self::read(cert)?, Self::read(key)?)),
+            None => None,
         };
+        grpc::TlsConfig::from_pem(
+            ca.as_deref(),
+            identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+        .map_err(LoadgenError::InvalidArgs)
+    }
+
+    fn options(&self) -> Result<etcd_client::TlsOptions> {
+        let read = Self::read;
         let mut tls = etcd_client::TlsOptions::new();
         if let Some(ca) = &self.cacert {
             tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
@@ -71,10 +89,23 @@ impl TlsFiles {
 /// How long the first request may take before the endpoints count as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which client a run's hot requests go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// `etcd-client` (tonic) for everything.
+    Client,
+    /// The lean path ([`grpc::Channel`]) for the workload's requests;
+    /// `etcd-client` stays available for the odd call (compaction) and
+    /// connects only when first used.
+    Lean,
+}
+
 /// One gRPC connection (HTTP/2 channel) and its revision floor.
 #[derive(Clone)]
 pub struct Connection {
     client: Client,
+    /// Present with [`Path::Lean`].
+    channel: Option<grpc::Channel>,
     index: usize,
     floor: Arc<RevisionFloor>,
     /// The channel balances over several members.
@@ -82,12 +113,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens connection number `index` to `endpoints`.
+    /// Opens connection number `index` to `endpoints`. With [`Path::Lean`]
+    /// its lean channel goes to endpoint `index` mod their number, so
+    /// connections spread over the members.
     pub async fn open(
         endpoints: &[String],
         index: usize,
         require_leader: bool,
         tls: Option<&TlsFiles>,
+        path: Path,
     ) -> Result<Self> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
@@ -101,8 +135,28 @@ impl Connection {
                 endpoints: endpoints.to_vec(),
                 source,
             })?;
+        let channel = match path {
+            Path::Client => None,
+            Path::Lean => {
+                let endpoint = &endpoints[index % endpoints.len()];
+                let tls = tls.map(TlsFiles::lean).transpose()?;
+                let dial = grpc::Channel::connect(endpoint, tls.as_ref(), require_leader);
+                let channel = tokio::time::timeout(PROBE_TIMEOUT, dial)
+                    .await
+                    .map_err(|_| LoadgenError::Dial {
+                        endpoint: endpoint.clone(),
+                        message: format!("no connection in {PROBE_TIMEOUT:?}"),
+                    })?
+                    .map_err(|e| LoadgenError::Dial {
+                        endpoint: endpoint.clone(),
+                        message: e.to_string(),
+                    })?;
+                Some(channel)
+            }
+        };
         Ok(Self {
             client,
+            channel,
             index,
             floor: Arc::new(RevisionFloor::default()),
             several_members: endpoints.len() > 1,
@@ -115,32 +169,68 @@ impl Connection {
         count: usize,
         require_leader: bool,
         tls: Option<&TlsFiles>,
+        path: Path,
     ) -> Result<Vec<Self>> {
         let mut conns = Vec::with_capacity(count);
         for i in 0..count {
-            conns.push(Self::open(endpoints, i, require_leader, tls).await?);
+            conns.push(Self::open(endpoints, i, require_leader, tls, path).await?);
         }
         // Channels connect lazily: one read on each proves the endpoints
         // serve, and keeps connection setup out of the first measured
-        // request.
+        // request. Only the path the run uses is warmed, so the server
+        // sees `count` connections, not twice that.
         for conn in &conns {
-            let probe =
-                tokio::time::timeout(PROBE_TIMEOUT, conn.kv().get("loadgen-probe", None)).await;
-            let failed = match probe {
-                Ok(Ok(_)) => None,
-                Ok(Err(source)) => Some(source),
-                Err(_) => Some(etcd_client::Error::Internal(format!(
-                    "no answer to a Range in {PROBE_TIMEOUT:?}"
-                ))),
-            };
-            if let Some(source) = failed {
-                return Err(LoadgenError::Connect {
-                    endpoints: endpoints.to_vec(),
-                    source,
-                });
+            match &conn.channel {
+                Some(channel) => conn.probe_lean(channel, endpoints).await?,
+                None => conn.probe_client(endpoints).await?,
             }
         }
         Ok(conns)
+    }
+
+    async fn probe_client(&self, endpoints: &[String]) -> Result<()> {
+        let probe = tokio::time::timeout(PROBE_TIMEOUT, self.kv().get("loadgen-probe", None)).await;
+        let failed = match probe {
+            Ok(Ok(_)) => None,
+            Ok(Err(source)) => Some(source),
+            Err(_) => Some(etcd_client::Error::Internal(format!(
+                "no answer to a Range in {PROBE_TIMEOUT:?}"
+            ))),
+        };
+        match failed {
+            None => Ok(()),
+            Some(source) => Err(LoadgenError::Connect {
+                endpoints: endpoints.to_vec(),
+                source,
+            }),
+        }
+    }
+
+    async fn probe_lean(&self, channel: &grpc::Channel, endpoints: &[String]) -> Result<()> {
+        let request = grpc::messages::RangeRequest {
+            key: bytes::Bytes::from_static(b"loadgen-probe"),
+            ..Default::default()
+        };
+        let endpoint = endpoints[self.index % endpoints.len()].clone();
+        let call = channel
+            .unary::<_, grpc::messages::RangeResponse>(grpc::messages::path::RANGE, &request);
+        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(LoadgenError::Dial {
+                endpoint,
+                message: e.to_string(),
+            }),
+            Err(_) => Err(LoadgenError::Dial {
+                endpoint,
+                message: format!("no answer to a Range in {PROBE_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    /// The lean channel, present when the connections were opened with
+    /// [`Path::Lean`].
+    pub fn channel(&self) -> Option<&grpc::Channel> {
+        self.channel.as_ref()
     }
 
     /// The underlying client (for lease, maintenance and other services).

@@ -13,6 +13,9 @@ pub enum LoadgenError {
         endpoints: Vec<String>,
         source: etcd_client::Error,
     },
+    /// The lean gRPC path could not reach an endpoint.
+    #[error("cannot connect to {endpoint}: {message}")]
+    Dial { endpoint: String, message: String },
     /// A request that the workload cannot do without (setup, load phase)
     /// failed.
     #[error("{phase} failed: {source}")]

@@ -196,12 +196,12 @@ impl Tally {
 
     /// Records the outcome of a request that returns a header revision.
     /// Returns the response when it succeeded.
-    pub fn settle<T>(
+    pub fn settle<T, E: std::fmt::Display>(
         &mut self,
         op: &str,
         conn: &Connection,
         floor: i64,
-        outcome: (Result<T, etcd_client::Error>, Duration),
+        outcome: (Result<T, E>, Duration),
         revision: impl Fn(&T) -> Option<i64>,
     ) -> Option<T> {
         let (result, latency) = outcome;

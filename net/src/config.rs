@@ -26,6 +26,9 @@ pub struct Config {
     pub name: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: the WAL's own directory (a dedicated disk, say);
+    /// `None`: `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     /// `--listen-client-urls`, e.g. `http://127.0.0.1:2379`.
     pub listen_client_urls: Vec<String>,
     /// `--advertise-client-urls`; reported by MemberList. Port 0 is replaced
@@ -61,6 +64,9 @@ pub struct Config {
     /// `--max-concurrent-streams` (etcd 3.4): gRPC streams one client
     /// connection may open at once; capped at the server's own bound.
     pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd:
+    /// 2 h and 20 s); `None`: never ping.
+    pub grpc_keepalive: Option<(Duration, Duration)>,
     /// Executors (one per core); `0` = every CPU in the affinity mask.
     pub cores: usize,
     /// `--spin-before-park`: how long an idle executor spins before it parks
@@ -83,6 +89,14 @@ pub struct Config {
     /// `--experimental-corrupt-check-time`: how often the leader compares
     /// every member's HashKV; `None` (etcd's `0s`) = never.
     pub corrupt_check_interval: Option<Duration>,
+    /// `--experimental-initial-corrupt-check`: a restarted member compares
+    /// its HashKV with every peer's before serving clients.
+    pub initial_corrupt_check: bool,
+    /// `--pre-vote`: a candidate asks whether it would win before raising
+    /// the term (etcd 3.5's default, true; 3.4's was false).
+    pub pre_vote: bool,
+    /// `--metrics extensive`: also export `grpc_server_handling_seconds`.
+    pub metrics_extensive: bool,
 
     // ---- TLS: etcd's security flags (see crate::tls) ----
     /// `--cert-file` … `--peer-cert-allowed-hostname`, `--cipher-suites`,
@@ -103,6 +117,7 @@ impl Config {
         Config {
             name: "default".into(),
             data_dir: data_dir.into(),
+            wal_dir: None,
             listen_client_urls: vec!["http://localhost:2379".into()],
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_metrics_urls: Vec::new(),
@@ -117,6 +132,7 @@ impl Config {
             checkpoint_interval: Duration::from_secs(1),
             limits: KvLimits::default(),
             max_concurrent_streams: u32::MAX,
+            grpc_keepalive: Some((Duration::from_secs(2 * 3600), Duration::from_secs(20))),
             watch_progress_notify_interval: crate::watch::DEFAULT_PROGRESS_INTERVAL,
             cores: 0,
             spin_before_park: None,
@@ -126,6 +142,9 @@ impl Config {
             revision_compaction_interval: crate::compactor::REVISION_INTERVAL,
             lease_checkpoint_interval: None,
             corrupt_check_interval: None,
+            initial_corrupt_check: false,
+            pre_vote: true,
+            metrics_extensive: false,
             tls: TlsSettings::default(),
             auth_token: crate::auth::TokenConfig::default(),
             bcrypt_cost: crate::auth::DEFAULT_BCRYPT_COST,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod compactor;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod lease;
 pub mod member;

@@ -213,7 +213,13 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         Arc::new(crate::auth::Tokens::new(&cfg.auth_token)?),
         cfg.bcrypt_cost,
     );
+    let wal_dir = match &cfg.wal_dir {
+        Some(dir) => std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("resolving --wal-dir {}", dir.display()), e))?,
+        None => crate::sequencer::wal_dir(&data_dir),
+    };
     let seq_cfg = SequencerConfig {
+        wal_dir,
         data_dir,
         cluster: cluster.clone(),
         timing: cfg.timing,
@@ -230,6 +236,8 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
         failed: failed.clone(),
         corrupt_check_interval: cfg.corrupt_check_interval,
         tokens: Some(auth.0.clone()),
+        initial_corrupt_check: cfg.initial_corrupt_check,
+        pre_vote: cfg.pre_vote,
         join,
     };
     let views = seq_cfg.views.clone();
@@ -239,6 +247,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
     let limits = Limits {
         max_recv_message_bytes: cfg.limits.max_request_bytes + GRPC_OVERHEAD_BYTES,
         max_concurrent_streams: cfg.max_concurrent_streams.min(MAX_CONCURRENT_STREAMS),
+        keepalive: cfg.grpc_keepalive,
     };
     let mesh: Option<SequencerMesh> =
         (cores > 1).then(|| MeshBuilder::partial(cores, MESH_CHANNEL_CAPACITY));
@@ -283,6 +292,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             .map(|mode| (mode, cfg.revision_compaction_interval)),
         lease_checkpoint_interval: cfg.lease_checkpoint_interval,
         progress_interval: cfg.watch_progress_notify_interval,
+        metrics_extensive: cfg.metrics_extensive,
     };
     let kv = cfg.limits;
     let auth0 = auth.clone();
@@ -336,6 +346,7 @@ pub fn start(cfg: Config) -> Result<ServerHandle, Error> {
             auto_compaction: None,
             lease_checkpoint_interval: None,
             progress_interval: cfg.watch_progress_notify_interval,
+            metrics_extensive: false,
         };
         let links = Links {
             cluster: cluster.clone(),
@@ -675,6 +686,8 @@ struct Executor {
     /// `--experimental-enable-lease-checkpoint`: how often the leader
     /// records remaining lease TTLs in the log.
     lease_checkpoint_interval: Option<Duration>,
+    /// `--metrics extensive`.
+    metrics_extensive: bool,
     /// `--experimental-watch-progress-notify-interval`.
     progress_interval: Duration,
 }
@@ -715,6 +728,7 @@ impl Executor {
             metrics_listeners,
             seq.clone(),
             kv.quota_backend_bytes,
+            self.metrics_extensive,
         );
         let mut cluster = seq.cluster();
         fix_advertised_ports(&mut cluster, &self.bound);
@@ -771,7 +785,14 @@ impl Executor {
         transport.set_dial_tls(acceptor.peer_dial.clone());
         let gate = {
             let seq = seq.clone();
-            Box::pin(async move { seq.wait_published().await }) as Gate
+            Box::pin(async move {
+                // A member whose data disagrees with its peers never
+                // serves a client: the process stops (see `failure`).
+                if !seq.initial_corruption_check().await {
+                    std::future::pending::<()>().await;
+                }
+                seq.wait_published().await
+            }) as Gate
         };
         let accepting = glommio::spawn_local(acceptor.run(shutdown.clone(), transport, gate));
         let serving = Serving {

@@ -6,8 +6,8 @@
 
 use basalt_net::peer::{
     check_batch, decode_messages, encode_raw_frame, messages_payload_len, Frame, FrameDecoder,
-    FrameEncoder, FrameHeader, FrameKind, Hello, HelloReply, PeerWireError, RawFrame, Refusal,
-    SnapshotChunk, StreamKind, WireLimits, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
+    FrameEncoder, FrameHeader, FrameKind, Hello, HelloReply, PeerAnswer, PeerQuery, PeerWireError,
+    RawFrame, Refusal, SnapshotChunk, StreamKind, WireLimits, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use basalt_raft::{
     ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
@@ -119,6 +119,15 @@ fn hello() -> Hello {
             "http://10.0.0.1:2380".to_string(),
             "http://[fe80::1]:2380".to_string(),
         ],
+        query: None,
+    }
+}
+
+fn query_hello() -> Hello {
+    Hello {
+        stream: StreamKind::Query,
+        query: Some(PeerQuery::LeaseTimeToLive { id: -7, keys: true }),
+        ..hello()
     }
 }
 
@@ -134,6 +143,15 @@ fn replies() -> Vec<HelloReply> {
             expected: 2,
         }),
         HelloReply::Refused(Refusal::UnknownMember { id: 9 }),
+        HelloReply::Answer(PeerAnswer::LeaseTimeToLive {
+            ttl: 5,
+            granted_ttl: 60,
+            keys: vec![b"k".to_vec(), Vec::new()],
+        }),
+        HelloReply::Answer(PeerAnswer::NotLeader),
+        HelloReply::Answer(PeerAnswer::Failed {
+            message: "disk".into(),
+        }),
         HelloReply::Refused(Refusal::MemberRemoved { id: 4 }),
         HelloReply::Refused(Refusal::VersionUnsupported {
             min: 1,
@@ -158,6 +176,8 @@ fn mixed_stream() -> (Vec<u8>, Vec<Frame>) {
     let mut frames = Vec::new();
     enc.hello(&hello(), &mut wire).unwrap();
     frames.push(Frame::Hello(hello()));
+    enc.hello(&query_hello(), &mut wire).unwrap();
+    frames.push(Frame::Hello(query_hello()));
     for reply in replies() {
         enc.hello_reply(&reply, &mut wire).unwrap();
         frames.push(Frame::HelloReply(reply));

@@ -635,3 +635,54 @@ async fn db_shrinks_by_itself_after_a_large_delete_and_compaction() {
         300
     );
 }
+
+/// Reads HTTP/2 frames from `s` until a PING (type 6) arrives; false if
+/// the stream ended first.
+fn read_until_ping(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    loop {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if s.read_exact(&mut payload).is_err() {
+            return false;
+        }
+        let ack = head[4] & 1 == 1;
+        if head[3] == 6 && !ack {
+            return true;
+        }
+    }
+}
+
+/// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`: the
+/// server pings every connection; one whose client never answers is
+/// closed, one whose client answers (every HTTP/2 client does) stays
+/// usable. Fails if the server never pings, or keeps a silent connection.
+#[tokio::test]
+async fn keepalive_pings_close_connections_whose_client_is_gone() {
+    use std::io::{Read, Write};
+    let s = TestServer::start_with(|c| {
+        c.grpc_keepalive = Some((Duration::from_millis(300), Duration::from_millis(300)))
+    });
+    let addr = s.url().trim_start_matches("http://").to_string();
+    let mut raw = std::net::TcpStream::connect(&addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then silence.
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    raw.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    assert!(read_until_ping(&mut raw), "the server never pinged");
+    let mut rest = Vec::new();
+    let closed = raw.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the connection of a client that never answered stayed open: {closed:?}"
+    );
+    // A real client answers the pings and keeps its connection.
+    let mut c = s.client().await;
+    c.put("k", "v", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.get("k", None).await.unwrap().kvs().len(), 1);
+}

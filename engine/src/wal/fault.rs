@@ -32,14 +32,17 @@ fn injected(what: &str) -> std::io::Error {
     std::io::Error::other(format!("injected fault: {what}"))
 }
 
-/// Performs the batch's write+fdatasync, or the injected failure.
+/// Performs the batch's write+fdatasync (the write alone without `sync`),
+/// or the injected failure.
 pub(crate) async fn write_and_sync(
     fault: Option<Fault>,
     file: &DmaFile,
     path: &Path,
     buf: DmaBuffer,
     pos: u64,
+    sync: bool,
 ) -> Result<(), WalError> {
+    let sync_enabled = sync;
     let sync = || async {
         file.fdatasync()
             .await
@@ -48,7 +51,11 @@ pub(crate) async fn write_and_sync(
     match fault {
         None => {
             segment::write_all(file, path, Rc::new(buf), pos).await?;
-            sync().await
+            if sync_enabled {
+                sync().await
+            } else {
+                Ok(())
+            }
         }
         Some(Fault::FailWrite) => Err(WalError::io("writing", path, injected("write"))),
         Some(Fault::FailSync) => {

@@ -112,6 +112,11 @@ pub struct WalOptions {
     /// after open does not grow with the payload size; read entries back
     /// with `Wal::entries`.
     pub materialize_recovered: bool,
+    /// Whether each batch is made durable with fdatasync before it is
+    /// acknowledged. `false` is etcd's `--unsafe-no-fsync`: the O_DIRECT
+    /// write still reaches the device, so a killed process loses nothing,
+    /// but a power loss can lose acknowledged batches. Default `true`.
+    pub sync: bool,
 }
 
 impl Default for WalOptions {
@@ -122,6 +127,7 @@ impl Default for WalOptions {
             max_batch_entries: 8192,
             max_queued_batches: 64,
             materialize_recovered: true,
+            sync: true,
         }
     }
 }
@@ -177,22 +183,32 @@ pub struct Recovered {
 /// Counters of the I/O the WAL did since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalStats {
-    /// Completed write+fdatasync pairs (one per batch).
+    /// Batches written (one write+fdatasync each, or a write alone
+    /// without [`WalOptions::sync`]).
     pub syncs: u64,
-    /// Entries those syncs made durable.
+    /// Entries those batches carried.
     pub entries: u64,
+    /// fdatasyncs issued for batches (0 without [`WalOptions::sync`]).
+    pub fdatasyncs: u64,
+    /// Bytes those batches wrote (padded to the block size).
+    pub bytes: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct Counters {
     syncs: Cell<u64>,
     entries: Cell<u64>,
+    fdatasyncs: Cell<u64>,
+    bytes: Cell<u64>,
 }
 
 impl Counters {
-    pub(crate) fn note_sync(&self, entries: usize) {
+    pub(crate) fn note_sync(&self, entries: usize, fdatasync: bool, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes as u64);
         self.syncs.set(self.syncs.get() + 1);
         self.entries.set(self.entries.get() + entries as u64);
+        self.fdatasyncs
+            .set(self.fdatasyncs.get() + u64::from(fdatasync));
     }
 }
 
@@ -491,6 +507,8 @@ impl Wal {
         WalStats {
             syncs: st.counters.syncs.get(),
             entries: st.counters.entries.get(),
+            fdatasyncs: st.counters.fdatasyncs.get(),
+            bytes: st.counters.bytes.get(),
         }
     }
 

@@ -174,7 +174,8 @@ impl Writer {
         out[at..].fill(0);
 
         let fault = self.shared.fault.take();
-        fault::write_and_sync(fault, &self.file, &self.path, buf, self.pos).await?;
+        let sync = self.shared.opts.sync;
+        fault::write_and_sync(fault, &self.file, &self.path, buf, self.pos, sync).await?;
 
         let body_at = self.pos + (BATCH_START_BYTES + preamble.len()) as u64;
         self.pos += padded as u64;
@@ -193,7 +194,11 @@ impl Writer {
             reason,
         })?;
         drop(st);
-        self.shared.st.borrow().counters.note_sync(batch.entries);
+        self.shared
+            .st
+            .borrow()
+            .counters
+            .note_sync(batch.entries, sync, padded);
         Ok(())
     }
 

@@ -3,11 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{GetOptions, Txn, TxnOp};
+use bytes::Bytes;
 
 use super::DEFAULT_TOTAL;
 use crate::cli::{Consistency, PutArgs, RangeArgs, TxnMixedArgs, TxnPutArgs};
+use crate::connection::Connection;
 use crate::error::{LoadgenError, Result};
+use crate::grpc::messages::{
+    path, request_op, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
+};
+use crate::grpc::Channel;
 use crate::keys::{prefix_end, random_value, KeySpace};
 use crate::report::Recorder;
 use crate::run::{gather, Phase, Run};
@@ -36,24 +42,30 @@ pub async fn put(
     compact: Option<Duration>,
 ) -> Result<(Recorder, Duration)> {
     let keys = Arc::new(key_space(&args.keys)?);
-    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    // Shared by every request: cloning `Bytes` copies no value.
+    let value = Bytes::from(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
+        let channel = lean_channel(&conn)?;
         let (phase, keys, value) = (phase.clone(), keys.clone(), value.clone());
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             let mut rng = fastrand::Rng::new();
+            let mut request = PutRequest {
+                value,
+                ..Default::default()
+            };
             while let Some(ticket) = phase.pacer.next().await {
-                let key = keys.pick(ticket, &mut rng);
+                request.key = Bytes::from(keys.pick(ticket, &mut rng));
                 let floor = conn.floor();
-                let Some(outcome) = phase.timed(kv.put(key, value.as_slice(), None)).await else {
+                let call = channel.unary::<_, PutResponse>(path::PUT, &request);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 tally.settle("put", &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 });
             }
             tally.rec
@@ -107,14 +119,6 @@ fn spawn_compactor(
     })
 }
 
-fn read_options(consistency: Consistency, limit: i64) -> GetOptions {
-    let mut options = GetOptions::new().with_limit(limit);
-    if consistency == Consistency::S {
-        options = options.with_serializable();
-    }
-    options
-}
-
 /// `range`: Range requests over one key, a prefix or a range.
 pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> {
     if args.limit < 0 {
@@ -122,42 +126,44 @@ pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> 
             "--limit must not be negative".into(),
         ));
     }
-    let mut options = read_options(args.consistency, args.limit);
-    if args.prefix {
-        options = options.with_range(prefix_end(args.key.as_bytes()));
+    let range_end = if args.prefix {
+        Bytes::from(prefix_end(args.key.as_bytes()))
     } else if let Some(end) = &args.end {
-        options = options.with_range(end.as_bytes());
-    }
-    if args.count_only {
-        options = options.with_count_only();
-    }
-    if args.keys_only {
-        options = options.with_keys_only();
-    }
+        Bytes::copy_from_slice(end.as_bytes())
+    } else {
+        Bytes::new()
+    };
+    let serializable = args.consistency == Consistency::S;
+    let request = RangeRequest {
+        key: Bytes::copy_from_slice(args.key.as_bytes()),
+        range_end,
+        limit: args.limit,
+        serializable,
+        keys_only: args.keys_only,
+        count_only: args.count_only,
+        ..Default::default()
+    };
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
-        let (phase, options, key) = (phase.clone(), options.clone(), args.key.clone());
-        let serializable = args.consistency == Consistency::S;
+        let channel = lean_channel(&conn)?;
+        let (phase, request) = (phase.clone(), request.clone());
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             while phase.pacer.next().await.is_some() {
                 let floor = conn.read_floor(serializable);
-                let Some(outcome) = phase
-                    .timed(kv.get(key.as_str(), Some(options.clone())))
-                    .await
-                else {
+                let call = channel.unary::<_, RangeResponse>(path::RANGE, &request);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 if let Some(resp) = tally.settle("range", &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 }) {
                     let bytes: usize = resp
-                        .kvs()
+                        .kvs
                         .iter()
-                        .map(|kv| kv.key().len() + kv.value().len())
+                        .map(|kv| kv.key.len() + kv.value.len())
                         .sum();
                     tally.rec.add_bytes(bytes as u64);
                 }
@@ -169,6 +175,13 @@ pub async fn range(run: &Run, args: &RangeArgs) -> Result<(Recorder, Duration)> 
     Ok((rec, phase.finish()))
 }
 
+/// The lean channel of a connection opened for a KV workload.
+fn lean_channel(conn: &Connection) -> Result<Channel> {
+    conn.channel().cloned().ok_or_else(|| {
+        LoadgenError::InvalidArgs("KV workloads need connections opened with the lean path".into())
+    })
+}
+
 /// `txn-put`: Txns of `--txn-ops` unconditional puts.
 pub async fn txn_put(run: &Run, args: &TxnPutArgs) -> Result<(Recorder, Duration)> {
     if args.txn_ops == 0 {
@@ -177,16 +190,17 @@ pub async fn txn_put(run: &Run, args: &TxnPutArgs) -> Result<(Recorder, Duration
         ));
     }
     let keys = Arc::new(key_space(&args.keys)?);
-    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    let value = Bytes::from(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
+        let channel = lean_channel(&conn)?;
         let (phase, keys, value, ops) = (phase.clone(), keys.clone(), value.clone(), args.txn_ops);
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             let mut rng = fastrand::Rng::new();
+            let mut txn = TxnRequest::default();
             while let Some(ticket) = phase.pacer.next().await {
                 // etcd rejects a txn that puts one key twice; draw distinct
                 // keys as long as the key space allows.
@@ -202,18 +216,21 @@ pub async fn txn_put(run: &Run, args: &TxnPutArgs) -> Result<(Recorder, Duration
                         picked.push(key);
                     }
                 }
-                let txn = Txn::new().and_then(
-                    picked
-                        .into_iter()
-                        .map(|k| TxnOp::put(k, value.as_slice(), None))
-                        .collect::<Vec<_>>(),
-                );
+                txn.success.clear();
+                txn.success.extend(picked.into_iter().map(|key| RequestOp {
+                    request: Some(request_op::Request::Put(PutRequest {
+                        key: Bytes::from(key),
+                        value: value.clone(),
+                        ..Default::default()
+                    })),
+                }));
                 let floor = conn.floor();
-                let Some(outcome) = phase.timed(kv.txn(txn)).await else {
+                let call = channel.unary::<_, TxnResponse>(path::TXN, &txn);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 tally.settle("txn-put", &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 });
             }
             tally.rec
@@ -231,45 +248,53 @@ pub async fn txn_mixed(run: &Run, args: &TxnMixedArgs) -> Result<(Recorder, Dura
         ));
     }
     let keys = Arc::new(key_space(&args.keys)?);
-    let value = Arc::new(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
+    let value = Bytes::from(random_value(args.keys.val_size, &mut fastrand::Rng::new()));
     let read_share = args.rw_ratio / (args.rw_ratio + 1.0);
     let serializable = args.consistency == Consistency::S;
     let (start, end) = keys.bounds();
-    let read = read_options(args.consistency, args.limit).with_range(end);
+    let read = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::Range(RangeRequest {
+                key: Bytes::from(start),
+                range_end: Bytes::from(end),
+                limit: args.limit,
+                serializable,
+                ..Default::default()
+            })),
+        }],
+        failure: Vec::new(),
+    };
     let phase = Arc::new(run.phase(Some(DEFAULT_TOTAL)));
     let mut tasks = Vec::new();
     for client in 0..run.clients {
         let conn = run.conn(client).clone();
-        let (phase, keys, value) = (phase.clone(), keys.clone(), value.clone());
-        let (start, read) = (start.clone(), read.clone());
+        let channel = lean_channel(&conn)?;
+        let (phase, keys, value, read) = (phase.clone(), keys.clone(), value.clone(), read.clone());
         let mut tally = run.tally(&phase);
         tasks.push(tokio::spawn(async move {
-            let mut kv = conn.kv();
             let mut rng = fastrand::Rng::new();
+            let mut write = TxnRequest::default();
             while let Some(ticket) = phase.pacer.next().await {
                 let is_read = rng.f64() < read_share;
-                let (op, txn) = if is_read {
-                    (
-                        "txn-read",
-                        Txn::new().and_then(vec![TxnOp::get(start.clone(), Some(read.clone()))]),
-                    )
+                let (op, txn, floor) = if is_read {
+                    ("txn-read", &read, conn.read_floor(serializable))
                 } else {
-                    let key = keys.pick(ticket, &mut rng);
-                    (
-                        "txn-write",
-                        Txn::new().and_then(vec![TxnOp::put(key, value.as_slice(), None)]),
-                    )
+                    write.success.clear();
+                    write.success.push(RequestOp {
+                        request: Some(request_op::Request::Put(PutRequest {
+                            key: Bytes::from(keys.pick(ticket, &mut rng)),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                    });
+                    ("txn-write", &write, conn.floor())
                 };
-                let floor = if is_read {
-                    conn.read_floor(serializable)
-                } else {
-                    conn.floor()
-                };
-                let Some(outcome) = phase.timed(kv.txn(txn)).await else {
+                let call = channel.unary::<_, TxnResponse>(path::TXN, txn);
+                let Some(outcome) = phase.timed(call).await else {
                     break;
                 };
                 tally.settle(op, &conn, floor, outcome, |r| {
-                    r.header().map(|h| h.revision())
+                    r.header.as_ref().map(|h| h.revision)
                 });
             }
             tally.rec

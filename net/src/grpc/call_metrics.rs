@@ -1,6 +1,8 @@
 //! Per-method call counters behind the go-grpc-prometheus families etcd
 //! exports: `grpc_server_started_total`, `grpc_server_handled_total`,
-//! `grpc_server_msg_received_total` and `grpc_server_msg_sent_total`.
+//! `grpc_server_msg_received_total` and `grpc_server_msg_sent_total`, and
+//! the handling time histogram `grpc_server_handling_seconds` (exported
+//! with `--metrics extensive`, as etcd does).
 //!
 //! Thread-per-core: every executor owns one slot and is its only writer,
 //! so an increment is an uncontended relaxed add on cache lines no other
@@ -138,6 +140,13 @@ pub const METHODS: &[Method] = &[
 
 const CODES: usize = Code::ALL.len();
 
+/// go-grpc-prometheus's handling time buckets (Prometheus' defaults), in
+/// seconds.
+pub const HANDLING_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const HANDLING_SLOTS: usize = HANDLING_BUCKETS.len() + 1;
+
 /// One method's counters in one executor's slot. Aligned so rows of
 /// different slots never share a cache line.
 #[repr(align(128))]
@@ -149,6 +158,10 @@ struct Row {
     handled: [AtomicU64; CODES],
     received_bytes: AtomicU64,
     sent_bytes: AtomicU64,
+    /// Calls ended per handling time bucket (not cumulative; the last is
+    /// +Inf), and their total in nanoseconds.
+    handling: [AtomicU64; HANDLING_SLOTS],
+    handling_nanos: AtomicU64,
 }
 
 /// One executor's connection count, on a cache line of its own.
@@ -166,7 +179,7 @@ pub struct CallMetrics {
 }
 
 /// A method's counters summed over every executor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MethodTotals {
     pub method: Method,
     pub started: u64,
@@ -174,6 +187,11 @@ pub struct MethodTotals {
     pub sent: u64,
     /// Indexed by `Code as usize`.
     pub handled: [u64; CODES],
+    /// Calls ended per [`HANDLING_BUCKETS`] bucket plus +Inf, not
+    /// cumulative.
+    pub handling: [u64; HANDLING_SLOTS],
+    /// Seconds the ended calls took, in all.
+    pub handling_seconds: f64,
 }
 
 impl CallMetrics {
@@ -241,6 +259,8 @@ impl CallMetrics {
                     received: 0,
                     sent: 0,
                     handled: [0; CODES],
+                    handling: [0; HANDLING_SLOTS],
+                    handling_seconds: 0.0,
                 };
                 for slot in self.slots.iter() {
                     let row = &slot[i];
@@ -250,6 +270,10 @@ impl CallMetrics {
                     for (sum, c) in t.handled.iter_mut().zip(&row.handled) {
                         *sum += c.load(Ordering::Relaxed);
                     }
+                    for (sum, c) in t.handling.iter_mut().zip(&row.handling) {
+                        *sum += c.load(Ordering::Relaxed);
+                    }
+                    t.handling_seconds += row.handling_nanos.load(Ordering::Relaxed) as f64 / 1e9;
                 }
                 t
             })
@@ -285,6 +309,7 @@ impl ExecutorCalls {
         let tally = CallTally {
             calls: self.clone(),
             method,
+            started: std::time::Instant::now(),
         };
         bump(&tally.row().started);
         Some(tally)
@@ -296,6 +321,7 @@ impl ExecutorCalls {
 pub struct CallTally {
     calls: ExecutorCalls,
     method: usize,
+    started: std::time::Instant,
 }
 
 impl CallTally {
@@ -327,7 +353,13 @@ impl CallTally {
 
     /// The call ended with `code`.
     pub fn finished(&self, code: Code) {
-        bump(&self.row().handled[code as usize]);
+        let row = self.row();
+        bump(&row.handled[code as usize]);
+        let took = self.started.elapsed();
+        let seconds = took.as_secs_f64();
+        bump(&row.handling[HANDLING_BUCKETS.partition_point(|&b| b < seconds)]);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        row.handling_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -375,6 +407,10 @@ mod tests {
         let watch = totals.iter().find(|t| t.method.name() == "Watch").unwrap();
         assert_eq!((watch.started, watch.received, watch.sent), (1, 2, 0));
         assert_eq!(watch.handled[Code::Cancelled as usize], 1);
+        // Each ended call is timed once, in the first bucket here.
+        assert_eq!(range.handling[0], 3);
+        assert_eq!(range.handling.iter().sum::<u64>(), 3);
+        assert!(range.handling_seconds < 0.005 * 3.0);
         // Slots really are separate.
         assert_eq!(m.slots[0][0].started.load(Ordering::Relaxed), 1);
         assert_eq!(m.slots[1][0].started.load(Ordering::Relaxed), 2);

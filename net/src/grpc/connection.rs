@@ -1,9 +1,9 @@
 //! Serves one client TCP connection, after a TLS handshake on an `https`
 //! listener: HTTP/2 via `h2`, each stream one call (or, for a request that
-//! is not gRPC, an HTTP answer, see [`crate::metrics::serve_client_http2`]);
-//! or, when the first bytes are not the HTTP/2 preface, one plain
-//! HTTP/1.x request (`/metrics`, `/health`, `/version`, as etcd answers on
-//! its client port) through [`crate::metrics::serve_client_http`].
+//! is not gRPC, an HTTP answer, see [`crate::gateway::serve_http2`]);
+//! or, when the first bytes are not the HTTP/2 preface, HTTP/1.x requests
+//! (the JSON gateway, `/metrics`, `/health`, `/version`, as etcd answers on
+//! its client port) through [`crate::gateway::serve_http1`].
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,6 +35,11 @@ pub struct Limits {
     pub max_recv_message_bytes: usize,
     /// Concurrent streams per connection announced in SETTINGS.
     pub max_concurrent_streams: u32,
+    /// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`:
+    /// the server pings each connection this often and closes one whose
+    /// client does not answer in time (a client that vanished without a
+    /// FIN or RST, its watches held open meanwhile).
+    pub keepalive: Option<(Duration, Duration)>,
 }
 
 /// HTTP/2 windows: generous so one large Range or snapshot is not throttled
@@ -84,7 +89,7 @@ pub async fn serve_connection(
         None | Some(Ok((_, FirstBytes::Closed))) => Ok(()),
         Some(Err(e)) => Err(Error::io("reading a connection's first bytes", e)),
         Some(Ok((stream, FirstBytes::Http1(received)))) => {
-            crate::metrics::serve_client_http(stream, received, &router)
+            crate::gateway::serve_http1(stream, received, &router, limits.max_recv_message_bytes)
                 .await
                 .map_err(|e| Error::io("HTTP/1.1 on the client port", e))
         }
@@ -123,16 +128,36 @@ async fn serve_http2(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .handshake::<_, Bytes>(AuthorityFix::with_received(tcp, received).compat())
         .await?;
+    let unanswered = Rc::new(Shutdown::new());
+    // Dropped (cancelled) with the connection.
+    let _pinger = match (limits.keepalive, conn.ping_pong()) {
+        (Some((every, timeout)), Some(pings)) => Some(glommio::spawn_local(keep_alive(
+            pings,
+            every,
+            timeout,
+            unanswered.clone(),
+        ))),
+        _ => None,
+    };
     let mut draining = false;
     loop {
         let next = if draining {
-            conn.accept().await
+            future::or(async { Some(conn.accept().await) }, async {
+                unanswered.wait().await;
+                None
+            })
+            .await
+            .unwrap_or(None)
         } else {
             let stop = future::or(async { Some(conn.accept().await) }, async {
-                shutdown.wait().await;
+                future::or(shutdown.wait(), unanswered.wait()).await;
                 None
             })
             .await;
+            if stop.is_none() && unanswered.is_fired() {
+                tracing::debug!("closing a client connection whose keepalive ping went unanswered");
+                return Ok(());
+            }
             match stop {
                 Some(next) => next,
                 None => {
@@ -152,8 +177,9 @@ async fn serve_http2(
             }
             Some(Ok((req, respond))) => {
                 let router = router.clone();
+                let max = limits.max_recv_message_bytes;
                 glommio::spawn_local(async move {
-                    crate::metrics::serve_client_http2(req, respond, &router).await
+                    crate::gateway::serve_http2(req, respond, &router, max).await
                 })
                 .detach();
             }
@@ -163,10 +189,39 @@ async fn serve_http2(
     }
 }
 
-/// Every gRPC call is a POST; a GET or HEAD (`curl https://…/metrics`
-/// over `h2`) is a plain HTTP request.
+/// Pings the client every `every`; fires `unanswered` when a ping goes
+/// `timeout` without its answer (grpc-go's server keepalive).
+async fn keep_alive(
+    mut pings: h2::PingPong,
+    every: Duration,
+    timeout: Duration,
+    unanswered: Rc<Shutdown>,
+) {
+    loop {
+        glommio::timer::sleep(every).await;
+        let answered = future::or(
+            async { pings.ping(h2::Ping::opaque()).await.is_ok() },
+            async {
+                glommio::timer::sleep(timeout).await;
+                false
+            },
+        )
+        .await;
+        if !answered {
+            unanswered.fire();
+            return;
+        }
+    }
+}
+
+/// A gRPC call says so in its content type (`application/grpc`,
+/// `application/grpc+proto`), as grpc-go and etcd tell them apart; anything
+/// else (`curl https://…/metrics` or a gateway POST over `h2`) is a plain
+/// HTTP request.
 fn is_grpc(req: &Request<RecvStream>) -> bool {
-    req.method() != http::Method::GET && req.method() != http::Method::HEAD
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 async fn serve_call(

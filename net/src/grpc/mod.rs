@@ -1,9 +1,10 @@
 //! gRPC server directly on `h2` over glommio sockets.
 //!
 //! A client connection whose first bytes are not the HTTP/2 preface is
-//! plain HTTP/1.x (a Prometheus scrape or `curl /health`, which etcd
+//! plain HTTP/1.x (the JSON gateway, a Prometheus scrape or `curl /health`,
+//! which etcd
 //! answers on its client port) and goes to
-//! [`crate::metrics::serve_client_http`]. Calls to the methods etcd
+//! [`crate::gateway::serve_http1`]. Calls to the methods etcd
 //! registers are counted per executor in [`CallMetrics`] (go-grpc-prometheus
 //! semantics) when the router has [`Router::count_calls`].
 //!
@@ -50,7 +51,8 @@ pub use bridge::{
 };
 pub use call::{Metadata, RequestStream, ResponseSink, CLIENT_CN_HEADER};
 pub use call_metrics::{
-    CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, METHODS,
+    CallMetrics, CallTally, ExecutorCalls, Method, MethodKind, MethodTotals, HANDLING_BUCKETS,
+    METHODS,
 };
 pub use codec::{encode_message, Deframer, PREFIX_LEN};
 pub use connection::{serve_connection, Limits};

@@ -42,7 +42,7 @@ impl Lessor {
             LeaseCall::Grant(r) => LeaseReply::Grant(self.grant(r).await?),
             LeaseCall::Revoke(r) => LeaseReply::Revoke(self.revoke(r).await?),
             LeaseCall::KeepAlive(r) => LeaseReply::KeepAlive(self.keep_alive(&r).await?),
-            LeaseCall::TimeToLive(r) => LeaseReply::TimeToLive(self.time_to_live(&r)?),
+            LeaseCall::TimeToLive(r) => LeaseReply::TimeToLive(self.time_to_live(&r).await?),
             LeaseCall::Leases => LeaseReply::Leases(self.leases()),
         })
     }

@@ -17,6 +17,7 @@ use basalt_engine::mvcc::Lease;
 
 use crate::error::Error;
 use crate::grpc::{Code, Status};
+use crate::peer::{PeerAnswer, PeerQuery};
 use crate::proto::etcdserverpb as pb;
 
 use super::keeper::Keeper;
@@ -44,6 +45,18 @@ pub trait LeaseLog {
     /// keepalives elsewhere go through the log to reach it.
     fn is_leader(&self) -> bool {
         true
+    }
+    /// Counts a lease renewed by this member as leader, or expired by it
+    /// (etcd's `etcd_debugging_lease_renewed_total`,
+    /// `etcd_debugging_server_lease_expired_total`).
+    fn note_renewed(&self) {}
+    fn note_expired(&self) {}
+    /// Asks the leader `query` (a follower's LeaseTimeToLive: only the
+    /// leader's clocks are renewed by keepalives sent to it). `Ok(None)`:
+    /// this member leads after all, answer here.
+    fn ask_leader(&self, query: PeerQuery) -> LogFuture<'_, Option<PeerAnswer>> {
+        let _ = query;
+        Box::pin(async { Ok(None) })
     }
     /// Carries a keepalive received by a follower to every member's
     /// lessor through the log; resolves with the lease's TTL (0: gone).
@@ -296,6 +309,9 @@ impl Lessor {
                 keeper.schedule_checkpoint(req.id, now, self.cfg.checkpoint_interval);
                 (ttl, had_checkpoint)
             };
+            if ttl.is_some() {
+                self.log.note_renewed();
+            }
             // The other members still hold the old remaining TTL: clear it
             // through the log, or a new leader would end the lease early
             // (what etcd 3.5 does on renewal).
@@ -313,8 +329,64 @@ impl Lessor {
         })
     }
 
-    /// LeaseTimeToLive: an unknown lease is not an error but TTL -1.
-    pub fn time_to_live(
+    /// LeaseTimeToLive: an unknown lease is not an error but TTL -1. A
+    /// follower asks the leader, as etcd does: its own clocks know nothing
+    /// of keepalives sent to the leader.
+    pub async fn time_to_live(
+        &self,
+        req: &pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+        if self.log.is_leader() {
+            return self.local_time_to_live(req);
+        }
+        let query = PeerQuery::LeaseTimeToLive {
+            id: req.id,
+            keys: req.keys,
+        };
+        match self.log.ask_leader(query).await? {
+            None => self.local_time_to_live(req),
+            Some(PeerAnswer::LeaseTimeToLive {
+                ttl,
+                granted_ttl,
+                keys,
+            }) => Ok(pb::LeaseTimeToLiveResponse {
+                header: Some(self.log.header()),
+                id: req.id,
+                ttl,
+                granted_ttl: if ttl < 0 { 0 } else { granted_ttl },
+                keys,
+            }),
+            Some(other) => Err(Status::new(
+                Code::Internal,
+                format!("basalt: the leader answered a lease's TTL with {other:?}"),
+            )),
+        }
+    }
+
+    /// The answer to a member's question, if this member leads.
+    pub fn answer(&self, query: &PeerQuery) -> PeerAnswer {
+        if !self.log.is_leader() {
+            return PeerAnswer::NotLeader;
+        }
+        match *query {
+            PeerQuery::LeaseTimeToLive { id, keys } => {
+                match self.local_time_to_live(&pb::LeaseTimeToLiveRequest { id, keys }) {
+                    Ok(r) => PeerAnswer::LeaseTimeToLive {
+                        ttl: r.ttl,
+                        granted_ttl: r.granted_ttl,
+                        keys: r.keys,
+                    },
+                    Err(e) => PeerAnswer::Failed { message: e.message },
+                }
+            }
+            PeerQuery::HashKv { .. } | PeerQuery::Ping => PeerAnswer::Failed {
+                message: "basalt: not a lease question".into(),
+            },
+        }
+    }
+
+    /// LeaseTimeToLive from this member's own clocks.
+    pub fn local_time_to_live(
         &self,
         req: &pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
@@ -383,6 +455,7 @@ impl Lessor {
                 Ok(_) => {
                     revoked += 1;
                     keeper.forget(id);
+                    self.log.note_expired();
                 }
                 // Revoked by a client in the meantime.
                 Err(e) if e == not_found => keeper.forget(id),
@@ -584,16 +657,16 @@ mod tests {
         let (_, l) = lessor();
         grant(&l, 7, 30).unwrap();
         let r = l
-            .time_to_live(&pb::LeaseTimeToLiveRequest { id: 7, keys: true })
+            .local_time_to_live(&pb::LeaseTimeToLiveRequest { id: 7, keys: true })
             .unwrap();
         assert_eq!((r.id, r.granted_ttl, r.keys.len()), (7, 30, 1));
         assert!(r.ttl > 0 && r.ttl <= 30, "remaining {}", r.ttl);
         let r = l
-            .time_to_live(&pb::LeaseTimeToLiveRequest { id: 7, keys: false })
+            .local_time_to_live(&pb::LeaseTimeToLiveRequest { id: 7, keys: false })
             .unwrap();
         assert!(r.keys.is_empty());
         let r = l
-            .time_to_live(&pb::LeaseTimeToLiveRequest {
+            .local_time_to_live(&pb::LeaseTimeToLiveRequest {
                 id: 4242,
                 keys: true,
             })
@@ -650,7 +723,7 @@ mod tests {
         block_on(log.propose_grant(9, 40)).unwrap();
         let l = Lessor::new(log.clone(), LeaseConfig::default());
         let r = l
-            .time_to_live(&pb::LeaseTimeToLiveRequest { id: 9, keys: false })
+            .local_time_to_live(&pb::LeaseTimeToLiveRequest { id: 9, keys: false })
             .unwrap();
         assert!(r.ttl >= 39 && r.granted_ttl == 40, "{r:?}");
         let almost = Instant::now() + Duration::from_secs(39);

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use basalt_engine::mvcc::{Lease, OpResponse};
 
 use crate::grpc::{Code, Router, Status};
+use crate::peer::{PeerAnswer, PeerQuery};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, LogEntry, LogRequest, Reply, Sequencer};
 
@@ -63,6 +64,20 @@ impl LeaseLog for Sequencer {
         })
     }
 
+    fn note_renewed(&self) {
+        let c = &self.counters().leases_renewed;
+        c.set(c.get() + 1);
+    }
+
+    fn note_expired(&self) {
+        let c = &self.counters().leases_expired;
+        c.set(c.get() + 1);
+    }
+
+    fn ask_leader(&self, query: PeerQuery) -> LogFuture<'_, Option<PeerAnswer>> {
+        Box::pin(async move { Ok(self.ask_leader(query).await?) })
+    }
+
     fn propose_checkpoint(&self, checkpoints: Vec<(i64, i64)>) -> LogFuture<'_, ()> {
         let entry = LogEntry::new(LogRequest::LeaseCheckpoint(pb::LeaseCheckpointRequest {
             checkpoints: checkpoints
@@ -94,6 +109,11 @@ pub fn attach(router: &mut Router, seq: &Rc<Sequencer>, cfg: LeaseConfig) -> Rc<
         if let Some(l) = weak.upgrade() {
             l.applied(event);
         }
+    }));
+    let weak = Rc::downgrade(&lessor);
+    seq.answer_queries_with(Box::new(move |query| match weak.upgrade() {
+        Some(l) => l.answer(query),
+        None => PeerAnswer::NotLeader,
     }));
     let api: Rc<dyn LeaseApi> = lessor.clone();
     register(router, api);

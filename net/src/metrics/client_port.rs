@@ -1,5 +1,5 @@
-//! `/metrics`, `/health` and `/version` over HTTP/1.1 on the client port,
-//! beside gRPC, as etcd serves them (Prometheus configs and
+//! `/metrics`, `/health` and `/version` on the client port, beside gRPC
+//! and the JSON gateway, as etcd serves them (Prometheus configs and
 //! `curl http://127.0.0.1:2379/metrics` rely on it).
 //!
 //! The answers need the sequencer's state and disk histograms, which live
@@ -19,12 +19,11 @@ use futures_lite::StreamExt;
 use http::HeaderMap;
 use prost::Message;
 
-use super::endpoint::{Endpoint, Listener, READ_TIMEOUT, WRITE_TIMEOUT};
-use super::http1::{parse_request_line, read_head, text, write_response, Response};
+use super::endpoint::{Endpoint, Listener};
+use super::http1::{text, Response};
 use crate::grpc::{
     unary, Code, Handler, Metadata, RequestStream, ResponseSink, Router, Status, PREFIX_LEN,
 };
-use crate::tls::Stream;
 
 /// The internal method answering client-port HTTP requests. Its request is
 /// `"METHOD /path"` (a protobuf `StringValue`), its reply an
@@ -60,53 +59,10 @@ pub fn client_http_handler(endpoint: Rc<Endpoint>) -> Rc<dyn Handler> {
     })
 }
 
-/// Answers one HTTP/1.x request on a client connection whose first bytes
-/// (`received`) showed it is not HTTP/2, then closes it.
-pub async fn serve_client_http(
-    mut stream: Stream,
-    received: Vec<u8>,
-    router: &Router,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let head = match read_head(&mut stream, received).await? {
-        Some(h) => h,
-        None => return Ok(()),
-    };
-    let (resp, head_only) = match parse_request_line(&head) {
-        Ok((method, path)) => (ask(router, method, path).await, method == "HEAD"),
-        Err(why) => (text(400, why), false),
-    };
-    write_response(&mut stream, &resp, head_only).await
-}
-
-/// Answers a plain HTTP request that came over HTTP/2 (a `curl` of
-/// `https://…/metrics` negotiates `h2`; etcd answers it, as any request
-/// whose content type is not gRPC, with its HTTP handlers).
-pub async fn serve_client_http2(
-    req: http::Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
-    router: &Router,
-) {
-    let method = req.method().as_str().to_owned();
-    let resp = ask(router, &method, req.uri().path()).await;
-    let head_only = method == "HEAD";
-    let Ok(head) = http::Response::builder()
-        .status(resp.status)
-        .header(http::header::CONTENT_TYPE, resp.content_type)
-        .body(())
-    else {
-        return;
-    };
-    if let Ok(mut body) = respond.send_response(head, head_only) {
-        if !head_only {
-            let _ = body.send_data(Bytes::from(resp.body), true);
-        }
-    }
-}
-
-/// Runs [`CLIENT_HTTP_PATH`] through `router` (here or forwarded).
-async fn ask(router: &Router, method: &str, path: &str) -> Response {
+/// The answer to a plain HTTP request on the client port that is not the
+/// gateway's (`GET /metrics`): [`CLIENT_HTTP_PATH`] run through `router`
+/// (here or forwarded). The connection is served by [`crate::gateway`].
+pub async fn answer(router: &Router, method: &str, path: &str) -> Response {
     let handler = match router.route(CLIENT_HTTP_PATH) {
         Ok(h) => h,
         Err(_) => return text(404, "404 page not found\n"),
@@ -162,6 +118,7 @@ mod tests {
             state: Box::new(|| Box::pin(async { ServerState::default() })),
             disk: Rc::new(DiskMetrics::default()),
             calls: OnceCell::new(),
+            extensive: false,
         })
     }
 
@@ -169,17 +126,20 @@ mod tests {
     fn answers_through_the_router() {
         let mut router = Router::new();
         router.add(CLIENT_HTTP_PATH, client_http_handler(endpoint()));
-        let r = block_on(ask(&router, "GET", "/version"));
+        let r = block_on(answer(&router, "GET", "/version"));
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type, "application/json");
         assert!(r.body.starts_with(r#"{"etcdserver":"#), "{}", r.body);
-        assert_eq!(block_on(ask(&router, "GET", "/livez")).body, "ok");
-        assert_eq!(block_on(ask(&router, "DELETE", "/livez")).status, 405);
+        assert_eq!(block_on(answer(&router, "GET", "/livez")).body, "ok");
+        assert_eq!(block_on(answer(&router, "DELETE", "/livez")).status, 405);
     }
 
     #[test]
     fn a_router_without_the_method_or_a_failing_one() {
-        assert_eq!(block_on(ask(&Router::new(), "GET", "/metrics")).status, 404);
+        assert_eq!(
+            block_on(answer(&Router::new(), "GET", "/metrics")).status,
+            404
+        );
         let mut router = Router::new();
         router.add(
             CLIENT_HTTP_PATH,
@@ -189,7 +149,7 @@ mod tests {
                 }) as HandlerFuture
             }),
         );
-        let r = block_on(ask(&router, "GET", "/metrics"));
+        let r = block_on(answer(&router, "GET", "/metrics"));
         assert_eq!(
             (r.status, r.body.as_str()),
             (503, "etcdserver: server stopped\n")

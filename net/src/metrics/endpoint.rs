@@ -2,7 +2,7 @@
 //! connection (`Connection: close`), GET or HEAD, a bounded request head
 //! and a read timeout, so a slow or hostile scraper costs one small task.
 //! [`Endpoint::route`] also answers HTTP/1 requests on the client port
-//! (see [`super::serve_client_http`]).
+//! (see [`super::answer`]).
 
 use std::cell::{Cell, OnceCell};
 use std::future::Future;
@@ -16,7 +16,9 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::grpc_server::{render_client_bytes, render_executor_connections, render_grpc_server};
+use super::grpc_server::{
+    render_client_bytes, render_executor_connections, render_grpc_server, render_handling_seconds,
+};
 use super::http1::{parse_request_line, read_head, text, write_response, Response};
 use super::{health, render_metrics, version_json, DiskMetrics, ServerState};
 use crate::config::parse_listen_url;
@@ -41,6 +43,8 @@ pub struct Endpoint {
     /// The gRPC call counters of every executor, once the server counts
     /// calls (see [`super::MetricsServer::attach`]).
     pub calls: OnceCell<Arc<CallMetrics>>,
+    /// `--metrics extensive`: also the handling time histograms.
+    pub extensive: bool,
 }
 
 /// One bound `--listen-metrics-urls` URL; `https` ones serve TLS with the
@@ -175,14 +179,23 @@ pub enum Listener {
 impl Endpoint {
     /// The answer to `method path` on `listener`.
     pub async fn route(&self, method: &str, path: &str, listener: Listener) -> Response {
-        if method != "GET" && method != "HEAD" {
-            return text(405, "method not allowed\n");
+        // As etcd's Go mux: the Prometheus handler takes any method, the
+        // others GET (and HEAD) only, and an unknown path is 404 whatever
+        // the method.
+        let known = matches!(path, "/health" | "/livez" | "/readyz")
+            || (path == "/version" && listener == Listener::Client);
+        if known && method != "GET" && method != "HEAD" {
+            return text(405, "Method Not Allowed\n");
         }
         match path {
             "/metrics" => {
                 let mut body = render_metrics(&(self.state)().await, &self.disk);
                 if let Some(calls) = self.calls.get() {
-                    render_grpc_server(&mut body, &calls.totals());
+                    let totals = calls.totals();
+                    render_grpc_server(&mut body, &totals);
+                    if self.extensive {
+                        render_handling_seconds(&mut body, &totals);
+                    }
                     render_client_bytes(&mut body, calls.bytes());
                     render_executor_connections(&mut body, &calls.connections());
                 }
@@ -246,12 +259,15 @@ mod tests {
             }),
             disk: Rc::new(DiskMetrics::default()),
             calls: OnceCell::from(CallMetrics::new(1)),
+            extensive: false,
         };
         let get = |method, path| future::block_on(endpoint.route(method, path, Listener::Metrics));
         assert_eq!(get("GET", "/livez").body, "ok");
         assert_eq!(get("GET", "/readyz").status, 200);
         assert_eq!(get("GET", "/nope").status, 404);
-        assert_eq!(get("POST", "/metrics").status, 405);
+        assert_eq!(get("POST", "/metrics").status, 200);
+        assert_eq!(get("POST", "/health").status, 405);
+        assert_eq!(get("POST", "/nope").status, 404);
         let metrics = get("GET", "/metrics").body;
         assert!(metrics.contains("etcd_server_has_leader 1\n"));
         assert!(metrics.contains("# TYPE grpc_server_handled_total counter\n"));

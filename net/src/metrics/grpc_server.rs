@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::grpc::{Code, MethodTotals};
+use crate::grpc::{Code, MethodTotals, HANDLING_BUCKETS};
 
 /// Appends basalt's `basalt_executor_client_connections_total`: the client
 /// connections each executor was given, so an operator sees whether the
@@ -97,6 +97,37 @@ pub fn render_grpc_server(out: &mut String, totals: &[MethodTotals]) {
     );
 }
 
+/// Appends `grpc_server_handling_seconds` (etcd exports it with
+/// `--metrics extensive`): every method's histogram, zero until called.
+pub fn render_handling_seconds(out: &mut String, totals: &[MethodTotals]) {
+    let name = "grpc_server_handling_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Histogram of response latency (seconds) of gRPC that had been \
+         application-level handled by the server."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut sorted: Vec<&MethodTotals> = totals.iter().collect();
+    sorted.sort_unstable_by_key(|t| (t.method.name(), t.method.service(), t.method.kind.label()));
+    for t in sorted {
+        let labels = format!(
+            "grpc_method=\"{}\",grpc_service=\"{}\",grpc_type=\"{}\"",
+            t.method.name(),
+            t.method.service(),
+            t.method.kind.label()
+        );
+        let mut cumulative = 0;
+        for (bound, n) in HANDLING_BUCKETS.iter().zip(&t.handling) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += t.handling[HANDLING_BUCKETS.len()];
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", t.handling_seconds);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
 fn family(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
@@ -163,6 +194,27 @@ mod tests {
         ] {
             assert!(out.contains(line), "missing {line:?}");
         }
+        let mut hist = String::new();
+        render_handling_seconds(&mut hist, &metrics.totals());
+        for line in [
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",\
+             grpc_type=\"unary\",le=\"0.005\"} 1\n",
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",\
+             grpc_type=\"unary\",le=\"1\"} 1\n",
+            "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",\
+             grpc_type=\"unary\"} 1\n",
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",\
+             grpc_type=\"unary\",le=\"+Inf\"} 0\n",
+            "# TYPE grpc_server_handling_seconds histogram\n",
+        ] {
+            assert!(hist.contains(line), "missing {line:?}");
+        }
+        assert_eq!(
+            hist.lines()
+                .filter(|l| l.starts_with("grpc_server_handling_seconds_count{"))
+                .count(),
+            METHODS.len()
+        );
         // Sorted as etcd writes them: by code first.
         let first = out.lines().nth(2).unwrap();
         assert!(

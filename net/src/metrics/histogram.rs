@@ -13,8 +13,29 @@ pub const DISK_LATENCY_BUCKETS: [f64; 14] = [
     8.192,
 ];
 
+/// etcd's peer round trip buckets: 0.1 ms doubling 15 times (up to
+/// 3.2768 s), for `etcd_network_peer_round_trip_time_seconds`.
+pub const PEER_RTT_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+/// etcd's defragmentation buckets: 0.1 s doubling 12 times (up to
+/// 409.6 s), for `etcd_disk_backend_defrag_duration_seconds`.
+pub const DEFRAG_BUCKETS: [f64; 13] = [
+    0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6,
+];
+
+/// etcd's lease TTL buckets: 1 s doubling 21 times (up to 2^21 s), for
+/// `etcd_debugging_lease_ttl_total`.
+pub const LEASE_TTL_BUCKETS: [f64; 22] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+    16384.0, 32768.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0, 2097152.0,
+];
+
 /// Counts per bucket (not cumulative; rendering accumulates), the sum and
 /// the count of observations.
+#[derive(Debug, Clone)]
 pub struct Histogram {
     bounds: &'static [f64],
     /// One slot per bound plus the +Inf overflow.
@@ -58,15 +79,32 @@ impl Histogram {
 
     /// Appends the `_bucket`, `_sum` and `_count` series of `name`.
     pub fn render(&self, out: &mut String, name: &str) {
+        self.render_labeled(out, name, "");
+    }
+
+    /// Appends the series of `name` with `labels` (`To="a1"`) before `le`.
+    pub fn render_labeled(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (bound, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.get();
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         cumulative += self.counts[self.bounds.len()].get();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum.get());
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum.get());
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! `/metrics` (Prometheus text format, etcd's metric names), `/health`,
 //! `/livez` and `/readyz` for the basalt server, on `--listen-metrics-urls`
-//! and, with `/version`, over HTTP/1.1 on the client port (see
-//! [`serve_client_http`]).
+//! and, with `/version`, on the client port (see [`answer`] and
+//! [`crate::gateway`]).
 //!
 //! Scrapes are answered on the sequencer's executor: gauges are read from
 //! the sequencer when a scrape arrives (nothing is counted twice), and the
@@ -25,13 +25,14 @@ mod histogram;
 mod http1;
 mod source;
 
-pub use client_port::serve_client_http2;
-pub use client_port::{client_http_handler, serve_client_http, CLIENT_HTTP_PATH};
+pub use client_port::{answer, client_http_handler, CLIENT_HTTP_PATH};
 pub use endpoint::{
     bind_listeners, local_addrs, serve, Endpoint, Listener, MetricsListener, MAX_OPEN_CONNECTIONS,
 };
-pub use grpc_server::render_grpc_server;
-pub use histogram::{Histogram, DISK_LATENCY_BUCKETS};
+pub use grpc_server::{render_grpc_server, render_handling_seconds};
+pub use histogram::{
+    Histogram, DEFRAG_BUCKETS, DISK_LATENCY_BUCKETS, LEASE_TTL_BUCKETS, PEER_RTT_BUCKETS,
+};
 pub use http1::{Response, MAX_REQUEST_HEAD_BYTES};
 pub use source::MetricsServer;
 
@@ -43,6 +44,10 @@ pub struct DiskMetrics {
     pub wal_fsync: Histogram,
     /// One store checkpoint (etcd: a bbolt backend commit).
     pub backend_commit: Histogram,
+    /// One defragmentation, start to switch.
+    pub defrag: Histogram,
+    /// A defragmentation is running.
+    pub defrag_inflight: std::cell::Cell<bool>,
 }
 
 impl Default for DiskMetrics {
@@ -50,6 +55,8 @@ impl Default for DiskMetrics {
         DiskMetrics {
             wal_fsync: Histogram::new(&DISK_LATENCY_BUCKETS),
             backend_commit: Histogram::new(&DISK_LATENCY_BUCKETS),
+            defrag: Histogram::new(&DEFRAG_BUCKETS),
+            defrag_inflight: std::cell::Cell::new(false),
         }
     }
 }
@@ -82,9 +89,105 @@ pub struct ServerState {
     pub proposals_failed: u64,
     /// Proposals waiting to be applied.
     pub proposals_pending: u64,
-    /// (peer, bytes sent, bytes received, messages not sent).
-    pub peers: Vec<(u64, u64, u64, u64)>,
+    /// What this member knows of each peer.
+    pub peers: Vec<PeerStats>,
+    /// Puts and delete-ranges this member applied (in transactions too).
+    pub puts: u64,
+    pub deletes: u64,
+    /// The rest of etcd's server counters.
+    pub counters: ServerCounters,
 }
+
+/// etcd's counters of a member's applies, reads, leases and WAL.
+#[derive(Debug, Clone)]
+pub struct ServerCounters {
+    pub slow_applies: u64,
+    pub leases_granted: u64,
+    pub leases_revoked: u64,
+    pub leases_renewed: u64,
+    pub leases_expired: u64,
+    pub lease_ttls: Histogram,
+    pub read_indexes_failed: u64,
+    pub slow_read_indexes: u64,
+    pub installing_snapshot: bool,
+    pub learners_promoted: u64,
+    pub wal_bytes: u64,
+}
+
+impl Default for ServerCounters {
+    fn default() -> ServerCounters {
+        ServerCounters {
+            slow_applies: 0,
+            leases_granted: 0,
+            leases_revoked: 0,
+            leases_renewed: 0,
+            leases_expired: 0,
+            lease_ttls: Histogram::new(&LEASE_TTL_BUCKETS),
+            read_indexes_failed: 0,
+            slow_read_indexes: 0,
+            installing_snapshot: false,
+            learners_promoted: 0,
+            wal_bytes: 0,
+        }
+    }
+}
+
+impl PartialEq for ServerCounters {
+    fn eq(&self, o: &ServerCounters) -> bool {
+        let key = |c: &ServerCounters| {
+            (
+                c.slow_applies,
+                c.leases_granted,
+                c.leases_revoked,
+                c.leases_renewed,
+                c.leases_expired,
+                c.lease_ttls.count(),
+                c.read_indexes_failed,
+                c.slow_read_indexes,
+                c.installing_snapshot,
+                c.learners_promoted,
+                c.wal_bytes,
+            )
+        };
+        key(self) == key(o)
+    }
+}
+
+impl Eq for ServerCounters {}
+
+/// One peer as `/metrics` reports it (etcd's `etcd_network_*` families).
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    pub id: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    /// Messages that could not be sent.
+    pub failures: u64,
+    /// A stream to the peer is up.
+    pub active: bool,
+    /// Round trips of the probes to the peer.
+    pub rtt: Histogram,
+}
+
+impl PartialEq for PeerStats {
+    fn eq(&self, other: &PeerStats) -> bool {
+        (
+            self.id,
+            self.sent_bytes,
+            self.received_bytes,
+            self.failures,
+            self.active,
+        ) == (
+            other.id,
+            other.sent_bytes,
+            other.received_bytes,
+            other.failures,
+            other.active,
+        ) && self.rtt.count() == other.rtt.count()
+    }
+}
+
+impl Eq for PeerStats {}
 
 /// The `/metrics` body.
 pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
@@ -126,7 +229,7 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         s.proposals_pending,
     );
     process_metrics(&mut out);
-    peer_metrics(&mut out, &s.peers);
+    peer_metrics(&mut out, s.member_id, &s.peers);
     header(
         &mut out,
         "etcd_server_id",
@@ -181,7 +284,8 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
         "Total size of the underlying database physically allocated in bytes.",
         s.db_size,
     );
-    // The 3.4 name, still exported by etcd 3.4 and 3.5 beside the new one.
+    // etcd 3.4's name (3.4 exports both; 3.5.1 only the new one), kept for
+    // dashboards written against 3.4.
     gauge(
         &mut out,
         "etcd_debugging_mvcc_db_total_size_in_bytes",
@@ -222,15 +326,139 @@ pub fn render_metrics(s: &ServerState, disk: &DiskMetrics) -> String {
     );
     disk.backend_commit
         .render(&mut out, "etcd_disk_backend_commit_duration_seconds");
+    header(
+        &mut out,
+        "etcd_disk_backend_defrag_duration_seconds",
+        "The latency distribution of backend defragmentation.",
+        "histogram",
+    );
+    disk.defrag
+        .render(&mut out, "etcd_disk_backend_defrag_duration_seconds");
+    gauge(
+        &mut out,
+        "etcd_disk_defrag_inflight",
+        "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+        u8::from(disk.defrag_inflight.get()),
+    );
+    counter(
+        &mut out,
+        "etcd_mvcc_put_total",
+        "Total number of puts seen by this member.",
+        s.puts,
+    );
+    counter(
+        &mut out,
+        "etcd_mvcc_delete_total",
+        "Total number of deletes seen by this member.",
+        s.deletes,
+    );
+    server_counters(&mut out, &s.counters);
     out
+}
+
+fn server_counters(out: &mut String, c: &ServerCounters) {
+    counter(
+        out,
+        "etcd_server_slow_apply_total",
+        "The total number of slow apply requests (likely overloaded from slow disk).",
+        c.slow_applies,
+    );
+    counter(
+        out,
+        "etcd_server_read_indexes_failed_total",
+        "The total number of failed read indexes seen.",
+        c.read_indexes_failed,
+    );
+    counter(
+        out,
+        "etcd_server_slow_read_indexes_total",
+        "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+        c.slow_read_indexes,
+    );
+    gauge(
+        out,
+        "etcd_server_snapshot_apply_in_progress_total",
+        "1 if the server is applying the incoming snapshot. 0 if none.",
+        u8::from(c.installing_snapshot),
+    );
+    counter(
+        out,
+        "etcd_server_learner_promote_successes",
+        "The total number of successful learner promotions while this member is leader.",
+        c.learners_promoted,
+    );
+    gauge(
+        out,
+        "etcd_disk_wal_write_bytes_total",
+        "Total number of bytes written in WAL.",
+        c.wal_bytes,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_granted_total",
+        "The total number of granted leases.",
+        c.leases_granted,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_revoked_total",
+        "The total number of revoked leases.",
+        c.leases_revoked,
+    );
+    counter(
+        out,
+        "etcd_debugging_lease_renewed_total",
+        "The number of renewed leases seen by the leader.",
+        c.leases_renewed,
+    );
+    counter(
+        out,
+        "etcd_debugging_server_lease_expired_total",
+        "The total number of expired leases.",
+        c.leases_expired,
+    );
+    header(
+        out,
+        "etcd_debugging_lease_ttl_total",
+        "Bucketed histogram of lease TTLs.",
+        "histogram",
+    );
+    c.lease_ttls.render(out, "etcd_debugging_lease_ttl_total");
 }
 
 /// etcd's `etcd_network_peer_*` counters, one series per peer (ids in
 /// hex, etcd's `To`/`From` labels); failures only where there were some,
 /// as a Go counter vector shows only the series it was given.
-fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
+fn peer_metrics(out: &mut String, me: u64, peers: &[PeerStats]) {
     if peers.is_empty() {
         return;
+    }
+    header(
+        out,
+        "etcd_network_active_peers",
+        "The current number of active peer connections.",
+        "gauge",
+    );
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "etcd_network_active_peers{{Local=\"{me:x}\",Remote=\"{:x}\"}} {}",
+            p.id,
+            u8::from(p.active)
+        );
+    }
+    header(
+        out,
+        "etcd_network_peer_round_trip_time_seconds",
+        "Round-Trip-Time histogram between peers",
+        "histogram",
+    );
+    for p in peers {
+        p.rtt.render_labeled(
+            out,
+            "etcd_network_peer_round_trip_time_seconds",
+            &format!("To=\"{:x}\"", p.id),
+        );
     }
     header(
         out,
@@ -238,10 +466,11 @@ fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
         "The total number of bytes sent to peers.",
         "counter",
     );
-    for (id, sent, _, _) in peers {
+    for p in peers {
         let _ = writeln!(
             out,
-            "etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}} {sent}"
+            "etcd_network_peer_sent_bytes_total{{To=\"{:x}\"}} {}",
+            p.id, p.sent_bytes
         );
     }
     header(
@@ -250,23 +479,25 @@ fn peer_metrics(out: &mut String, peers: &[(u64, u64, u64, u64)]) {
         "The total number of bytes received from peers.",
         "counter",
     );
-    for (id, _, received, _) in peers {
+    for p in peers {
         let _ = writeln!(
             out,
-            "etcd_network_peer_received_bytes_total{{From=\"{id:x}\"}} {received}"
+            "etcd_network_peer_received_bytes_total{{From=\"{:x}\"}} {}",
+            p.id, p.received_bytes
         );
     }
-    if peers.iter().any(|p| p.3 > 0) {
+    if peers.iter().any(|p| p.failures > 0) {
         header(
             out,
             "etcd_network_peer_sent_failures_total",
             "The total number of send failures from peers.",
             "counter",
         );
-        for (id, _, _, failures) in peers.iter().filter(|p| p.3 > 0) {
+        for p in peers.iter().filter(|p| p.failures > 0) {
             let _ = writeln!(
                 out,
-                "etcd_network_peer_sent_failures_total{{To=\"{id:x}\"}} {failures}"
+                "etcd_network_peer_sent_failures_total{{To=\"{:x}\"}} {}",
+                p.id, p.failures
             );
         }
     }
@@ -337,12 +568,13 @@ fn process_metrics(out: &mut String) {
             );
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+    let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count());
+    if let Ok(n) = open_fds {
         gauge(
             out,
             "process_open_fds",
             "Number of open file descriptors.",
-            dir.count(),
+            n,
         );
     }
     let mut limit = libc::rlimit {
@@ -355,6 +587,25 @@ fn process_metrics(out: &mut String) {
             out,
             "process_max_fds",
             "Maximum number of open file descriptors.",
+            limit.rlim_cur,
+        );
+        // etcd 3.5's own names for the same two numbers.
+        gauge(
+            out,
+            "os_fd_limit",
+            "The file descriptor limit.",
+            limit.rlim_cur,
+        );
+    }
+    if let Ok(n) = open_fds {
+        gauge(out, "os_fd_used", "The number of used file descriptors.", n);
+    }
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0 {
+        gauge(
+            out,
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
             limit.rlim_cur,
         );
     }
@@ -431,6 +682,9 @@ mod tests {
             proposals_failed: 0,
             proposals_pending: 0,
             peers: Vec::new(),
+            puts: 5,
+            deletes: 2,
+            counters: ServerCounters::default(),
         }
     }
 
@@ -453,6 +707,13 @@ mod tests {
             "etcd_debugging_mvcc_compact_revision -1\n",
             "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n",
             "etcd_disk_backend_commit_duration_seconds_count 0\n",
+            "etcd_disk_backend_defrag_duration_seconds_bucket{le=\"0.1\"} 0\n",
+            "etcd_disk_defrag_inflight 0\n",
+            "etcd_mvcc_put_total 5\n",
+            "etcd_mvcc_delete_total 2\n",
+            "etcd_server_slow_apply_total 0\n",
+            "etcd_debugging_lease_ttl_total_bucket{le=\"1\"} 0\n",
+            "# TYPE os_fd_used gauge\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use super::{client_http_handler, serve, DiskMetrics, Endpoint, ServerState, CLIENT_HTTP_PATH};
+use super::{
+    client_http_handler, serve, DiskMetrics, Endpoint, ServerCounters, ServerState,
+    CLIENT_HTTP_PATH,
+};
 use crate::grpc::{Router, Shutdown};
 use crate::proto::etcdserverpb as pb;
 use crate::sequencer::{Command, Reply, Sequencer};
@@ -31,6 +34,7 @@ impl MetricsServer {
         listeners: Vec<super::MetricsListener>,
         seq: Rc<Sequencer>,
         quota_backend_bytes: u64,
+        extensive: bool,
     ) -> MetricsServer {
         let disk = seq.disk_metrics();
         let shutdown = Rc::new(Shutdown::new());
@@ -40,6 +44,7 @@ impl MetricsServer {
             }),
             disk: disk.clone(),
             calls: OnceCell::new(),
+            extensive,
         });
         let task = (!listeners.is_empty()).then(|| {
             glommio::spawn_local(serve(listeners, endpoint.clone(), shutdown.clone())).detach()
@@ -88,6 +93,21 @@ async fn read_state(seq: Rc<Sequencer>, quota_backend_bytes: u64) -> ServerState
     state.proposals_failed = raft.proposals_failed;
     state.proposals_pending = raft.proposals_pending;
     state.peers = seq.peer_stats();
+    let c = seq.counters();
+    (state.puts, state.deletes) = (c.puts.get(), c.deletes.get());
+    state.counters = ServerCounters {
+        slow_applies: c.slow_applies.get(),
+        leases_granted: c.leases_granted.get(),
+        leases_revoked: c.leases_revoked.get(),
+        leases_renewed: c.leases_renewed.get(),
+        leases_expired: c.leases_expired.get(),
+        lease_ttls: c.lease_ttls.clone(),
+        read_indexes_failed: c.read_indexes_failed.get(),
+        slow_read_indexes: c.slow_read_indexes.get(),
+        installing_snapshot: c.installing_snapshot.get(),
+        learners_promoted: c.learners_promoted.get(),
+        wal_bytes: seq.wal_stats().map_or(0, |s| s.bytes),
+    };
     if let Ok(Reply::Status(s)) = seq.execute(Command::Status).await {
         state.member_id = s.header.member_id;
         state.db_size = s.db_size;

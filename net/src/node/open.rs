@@ -66,6 +66,9 @@ pub struct Entered {
     pub meta: MemberMeta,
     /// This member's id (from the data dir once one exists).
     pub member_id: u64,
+    /// The data dir held this member's state already (etcd's
+    /// "member initialized"): not a new or joining member.
+    pub restarted: bool,
 }
 
 /// Opens Raft over `wal` for the `store` as checkpointed. `flags` is the
@@ -77,11 +80,13 @@ pub async fn enter(
     flags: &ClusterInfo,
     join: Option<&Result<ConfState, String>>,
     timing: NodeTiming,
+    pre_vote: bool,
 ) -> Result<Entered, Error> {
     let durable = store
         .durable_member_meta()?
         .map(|b| MemberMeta::decode(&b))
         .transpose()?;
+    let restarted = durable.is_some();
     let (meta, bootstrapped) = match durable {
         Some(meta) => (meta, false),
         None if is_empty(store, &wal) => match join {
@@ -131,6 +136,7 @@ pub async fn enter(
     let mut cfg = basalt_raft::Config::new(member_id);
     cfg.election_tick = timing.election_ticks();
     cfg.heartbeat_tick = 1;
+    cfg.pre_vote = pre_vote;
     cfg.applied = applied.max(log.snapshot_metadata().index);
     cfg.max_committed_size_per_ready = MAX_APPLY_BYTES_PER_PASS;
     cfg.max_size_per_msg = MAX_APPEND_BYTES;
@@ -148,6 +154,7 @@ pub async fn enter(
         driver,
         meta,
         member_id,
+        restarted,
     })
 }
 

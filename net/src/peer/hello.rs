@@ -3,7 +3,8 @@
 //! The member that dials sends one [`Hello`]; the member that answers sends
 //! one [`HelloReply`] and, if it refused, closes the connection. Only after
 //! `Accepted` do `Messages` or `SnapshotChunk` frames follow, in the
-//! direction and of the kind the hello's [`StreamKind`] named.
+//! direction and of the kind the hello's [`StreamKind`] named. A `Join` or
+//! `Query` hello is a question: the reply is the answer, then both close.
 
 use std::fmt;
 
@@ -15,9 +16,10 @@ use super::limits::WireLimits;
 /// Version of every payload layout (the handshake's, Raft messages',
 /// snapshot chunks'). rkyv archives are not self-describing, so any change
 /// to a mirrored field is a new version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added [`Hello::query`].
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest payload version this member still reads.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// What the connection will carry after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Archive, Serialize, Deserialize)]
@@ -31,6 +33,53 @@ pub enum StreamKind {
     /// existing`): its hello names no cluster or member, only its peer
     /// URLs; the answer is [`HelloReply::Joined`] or a refusal, then close.
     Join,
+    /// A member asks another one question ([`Hello::query`]); the answer
+    /// is [`HelloReply::Answer`] or a refusal, then close.
+    Query,
+}
+
+/// A question one member asks another over the peer port (etcd asks these
+/// over its peer HTTP handlers).
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub enum PeerQuery {
+    /// A follower's LeaseTimeToLive, asked of the leader: only the leader
+    /// runs the leases' clocks (keepalives reach it, not the followers),
+    /// so etcd forwards this call (`/leases/internal`).
+    LeaseTimeToLive { id: i64, keys: bool },
+    /// etcd's HashKV at `revision` (0: the answerer's current one), asked
+    /// of every peer by a restarted member before it serves clients
+    /// (`--experimental-initial-corrupt-check`).
+    HashKv { revision: i64 },
+    /// Are you there? Answered at once with [`PeerAnswer::Pong`]: every
+    /// member times one to each peer now and then, etcd's
+    /// `etcd_network_peer_round_trip_time_seconds`.
+    Ping,
+}
+
+/// The answer to a [`PeerQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub enum PeerAnswer {
+    /// `ttl` is -1 for a lease the leader does not know.
+    LeaseTimeToLive {
+        ttl: i64,
+        granted_ttl: i64,
+        keys: Vec<Vec<u8>>,
+    },
+    /// The member asked is not the one that can answer (no longer the
+    /// leader, say): ask again once the cluster settles.
+    NotLeader,
+    /// etcd's HashKV: `revision` is the answerer's current revision (the
+    /// response header's), `hash` covers up to the revision asked.
+    HashKv {
+        revision: i64,
+        compact_revision: i64,
+        hash: u32,
+    },
+    /// The answer to [`PeerQuery::Ping`].
+    Pong,
+    /// The member could not answer: etcd's error message (a revision
+    /// compacted or in the future, a store read that failed).
+    Failed { message: String },
 }
 
 /// The dialer's first frame.
@@ -49,6 +98,8 @@ pub struct Hello {
     pub name: Option<String>,
     /// The dialer's advertised peer URLs, for logs and membership checks.
     pub peer_urls: Vec<String>,
+    /// The question of a [`StreamKind::Query`] hello.
+    pub query: Option<PeerQuery>,
 }
 
 impl Hello {
@@ -62,6 +113,7 @@ impl Hello {
             stream,
             name: None,
             peer_urls: Vec::new(),
+            query: None,
         }
     }
 
@@ -116,6 +168,8 @@ pub enum HelloReply {
     /// The answer to a [`StreamKind::Join`] hello: the member the dialer's
     /// peer URLs belong to, and the cluster it joins.
     Joined(JoinedCluster),
+    /// The answer to a [`StreamKind::Query`] hello.
+    Answer(PeerAnswer),
 }
 
 /// What a joining member learns from a member of the cluster.
@@ -161,7 +215,7 @@ impl HelloReply {
                 max_snapshot_chunk_data as usize,
             )
             .ok(),
-            HelloReply::Refused(_) | HelloReply::Joined(_) => None,
+            HelloReply::Refused(_) | HelloReply::Joined(_) | HelloReply::Answer(_) => None,
         }
     }
 }
@@ -214,6 +268,14 @@ mod tests {
     fn check_names_the_first_problem() {
         let ok = Hello::new(7, 1, 2, StreamKind::Messages);
         assert_eq!(ok.check(7, 2), Ok(()));
+        let previous = Hello {
+            protocol_version: 1,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            previous.check(7, 2),
+            Err(Refusal::VersionUnsupported { theirs: 1, .. })
+        ));
         assert_eq!(
             ok.check(8, 2),
             Err(Refusal::ClusterIdMismatch { ours: 8, theirs: 7 })

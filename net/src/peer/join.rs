@@ -44,7 +44,7 @@ pub fn discover(
                 return Ok(joined);
             }
             Ok(HelloReply::Refused(r)) => problems.push(format!("{url}: {r}")),
-            Ok(HelloReply::Accepted { .. }) => {
+            Ok(HelloReply::Accepted { .. } | HelloReply::Answer(_)) => {
                 problems.push(format!("{url}: not an answer to a join"))
             }
             Err(e) => problems.push(format!("{url}: {e}")),

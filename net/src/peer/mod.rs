@@ -100,8 +100,8 @@ pub use frame::{
     MAGIC,
 };
 pub use hello::{
-    Hello, HelloReply, JoinedCluster, JoinedMember, Refusal, StreamKind, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Hello, HelloReply, JoinedCluster, JoinedMember, PeerAnswer, PeerQuery, Refusal, StreamKind,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 pub use join::discover;
 pub use limits::{
@@ -109,5 +109,5 @@ pub use limits::{
     MAX_FRAME_BYTES, SNAPSHOT_CHUNK_OVERHEAD,
 };
 pub use snapshot_chunk::SnapshotChunk;
-pub use transport::{PeerSink, Transport, MAX_QUEUED_MESSAGES};
+pub use transport::{Answering, PeerSink, Transport, MAX_QUEUED_MESSAGES};
 pub use wire::{check_batch, decode_messages, messages_payload_len, Frame, FrameEncoder};

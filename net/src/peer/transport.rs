@@ -41,11 +41,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::{
-    check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, Refusal, StreamKind,
-    WireLimits,
+    check_batch, Frame, FrameDecoder, FrameEncoder, Hello, HelloReply, PeerAnswer, PeerQuery,
+    Refusal, StreamKind, WireLimits,
 };
 use crate::config::parse_listen_url;
 use crate::grpc::Shutdown;
+use crate::metrics::{Histogram, PeerStats, PEER_RTT_BUCKETS};
 use crate::node::Doorbell;
 use crate::tls::Stream;
 
@@ -58,12 +59,18 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a dial and for either side of the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often every member pings each peer for its round trip histogram
+/// (etcd probes every 4 s and observes its smoothed round trip every 30 s).
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes read from a peer's stream per read.
 const READ_CHUNK: usize = 64 << 10;
 /// Store bytes per snapshot chunk (the wire's default chunk limit).
 pub const SNAPSHOT_CHUNK_BYTES: usize = super::DEFAULT_MAX_SNAPSHOT_CHUNK_DATA;
 /// Chunks written ahead of the socket, at most.
 pub const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
+
+/// An answer being worked out (a hash over the whole store takes a while).
+pub type Answering = std::pin::Pin<Box<dyn std::future::Future<Output = PeerAnswer>>>;
 
 /// Where received messages and transport reports go (the member's Raft
 /// driver), and where snapshots come from and go to.
@@ -89,6 +96,11 @@ pub trait PeerSink {
     /// A peer refused this member because it was removed from the
     /// cluster (while it was down, say): it must stop.
     fn removed(&self) {}
+    /// The answer to a member's [`PeerQuery`] (see [`StreamKind::Query`]).
+    fn answer(&self, query: PeerQuery) -> Answering {
+        let _ = query;
+        Box::pin(async { PeerAnswer::NotLeader })
+    }
 }
 
 /// The transport of one member.
@@ -105,6 +117,8 @@ pub struct Transport {
     removed: RefCell<std::collections::HashSet<NodeId>>,
     /// Bytes received from each peer's streams.
     received_bytes: RefCell<HashMap<NodeId, u64>>,
+    /// Round trips of the pings to each peer.
+    round_trips: RefCell<HashMap<NodeId, Histogram>>,
     links: RefCell<HashMap<NodeId, Rc<Link>>>,
     /// Peers a snapshot is being sent to.
     sending_snapshots: RefCell<std::collections::HashSet<NodeId>>,
@@ -132,6 +146,7 @@ impl Transport {
             peers: RefCell::new(peers),
             removed: RefCell::default(),
             received_bytes: RefCell::default(),
+            round_trips: RefCell::default(),
             links: RefCell::new(HashMap::new()),
             sending_snapshots: RefCell::new(std::collections::HashSet::new()),
             shutdown: Rc::new(Shutdown::new()),
@@ -315,6 +330,55 @@ impl Transport {
         Some(link)
     }
 
+    /// Asks member `peer` one question over a connection of its own (each
+    /// of its URLs in turn, `wait` at most for each answer).
+    pub async fn ask(
+        &self,
+        peer: NodeId,
+        query: PeerQuery,
+        wait: Duration,
+    ) -> Result<PeerAnswer, String> {
+        self.ask_timed(peer, query, wait).await.map(|(a, _)| a)
+    }
+
+    /// [`Transport::ask`], and how long the question took once the
+    /// connection was up (the round trip, without connecting).
+    async fn ask_timed(
+        &self,
+        peer: NodeId,
+        query: PeerQuery,
+        wait: Duration,
+    ) -> Result<(PeerAnswer, Duration), String> {
+        let urls = self
+            .peers
+            .borrow()
+            .get(&peer)
+            .cloned()
+            .ok_or_else(|| format!("member {peer:x} is not a peer"))?;
+        let tls = self.dial_tls.borrow().clone();
+        let mut hello = Hello::new(self.cluster_id, self.me, peer, StreamKind::Query);
+        hello.query = Some(query);
+        let mut last_error = String::from("no peer URL");
+        for url in &urls {
+            let (addr, tls) = match target(url, &tls) {
+                Ok(t) => t,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            match say_hello(addr, tls, &hello, self.limits, wait).await {
+                Ok((_, _, HelloReply::Answer(answer), took)) => return Ok((answer, took)),
+                Ok((_, _, HelloReply::Refused(r), _)) => {
+                    last_error = format!("{url}: refused: {r}")
+                }
+                Ok(_) => last_error = format!("{url}: the peer did not answer the question"),
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+        Err(last_error)
+    }
+
     /// Serves a stream a peer opened to us until it closes or misbehaves.
     pub async fn serve_inbound(self: Rc<Self>, stream: Stream) {
         let peer_addr = stream.peer_addr().ok();
@@ -360,9 +424,22 @@ impl Transport {
         } else if verdict.is_ok() && !self.peers.borrow().contains_key(&hello.from) {
             verdict = Err(Refusal::UnknownMember { id: hello.from });
         }
-        let reply = match &verdict {
-            Ok(()) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
-            Err(r) => HelloReply::Refused(r.clone()),
+        let reply = match (&verdict, &hello.query) {
+            (Ok(()), Some(PeerQuery::Ping)) if hello.stream == StreamKind::Query => {
+                HelloReply::Answer(PeerAnswer::Pong)
+            }
+            (Ok(()), Some(query)) if hello.stream == StreamKind::Query => {
+                let answering = match self.sink.upgrade() {
+                    Some(sink) => sink.answer(query.clone()),
+                    None => return Ok(()),
+                };
+                HelloReply::Answer(answering.await)
+            }
+            (Ok(()), _) if hello.stream == StreamKind::Query => {
+                return Err("a query hello without a question".into())
+            }
+            (Ok(()), _) => HelloReply::accept(self.me, hello.protocol_version, self.limits),
+            (Err(r), _) => HelloReply::Refused(r.clone()),
         };
         let mut out = Vec::new();
         FrameEncoder::new(self.limits)
@@ -373,6 +450,9 @@ impl Transport {
         if let Err(r) = verdict {
             tracing::warn!(from = format!("{:x}", hello.from), reason = %r, "refused a peer");
             return Err(r.to_string());
+        }
+        if hello.stream == StreamKind::Query {
+            return Ok(());
         }
         stream.set_read_timeout(None).map_err(|e| e.to_string())?;
         let from = hello.from;
@@ -482,15 +562,17 @@ impl Transport {
         Ok(())
     }
 
-    /// (peer, bytes sent, bytes received, messages not sent) for every
-    /// peer this member has talked with (etcd's `etcd_network_peer_*`).
-    pub fn peer_stats(&self) -> Vec<(NodeId, u64, u64, u64)> {
+    /// Every peer this member has talked with or pinged, as `/metrics`
+    /// reports it (etcd's `etcd_network_*`).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
         let received = self.received_bytes.borrow();
+        let round_trips = self.round_trips.borrow();
         let mut ids: Vec<NodeId> = self
             .links
             .borrow()
             .keys()
             .chain(received.keys())
+            .chain(round_trips.keys())
             .copied()
             .collect();
         ids.sort_unstable();
@@ -498,12 +580,55 @@ impl Transport {
         let links = self.links.borrow();
         ids.into_iter()
             .map(|id| {
-                let (sent, failures) = links
-                    .get(&id)
-                    .map_or((0, 0), |l| (l.sent_bytes.get(), l.failures.get()));
-                (id, sent, received.get(&id).copied().unwrap_or(0), failures)
+                let link = links.get(&id);
+                PeerStats {
+                    id,
+                    sent_bytes: link.map_or(0, |l| l.sent_bytes.get()),
+                    received_bytes: received.get(&id).copied().unwrap_or(0),
+                    failures: link.map_or(0, |l| l.failures.get()),
+                    active: link.is_some_and(|l| l.connected.get()),
+                    rtt: round_trips
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| Histogram::new(&PEER_RTT_BUCKETS)),
+                }
             })
             .collect()
+    }
+
+    /// Pings every peer each [`PROBE_INTERVAL`] and records the round
+    /// trips, until the transport stops.
+    pub async fn probe_peers(transport: Weak<Transport>) {
+        loop {
+            let Some(t) = transport.upgrade() else {
+                return;
+            };
+            let shutdown = t.shutdown.clone();
+            drop(t);
+            if shutdown
+                .unless_fired(glommio::timer::sleep(PROBE_INTERVAL))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            let Some(t) = transport.upgrade() else {
+                return;
+            };
+            let mut peers: Vec<NodeId> = t.peers.borrow().keys().copied().collect();
+            peers.sort_unstable();
+            for peer in peers {
+                if let Ok((PeerAnswer::Pong, took)) =
+                    t.ask_timed(peer, PeerQuery::Ping, HANDSHAKE_TIMEOUT).await
+                {
+                    t.round_trips
+                        .borrow_mut()
+                        .entry(peer)
+                        .or_insert_with(|| Histogram::new(&PEER_RTT_BUCKETS))
+                        .observe(took);
+                }
+            }
+        }
     }
 
     /// Members removed from the cluster, from now on.
@@ -620,18 +745,10 @@ async fn dial(
 ) -> Result<(Stream, FrameEncoder), String> {
     let mut last_error = String::from("no peer URL");
     for url in &link.urls {
-        let addr: SocketAddr = match parse_listen_url(url) {
-            Ok(a) => a,
+        let (addr, tls) = match target(url, &tls) {
+            Ok(t) => t,
             Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let tls = match (crate::tls::is_https(url), &tls) {
-            (false, _) => None,
-            (true, Some(config)) => Some((config.clone(), crate::tls::server_name(url, addr))),
-            (true, None) => {
-                last_error = format!("{url}: an https peer URL needs the --peer-* TLS flags");
+                last_error = e;
                 continue;
             }
         };
@@ -643,53 +760,41 @@ async fn dial(
     Err(last_error)
 }
 
+type DialTls = Option<(
+    Arc<rustls::ClientConfig>,
+    rustls_pki_types::ServerName<'static>,
+)>;
+
+/// The address a peer URL names, and TLS for it if it is `https`.
+fn target(
+    url: &str,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+) -> Result<(SocketAddr, DialTls), String> {
+    let addr: SocketAddr = parse_listen_url(url).map_err(|e| e.to_string())?;
+    let tls = match (crate::tls::is_https(url), tls) {
+        (false, _) => None,
+        (true, Some(config)) => Some((config.clone(), crate::tls::server_name(url, addr))),
+        (true, None) => {
+            return Err(format!(
+                "{url}: an https peer URL needs the --peer-* TLS flags"
+            ))
+        }
+    };
+    Ok((addr, tls))
+}
+
 async fn handshake(
     addr: SocketAddr,
-    tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    tls: DialTls,
     peer: NodeId,
     me: NodeId,
     cluster_id: u64,
     limits: WireLimits,
     kind: StreamKind,
 ) -> Result<(Stream, FrameEncoder), String> {
-    let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    let mut stream = match tls {
-        None => Stream::Plain(tcp),
-        Some((config, name)) => Stream::connect(tcp, config, name)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?,
-    };
-    let mut encoder = FrameEncoder::new(limits);
-    let mut out = Vec::new();
-    encoder
-        .hello(&Hello::new(cluster_id, me, peer, kind), &mut out)
-        .map_err(|e| e.to_string())?;
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut decoder = FrameDecoder::new(limits);
-    let mut buf = vec![0u8; 4096];
-    let reply = loop {
-        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            match frame.decode().map_err(|e| e.to_string())? {
-                Frame::HelloReply(r) => break r,
-                _ => return Err("the peer did not answer the hello".into()),
-            }
-        }
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the peer closed the stream during the handshake".into());
-        }
-        decoder.push(&buf[..n]);
-    };
+    let hello = Hello::new(cluster_id, me, peer, kind);
+    let (stream, mut encoder, reply, _) =
+        say_hello(addr, tls, &hello, limits, HANDSHAKE_TIMEOUT).await?;
     match reply {
         HelloReply::Refused(Refusal::MemberRemoved { id }) if id == me => {
             tracing::error!(
@@ -709,6 +814,51 @@ async fn handshake(
             encoder.set_limits(limits.min(theirs));
             Ok((stream, encoder))
         }
+    }
+}
+
+/// Connects to `addr`, sends `hello` and reads the reply (waiting `wait`
+/// at most for each read), and says how long that took once connected.
+async fn say_hello(
+    addr: SocketAddr,
+    tls: DialTls,
+    hello: &Hello,
+    limits: WireLimits,
+    wait: Duration,
+) -> Result<(Stream, FrameEncoder, HelloReply, Duration), String> {
+    let tcp = TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        .and_then(|()| tcp.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some((config, name)) => Stream::connect(tcp, config, name)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?,
+    };
+    let mut encoder = FrameEncoder::new(limits);
+    let mut out = Vec::new();
+    encoder.hello(hello, &mut out).map_err(|e| e.to_string())?;
+    let asked = std::time::Instant::now();
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(limits);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            return match frame.decode().map_err(|e| e.to_string())? {
+                Frame::HelloReply(r) => Ok((stream, encoder, r, asked.elapsed())),
+                _ => Err("the peer did not answer the hello".into()),
+            };
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the stream during the handshake".into());
+        }
+        decoder.push(&buf[..n]);
     }
 }
 

@@ -28,6 +28,23 @@ const MAX_CATCH_UPS: usize = 32;
 /// Pause between catch-ups, so queued writes and checkpoints run.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(5);
 
+/// etcd's `etcd_disk_defrag_inflight`: 1 while a defragmentation runs,
+/// however it ends.
+struct InFlight<'a>(&'a std::cell::Cell<bool>);
+
+impl<'a> InFlight<'a> {
+    fn new(flag: &'a std::cell::Cell<bool>) -> InFlight<'a> {
+        flag.set(true);
+        InFlight(flag)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 impl Sequencer {
     /// etcd's Defragment without stopping writes. One at a time: a second
     /// call waits for the first (starting another would abandon it).
@@ -39,6 +56,7 @@ impl Sequencer {
             .map_err(|_| Error::Stopped)?;
         let started = Instant::now();
         let before = self.store.borrow().db_size();
+        let _in_flight = InFlight::new(&self.disk.defrag_inflight);
         // Checkpoint in the background first, so the one `begin` makes
         // inline (under the permit, stalling this executor) is small.
         self.checkpoint().await?;
@@ -54,6 +72,7 @@ impl Sequencer {
             return Err(Error::Stopped);
         }
         let catch_ups = self.catch_up(copy).await?;
+        self.disk.defrag.observe(started.elapsed());
         self.check_quota_alarm();
         tracing::info!(
             before,

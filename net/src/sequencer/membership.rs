@@ -285,8 +285,14 @@ impl super::Sequencer {
             return Err(Error::NotEnoughStartedMembers.into());
         }
         let urls = m.peer_urls.clone();
-        self.propose_member_change(ConfChangeType::AddNode, id, urls, false)
-            .await
+        let promoted = self
+            .propose_member_change(ConfChangeType::AddNode, id, urls, false)
+            .await;
+        if promoted.is_ok() {
+            let c = &self.counters().learners_promoted;
+            c.set(c.get() + 1);
+        }
+        promoted
     }
 
     /// MemberUpdate: new peer URLs, through the log.

@@ -22,10 +22,12 @@
 //! on every member and on replay.
 
 mod alarms;
+mod auto_defrag;
 mod client;
 mod command;
 mod corruption;
 mod defrag;
+mod initial_check;
 mod log_entry;
 mod membership;
 mod read_txn;
@@ -49,19 +51,17 @@ use basalt_engine::wal::{Wal, WalOptions};
 use basalt_raft::{ConfChange, EntryType};
 
 use self::alarms::{AlarmFile, AlarmSet};
+use self::auto_defrag::{AutoDefrag, Check};
 use crate::error::Error;
 use crate::grpc::{Shutdown, Status};
 use crate::lease::LeaseEvent;
 use crate::member::{ClusterInfo, MemberInfo};
 use crate::node::{Driver, MemberMeta, NodeTiming};
-use crate::peer::{PeerSink, Transport};
+use crate::peer::{PeerAnswer, PeerQuery, PeerSink, Transport};
 use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
-/// Least time between two automatic defragmentations unless the space to
-/// reclaim reached the size the last one left (the first may run at once).
-const AUTO_DEFRAG_MIN_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
 /// Entries a member with peers keeps in its log behind its checkpoint, so
@@ -93,6 +93,8 @@ pub fn snap_dir(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SequencerConfig {
     pub data_dir: PathBuf,
+    /// Where the WAL lives (`--wal-dir`, else [`wal_dir`] of `data_dir`).
+    pub wal_dir: PathBuf,
     /// The cluster `--initial-cluster` describes (used by a new member;
     /// a restarted one keeps the membership its data dir records).
     pub cluster: ClusterInfo,
@@ -131,6 +133,10 @@ pub struct SequencerConfig {
     /// This member's auth tokens: simple tokens applied from the log are
     /// assigned there.
     pub tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial_corrupt_check: bool,
+    /// `--pre-vote`.
+    pub pre_vote: bool,
 }
 
 /// Called with every applied revision's events, in revision order (the
@@ -147,6 +153,8 @@ pub struct Sequencer {
     wal: RefCell<Option<Rc<Wal>>>,
     /// This member's Raft node.
     driver: Driver,
+    /// The data dir held this member's state before this start.
+    restarted: bool,
     /// The membership and position as of the last applied entry; staged
     /// into the store whenever it changes.
     meta: RefCell<MemberMeta>,
@@ -189,7 +197,71 @@ pub struct Sequencer {
     leader_changes: Cell<u64>,
     /// Proposals that failed for want of a leader or in time.
     proposals_failed: Cell<u64>,
+    /// Answers other members' questions (the lessor, once attached).
+    query_answerer: RefCell<Option<QueryAnswerer>>,
+    /// What `/metrics` counts of this member's work.
+    counters: Counters,
 }
+
+/// etcd's counters of a member's applies, reads and membership, kept where
+/// the work happens (this executor) and read by a scrape.
+#[derive(Debug)]
+pub struct Counters {
+    /// Puts and delete-ranges applied, transactions' included
+    /// (`etcd_mvcc_put_total`, `etcd_mvcc_delete_total`).
+    pub puts: Cell<u64>,
+    pub deletes: Cell<u64>,
+    /// Entries whose apply took longer than [`SLOW_APPLY`]
+    /// (`etcd_server_slow_apply_total`).
+    pub slow_applies: Cell<u64>,
+    /// Leases granted and revoked as applied, and the granted TTLs
+    /// (`etcd_debugging_lease_*`).
+    pub leases_granted: Cell<u64>,
+    pub leases_revoked: Cell<u64>,
+    /// Keepalives this member renewed as leader, leases it expired.
+    pub leases_renewed: Cell<u64>,
+    pub leases_expired: Cell<u64>,
+    pub lease_ttls: crate::metrics::Histogram,
+    /// ReadIndex rounds that failed, or took longer than [`SLOW_READ_INDEX`].
+    pub read_indexes_failed: Cell<u64>,
+    pub slow_read_indexes: Cell<u64>,
+    /// A snapshot from the leader is being installed.
+    pub installing_snapshot: Cell<bool>,
+    /// Learners this member promoted as leader.
+    pub learners_promoted: Cell<u64>,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            puts: Cell::new(0),
+            deletes: Cell::new(0),
+            slow_applies: Cell::new(0),
+            leases_granted: Cell::new(0),
+            leases_revoked: Cell::new(0),
+            leases_renewed: Cell::new(0),
+            leases_expired: Cell::new(0),
+            lease_ttls: crate::metrics::Histogram::new(&crate::metrics::LEASE_TTL_BUCKETS),
+            read_indexes_failed: Cell::new(0),
+            slow_read_indexes: Cell::new(0),
+            installing_snapshot: Cell::new(false),
+            learners_promoted: Cell::new(0),
+        }
+    }
+}
+
+/// etcd warns of (and counts) an apply slower than this.
+const SLOW_APPLY: Duration = Duration::from_millis(100);
+/// etcd counts a ReadIndex that needs longer than this as slow (its retry
+/// interval).
+const SLOW_READ_INDEX: Duration = Duration::from_millis(500);
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// Answers a [`PeerQuery`] from another member.
+pub type QueryAnswerer = Box<dyn Fn(&PeerQuery) -> PeerAnswer>;
 
 /// What `/metrics` reports of this member's Raft.
 #[derive(Debug, Clone, Copy, Default)]
@@ -226,6 +298,33 @@ impl PeerSink for Sequencer {
             .cfg
             .failed
             .set("the member has been permanently removed from the cluster".into());
+    }
+    fn answer(&self, query: PeerQuery) -> crate::peer::Answering {
+        if let PeerQuery::HashKv { revision } = query {
+            // On a blocking thread: it reads every version up to revision.
+            let view = self.store.borrow().read_view();
+            return Box::pin(async move {
+                let current = view.current_revision();
+                let hashed = glommio::executor()
+                    .spawn_blocking(move || basalt_engine::etcdfmt::hash_kv(&view, revision))
+                    .await;
+                match hashed {
+                    Ok(h) => PeerAnswer::HashKv {
+                        revision: current,
+                        compact_revision: h.compact_revision,
+                        hash: h.hash,
+                    },
+                    Err(e) => PeerAnswer::Failed {
+                        message: Status::from(e).message,
+                    },
+                }
+            });
+        }
+        let answer = match &*self.query_answerer.borrow() {
+            Some(answer) => answer(&query),
+            None => PeerAnswer::NotLeader,
+        };
+        Box::pin(async move { answer })
     }
     fn join_reply(&self, peer_urls: &[String]) -> crate::peer::HelloReply {
         membership::join_reply(&self.meta.borrow(), peer_urls)
@@ -265,7 +364,7 @@ impl Sequencer {
             materialize_recovered: false,
             ..cfg.wal.clone()
         };
-        let (wal, recovered) = Wal::open(&wal_dir(&cfg.data_dir), wal_opts)
+        let (wal, recovered) = Wal::open(&cfg.wal_dir, wal_opts)
             .await
             .map_err(|e| Error::Wal(e.to_string()))?;
         if recovered.torn_tail_cut {
@@ -282,6 +381,7 @@ impl Sequencer {
             &cfg.cluster,
             cfg.join.as_ref(),
             cfg.timing,
+            cfg.pre_vote,
         )
         .await?;
         let alarm_file = AlarmFile::new(&member_dir(&cfg.data_dir));
@@ -294,6 +394,7 @@ impl Sequencer {
             store: RefCell::new(store),
             wal: RefCell::new(Some(wal)),
             driver: entered.driver,
+            restarted: entered.restarted,
             meta: RefCell::new(entered.meta),
             stopping: Cell::new(false),
             poisoned: RefCell::new(None),
@@ -317,6 +418,8 @@ impl Sequencer {
             last_leader: Cell::new(0),
             leader_changes: Cell::new(0),
             proposals_failed: Cell::new(0),
+            query_answerer: RefCell::new(None),
+            counters: Counters::default(),
         });
         seq.catch_up_at_open().await?;
         let status = seq.driver.status();
@@ -425,6 +528,7 @@ impl Sequencer {
             Rc::downgrade(&sink),
         );
         self.driver.set_outbox(transport.clone());
+        glommio::spawn_local(Transport::probe_peers(Rc::downgrade(&transport))).detach();
         *self.transport.borrow_mut() = Some(transport.clone());
         self.refresh_peers();
         transport
@@ -474,6 +578,48 @@ impl Sequencer {
     /// Registers a listener for applied lease changes (the lessor).
     pub fn subscribe_leases(&self, listener: LeaseListener) {
         self.lease_listeners.borrow_mut().push(listener);
+    }
+
+    /// Sets who answers other members' questions (the lessor).
+    pub fn answer_queries_with(&self, answerer: QueryAnswerer) {
+        *self.query_answerer.borrow_mut() = Some(answerer);
+    }
+
+    /// Asks the leader `query` and waits for its answer, through leader
+    /// changes, within the request timeout (etcd's follower retries its
+    /// forwarded lease calls the same way). `None`: this member leads.
+    pub async fn ask_leader(&self, query: PeerQuery) -> Result<Option<PeerAnswer>, Error> {
+        let deadline = std::time::Instant::now() + self.cfg.timing.request_timeout();
+        loop {
+            let status = self.driver.status();
+            if status.role == basalt_raft::StateRole::Leader {
+                return Ok(None);
+            }
+            let transport = self.transport.borrow().clone();
+            if status.leader != basalt_raft::NO_NODE {
+                let Some(transport) = transport else {
+                    return Err(Error::NoLeader);
+                };
+                let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                match transport.ask(status.leader, query.clone(), wait).await {
+                    Ok(PeerAnswer::NotLeader) => {}
+                    Ok(answer) => return Ok(Some(answer)),
+                    Err(e) => tracing::debug!(
+                        leader = format!("{:x}", status.leader),
+                        error = %e,
+                        "cannot ask the leader"
+                    ),
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(if status.leader == basalt_raft::NO_NODE {
+                    Error::NoLeader
+                } else {
+                    Error::Timeout
+                });
+            }
+            glommio::timer::sleep(self.cfg.timing.heartbeat).await;
+        }
     }
 
     /// The store, for read-only use by services on this executor (watch
@@ -573,7 +719,7 @@ impl Sequencer {
     }
 
     /// (peer, bytes sent, bytes received, messages not sent) per peer.
-    pub fn peer_stats(&self) -> Vec<(u64, u64, u64, u64)> {
+    pub fn peer_stats(&self) -> Vec<crate::metrics::PeerStats> {
         self.transport
             .borrow()
             .as_ref()
@@ -601,8 +747,17 @@ impl Sequencer {
         if let Some(why) = self.poisoned.borrow().as_ref() {
             return Err(Error::Wal(why.clone()).into());
         }
-        let rx = self.driver.read_index()?;
-        rx.await.unwrap_or_else(|_| Err(Error::Stopped.into()))
+        let started = std::time::Instant::now();
+        let done = match self.driver.read_index() {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(Error::Stopped.into())),
+            Err(e) => Err(e.into()),
+        };
+        if done.is_err() {
+            bump(&self.counters.read_indexes_failed);
+        } else if started.elapsed() > SLOW_READ_INDEX {
+            bump(&self.counters.slow_read_indexes);
+        }
+        done
     }
 
     /// Hands leadership to `target` and waits until it leads (etcd's
@@ -802,6 +957,13 @@ impl Sequencer {
     /// after the snapshot, the membership is the leader's, and every
     /// watcher gets the events between our old revision and the new one.
     async fn install_snapshot(&self, snapshot: basalt_raft::Snapshot) -> Result<(), Error> {
+        self.counters.installing_snapshot.set(true);
+        let installed = self.install_snapshot_file(snapshot).await;
+        self.counters.installing_snapshot.set(false);
+        installed
+    }
+
+    async fn install_snapshot_file(&self, snapshot: basalt_raft::Snapshot) -> Result<(), Error> {
         let index = snapshot.metadata.index;
         let path = match self.received_snapshot.borrow_mut().take() {
             Some((i, path)) if i == index => path,
@@ -1265,6 +1427,40 @@ impl Sequencer {
         }
     }
 
+    /// Counts the puts and delete-ranges one applied operation made.
+    fn count_writes(&self, response: &m::OpResponse) {
+        fn txn(t: &m::TxnResponse, puts: &mut u64, deletes: &mut u64) {
+            for r in &t.responses {
+                match r {
+                    m::ResponseOp::Put(_) => *puts += 1,
+                    m::ResponseOp::DeleteRange(_) => *deletes += 1,
+                    m::ResponseOp::Txn(inner) => txn(inner, puts, deletes),
+                    m::ResponseOp::Range(_) => {}
+                }
+            }
+        }
+        let (mut puts, mut deletes) = (0, 0);
+        match response {
+            m::OpResponse::Put(_) => puts = 1,
+            m::OpResponse::DeleteRange(_) => deletes = 1,
+            m::OpResponse::Txn(t) => txn(t, &mut puts, &mut deletes),
+            _ => {}
+        }
+        let c = &self.counters;
+        c.puts.set(c.puts.get() + puts);
+        c.deletes.set(c.deletes.get() + deletes);
+    }
+
+    /// This member's counters, for `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The WAL's I/O counters (`None` once it is closed).
+    pub fn wal_stats(&self) -> Option<basalt_engine::wal::WalStats> {
+        self.wal.borrow().as_ref().map(|w| w.stats())
+    }
+
     /// Applies one entry and hands its events to this executor's watch
     /// hook; `fed` collects them for the other executors' hubs.
     fn apply(
@@ -1273,15 +1469,34 @@ impl Sequencer {
         op: &m::Op,
         fed: &mut Vec<(i64, Vec<Event>)>,
     ) -> Result<Reply, Status> {
+        let started = std::time::Instant::now();
         let applied = {
             let mut store = self.store.borrow_mut();
             store.apply(index, op)
         };
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            bump(&self.counters.slow_applies);
+            tracing::warn!(
+                index,
+                took_ms = took.as_secs_f64() * 1e3,
+                expected_ms = SLOW_APPLY.as_millis() as u64,
+                "apply request took too long"
+            );
+        }
         match applied {
             Ok(a) => {
+                self.count_writes(&a.response);
                 let lease_event = match *op {
-                    m::Op::LeaseGrant { id, ttl } => Some(LeaseEvent::Granted { id, ttl }),
-                    m::Op::LeaseRevoke { id } => Some(LeaseEvent::Revoked(id)),
+                    m::Op::LeaseGrant { id, ttl } => {
+                        bump(&self.counters.leases_granted);
+                        self.counters.lease_ttls.observe_value(ttl as f64);
+                        Some(LeaseEvent::Granted { id, ttl })
+                    }
+                    m::Op::LeaseRevoke { id } => {
+                        bump(&self.counters.leases_revoked);
+                        Some(LeaseEvent::Revoked(id))
+                    }
                     _ => None,
                 };
                 if let Some(event) = lease_event {
@@ -1408,7 +1623,7 @@ impl Sequencer {
     }
 
     async fn run_checkpointer(self: Rc<Self>) {
-        let mut last_auto_defrag = None;
+        let mut auto_defrag = AutoDefrag::new(std::time::Instant::now());
         loop {
             glommio::timer::sleep(self.cfg.checkpoint_interval).await;
             if self.writer_done.is_fired() {
@@ -1419,37 +1634,36 @@ impl Sequencer {
                     tracing::error!(error = %e, "periodic checkpoint failed");
                 }
             }
-            self.maybe_auto_defragment(&mut last_auto_defrag).await;
+            self.maybe_auto_defragment(&mut auto_defrag).await;
         }
     }
 
-    /// Defragments on its own once much of the files is free space (after a
-    /// large delete and a compaction of the history; page reuse handles
-    /// overwrites). `last` is when the previous automatic run ended and the
-    /// size it left: another runs only once there is at least that much to
-    /// reclaim, or after [`AUTO_DEFRAG_MIN_INTERVAL`]. A copy costs about
-    /// the live data, at most the size left, so the copying stays
-    /// proportional to the garbage written whatever the load.
-    async fn maybe_auto_defragment(&self, last: &mut Option<(std::time::Instant, u64)>) {
-        let (size, in_use, wanted) = {
+    /// Defragments on its own once much of the files is lasting free space
+    /// (after a large delete and a compaction of the history; page reuse
+    /// handles overwrites): `auto_defrag.rs` says when.
+    async fn maybe_auto_defragment(&self, policy: &mut AutoDefrag) {
+        let check = {
             let store = self.store.borrow();
-            (
-                store.db_size(),
-                store.db_size_in_use(),
-                store.wants_defragment(),
-            )
+            Check {
+                now: std::time::Instant::now(),
+                applied: store.last_applied(),
+                size: store.db_size(),
+                in_use: store.db_size_in_use(),
+                wanted: store.wants_defragment(),
+            }
         };
-        let due = last.is_none_or(|(at, left)| {
-            at.elapsed() >= AUTO_DEFRAG_MIN_INTERVAL || size.saturating_sub(in_use) >= left
-        });
-        if !wanted || !due || self.stopping.get() {
+        if !policy.due(check) || self.stopping.get() {
             return;
         }
-        tracing::info!(size, in_use, "defragmenting automatically");
+        tracing::info!(
+            size = check.size,
+            in_use = check.in_use,
+            "defragmenting automatically"
+        );
         if let Err(e) = self.defragment().await {
             tracing::error!(error = %e, "automatic defragmentation failed");
         }
-        *last = Some((std::time::Instant::now(), self.store.borrow().db_size()));
+        policy.ran(std::time::Instant::now(), self.store.borrow().db_size());
     }
 
     fn status(&self) -> StatusInfo {

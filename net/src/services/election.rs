@@ -33,6 +33,8 @@ use super::ServiceContext;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const LONGEST_PAUSE: Duration = Duration::from_millis(100);
+/// Changes of the leader's key read from history per poll, at most.
+const OBSERVE_BATCH: usize = 1000;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct LeaderKey {
@@ -161,26 +163,61 @@ pub fn register(r: &mut Router, ctx: &Rc<ServiceContext>) {
         "/v3electionpb.Election/Observe",
         server_streaming(move |req: LeaderRequest, meta: Metadata, mut responses| {
             let c = c.clone();
+            // etcd's Observe: the leader's key, then every value it is
+            // given (each Proclaim) until it is deleted, then the next
+            // leader's. Between polls the key's history is read, so
+            // values proclaimed in quick succession are each reported, as
+            // etcd's watch reports them.
             async move {
                 check_name_read(&c, &meta, &req.name).map_err(as_client_error)?;
-                let mut last: Option<(Vec<u8>, i64)> = None;
                 let mut pause = FIRST_PAUSE;
                 loop {
                     let (header, kv) = leader(&c, &req.name).await.map_err(as_client_error)?;
-                    let seen = kv.as_ref().map(|kv| (kv.key.clone(), kv.mod_revision));
-                    if seen.is_some() && seen != last {
-                        responses
-                            .send(&LeaderResponse {
-                                header: Some(header),
-                                kv,
-                            })
-                            .await?;
-                        last = seen;
-                        pause = FIRST_PAUSE;
-                    } else {
+                    let Some(kv) = kv else {
+                        glommio::timer::sleep(pause).await;
                         pause = (pause * 2).min(LONGEST_PAUSE);
+                        continue;
+                    };
+                    let key = kv.key.clone();
+                    let mut next = header.revision + 1;
+                    responses
+                        .send(&LeaderResponse {
+                            header: Some(header),
+                            kv: Some(kv),
+                        })
+                        .await?;
+                    pause = FIRST_PAUSE;
+                    let mut end = key.clone();
+                    end.push(0);
+                    'follow: loop {
+                        glommio::timer::sleep(pause).await;
+                        let view = c.read_view(false).await?;
+                        let Ok(events) = view.view.events_from(&key, &end, next, OBSERVE_BATCH)
+                        else {
+                            // Compacted past what was seen: start over.
+                            break 'follow;
+                        };
+                        let header = view.header();
+                        drop(view);
+                        if events.is_empty() {
+                            next = next.max(header.revision + 1);
+                            pause = (pause * 2).min(LONGEST_PAUSE);
+                            continue;
+                        }
+                        pause = FIRST_PAUSE;
+                        for e in events {
+                            if e.kind == basalt_engine::mvcc::EventKind::Delete {
+                                break 'follow;
+                            }
+                            next = e.kv.mod_revision + 1;
+                            responses
+                                .send(&LeaderResponse {
+                                    header: Some(header),
+                                    kv: Some(crate::wire::key_value(e.kv)),
+                                })
+                                .await?;
+                        }
                     }
-                    glommio::timer::sleep(pause).await;
                 }
             }
         }),
