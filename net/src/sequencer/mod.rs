@@ -22,7 +22,6 @@
 //! on every member and on replay.
 
 mod alarms;
-mod auto_defrag;
 mod client;
 mod command;
 mod corruption;
@@ -51,7 +50,6 @@ use basalt_engine::wal::{Wal, WalOptions};
 use basalt_raft::{ConfChange, EntryType};
 
 use self::alarms::{AlarmFile, AlarmSet};
-use self::auto_defrag::{AutoDefrag, Check};
 use crate::error::Error;
 use crate::grpc::{Shutdown, Status};
 use crate::lease::LeaseEvent;
@@ -62,6 +60,9 @@ use crate::proto::etcdserverpb as pb;
 
 /// A checkpoint slower than this is logged at info level.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(20);
+/// Least time between two automatic defragmentations unless the space to
+/// reclaim reached the size the last one left (the first may run at once).
+const AUTO_DEFRAG_MIN_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a stop waits for proposals in flight to apply.
 const STOP_DRAIN: Duration = Duration::from_secs(2);
 /// Entries a member with peers keeps in its log behind its checkpoint, so
@@ -1623,7 +1624,7 @@ impl Sequencer {
     }
 
     async fn run_checkpointer(self: Rc<Self>) {
-        let mut auto_defrag = AutoDefrag::new(std::time::Instant::now());
+        let mut last_auto_defrag = None;
         loop {
             glommio::timer::sleep(self.cfg.checkpoint_interval).await;
             if self.writer_done.is_fired() {
@@ -1634,36 +1635,37 @@ impl Sequencer {
                     tracing::error!(error = %e, "periodic checkpoint failed");
                 }
             }
-            self.maybe_auto_defragment(&mut auto_defrag).await;
+            self.maybe_auto_defragment(&mut last_auto_defrag).await;
         }
     }
 
-    /// Defragments on its own once much of the files is lasting free space
-    /// (after a large delete and a compaction of the history; page reuse
-    /// handles overwrites): `auto_defrag.rs` says when.
-    async fn maybe_auto_defragment(&self, policy: &mut AutoDefrag) {
-        let check = {
+    /// Defragments on its own once much of the files is free space (after a
+    /// large delete and a compaction of the history; page reuse handles
+    /// overwrites). `last` is when the previous automatic run ended and the
+    /// size it left: another runs only once there is at least that much to
+    /// reclaim, or after [`AUTO_DEFRAG_MIN_INTERVAL`]. A copy costs about
+    /// the live data, at most the size left, so the copying stays
+    /// proportional to the garbage written whatever the load.
+    async fn maybe_auto_defragment(&self, last: &mut Option<(std::time::Instant, u64)>) {
+        let (size, in_use, wanted) = {
             let store = self.store.borrow();
-            Check {
-                now: std::time::Instant::now(),
-                applied: store.last_applied(),
-                size: store.db_size(),
-                in_use: store.db_size_in_use(),
-                wanted: store.wants_defragment(),
-            }
+            (
+                store.db_size(),
+                store.db_size_in_use(),
+                store.wants_defragment(),
+            )
         };
-        if !policy.due(check) || self.stopping.get() {
+        let due = last.is_none_or(|(at, left)| {
+            at.elapsed() >= AUTO_DEFRAG_MIN_INTERVAL || size.saturating_sub(in_use) >= left
+        });
+        if !wanted || !due || self.stopping.get() {
             return;
         }
-        tracing::info!(
-            size = check.size,
-            in_use = check.in_use,
-            "defragmenting automatically"
-        );
+        tracing::info!(size, in_use, "defragmenting automatically");
         if let Err(e) = self.defragment().await {
             tracing::error!(error = %e, "automatic defragmentation failed");
         }
-        policy.ran(std::time::Instant::now(), self.store.borrow().db_size());
+        *last = Some((std::time::Instant::now(), self.store.borrow().db_size()));
     }
 
     fn status(&self) -> StatusInfo {
