@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, PutOptions};
 use support::cluster::Cluster;
-use support::{describe_error, Kind};
+use support::{describe_error, sample, scrape, Kind};
 
 async fn get_value(c: &mut etcd_client::Client, key: &str) -> Option<Vec<u8>> {
     let r = c.get(key, None).await.expect("get");
@@ -208,7 +208,6 @@ async fn lease_time_to_live_on_a_follower_is_the_leaders_answer() {
 /// healthy member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_corrupt_check_stops_a_member_whose_data_differs() {
-    use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
     let mut cluster =
         Cluster::start(Kind::Basalt, 3, &["--experimental-initial-corrupt-check"]).await;
     let leader = cluster.wait_leader().await;
@@ -226,21 +225,8 @@ async fn initial_corrupt_check_stops_a_member_whose_data_differs() {
         "{}",
         cluster.members[healthy].log()
     );
-    // The victim's store applies the next index with a write of its own:
-    // at the next revision it holds another key than its peers.
     assert!(cluster.terminate(victim));
-    {
-        let dir = cluster.members[victim].data_dir.join("member/store");
-        let mut store = Store::open(&dir, StoreOptions::default()).unwrap();
-        let next = store.last_applied() + 1;
-        let put = PutRequest {
-            key: b"only-here".to_vec(),
-            value: b"x".to_vec(),
-            ..Default::default()
-        };
-        store.apply(next, &Op::Put(put)).unwrap();
-        store.checkpoint().unwrap();
-    }
+    diverge(&cluster.members[victim].data_dir);
     for i in 0..5 {
         l.put(format!("after/{i}"), "v", None).await.unwrap();
     }
@@ -366,6 +352,22 @@ async fn etcds_monitoring_mixin_finds_every_series_it_queries() {
     // Without --metrics extensive, as etcd, no handling time histograms.
     let plain = Cluster::start(Kind::Basalt, 1, &[]).await;
     assert!(!scrape(&plain.members[0].client_url).contains("grpc_server_handling_seconds"));
+}
+
+/// Makes a stopped member's store diverge: it applies the next log index
+/// with a write of its own (`only-here`), so at the next revision it holds
+/// another key than its peers and skips the entry they apply there.
+fn diverge(data_dir: &std::path::Path) {
+    use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
+    let mut store = Store::open(&data_dir.join("member/store"), StoreOptions::default()).unwrap();
+    let next = store.last_applied() + 1;
+    let put = PutRequest {
+        key: b"only-here".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    };
+    store.apply(next, &Op::Put(put)).unwrap();
+    store.checkpoint().unwrap();
 }
 
 /// Replaces what differs between two clusters: member ids, ports, times.
@@ -1116,7 +1118,6 @@ async fn lease_checkpoints_carry_remaining_ttls_to_a_new_leader() {
 /// etcd 3.4's corrupt applier does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_data_diverged_gets_the_corrupt_alarm_and_writes_stop() {
-    use basalt_engine::mvcc::{Op, PutRequest, Store, StoreOptions};
     use etcd_client::{AlarmAction, AlarmType};
     let mut cluster =
         Cluster::start(Kind::Basalt, 3, &["--experimental-corrupt-check-time=1s"]).await;
@@ -1150,20 +1151,7 @@ async fn a_member_whose_data_diverged_gets_the_corrupt_alarm_and_writes_stop() {
         .unwrap()
         .member_id();
     assert!(cluster.terminate(victim));
-    // Its store takes the next index for a write of its own, so it will
-    // skip the entry the others apply there.
-    {
-        let dir = cluster.members[victim].data_dir.join("member/store");
-        let mut store = Store::open(&dir, StoreOptions::default()).unwrap();
-        let next = store.last_applied() + 1;
-        let put = PutRequest {
-            key: b"only-here".to_vec(),
-            value: b"x".to_vec(),
-            ..Default::default()
-        };
-        store.apply(next, &Op::Put(put)).unwrap();
-        store.checkpoint().unwrap();
-    }
+    diverge(&cluster.members[victim].data_dir);
     for i in 0..5 {
         l.put(format!("after/{i}"), "v", None).await.unwrap();
     }
@@ -1200,30 +1188,6 @@ async fn a_member_whose_data_diverged_gets_the_corrupt_alarm_and_writes_stop() {
         );
         assert!(get_value(&mut c, "k0").await.is_some(), "reads go on");
     }
-}
-
-/// `/metrics` on each member of a cluster, over HTTP/1.1 on its client
-/// port.
-fn scrape(client_url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = client_url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What `/metrics` says of the cluster is true, as on etcd: every member

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::{free_port, Kind, Server};
+use support::{free_port, sample, scrape, Kind, Server};
 
 /// etcd 3.5.1's binaries (scripts/install-test-deps.sh).
 fn etcd35() -> std::path::PathBuf {
@@ -73,27 +73,6 @@ const NOT_IN_BASALT: &[&str] = &[
     "etcd_snap_db_save_total_duration_seconds",
     "etcd_snap_fsync_duration_seconds",
 ];
-
-fn scrape(endpoint: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
-/// The value of an unlabelled series.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// name -> type, from the `# TYPE` lines.
 fn families(text: &str) -> BTreeMap<String, String> {

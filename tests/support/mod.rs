@@ -575,3 +575,27 @@ pub fn basalt_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> std::proc
         .output()
         .expect("basalt --restore-snapshot")
 }
+
+/// `/metrics` of the server at `client_url` (`http://host:port`), over
+/// HTTP/1.1 on its client port.
+pub fn scrape(client_url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = client_url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The value of an unlabelled series in a `/metrics` text.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
